@@ -1,0 +1,105 @@
+"""The agent's state in one SQLite file: WAL mode, a versioned schema, forward-only migrations.
+
+All access goes through one dedicated worker thread that owns the connection, so the event loop
+never blocks on disk and SQLite sees a single writer. Secret values are never stored here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from dtma.errors import ConfigError
+
+T = TypeVar("T")
+
+STATE_FILE_NAME = "state.db"
+
+# Forward-only: append new steps, never edit a released one. Index + 1 is the schema version.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+
+class SqliteStateStore:
+    """Owns the SQLite connection and its thread. Open once at start, close at shutdown."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtma-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> SqliteStateStore:
+        return cls(state_dir / STATE_FILE_NAME)
+
+    async def open(self) -> int:
+        """Open (creating if needed), enable WAL, migrate. Returns the schema version."""
+        return await self._run(self._open_sync)
+
+    async def schema_version(self) -> int:
+        return await self._run(lambda: self._version(self._connection()))
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await self._run(_close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("state store is not open")
+        return self._conn
+
+    def _open_sync(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open state database {self.path}: {exc}") from None
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self.path.chmod(0o600)
+        return self._migrate(conn)
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self, conn: sqlite3.Connection) -> int:
+        current = self._version(conn)
+        if current > len(MIGRATIONS):
+            raise ConfigError(
+                f"state database {self.path} has schema version {current}, newer than this agent "
+                f"understands ({len(MIGRATIONS)}); upgrade the agent"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[version - 1]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return self._version(conn)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

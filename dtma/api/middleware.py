@@ -1,0 +1,87 @@
+"""Request ids, bearer auth and error mapping: every response passes through here."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from dtma.api.errors import error_response, status_for
+from dtma.errors import DtmaError
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = frozenset({"/v1/health", "/v1/ready"})
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
+    @web.middleware
+    async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = incoming if _safe_request_id(incoming) else secrets.token_hex(8)
+        request["request_id"] = rid
+        with structlog.contextvars.bound_contextvars(request_id=rid):
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                response = error_response(exc.status, _code_for(exc.status), exc.reason)
+            response.headers[REQUEST_ID_HEADER] = rid
+            return response
+
+    return mw
+
+
+def auth_middleware(token: str) -> web.middleware:  # type: ignore[valid-type]
+    expected = token.encode()
+
+    @web.middleware
+    async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS:
+            return await handler(request)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return error_response(
+                401, "unauthorized", "missing bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="dtma"'},
+            )
+        if not hmac.compare_digest(presented.strip().encode(), expected):
+            return error_response(
+                401, "unauthorized", "invalid bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="dtma", error="invalid_token"'},
+            )
+        return await handler(request)
+
+    return mw
+
+
+def error_middleware() -> web.middleware:  # type: ignore[valid-type]
+    @web.middleware
+    async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except DtmaError as exc:
+            status = status_for(exc)
+            if status >= 500:
+                log.error("request_failed", path=request.path, error=exc.message)
+            return error_response(status, exc.code, exc.message)
+        except Exception:
+            log.exception("unhandled_error", path=request.path)
+            return error_response(500, "internal", "internal error; see the agent's log")
+
+    return mw
+
+
+def _safe_request_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+
+
+def _code_for(status: int) -> str:
+    return {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+            413: "payload_too_large"}.get(status, "error")

@@ -1,0 +1,65 @@
+"""Where the control API's bearer token comes from.
+
+Order: DTMA_API_TOKEN, else DTMA_API_TOKEN_FILE, else `<state_dir>/api-token`, which is
+generated (mode 0600, 256 random bits) on first start and reused after.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtma.config import Settings
+from dtma.errors import ConfigError
+
+TOKEN_FILE_NAME = "api-token"
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    value: str
+    source: str  # "env" or the file's path; safe to log
+
+    def __repr__(self) -> str:  # never show the value
+        return f"ApiToken(source={self.source!r})"
+
+
+def resolve_api_token(settings: Settings) -> ApiToken:
+    """Return the token, generating the default token file if needed. Idempotent."""
+    if settings.api_token:
+        return ApiToken(settings.api_token, "env")
+    if settings.api_token_file is not None:
+        return ApiToken(_read_token(settings.api_token_file), str(settings.api_token_file))
+    path = settings.state_dir / TOKEN_FILE_NAME
+    if not path.exists():
+        _write_new_token(path)
+    return ApiToken(_read_token(path), str(path))
+
+
+def _read_token(path: Path) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read API token file {path}: {exc.strerror}") from None
+    if len(value) < 16:
+        raise ConfigError(f"API token file {path} must hold a token of at least 16 characters")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"API token file {path} is readable by other users (mode {mode:04o}); "
+            f"run: chmod 600 {path}"
+        )
+    return value
+
+
+def _write_new_token(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process won the race; its token stands
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")

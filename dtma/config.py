@@ -1,0 +1,135 @@
+"""Agent settings, read once at start from the environment (and optionally a config file).
+
+Keys are the environment variable names of DESIGN.md. A config file (YAML or JSON, given by
+`--config` or DTMA_CONFIG) may set the same keys; the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dtma.errors import ConfigError
+
+ENV_KEYS = {
+    "DTMA_LISTEN": "listen",
+    "DTMA_STATE_DIR": "state_dir",
+    "DTMA_API_TOKEN": "api_token",
+    "DTMA_API_TOKEN_FILE": "api_token_file",
+    "DTMA_SECRETS_DIR": "secrets_dir",
+    "DTMA_ALLOW_DISK_SECRETS": "allow_disk_secrets",
+    "DTMA_LOG_FORMAT": "log_format",
+    "DTMA_LOG_LEVEL": "log_level",
+    "DOCKER_HOST": "docker_host",
+    "VAULT_ADDR": "vault_addr",
+    "VAULT_TOKEN": "vault_token",
+    "VAULT_CACERT": "vault_cacert",
+    "VAULT_NAMESPACE": "vault_namespace",
+    "DTMA_VAULT_TOKEN_FILE": "vault_token_file",
+    "DTMA_VAULT_ROLE_ID_FILE": "vault_role_id_file",
+    "DTMA_VAULT_SECRET_ID_FILE": "vault_secret_id_file",
+}
+
+
+class Settings(BaseModel):
+    """The agent's configuration. Immutable once loaded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str = "127.0.0.1:8750"
+    state_dir: Path = Path(".dtma")
+    api_token: str | None = Field(default=None, repr=False)
+    api_token_file: Path | None = None
+    secrets_dir: Path = Path("/run/dtma/secrets")
+    allow_disk_secrets: bool = False
+    log_format: Literal["console", "json"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    docker_host: str | None = None
+    vault_addr: str | None = None
+    vault_token: str | None = Field(default=None, repr=False)
+    vault_cacert: Path | None = None
+    vault_namespace: str | None = None
+    vault_token_file: Path | None = None
+    vault_role_id_file: Path | None = None
+    vault_secret_id_file: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8750")
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def resolved_log_format(self) -> Literal["console", "json"]:
+        if self.log_format:
+            return self.log_format
+        return "console" if sys.stderr.isatty() else "json"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Build Settings from an optional config file overlaid by the environment.
+
+    Raises ConfigError naming the offending key, never its value (a key may hold a token).
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    path = config_file or (Path(env["DTMA_CONFIG"]) if env.get("DTMA_CONFIG") else None)
+    if path is not None:
+        values.update(_read_config_file(path))
+    for var, key in ENV_KEYS.items():
+        if env.get(var):
+            values[key] = env[var]
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_var_for(str(e['loc'][0]) if e['loc'] else '?')}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid agent configuration: {problems}") from None
+
+
+def _var_for(key: str) -> str:
+    return next((var for var, k in ENV_KEYS.items() if k == key), key)
+
+
+def _read_config_file(path: Path) -> dict[str, object]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML/JSON: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    out: dict[str, object] = {}
+    for k, v in raw.items():
+        key = ENV_KEYS.get(str(k), str(k).lower())
+        if key not in Settings.model_fields:
+            raise ConfigError(f"config file {path}: unknown key {k!r}")
+        out[key] = v
+    return out

@@ -1,0 +1,56 @@
+"""One error tree for the agent, rooted at DtmaError.
+
+Adapters translate library exceptions (docker-py, hvac, mcp) into these. `transient` errors may
+succeed on retry (tenacity retries only those); permanent ones never will. The API maps classes to
+HTTP statuses in one place. Messages must never contain secret values, and constructors never log.
+"""
+
+from __future__ import annotations
+
+
+class DtmaError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+    transient: bool = False
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ConfigError(DtmaError):
+    """The agent's own configuration is invalid; the agent cannot start."""
+
+    code = "config"
+
+
+class DockerUnavailable(DtmaError):
+    """The Docker engine cannot be reached right now."""
+
+    transient = True
+    code = "docker_unavailable"
+
+
+class DockerError(DtmaError):
+    """The Docker engine refused a request (bad parameters, conflict, missing image, ...)."""
+
+    code = "docker"
+
+
+class ImageNotFound(DockerError):
+    """The image is not present locally and cannot be pulled."""
+
+    code = "image_not_found"
+
+
+class ContainerNotFound(DockerError):
+    code = "container_not_found"
+
+
+class ProbeTransportError(DtmaError):
+    """The probe could not open its transport (attach failed, connection refused)."""
+
+    transient = True
+    code = "probe_transport"
