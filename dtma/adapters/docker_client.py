@@ -6,6 +6,8 @@ docker-py is synchronous: every call made with a client from here must run in a 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,11 +20,36 @@ from dtma.errors import ContainerNotFound, DockerError, DockerUnavailable, DtmaE
 T = TypeVar("T")
 
 
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
 def make_docker_client(docker_host: str | None, timeout: float = 60) -> Any:
-    """A docker-py client for DOCKER_HOST (or docker-py's default). Blocking; call in a thread."""
+    """A docker-py client for DOCKER_HOST (or docker-py's default). Blocking; call in a thread.
+
+    A unix socket is tried first with a socket of our own: docker-py leaks its socket when the
+    connection is refused, and our message names the path.
+    """
+    host = docker_host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    if host.startswith("unix://"):
+        _preflight_unix(host.removeprefix("unix://"))
     if docker_host:
         return docker.DockerClient(base_url=docker_host, timeout=int(timeout))
     return docker.from_env(timeout=int(timeout))
+
+
+def _preflight_unix(path: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(path)
+        except FileNotFoundError:
+            raise DockerUnavailable(
+                f"Docker engine unreachable: no socket at {path} (is dockerd running?)"
+            ) from None
+        except OSError as exc:
+            raise DockerUnavailable(
+                f"Docker engine unreachable at {path}: {exc.strerror or exc}"
+            ) from None
 
 
 def translate(exc: Exception, what: str) -> DtmaError:

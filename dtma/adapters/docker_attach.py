@@ -1,0 +1,113 @@
+"""An MCP transport over a container's stdin/stdout, through the Engine API's attach.
+
+The container must be created with stdin_open=True and tty=False. Output arrives in multiplexed
+frames (an 8-byte header: stream type, 3 zero bytes, big-endian payload length); only stdout
+frames carry MCP messages, one JSON-RPC message per line. Closing the transport detaches without
+closing the container's stdin, so a later attach (for example after an agent restart) finds the
+same live server and session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import anyio
+import mcp.types as mcp_types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.message import SessionMessage
+
+from dtma.adapters.docker_client import call
+from dtma.errors import ProbeTransportError
+
+STDOUT = 1
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+Streams = tuple[
+    MemoryObjectReceiveStream[SessionMessage | Exception],
+    MemoryObjectSendStream[SessionMessage],
+]
+
+
+def open_attach_socket(client: Any, container_id: str) -> socket.socket:
+    """Attach to stdin+stdout and return a private, non-blocking socket. Blocking: use a thread."""
+    sock_io = call(
+        f"attach {container_id[:12]}",
+        lambda: client.api.attach_socket(
+            container_id, params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1}
+        ),
+    )
+    raw = getattr(sock_io, "_sock", sock_io)
+    if isinstance(raw, ssl.SSLSocket) or not isinstance(raw, socket.socket):
+        sock_io.close()
+        if isinstance(raw, socket.socket):
+            raw.close()
+        raise ProbeTransportError(
+            "stdio attach needs a unix or plain tcp DOCKER_HOST; TLS and ssh engines are not "
+            "supported for stdio servers yet"
+        )
+    # A dup of our own: docker-py's response object may close its copy when collected.
+    own = raw.dup()
+    sock_io.close()
+    raw.close()
+    own.setblocking(False)
+    return own
+
+
+@asynccontextmanager
+async def attached_stdio_transport(sock: socket.socket) -> AsyncIterator[Streams]:
+    """Yield (read, write) streams for mcp.ClientSession over an attach socket. Closes `sock`."""
+    reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES)
+    to_session, from_server = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+    to_server, from_session = anyio.create_memory_object_stream[SessionMessage](16)
+
+    async def pump_stdout() -> None:
+        buffered = b""
+        async with to_session:
+            with suppress(asyncio.IncompleteReadError, ConnectionError, anyio.ClosedResourceError,
+                          anyio.BrokenResourceError):
+                while True:
+                    header = await reader.readexactly(8)
+                    payload = await reader.readexactly(int.from_bytes(header[4:8], "big"))
+                    if header[0] != STDOUT:
+                        continue
+                    buffered += payload
+                    *lines, buffered = buffered.split(b"\n")
+                    if len(buffered) > MAX_LINE_BYTES:
+                        await to_session.send(ValueError("stdout line too long"))
+                        buffered = b""
+                    for line in lines:
+                        if line.strip():
+                            await to_session.send(_parse(line))
+
+    async def pump_stdin() -> None:
+        async with from_session:
+            with suppress(ConnectionError, anyio.ClosedResourceError):
+                async for message in from_session:
+                    data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    writer.write(data.encode() + b"\n")
+                    await writer.drain()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump_stdout)
+            tg.start_soon(pump_stdin)
+            try:
+                yield from_server, to_server
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        writer.close()
+        with suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def _parse(line: bytes) -> SessionMessage | Exception:
+    try:
+        return SessionMessage(mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    except ValueError as exc:
+        return exc

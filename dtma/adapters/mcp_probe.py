@@ -1,0 +1,180 @@
+"""MCP protocol probes over the real transports, built on the official `mcp` SDK.
+
+A probe runs `initialize` then `tools/list` and returns a ProbeResult; it never raises because
+the server is unhealthy (only cancellation propagates). For stdio, `StdioProbeSession` holds one
+session per container and pings it; it initializes only when asked (a fresh container), never a
+session that is already live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import httpx2
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from dtma import __version__
+from dtma.adapters.docker_attach import attached_stdio_transport, open_attach_socket
+from dtma.domain import probe as reasons
+from dtma.domain.probe import ProbeResult, check_expected_tools
+from dtma.errors import DtmaError
+
+CLIENT_INFO = {"name": "dtma-probe", "version": __version__}
+
+
+def _client_info() -> Any:
+    from mcp import types
+
+    return types.Implementation(**CLIENT_INFO)
+
+
+def _ms_since(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)
+
+
+async def _list_tool_names(session: ClientSession) -> list[str]:
+    names: list[str] = []
+    cursor: str | None = None
+    from mcp import types
+
+    while True:
+        params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+        result = await session.list_tools(params=params)
+        names.extend(t.name for t in result.tools)
+        cursor = result.next_cursor
+        if not cursor:
+            return names
+
+
+async def _stage(reason: str, step: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one protocol step, tagging any failure with the step's reason."""
+    try:
+        return await step()
+    except Exception as exc:
+        raise _StepFailed(reason, exc) from exc
+
+
+class _StepFailed(Exception):
+    def __init__(self, reason: str, cause: BaseException) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    text = str(exc) or type(exc).__name__
+    return text[:300]
+
+
+def _first_step_failure(exc: BaseException) -> _StepFailed | None:
+    if isinstance(exc, _StepFailed):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_step_failure(inner)
+            if found:
+                return found
+    return None
+
+
+async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = ()) -> ProbeResult:
+    """One fresh session: initialize + tools/list against a streamable-HTTP endpoint."""
+    t0 = time.perf_counter()
+    try:
+        with anyio.fail_after(timeout):
+            http = httpx2.AsyncClient(timeout=httpx2.Timeout(timeout))
+            async with (
+                http,
+                streamable_http_client(url, http_client=http) as (read, write),
+                ClientSession(read, write, client_info=_client_info()) as session,
+            ):
+                await _stage(reasons.INITIALIZE_FAILED, session.initialize)
+                tools = await _stage(reasons.TOOLS_LIST_FAILED, lambda: _list_tool_names(session))
+        return check_expected_tools(tools, expect_tools, _ms_since(t0))
+    except TimeoutError:
+        return ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
+    except Exception as exc:
+        step = _first_step_failure(exc)
+        if step is not None:
+            return ProbeResult.failed(step.reason, _ms_since(t0), _describe(step.cause))
+        return ProbeResult.failed(reasons.CONNECT_FAILED, _ms_since(t0), _describe(exc))
+
+
+class StdioProbeSession:
+    """Holds one MCP session with a stdio container through an attach socket.
+
+    Concurrency: `run()` is the owner task (it enters and exits the transport and session, as
+    anyio requires); `probe()` may be called from any task while `run()` is live. Not reusable
+    after `close()`. Idempotent close.
+    """
+
+    def __init__(self, docker_client: Callable[[], Any], container_id: str) -> None:
+        self._docker_client = docker_client
+        self.container_id = container_id
+        self._session: ClientSession | None = None
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._failure: str | None = None
+        self.initialized = False
+
+    async def run(self, *, initialize: bool, timeout: float) -> None:
+        """Attach, optionally initialize, then hold the session until close() or a failure."""
+        try:
+            sock = await asyncio.to_thread(
+                lambda: open_attach_socket(self._docker_client(), self.container_id)
+            )
+            async with (
+                attached_stdio_transport(sock) as (read, write),
+                ClientSession(read, write, client_info=_client_info()) as session,
+            ):
+                if initialize:
+                    with anyio.fail_after(timeout):
+                        await session.initialize()
+                    self.initialized = True
+                self._session = session
+                self._ready.set()
+                await self._stop.wait()
+        except TimeoutError:
+            self._failure = f"{reasons.INITIALIZE_FAILED}: no answer within {timeout}s"
+        except (DtmaError, OSError, Exception) as exc:
+            self._failure = f"{reasons.CONNECT_FAILED}: {_describe(exc)}"
+        finally:
+            self._session = None
+            self._ready.set()
+
+    async def wait_ready(self) -> str | None:
+        """Wait until the session is usable; return the failure text, or None when ready."""
+        await self._ready.wait()
+        return self._failure if self._session is None else None
+
+    async def probe(
+        self, *, timeout: float, expect_tools: Sequence[str] = (), list_tools: bool = True
+    ) -> ProbeResult:
+        """tools/list (and the expect_tools check), or just ping when list_tools is False."""
+        t0 = time.perf_counter()
+        failure = await self.wait_ready()
+        session = self._session
+        if failure is not None or session is None:
+            return ProbeResult.failed(reasons.SESSION_CLOSED, _ms_since(t0), failure or "closed")
+        try:
+            with anyio.fail_after(timeout):
+                if not list_tools:
+                    await session.send_ping()
+                    return ProbeResult.ok(_ms_since(t0))
+                tools = await _list_tool_names(session)
+        except TimeoutError:
+            return ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
+        except Exception as exc:
+            reason = reasons.TOOLS_LIST_FAILED if list_tools else reasons.PING_FAILED
+            return ProbeResult.failed(reason, _ms_since(t0), _describe(exc))
+        return check_expected_tools(tools, expect_tools, _ms_since(t0))
+
+    def close(self) -> None:
+        self._stop.set()
