@@ -15,7 +15,7 @@ from pathlib import Path
 from dtma.config import Settings
 from dtma.errors import ConfigError
 
-TOKEN_FILE_NAME = "api-token"
+TOKEN_FILE_NAME = "api-token"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,11 @@ async def serve(settings: Settings) -> None:
         readiness.mark_state_loaded()
         tasks.append(asyncio.create_task(readiness.run(), name="readiness"))
 
-        runner = web.AppRunner(create_app(token=token.value, readiness=readiness),
-                               access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            create_app(token=token.value, readiness=readiness),
+            access_log=None,
+            handle_signals=False,
+        )
         await runner.setup()
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
         try:
@@ -44,8 +47,14 @@ async def serve(settings: Settings) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
 
-        log.info("agent_started", version=__version__, listen=settings.listen,
-                 state_db=str(store.path), schema_version=schema, api_token=token.source)
+        log.info(
+            "agent_started",
+            version=__version__,
+            listen=settings.listen,
+            state_db=str(store.path),
+            schema_version=schema,
+            api_token=token.source,
+        )
         await _wait_for_stop_signal()
         log.info("agent_stopping")
     finally:

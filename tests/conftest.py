@@ -63,6 +63,7 @@ async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 # ---------------------------------------------------------------- Docker
 
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:
     import docker
@@ -89,8 +90,13 @@ def _sweep(client: Any) -> None:
 def images(docker_client: Any) -> dict[str, str]:
     """The example images, built once per session (a quick no-op when they are up to date)."""
     names = ["mcp-time", "mcp-notes"]
-    proc = subprocess.run([str(REPO / "scripts/build-images"), *names], cwd=REPO,
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [str(REPO / "scripts/build-images"), *names],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if proc.returncode != 0:
         pytest.fail(f"scripts/build-images failed:\n{proc.stderr[-4000:]}")
     return {"mcp-time": MCP_TIME, "mcp-notes": MCP_NOTES}
@@ -98,8 +104,13 @@ def images(docker_client: Any) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def agent_image(docker_client: Any) -> str:
-    proc = subprocess.run([str(REPO / "scripts/build-images"), "agent"], cwd=REPO,
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [str(REPO / "scripts/build-images"), "agent"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if proc.returncode != 0:
         pytest.fail(f"scripts/build-images agent failed:\n{proc.stderr[-4000:]}")
     return AGENT_IMAGE
@@ -112,7 +123,9 @@ def make_network(docker_client: Any) -> Iterator[Callable[..., Any]]:
 
     def make(internal: bool = True) -> Any:
         net = docker_client.networks.create(
-            f"dtma-test-{secrets.token_hex(4)}", driver="bridge", internal=internal,
+            f"dtma-test-{secrets.token_hex(4)}",
+            driver="bridge",
+            internal=internal,
             labels={TEST_LABEL: RUN_ID},
         )
         made.append(net)
@@ -157,6 +170,7 @@ def container_ip(container: Any, network: Any) -> str:
 
 # ---------------------------------------------------------------- OpenBao
 
+
 @dataclass(frozen=True)
 class BaoServer:
     addr: str
@@ -184,14 +198,18 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
     log_path = tmp_path_factory.mktemp("bao") / "bao.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [bao_binary(), "server", "-dev", f"-dev-root-token-id={token}",
-             f"-dev-listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(log_path.parent)},
+            [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HOME": str(log_path.parent), "BAO_DEV_ROOT_TOKEN_ID": token},
         )
     server = BaoServer(f"http://127.0.0.1:{port}", token, proc.pid)
     try:
-        wait_until(lambda: server.client().sys.is_initialized() and
-                   not server.client().sys.is_sealed(), 30, "bao dev server")
+        wait_until(
+            lambda: server.client().sys.is_initialized() and not server.client().sys.is_sealed(),
+            30,
+            "bao dev server",
+        )
         yield server
     finally:
         proc.terminate()
@@ -203,6 +221,7 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
 
 
 # ---------------------------------------------------------------- event loop guard
+
 
 class _SlowCallbackCollector(logging.Handler):
     def __init__(self) -> None:

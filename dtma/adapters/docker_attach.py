@@ -68,8 +68,12 @@ async def attached_stdio_transport(sock: socket.socket) -> AsyncIterator[Streams
     async def pump_stdout() -> None:
         buffered = b""
         async with to_session:
-            with suppress(asyncio.IncompleteReadError, ConnectionError, anyio.ClosedResourceError,
-                          anyio.BrokenResourceError):
+            with suppress(
+                asyncio.IncompleteReadError,
+                ConnectionError,
+                anyio.ClosedResourceError,
+                anyio.BrokenResourceError,
+            ):
                 while True:
                     header = await reader.readexactly(8)
                     payload = await reader.readexactly(int.from_bytes(header[4:8], "big"))

@@ -170,7 +170,9 @@ class StdioProbeSession:
                     return ProbeResult.ok(_ms_since(t0))
                 tools = await _list_tool_names(session)
         except TimeoutError:
-            return ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
+            return ProbeResult.failed(
+                reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s"
+            )
         except Exception as exc:
             reason = reasons.TOOLS_LIST_FAILED if list_tools else reasons.PING_FAILED
             return ProbeResult.failed(reason, _ms_since(t0), _describe(exc))

@@ -26,7 +26,9 @@ def create_app(*, token: str, readiness: Readiness) -> web.Application:
         reasons = readiness.check()
         if reasons:
             return error_response(
-                503, "not_ready", "agent is not ready",
+                503,
+                "not_ready",
+                "agent is not ready",
                 [{"loc": [r.split(":", 1)[0]], "msg": r.split(":", 1)[1].strip()} for r in reasons],
             )
         return web.json_response({"status": "ready"})

@@ -12,7 +12,10 @@ STATUS_BY_ERROR: tuple[tuple[type[DtmaError], int], ...] = ((DockerUnavailable, 
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details or []}}

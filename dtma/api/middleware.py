@@ -17,6 +17,7 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/v1/health", "/v1/ready"})
 REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
@@ -24,7 +25,7 @@ def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         rid = incoming if _safe_request_id(incoming) else secrets.token_hex(8)
-        request["request_id"] = rid
+        request[REQUEST_ID] = rid
         with structlog.contextvars.bound_contextvars(request_id=rid):
             try:
                 response = await handler(request)
@@ -46,12 +47,16 @@ def auth_middleware(token: str) -> web.middleware:  # type: ignore[valid-type]
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented:
             return error_response(
-                401, "unauthorized", "missing bearer token",
+                401,
+                "unauthorized",
+                "missing bearer token",
                 headers={"WWW-Authenticate": 'Bearer realm="dtma"'},
             )
         if not hmac.compare_digest(presented.strip().encode(), expected):
             return error_response(
-                401, "unauthorized", "invalid bearer token",
+                401,
+                "unauthorized",
+                "invalid bearer token",
                 headers={"WWW-Authenticate": 'Bearer realm="dtma", error="invalid_token"'},
             )
         return await handler(request)
@@ -83,5 +88,10 @@ def _safe_request_id(value: str) -> bool:
 
 
 def _code_for(status: int) -> str:
-    return {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-            413: "payload_too_large"}.get(status, "error")
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+    }.get(status, "error")

@@ -41,6 +41,12 @@ def check_expected_tools(
     listed = tuple(tools)
     missing = tuple(t for t in expect if t not in listed)
     if missing:
-        return ProbeResult(False, MISSING_TOOLS, latency_ms, listed,
-                           f"missing tools: {', '.join(missing)}", missing)
+        return ProbeResult(
+            False,
+            MISSING_TOOLS,
+            latency_ms,
+            listed,
+            f"missing tools: {', '.join(missing)}",
+            missing,
+        )
     return ProbeResult.ok(latency_ms, listed)

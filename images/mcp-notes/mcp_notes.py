@@ -46,13 +46,17 @@ class FailMode:
             try:
                 seconds = float(arg)
             except ValueError:
-                raise ValueError(f"FAIL_MODE={raw!r}: {kind} needs seconds, e.g. {kind}:5") from None
+                raise ValueError(
+                    f"FAIL_MODE={raw!r}: {kind} needs seconds, e.g. {kind}:5"
+                ) from None
             if seconds < 0:
                 raise ValueError(f"FAIL_MODE={raw!r}: seconds must be >= 0")
             return cls(kind, arg)
         if kind == "drop_tool" and arg:
             if arg not in TOOL_NAMES:
-                raise ValueError(f"FAIL_MODE={raw!r}: unknown tool; tools are {', '.join(TOOL_NAMES)}")
+                raise ValueError(
+                    f"FAIL_MODE={raw!r}: unknown tool; tools are {', '.join(TOOL_NAMES)}"
+                )
             return cls(kind, arg)
         raise ValueError(
             f"FAIL_MODE={raw!r} is not one of exit_at_start, hang_initialize, crash_after:<s>, "
@@ -180,7 +184,11 @@ def main() -> None:
     if mode.kind == "crash_after":
 
         def crash() -> None:
-            print(f"mcp-notes: FAIL_MODE=crash_after:{mode.arg}, crashing", file=sys.stderr, flush=True)
+            print(
+                f"mcp-notes: FAIL_MODE=crash_after:{mode.arg}, crashing",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(3)
 
         threading.Timer(float(mode.arg), crash).start()
@@ -190,8 +198,11 @@ def main() -> None:
     app: Any = build_server(mode).streamable_http_app(streamable_http_path=path, host="0.0.0.0")
     if mode.kind == "hang_initialize":
         app = HangOnInitialize(app)
-    print(f"mcp-notes: serving on 0.0.0.0:{port}{path} (FAIL_MODE={mode.kind or 'none'})",
-          file=sys.stderr, flush=True)
+    print(
+        f"mcp-notes: serving on 0.0.0.0:{port}{path} (FAIL_MODE={mode.kind or 'none'})",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning")
 
 

@@ -34,8 +34,13 @@ async def test_unreachable_engine_is_a_transient_error(tmp_path: Any) -> None:
 
 def test_a_hardened_container_runs(images: dict[str, str], make_container: Any) -> None:
     c = make_container(
-        images["mcp-notes"], read_only=True, tmpfs={"/tmp": "rw,size=16m"},
-        cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=64, mem_limit="128m",
+        images["mcp-notes"],
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=16m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        pids_limit=64,
+        mem_limit="128m",
     )
     wait_until(lambda: c.reload() or c.status == "running", 30, "container running")
     c.reload()

@@ -23,9 +23,15 @@ def run_notes(images: dict[str, str], make_container: Any, make_network: Any) ->
 
     def start(fail_mode: str = "") -> tuple[Any, str]:
         net = make_network(internal=True)
-        c = make_container(images["mcp-notes"], environment={"FAIL_MODE": fail_mode},
-                           network=net.name, read_only=True, tmpfs={"/tmp": "rw,size=16m"},
-                           cap_drop=["ALL"], security_opt=["no-new-privileges"])
+        c = make_container(
+            images["mcp-notes"],
+            environment={"FAIL_MODE": fail_mode},
+            network=net.name,
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=16m"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+        )
         wait_until(lambda: c.reload() or c.status != "created", 30, "container started")
         ip = container_ip(c, net) if c.status == "running" else ""
         return c, f"http://{ip}:8000/mcp"
@@ -91,7 +97,7 @@ async def test_crash_after_serves_then_exits_with_status_3(run_notes: Any) -> No
 
 
 async def test_drop_tool_serves_without_that_tool(run_notes: Any) -> None:
-    c, url = await in_thread(run_notes, "drop_tool:get_note")
+    _c, url = await in_thread(run_notes, "drop_tool:get_note")
     deadline = time.monotonic() + 30
     while True:
         result = await probe_http(url, timeout=3, expect_tools=NOTES_TOOLS)

@@ -17,9 +17,15 @@ TIME_TOOLS = ["get_current_time", "convert_time"]
 
 
 def _stdio_container(make_container: Any, image: str) -> Any:
-    c = make_container(image, stdin_open=True, tty=False, read_only=True,
-                       tmpfs={"/tmp": "rw,size=16m"}, cap_drop=["ALL"],
-                       security_opt=["no-new-privileges"])
+    c = make_container(
+        image,
+        stdin_open=True,
+        tty=False,
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=16m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+    )
     wait_until(lambda: c.reload() or c.status == "running", 30, "mcp-time running")
     return c
 

@@ -1,0 +1,28 @@
+"""Hand-written fakes for unit tests of pure logic. Typed; no MagicMock."""
+
+from __future__ import annotations
+
+from dtma.errors import DockerUnavailable
+
+
+class StaticReadiness:
+    """Readiness with fixed reasons."""
+
+    def __init__(self, reasons: list[str] | None = None) -> None:
+        self.reasons = reasons or []
+
+    def check(self) -> list[str]:
+        return list(self.reasons)
+
+
+class FakeEnginePing:
+    """An engine that answers, or always fails when `up` is False."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+        self.calls = 0
+
+    async def ping(self) -> None:
+        self.calls += 1
+        if not self.up:
+            raise DockerUnavailable("Docker engine unreachable: fake is down")
