@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,13 +42,22 @@ def test_non_root_user_gets_instructions_not_an_install(docker_client: Any) -> N
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to an unprivileged user")
     env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
-    proc = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "HOME": "/tmp"},
-    )
+    # A copy the unprivileged user can read: the clone may live in a private (0700) directory.
+    readable = Path(tempfile.mkdtemp(prefix="dtma-ensure-docker-"))
+    readable.chmod(0o755)
+    script = readable / "ensure-docker"
+    shutil.copy(SCRIPT, script)
+    script.chmod(0o755)
+    try:
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "HOME": "/tmp"},
+        )
+    finally:
+        shutil.rmtree(readable)
     assert proc.returncode == 1
     assert "only install one as root on Debian/Ubuntu" in proc.stderr
     assert "docker' group" in proc.stderr
