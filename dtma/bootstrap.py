@@ -11,50 +11,62 @@ from aiohttp import web
 
 from dtma import __version__
 from dtma.adapters.docker_engine import DockerEngine
+from dtma.adapters.docker_runtime import DockerRuntime
 from dtma.adapters.sqlite_store import SqliteStateStore
+from dtma.adapters.state_repo import StateRepository
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import Settings
+from dtma.domain.containers import ObservedContainer
+from dtma.engine.agent import Agent
+from dtma.engine.journal import Journal
+from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
-from dtma.errors import ConfigError
+from dtma.errors import ConfigError, DtmaError
+from dtma.spec.models import ServerSpec
+from dtma.spec.validate import SpecPolicy
+
+AGENT_START_RETRY_S = 2.0
 
 log = structlog.get_logger("dtma.agent")
 
 
 async def serve(settings: Settings) -> None:
-    """Run the agent until SIGTERM or SIGINT. Raises ConfigError if it cannot start."""
+    """Run the agent until SIGTERM or SIGINT. Raises ConfigError if it cannot start.
+
+    Containers keep running when the agent stops; the next start adopts them.
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     token = resolve_api_token(settings)
     store = SqliteStateStore.in_state_dir(settings.state_dir)
     engine = DockerEngine(settings.docker_host)
     readiness = ReadinessMonitor(engine)
+    runtime = DockerRuntime(engine)
+    repo = StateRepository(store)
+
+    def probe_factory(server: ServerSpec, container: ObservedContainer, fresh: bool
+                      ) -> ContainerProbe:
+        return ContainerProbe(engine.client, server, container, fresh=fresh)
+
+    agent = Agent(runtime=runtime, repo=repo, journal=Journal(repo), probe_factory=probe_factory,
+                  policy=SpecPolicy(vault_configured=bool(settings.vault_addr)),
+                  reap_grace=settings.reap_grace, events_source=runtime.events)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
         schema = await store.open()
-        readiness.mark_state_loaded()
         tasks.append(asyncio.create_task(readiness.run(), name="readiness"))
-
-        runner = web.AppRunner(
-            create_app(token=token.value, readiness=readiness),
-            access_log=None,
-            handle_signals=False,
-        )
+        runner = web.AppRunner(create_app(token=token.value, readiness=readiness, agent=agent),
+                               access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
         try:
             await site.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
-
-        log.info(
-            "agent_started",
-            version=__version__,
-            listen=settings.listen,
-            state_db=str(store.path),
-            schema_version=schema,
-            api_token=token.source,
-        )
+        log.info("agent_started", version=__version__, listen=settings.listen,
+                 state_db=str(store.path), schema_version=schema, api_token=token.source)
+        tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
         await _wait_for_stop_signal()
         log.info("agent_stopping")
     finally:
@@ -65,9 +77,25 @@ async def serve(settings: Settings) -> None:
                 await task
         if runner is not None:
             await runner.cleanup()
+        await agent.stop()
         await engine.close()
         await store.close()
     log.info("agent_stopped")
+
+
+async def _start_agent(agent: Agent, readiness: ReadinessMonitor) -> None:
+    """Recover toolboxes once Docker answers; retry until it does. Ready only after that."""
+    while True:
+        try:
+            await agent.start()
+        except DtmaError as exc:
+            log.warning("agent_start_failed", error=exc.message, retry_in=AGENT_START_RETRY_S)
+            await agent.stop()
+            await asyncio.sleep(AGENT_START_RETRY_S)
+            continue
+        readiness.mark_state_loaded()
+        log.info("agent_recovered")
+        return
 
 
 async def _wait_for_stop_signal() -> None:

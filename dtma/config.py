@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dtma.errors import ConfigError
+from dtma.spec.units import Duration
 
 ENV_KEYS = {
     "DTMA_LISTEN": "listen",
@@ -26,6 +27,7 @@ ENV_KEYS = {
     "DTMA_ALLOW_DISK_SECRETS": "allow_disk_secrets",
     "DTMA_LOG_FORMAT": "log_format",
     "DTMA_LOG_LEVEL": "log_level",
+    "DTMA_REAP_GRACE": "reap_grace",
     "DOCKER_HOST": "docker_host",
     "VAULT_ADDR": "vault_addr",
     "VAULT_TOKEN": "vault_token",
@@ -50,6 +52,7 @@ class Settings(BaseModel):
     allow_disk_secrets: bool = False
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    reap_grace: Duration = 60.0
     docker_host: str | None = None
     vault_addr: str | None = None
     vault_token: str | None = Field(default=None, repr=False)

@@ -54,3 +54,25 @@ class ProbeTransportError(DtmaError):
 
     transient = True
     code = "probe_transport"
+
+
+class SpecInvalid(DtmaError):
+    """A toolbox spec (or its id) failed validation. `details` lists {loc, msg} for each problem."""
+
+    code = "invalid_spec"
+
+    def __init__(self, message: str, details: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class NotFound(DtmaError):
+    code = "not_found"
+
+
+class Conflict(DtmaError):
+    code = "conflict"
+
+
+class PreconditionFailed(DtmaError):
+    code = "precondition_failed"

@@ -24,6 +24,58 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    """
+    CREATE TABLE toolboxes (
+        id TEXT PRIMARY KEY,
+        current_revision INTEGER,          -- the revision that should be serving
+        stable_revision INTEGER,           -- newest revision whose gate passed
+        target_revision INTEGER,           -- set while a rollout is in flight
+        phase TEXT NOT NULL,
+        stopped INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE revisions (
+        toolbox TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        spec TEXT NOT NULL,                -- canonical JSON; never holds secret values
+        spec_hash TEXT NOT NULL,
+        stable INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (toolbox, number)
+    );
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        toolbox TEXT NOT NULL,
+        state TEXT NOT NULL,
+        revision INTEGER,
+        error TEXT,
+        params TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX operations_by_toolbox ON operations (toolbox, created_at);
+    CREATE TABLE events (
+        cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        toolbox TEXT,
+        server TEXT,
+        revision INTEGER,
+        operation TEXT,
+        reason TEXT NOT NULL DEFAULT '',
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_by_toolbox ON events (toolbox, cursor);
+    CREATE TABLE server_tools (
+        toolbox TEXT NOT NULL,
+        server TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        tools TEXT NOT NULL,
+        PRIMARY KEY (toolbox, server)
+    );
+    """,
 )
 
 
@@ -55,6 +107,10 @@ class SqliteStateStore:
         await self._run(_close)
         self._executor.shutdown(wait=True)
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the store's thread. For repositories; keep `fn` short."""
+        return await self._run(lambda: fn(self._connection()))
+
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
@@ -69,6 +125,7 @@ class SqliteStateStore:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open state database {self.path}: {exc}") from None
+        conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -102,4 +159,13 @@ class SqliteStateStore:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a script into statements; sqlite3 decides where one ends (comments, strings)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {buf.strip()[:80]}")
+    return out

@@ -7,12 +7,15 @@ from aiohttp import web
 from dtma import __version__
 from dtma.api.errors import error_response
 from dtma.api.middleware import auth_middleware, error_middleware, request_id_middleware
+from dtma.api.routes_toolboxes import add_routes
+from dtma.engine.agent import Agent
 from dtma.ports import Readiness
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_app(*, token: str, readiness: Readiness) -> web.Application:
+def create_app(*, token: str, readiness: Readiness, agent: Agent | None = None
+               ) -> web.Application:
     """Build the app. The handlers see only the narrow capabilities passed in here."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
@@ -35,4 +38,6 @@ def create_app(*, token: str, readiness: Readiness) -> web.Application:
 
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/ready", ready)
+    if agent is not None:
+        add_routes(app, agent)
     return app

@@ -6,9 +6,24 @@ from typing import Any
 
 from aiohttp import web
 
-from dtma.errors import DockerUnavailable, DtmaError
+from dtma.errors import (
+    Conflict,
+    DockerError,
+    DockerUnavailable,
+    DtmaError,
+    NotFound,
+    PreconditionFailed,
+    SpecInvalid,
+)
 
-STATUS_BY_ERROR: tuple[tuple[type[DtmaError], int], ...] = ((DockerUnavailable, 503),)
+STATUS_BY_ERROR: tuple[tuple[type[DtmaError], int], ...] = (
+    (SpecInvalid, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (PreconditionFailed, 412),
+    (DockerUnavailable, 503),
+    (DockerError, 503),
+)
 
 
 def error_response(

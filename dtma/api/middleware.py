@@ -75,7 +75,7 @@ def error_middleware() -> web.middleware:  # type: ignore[valid-type]
             status = status_for(exc)
             if status >= 500:
                 log.error("request_failed", path=request.path, error=exc.message)
-            return error_response(status, exc.code, exc.message)
+            return error_response(status, exc.code, exc.message, getattr(exc, "details", None))
         except Exception:
             log.exception("unhandled_error", path=request.path)
             return error_response(500, "internal", "internal error; see the agent's log")

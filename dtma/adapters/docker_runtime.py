@@ -1,0 +1,296 @@
+"""ContainerRuntime on docker-py: networks, hardened containers, listing by label, events.
+
+Every docker-py call runs in a worker thread. Errors come out as DtmaErrors (docker_client).
+Idempotency: remove_* and ensure_network may be repeated safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import docker.errors
+import docker.types
+
+from dtma.adapters.docker_client import call
+from dtma.adapters.docker_engine import DockerEngine
+from dtma.domain.containers import (
+    LABEL_NETWORK,
+    LABEL_REVISION,
+    LABEL_SERVER,
+    LABEL_SPEC_HASH,
+    LABEL_TOOLBOX,
+    LOG_MAX_FILES,
+    LOG_MAX_SIZE,
+    TMP_SIZE,
+    ContainerRequest,
+    ObservedContainer,
+    network_name,
+)
+from dtma.errors import ContainerNotFound, DockerError, DtmaError, ImageNotFound
+
+STOP_TIMEOUT_S = 10
+PULL_TIMEOUT_S = 300
+
+
+class DockerRuntime:
+    def __init__(self, engine: DockerEngine, pull_timeout: float = PULL_TIMEOUT_S) -> None:
+        self._engine = engine
+        self._pull_timeout = pull_timeout
+
+    def _c(self) -> Any:
+        return self._engine.client()
+
+    # -- networks -----------------------------------------------------------------------------
+
+    async def ensure_network(self, toolbox: str, internal: bool) -> str:
+        """Create the toolbox network if missing. Returns its name. Idempotent."""
+        name = network_name(toolbox)
+
+        def go() -> str:
+            existing = self._c().networks.list(names=[name])
+            for net in existing:
+                if net.name == name:
+                    if bool(net.attrs.get("Internal")) != internal:
+                        raise DockerError(f"network {name} exists with internal="
+                                          f"{net.attrs.get('Internal')}; delete the toolbox first")
+                    return name
+            self._c().networks.create(name, driver="bridge", internal=internal,
+                                      labels={LABEL_TOOLBOX: toolbox, LABEL_NETWORK: "true"})
+            return name
+
+        return await asyncio.to_thread(call, f"network {name}", go)
+
+    async def remove_network(self, toolbox: str) -> None:
+        name = network_name(toolbox)
+
+        def go() -> None:
+            for net in self._c().networks.list(names=[name]):
+                if net.name == name:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        net.remove()
+
+        await asyncio.to_thread(call, f"remove network {name}", go)
+
+    # -- images -------------------------------------------------------------------------------
+
+    async def ensure_image(self, image: str) -> None:
+        """Present locally, or pulled within the pull timeout; else ImageNotFound."""
+
+        def present() -> bool:
+            try:
+                self._c().images.get(image)
+            except docker.errors.ImageNotFound:
+                return False
+            return True
+
+        if await asyncio.to_thread(call, f"image {image}", present):
+            return
+        try:
+            async with asyncio.timeout(self._pull_timeout):
+                await asyncio.to_thread(call, f"pull {image}", lambda: self._c().images.pull(image))
+        except TimeoutError:
+            raise ImageNotFound(f"image {image} is not present and pulling it timed out "
+                                f"after {self._pull_timeout:g}s") from None
+        except DtmaError as exc:
+            raise ImageNotFound(f"image {image} is not present locally and could not be pulled: "
+                                f"{exc.message}") from None
+
+    # -- containers ---------------------------------------------------------------------------
+
+    async def create_and_start(self, req: ContainerRequest) -> ObservedContainer:
+        """Create and start one container. On a failed start the container is removed."""
+        return await asyncio.to_thread(call, f"start {req.labels.get(LABEL_SERVER)}",
+                                       lambda: self._create_and_start(req))
+
+    def _create_and_start(self, req: ContainerRequest) -> ObservedContainer:
+        client = self._c()
+        kwargs = _create_kwargs(req)
+        if req.network and not req.host_network:
+            kwargs["networking_config"] = {
+                req.network: client.api.create_endpoint_config(aliases=[req.network_alias])
+            }
+        container = client.containers.create(req.image, **kwargs)
+        try:
+            container.start()
+            container.reload()
+        except Exception:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+            raise
+        return _observe(container.attrs)
+
+    async def start(self, container_id: str) -> None:
+        await asyncio.to_thread(call, f"start {container_id[:12]}",
+                                lambda: self._c().api.start(container_id))
+
+    async def stop(self, container_id: str, timeout: int = STOP_TIMEOUT_S) -> None:
+        def go() -> None:
+            try:
+                self._c().api.stop(container_id, timeout=timeout)
+            except docker.errors.NotFound:
+                return
+
+        await asyncio.to_thread(call, f"stop {container_id[:12]}", go)
+
+    async def remove(self, container_id: str) -> None:
+        """Force-remove; a container already gone is fine."""
+
+        def go() -> None:
+            try:
+                self._c().api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if "already in progress" in str(exc) or "No such container" in str(exc):
+                    return
+                raise
+
+        await asyncio.to_thread(call, f"remove {container_id[:12]}", go)
+
+    async def inspect(self, container_id: str) -> ObservedContainer | None:
+        def go() -> ObservedContainer | None:
+            try:
+                return _observe(self._c().api.inspect_container(container_id))
+            except docker.errors.NotFound:
+                return None
+
+        return await asyncio.to_thread(call, f"inspect {container_id[:12]}", go)
+
+    async def list_managed(self, toolbox: str | None = None) -> list[ObservedContainer]:
+        """Every container carrying dtma labels (optionally of one toolbox), any state."""
+        label = f"{LABEL_TOOLBOX}={toolbox}" if toolbox else LABEL_TOOLBOX
+
+        def go() -> list[ObservedContainer]:
+            out = []
+            for summary in self._c().api.containers(all=True, filters={"label": label}):
+                with contextlib.suppress(docker.errors.NotFound):
+                    out.append(_observe(self._c().api.inspect_container(summary["Id"])))
+            return out
+
+        return await asyncio.to_thread(call, "list containers", go)
+
+    async def list_networks(self) -> list[str]:
+        """Toolbox ids whose dtma network exists."""
+
+        def go() -> list[str]:
+            nets = self._c().networks.list(filters={"label": LABEL_NETWORK})
+            return [n.attrs["Labels"].get(LABEL_TOOLBOX, "") for n in nets]
+
+        return await asyncio.to_thread(call, "list networks", go)
+
+    async def logs(self, container_id: str, tail: int) -> str:
+        def go() -> str:
+            raw = self._c().api.logs(container_id, stdout=True, stderr=True, tail=tail)
+            return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+
+        try:
+            return await asyncio.to_thread(call, f"logs {container_id[:12]}", go)
+        except ContainerNotFound:
+            return ""
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Container die/start/oom events for dtma-labelled containers, until cancelled.
+
+        A daemon thread reads docker-py's blocking event stream; closing the stream on
+        cancellation ends that thread.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        stream = await asyncio.to_thread(call, "events", lambda: self._c().events(
+            decode=True, filters={"type": "container", "label": LABEL_TOOLBOX,
+                                  "event": ["die", "start", "oom", "destroy"]}))
+
+        def pump() -> None:
+            try:
+                for event in stream:
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            except Exception as exc:  # the stream broke (engine restart) or was closed
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, EOFError("event stream ended"))
+
+        threading.Thread(target=pump, name="dtma-docker-events", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise DockerError(f"Docker event stream ended: {item}")
+                yield item
+        finally:
+            await asyncio.to_thread(stream.close)
+
+
+def _create_kwargs(req: ContainerRequest) -> dict[str, Any]:
+    mounts = [docker.types.Mount(target=t, source=s, type=kind, read_only=ro)
+              for kind, t, s, ro in req.mounts]
+    if req.bind_secrets_dir:
+        mounts.append(docker.types.Mount(target="/run/secrets", source=req.bind_secrets_dir,
+                                         type="bind", read_only=True))
+    kwargs: dict[str, Any] = {
+        "name": req.name,
+        "command": req.command,
+        "environment": req.env,
+        "labels": req.labels,
+        "stdin_open": req.stdin_open,
+        "tty": False,
+        "detach": True,
+        "init": True,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={TMP_SIZE}"},
+        "cap_drop": ["ALL"],
+        "cap_add": list(req.cap_add) or None,
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": req.privileged,
+        "mem_limit": req.memory,
+        "memswap_limit": req.memory,
+        "nano_cpus": req.nano_cpus,
+        "pids_limit": req.pids,
+        "log_config": docker.types.LogConfig(
+            type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}),
+        "restart_policy": {"Name": "no"},
+        "mounts": mounts,
+        "network_mode": "host" if req.host_network else "none",
+    }
+    if req.pid_host:
+        kwargs["pid_mode"] = "host"
+    if req.ipc_host:
+        kwargs["ipc_mode"] = "host"
+    if req.publish and req.port:
+        ip, port = req.publish
+        kwargs["ports"] = {f"{req.port}/tcp": (ip, port or None)}
+    if req.network and not req.host_network:
+        # Created on the toolbox network directly (with the server's name as DNS alias).
+        kwargs["network"] = req.network
+        kwargs.pop("network_mode")
+    return kwargs
+
+
+def _observe(attrs: dict[str, Any]) -> ObservedContainer:
+    labels = attrs["Config"].get("Labels") or {}
+    state = attrs.get("State") or {}
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    toolbox = labels.get(LABEL_TOOLBOX, "")
+    ip = None
+    for name, net in networks.items():
+        if name == network_name(toolbox) and net.get("IPAddress"):
+            ip = net["IPAddress"]
+    host_port = None
+    for bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).values():
+        if bindings:
+            host_port = int(bindings[0]["HostPort"])
+    try:
+        revision = int(labels.get(LABEL_REVISION, "0"))
+    except ValueError:
+        revision = 0
+    status = str(state.get("Status", "unknown"))
+    return ObservedContainer(
+        id=attrs["Id"], name=attrs.get("Name", "").lstrip("/"), toolbox=toolbox,
+        server=labels.get(LABEL_SERVER, ""), revision=revision,
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""), state=status,
+        exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
+        ip=ip, host_port=host_port, started_at=str(state.get("StartedAt", "")),
+    )

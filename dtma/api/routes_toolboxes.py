@@ -1,0 +1,184 @@
+"""Toolbox, operation and event routes. Handlers parse and validate input, call the Agent, and
+shape JSON; they never touch adapters."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from dtma.api.errors import error_response
+from dtma.engine.agent import Agent
+from dtma.errors import DockerUnavailable, SpecInvalid
+
+AGENT = web.AppKey("agent", Agent)
+MAX_WAIT_S = 3600.0
+MAX_LOG_TAIL = 10000
+
+
+def add_routes(app: web.Application, agent: Agent) -> None:
+    app[AGENT] = agent
+    r = app.router
+    r.add_get("/v1/toolboxes", list_toolboxes)
+    r.add_put("/v1/toolboxes/{id}", apply_toolbox)
+    r.add_get("/v1/toolboxes/{id}", get_toolbox)
+    r.add_delete("/v1/toolboxes/{id}", delete_toolbox)
+    r.add_post("/v1/toolboxes/{id}/rollback", rollback_toolbox)
+    for kind in ("restart", "stop", "start"):
+        r.add_post(f"/v1/toolboxes/{{id}}/{kind}", _server_op(kind))
+    r.add_get("/v1/toolboxes/{id}/revisions", list_revisions)
+    r.add_get("/v1/toolboxes/{id}/tools", get_tools)
+    r.add_get("/v1/toolboxes/{id}/servers/{name}/logs", get_logs)
+    r.add_get("/v1/operations/{op}", get_operation)
+    r.add_get("/v1/events", list_events)
+
+
+def _agent(request: web.Request) -> Agent:
+    agent = request.app[AGENT]
+    if not agent.started:
+        raise DockerUnavailable("the agent is still starting (waiting for Docker or recovering "
+                                "toolboxes); retry shortly")
+    return agent
+
+
+def _query_float(request: web.Request, name: str, lo: float, hi: float) -> float | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise SpecInvalid(f"invalid query parameter {name}",
+                          [{"loc": ["query", name], "msg": f"must be a number from {lo:g} to {hi:g}"}])
+    return value
+
+
+def _query_int(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
+    value = _query_float(request, name, lo, hi)
+    if value is None:
+        return default
+    if value != int(value):
+        raise SpecInvalid(f"invalid query parameter {name}",
+                          [{"loc": ["query", name], "msg": "must be an integer"}])
+    return int(value)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SpecInvalid("body is not valid JSON", [{"loc": ["body"], "msg": str(exc)}]) from None
+    if not isinstance(body, dict):
+        raise SpecInvalid("invalid body", [{"loc": ["body"], "msg": "must be a JSON object"}])
+    return body
+
+
+async def list_toolboxes(request: web.Request) -> web.Response:
+    return web.json_response({"items": await _agent(request).statuses()})
+
+
+async def apply_toolbox(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    toolbox_id = request.match_info["id"]
+    wait = _query_float(request, "wait", 0, MAX_WAIT_S)
+    if_match = request.headers.get("If-Match")
+    expected = None
+    if if_match is not None:
+        try:
+            expected = int(if_match.strip().strip('"'))
+        except ValueError:
+            raise SpecInvalid("invalid If-Match", [{"loc": ["header", "If-Match"],
+                                                   "msg": "must be a revision number"}]) from None
+    result = await agent.apply(toolbox_id, await request.read(), expected)
+    if result.unchanged:
+        return web.json_response({**await agent.status(toolbox_id), "unchanged": True})
+    assert result.operation is not None
+    if wait:
+        op = await agent.wait(result.operation, wait)
+        return web.json_response({**await agent.status(toolbox_id), "operation": asdict(op)},
+                                 status=200 if op.state != "running" else 202)
+    return web.json_response({"toolbox": result.toolbox, "revision": result.revision,
+                              "operation": result.operation}, status=202)
+
+
+async def get_toolbox(request: web.Request) -> web.Response:
+    return web.json_response(await _agent(request).status(request.match_info["id"]))
+
+
+async def delete_toolbox(request: web.Request) -> web.Response:
+    op = await _agent(request).delete(request.match_info["id"])
+    return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
+
+
+async def rollback_toolbox(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    revision = body.get("revision")
+    if revision is not None and (not isinstance(revision, int) or isinstance(revision, bool)
+                                 or not 1 <= revision <= 2**31):
+        raise SpecInvalid("invalid body", [{"loc": ["body", "revision"],
+                                            "msg": "must be a positive integer"}])
+    op = await _agent(request).rollback(request.match_info["id"], revision)
+    return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
+
+
+def _server_op(kind: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        servers = body.get("servers")
+        if servers is not None and (not isinstance(servers, list)
+                                    or not all(isinstance(s, str) for s in servers)):
+            raise SpecInvalid("invalid body", [{"loc": ["body", "servers"],
+                                                "msg": "must be a list of server names"}])
+        op = await _agent(request).server_operation(request.match_info["id"], kind, servers)
+        return web.json_response({"toolbox": request.match_info["id"], "operation": op},
+                                 status=202)
+
+    return handler
+
+
+async def list_revisions(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    toolbox_id = request.match_info["id"]
+    await agent.status(toolbox_id)  # 404 for an unknown toolbox
+    revs = await agent.repo.revisions(toolbox_id)
+    return web.json_response({"items": [
+        {"revision": r.number, "stable": r.stable, "created_at": r.created_at,
+         "spec_hash": r.spec_hash, "spec": json.loads(r.spec)} for r in revs]})
+
+
+async def get_tools(request: web.Request) -> web.Response:
+    tools = await _agent(request).tools(request.match_info["id"])
+    return web.json_response({"servers": [{"name": n, "tools": t} for n, t in sorted(tools.items())]})
+
+
+async def get_logs(request: web.Request) -> web.Response:
+    tail = _query_int(request, "tail", 1, MAX_LOG_TAIL, 100)
+    text = await _agent(request).logs(request.match_info["id"], request.match_info["name"], tail)
+    return web.Response(text=text, content_type="text/plain")
+
+
+async def get_operation(request: web.Request) -> web.Response:
+    op_id = request.match_info["op"]
+    record = await _agent(request).repo.operation(op_id)
+    if record is None:
+        return error_response(404, "not_found", f"no operation {op_id}")
+    return web.json_response({"id": record.id, "kind": record.kind, "toolbox": record.toolbox,
+                              "state": record.state, "revision": record.revision,
+                              "error": record.error})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    since = _query_int(request, "since", 0, 2**62, 0)
+    limit = _query_int(request, "limit", 1, 1000, 500)
+    toolbox = request.query.get("toolbox")
+    events = await _agent(request).repo.events(since, toolbox, limit)
+    items = [asdict(e) for e in events]
+    return web.json_response({"items": items, "next": items[-1]["cursor"] if items else since})

@@ -1,0 +1,118 @@
+"""The group health gate (after Nomad's allocation health tracker), as a pure state machine.
+
+Feed it what happens to the new revision's servers, with times from an injected clock; ask it for
+a Decision. Rules (DESIGN.md):
+- it fails at once if any server's container exits, fails to start, or cannot get its secrets;
+- a probe failure counts toward `failure_threshold` once the server has answered at all (a server
+  that is still starting may refuse connections until the deadline); a server that answers but
+  lacks an expected tool counts from the first probe;
+- it passes when every server has been running and passing probes continuously for
+  `min_healthy_time` (any failure resets that server's clock);
+- it fails when `healthy_deadline` passes.
+Not thread-safe; one tracker per rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from dtma.domain import probe as probe_reasons
+from dtma.domain.probe import ProbeResult
+
+# Reasons: constants that appear verbatim in events.
+GATE_PASSED = "gate_passed"
+CONTAINER_EXITED = "container_exited"
+START_FAILED = "start_failed"
+SECRETS_FAILED = "secrets_failed"
+PROBE_FAILED = "probe_failed"
+DEADLINE_EXCEEDED = "healthy_deadline_exceeded"
+
+# Answers from a live server: these count toward the threshold even before the first success.
+_ANSWERED = frozenset({probe_reasons.MISSING_TOOLS})
+
+
+class GateState(Enum):
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: GateState
+    reason: str = ""
+    server: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class _Server:
+    healthy_since: float | None = None
+    ever_healthy: bool = False
+    failures: int = 0
+    last_failure: str = ""
+
+
+class GateTracker:
+    def __init__(self, servers: Iterable[str], *, started_at: float, min_healthy_time: float,
+                 healthy_deadline: float, failure_threshold: dict[str, int]) -> None:
+        self._servers = {name: _Server() for name in servers}
+        self._started_at = started_at
+        self._min_healthy = min_healthy_time
+        self._deadline = started_at + healthy_deadline
+        self._threshold = failure_threshold
+        self._failed: Decision | None = None
+
+    @property
+    def deadline(self) -> float:
+        return self._deadline
+
+    def container_exited(self, server: str, exit_code: int | None, detail: str = "") -> None:
+        self._fail(CONTAINER_EXITED, server, detail or f"exit code {exit_code}")
+
+    def start_failed(self, server: str, detail: str) -> None:
+        self._fail(START_FAILED, server, detail)
+
+    def secrets_failed(self, server: str, detail: str) -> None:
+        self._fail(SECRETS_FAILED, server, detail)
+
+    def probe(self, server: str, result: ProbeResult, now: float) -> None:
+        s = self._servers[server]
+        if result.healthy:
+            s.ever_healthy = True
+            s.failures = 0
+            if s.healthy_since is None:
+                s.healthy_since = now
+            return
+        s.healthy_since = None
+        s.last_failure = f"{result.reason}: {result.detail}" if result.detail else result.reason
+        if s.ever_healthy or result.reason in _ANSWERED:
+            s.failures += 1
+            if s.failures >= self._threshold.get(server, 3):
+                self._fail(PROBE_FAILED, server,
+                           f"{s.failures} consecutive probe failures, last: {s.last_failure}")
+
+    def decide(self, now: float) -> Decision:
+        if self._failed:
+            return self._failed
+        if all(s.healthy_since is not None and now - s.healthy_since >= self._min_healthy
+               for s in self._servers.values()):
+            return Decision(GateState.PASSED, GATE_PASSED)
+        if now >= self._deadline:
+            laggard = next(n for n, s in self._servers.items()
+                           if s.healthy_since is None or now - s.healthy_since < self._min_healthy)
+            last = self._servers[laggard].last_failure or "not yet healthy for min_healthy_time"
+            self._failed = Decision(GateState.FAILED, DEADLINE_EXCEEDED, laggard,
+                                    f"not healthy within {self._deadline - self._started_at:g}s "
+                                    f"(last: {last})")
+            return self._failed
+        return Decision(GateState.PENDING)
+
+    def healthy_servers(self) -> list[str]:
+        return [n for n, s in self._servers.items() if s.healthy_since is not None]
+
+    def _fail(self, reason: str, server: str, detail: str) -> None:
+        if self._failed is None:
+            self._failed = Decision(GateState.FAILED, reason, server, detail)

@@ -1,0 +1,54 @@
+"""Plain records of persisted state, shared by the engine, the store and the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToolboxRecord:
+    id: str
+    current_revision: int | None
+    stable_revision: int | None
+    target_revision: int | None
+    phase: str
+    stopped: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class RevisionRecord:
+    toolbox: str
+    number: int
+    spec: str
+    spec_hash: str
+    stable: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    id: str
+    kind: str
+    toolbox: str
+    state: str
+    revision: int | None
+    error: str | None
+    params: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    cursor: int
+    ts: float
+    kind: str
+    toolbox: str | None
+    server: str | None
+    revision: int | None
+    operation: str | None
+    reason: str
+    message: str

@@ -1,0 +1,310 @@
+"""Agent: the engine's facade for the API. Owns the toolbox runners and three loops:
+the Docker event watcher (crashes within a second), a periodic re-list (backstop for missed
+events, and the orphan reaper with its grace period), and one task per queued operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from dtma.adapters.state_repo import StateRepository
+from dtma.domain.containers import ObservedContainer
+from dtma.domain.records import OperationRecord
+from dtma.engine import event_kinds as ev
+from dtma.engine.journal import Journal
+from dtma.engine.recovery import recover
+from dtma.engine.rollout import run_rollout
+from dtma.engine.server_runner import ProbeFactory
+from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
+from dtma.errors import Conflict, DtmaError, NotFound
+from dtma.spec.hashing import canonical_json, spec_hash
+from dtma.spec.validate import SpecPolicy, parse_spec, validate_toolbox_id
+
+log = structlog.get_logger(__name__)
+
+RELIST_INTERVAL_S = 10.0
+REAP_GRACE_S = 60.0
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    toolbox: str
+    revision: int
+    operation: str | None
+    unchanged: bool
+
+
+class Agent:
+    def __init__(self, *, runtime: Runtime, repo: StateRepository, journal: Journal,
+                 probe_factory: ProbeFactory, policy: SpecPolicy,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 relist_interval: float = RELIST_INTERVAL_S, reap_grace: float = REAP_GRACE_S,
+                 events_source: Callable[[], Any] | None = None) -> None:
+        self.runtime = runtime
+        self.repo = repo
+        self.journal = journal
+        self.policy = policy
+        self._probe_factory = probe_factory
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._relist_interval = relist_interval
+        self._reap_grace = reap_grace
+        self._events_source = events_source
+        self._runners: dict[str, ToolboxRunner] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._op_done: dict[str, asyncio.Event] = {}
+        self._unwanted_since: dict[str, float] = {}
+        self.started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover every known toolbox, then start the watcher and the re-list loop."""
+        if self._events_source is not None:
+            self._loops.append(asyncio.create_task(self._watch_events(), name="docker-events"))
+        observed = await self.runtime.list_managed()
+        interrupted: dict[str, list[str]] = {}
+        for op in await self.repo.running_operations():
+            interrupted.setdefault(op.toolbox, []).append(op.id)
+        records = await self.repo.toolboxes()
+        known = {r.id for r in records}
+        for op_toolbox, op_ids in interrupted.items():
+            if op_toolbox not in known:  # e.g. a delete that finished its work
+                for op_id in op_ids:
+                    await self.repo.finish_operation(op_id, "succeeded", "finished before the "
+                                                     "agent restarted")
+
+        async def one(record: Any) -> None:
+            tb = self._runner(record.id)
+            async with tb.lock:
+                await recover(tb, record, [c for c in observed if c.toolbox == record.id],
+                              interrupted.get(record.id, []))
+
+        await asyncio.gather(*(one(r) for r in records))
+        self._loops.append(asyncio.create_task(self._relist_loop(), name="relist"))
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop supervising; containers keep running (the next start adopts them)."""
+        for task in [*self._loops, *self._tasks]:
+            task.cancel()
+        for task in [*self._loops, *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loops.clear()
+        for tb in self._runners.values():
+            await tb.halt()
+
+    def _runner(self, toolbox_id: str) -> ToolboxRunner:
+        tb = self._runners.get(toolbox_id)
+        if tb is None:
+            tb = ToolboxRunner(toolbox_id, runtime=self.runtime, repo=self.repo,
+                               journal=self.journal, probe_factory=self._probe_factory,
+                               clock=self._clock, rng=self._rng)
+            self._runners[toolbox_id] = tb
+        return tb
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def apply(self, toolbox_id: str, body: bytes | str, if_match: int | None = None
+                    ) -> ApplyResult:
+        validate_toolbox_id(toolbox_id)
+        spec = parse_spec(body, self.policy)
+        rev, created = await self.repo.add_revision(toolbox_id, canonical_json(spec),
+                                                    spec_hash(spec), if_match)
+        if not created:
+            return ApplyResult(toolbox_id, rev.number, None, True)
+        tb = self._runner(toolbox_id)
+        op = await self._submit(tb, "apply", rev.number,
+                                lambda op_id: run_rollout(tb, rev.number, op_id, is_rollback=False))
+        return ApplyResult(toolbox_id, rev.number, op, False)
+
+    async def rollback(self, toolbox_id: str, revision: int | None = None) -> str:
+        tb = await self._existing(toolbox_id)
+        record = await self.repo.toolbox(toolbox_id)
+        assert record is not None
+        if revision is None:
+            target = await self.repo.newest_stable_other_than(toolbox_id, record.current_revision)
+            if target is None:
+                raise Conflict("there is no stable revision to roll back to")
+            revision = target.number
+        elif await self.repo.revision(toolbox_id, revision) is None:
+            raise NotFound(f"toolbox {toolbox_id} has no revision {revision}")
+        number = revision
+        return await self._submit(tb, "rollback", number,
+                                  lambda op_id: run_rollout(tb, number, op_id, is_rollback=True))
+
+    async def server_operation(self, toolbox_id: str, kind: str, servers: list[str] | None) -> str:
+        tb = await self._existing(toolbox_id)
+        if servers:
+            record = await self.repo.toolbox(toolbox_id)
+            rev = await self.repo.revision(toolbox_id, record.current_revision or 0) if record else None
+            names = {s["name"] for s in _servers_of(rev.spec)} if rev else set()
+            unknown = sorted(set(servers) - names)
+            if unknown:
+                raise NotFound(f"toolbox {toolbox_id} has no server {', '.join(unknown)}")
+        work = {"restart": tb.restart_servers, "stop": tb.stop_servers,
+                "start": tb.start_servers}[kind]
+        return await self._submit(tb, kind, tb.revision, lambda _op: work(servers),
+                                  params={"servers": servers or []})
+
+    async def delete(self, toolbox_id: str) -> str:
+        tb = await self._existing(toolbox_id)
+
+        async def work(_op: str) -> tuple[str, str | None]:
+            state, error = await tb.delete()
+            if state == "succeeded":
+                self._runners.pop(toolbox_id, None)
+            return state, error
+
+        return await self._submit(tb, "delete", tb.revision, work)
+
+    async def _submit(self, tb: ToolboxRunner, kind: str, revision: int | None,
+                      work: Callable[[str], Awaitable[tuple[str, str | None]]],
+                      params: dict[str, Any] | None = None) -> str:
+        op_id = "op-" + secrets.token_hex(8)
+        await self.repo.add_operation(op_id, kind, tb.id, revision, params)
+        done = self._op_done[op_id] = asyncio.Event()
+
+        async def run() -> None:
+            try:
+                await tb.run_operation(op_id, lambda: work(op_id), revision)
+            finally:
+                done.set()
+
+        task = asyncio.create_task(run(), name=f"{kind}-{tb.id}-{op_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return op_id
+
+    async def wait(self, op_id: str, timeout: float) -> OperationRecord:
+        """Wait up to `timeout` for the operation to finish; return its record either way."""
+        done = self._op_done.get(op_id)
+        if done is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await done.wait()
+        record = await self.repo.operation(op_id)
+        if record is None:
+            raise NotFound(f"no operation {op_id}")
+        return record
+
+    async def _existing(self, toolbox_id: str) -> ToolboxRunner:
+        validate_toolbox_id(toolbox_id)
+        if await self.repo.toolbox(toolbox_id) is None:
+            raise NotFound(f"no toolbox {toolbox_id}")
+        return self._runner(toolbox_id)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def status(self, toolbox_id: str) -> dict[str, Any]:
+        validate_toolbox_id(toolbox_id)
+        record = await self.repo.toolbox(toolbox_id)
+        if record is None:
+            raise NotFound(f"no toolbox {toolbox_id}")
+        latest = await self.repo.latest_revision(toolbox_id)
+        tb = self._runners.get(toolbox_id)
+        runners = [*tb.servers.values(), *tb.gate_runners.values()] if tb else []
+        return {
+            "id": toolbox_id,
+            "revision": latest.number if latest else None,
+            "stable_revision": record.stable_revision,
+            "phase": tb.phase if tb else record.phase,
+            "servers": [{
+                "name": r.name, "revision": r.revision, "container_id": r.container.id,
+                "state": r.state, "health": r.health, "restarts": r.restarts,
+                "endpoint": r.endpoint, "tools": r.tools, "last_error": r.last_error,
+            } for r in runners],
+            "updated_at": record.updated_at,
+        }
+
+    async def statuses(self) -> list[dict[str, Any]]:
+        return [await self.status(r.id) for r in await self.repo.toolboxes()]
+
+    async def tools(self, toolbox_id: str) -> dict[str, list[str]]:
+        await self._existing(toolbox_id)
+        return {server: tools for server, (_rev, tools) in
+                (await self.repo.tools(toolbox_id)).items()}
+
+    async def logs(self, toolbox_id: str, server: str, tail: int) -> str:
+        tb = await self._existing(toolbox_id)
+        runner = tb.servers.get(server) or tb.gate_runners.get(server)
+        if runner is None:
+            raise NotFound(f"toolbox {toolbox_id} has no running server {server}")
+        return await self.runtime.logs(runner.container.id, tail)
+
+    # -- loops ----------------------------------------------------------------------------------
+
+    async def _watch_events(self) -> None:
+        assert self._events_source is not None
+        while True:
+            try:
+                async for event in self._events_source():
+                    self._dispatch(event)
+            except DtmaError as exc:
+                log.warning("event_stream_broken", error=exc.message)
+            await asyncio.sleep(1.0)
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        action = str(event.get("Action") or event.get("status") or "")
+        if action not in ("die", "oom", "destroy"):
+            return
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        tb = self._runners.get(attrs.get("dtma.toolbox", ""))
+        if tb is None:
+            return
+        code = attrs.get("exitCode")
+        tb.on_container_exit(str(event.get("id") or ""), int(code) if code is not None else None)
+
+    async def _relist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._relist_interval)
+            try:
+                await self.relist_once()
+            except DtmaError as exc:
+                log.warning("relist_failed", error=exc.message)
+
+    async def relist_once(self) -> None:
+        """Backstop for missed events, and the orphan reaper (after its grace period)."""
+        containers = await self.runtime.list_managed()
+        now = self._clock()
+        seen: set[str] = set()
+        for c in containers:
+            seen.add(c.id)
+            tb = self._runners.get(c.toolbox)
+            if tb is not None and c.id in tb.known_container_ids():
+                if not c.running:
+                    tb.on_container_exit(c.id, c.exit_code)
+                continue
+            if tb is not None and tb.lock.locked():
+                continue  # an operation is creating or removing containers right now
+            first = self._unwanted_since.setdefault(c.id, now)
+            if now - first >= self._reap_grace:
+                await self._reap(c)
+        for cid in list(self._unwanted_since):
+            if cid not in seen:
+                del self._unwanted_since[cid]
+
+    async def _reap(self, c: ObservedContainer) -> None:
+        await self.runtime.remove(c.id)
+        self._unwanted_since.pop(c.id, None)
+        await self.journal.emit(ev.ORPHAN_REAPED, toolbox=c.toolbox or None, server=c.server or None,
+                                revision=c.revision, reason="not_wanted",
+                                message=f"container {c.id[:12]} ({c.name}) after "
+                                        f"{self._reap_grace:g}s")
+
+
+def _servers_of(spec_json: str) -> list[dict[str, Any]]:
+    import json
+
+    return list(json.loads(spec_json)["servers"])

@@ -1,0 +1,51 @@
+"""The event journal: append-only, with a monotonic cursor, plus live subscribers.
+
+Every step of a rollout, restart or recovery is an event with a reason constant. Events are also
+logged. Messages must never contain secret values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import structlog
+
+from dtma.domain.records import EventRecord
+
+log = structlog.get_logger("dtma.events")
+
+
+class EventStore(Protocol):
+    async def append_event(self, kind: str, *, toolbox: str | None = None,
+                           server: str | None = None, revision: int | None = None,
+                           operation: str | None = None, reason: str = "",
+                           message: str = "") -> EventRecord: ...
+
+
+class Journal:
+    """Appends events and wakes subscribers. Safe to call from any task on the loop."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._subscribers: set[asyncio.Queue[EventRecord]] = set()
+
+    async def emit(self, kind: str, *, toolbox: str | None = None, server: str | None = None,
+                   revision: int | None = None, operation: str | None = None, reason: str = "",
+                   message: str = "") -> EventRecord:
+        event = await self._store.append_event(kind, toolbox=toolbox, server=server,
+                                               revision=revision, operation=operation,
+                                               reason=reason, message=message)
+        log.info(kind, toolbox=toolbox, server=server, revision=revision, operation=operation,
+                 reason=reason or None, message=message or None, cursor=event.cursor)
+        for queue in list(self._subscribers):
+            queue.put_nowait(event)
+        return event
+
+    def subscribe(self) -> asyncio.Queue[EventRecord]:
+        queue: asyncio.Queue[EventRecord] = asyncio.Queue()
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[EventRecord]) -> None:
+        self._subscribers.discard(queue)

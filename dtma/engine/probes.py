@@ -1,0 +1,87 @@
+"""One probe handle per live container, over the server's real transport.
+
+stdio: holds a StdioProbeSession (attach). A fresh container is initialized once; an adopted one
+(after an agent restart) is not, unless it does not answer, in which case it gets one initialize.
+streamable-http: a fresh session per probe against the container's address on the toolbox network.
+health.mcp = false: healthy while the container runs (the runner tracks that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from dtma.adapters.mcp_probe import StdioProbeSession, probe_http
+from dtma.domain import probe as reasons
+from dtma.domain.containers import ObservedContainer
+from dtma.domain.probe import ProbeResult
+from dtma.spec.models import ServerSpec
+
+
+class ContainerProbe:
+    """Not thread-safe; used by one ServerRunner. close() is idempotent."""
+
+    def __init__(self, docker_client: Callable[[], Any], server: ServerSpec,
+                 container: ObservedContainer, *, fresh: bool) -> None:
+        self._docker_client = docker_client
+        self._server = server
+        self._container = container
+        self._fresh = fresh
+        self._stdio: StdioProbeSession | None = None
+        self._stdio_task: asyncio.Task[None] | None = None
+        self._reinitialized = False
+
+    @property
+    def endpoint(self) -> str | None:
+        if self._server.transport != "streamable-http" or not self._container.ip:
+            return None
+        return f"http://{self._container.ip}:{self._server.port}{self._server.http_path}"
+
+    async def check(self, *, full: bool) -> ProbeResult:
+        """full: initialize/tools-list and the expect_tools check; else a cheap liveness call."""
+        health = self._server.health
+        if not health.mcp:
+            return ProbeResult.ok(0.0)
+        if self._server.transport == "streamable-http":
+            url = self.endpoint
+            if url is None:
+                return ProbeResult.failed(reasons.CONNECT_FAILED, 0.0, "container has no address")
+            return await probe_http(url, timeout=health.timeout,
+                                    expect_tools=health.expect_tools if full else ())
+        return await self._check_stdio(full)
+
+    async def _check_stdio(self, full: bool) -> ProbeResult:
+        health = self._server.health
+        if self._stdio is None:
+            self._open_stdio(initialize=self._fresh)
+        assert self._stdio is not None
+        result = await self._stdio.probe(timeout=health.timeout, expect_tools=health.expect_tools,
+                                         list_tools=full)
+        if (not result.healthy and not self._fresh and not self._reinitialized
+                and result.reason in (reasons.TOOLS_LIST_FAILED, reasons.PING_FAILED)):
+            # An adopted server that was never initialized (the agent died before it could):
+            # give it the one initialize it is owed.
+            self._reinitialized = True
+            await self.close()
+            self._open_stdio(initialize=True)
+            result = await self._stdio.probe(timeout=health.timeout,
+                                             expect_tools=health.expect_tools, list_tools=True)
+        return result
+
+    def _open_stdio(self, *, initialize: bool) -> None:
+        self._stdio = StdioProbeSession(self._docker_client, self._container.id)
+        self._stdio_task = asyncio.create_task(
+            self._stdio.run(initialize=initialize, timeout=self._server.health.timeout),
+            name=f"stdio-session-{self._container.id[:12]}")
+
+    async def close(self) -> None:
+        if self._stdio is not None:
+            self._stdio.close()
+        if self._stdio_task is not None:
+            self._stdio_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stdio_task
+        self._stdio = None
+        self._stdio_task = None

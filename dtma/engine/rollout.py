@@ -1,0 +1,258 @@
+"""Rollouts: deploy a revision, hold the group gate, then keep it or revert (DESIGN.md).
+
+start_first: the new revision starts beside the old one; the old one is removed only after the
+gate passes, and on failure the new containers are removed, so the old one never stopped serving.
+stop_first: the old revision is stopped first; on failure it is started again and gated.
+A rollback (explicit, or the stop_first revert) is never itself rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from dtma.domain import gate as gate_reasons
+from dtma.domain.containers import ObservedContainer
+from dtma.domain.gate import Decision, GateState, GateTracker
+from dtma.engine import event_kinds as ev
+from dtma.engine.server_runner import ServerRunner
+from dtma.engine.toolbox_runner import ToolboxRunner
+from dtma.errors import DtmaError
+from dtma.spec.models import ToolboxSpec
+
+GATE_PROBE_INTERVAL = 0.25  # like Docker's start_interval: probe fast while the gate is open
+GATE_TICK = 0.1
+EXIT_LOG_LINES = 3
+
+SUCCEEDED, ROLLED_BACK, FAILED = "succeeded", "rolled_back", "failed"
+
+
+async def run_rollout(tb: ToolboxRunner, to_rev: int, op_id: str, *, is_rollback: bool
+                      ) -> tuple[str, str | None]:
+    """Roll `tb` to revision `to_rev`. Returns (operation state, error). Caller holds tb.lock."""
+    record = await tb.repo.revision(tb.id, to_rev)
+    if record is None:
+        raise DtmaError(f"revision {to_rev} does not exist")
+    spec = ToolboxSpec.model_validate_json(record.spec)
+    old_servers, old_rev = dict(tb.servers), tb.revision
+    started, passed, failed = ((ev.ROLLBACK_STARTED, ev.ROLLBACK_PASSED, ev.ROLLBACK_FAILED)
+                               if is_rollback else
+                               (ev.ROLLOUT_STARTED, ev.ROLLOUT_PASSED, ev.ROLLOUT_FAILED))
+    await tb.repo.update_toolbox(tb.id, target_revision=to_rev)
+    await tb.set_phase("deploying")
+    await tb.emit(started, revision=to_rev, reason=spec.rollout.order,
+                  message=f"from revision {old_rev} to {to_rev} ({len(spec.servers)} servers)")
+
+    stopped_old = False
+    if spec.rollout.order == "stop_first" and old_servers:
+        await _stop_all(tb, old_servers)
+        stopped_old = True
+
+    decision, new_runners = await deploy_and_gate(tb, spec, to_rev)
+    if decision.state is GateState.PASSED:
+        for runner in old_servers.values():
+            await runner.remove()
+            await tb.emit(ev.CONTAINER_REMOVED, server=runner.name, revision=runner.revision,
+                          reason="superseded", message=runner.container.id[:12])
+        tb.servers, tb.spec, tb.revision, tb.stopped = new_runners, spec, to_rev, False
+        await tb.repo.mark_stable(tb.id, to_rev)
+        await tb.repo.update_toolbox(tb.id, stopped=0)
+        for runner in new_runners.values():
+            runner.start_steady()
+        await tb.emit(passed, revision=to_rev, reason=gate_reasons.GATE_PASSED,
+                      message=f"all {len(new_runners)} servers healthy for "
+                              f"{spec.rollout.min_healthy_time:g}s")
+        await tb.set_phase("healthy")
+        return SUCCEEDED, None
+
+    failure = f"{decision.server}: {decision.reason}: {decision.detail}"
+    await tb.emit(failed, server=decision.server, revision=to_rev, reason=decision.reason,
+                  message=decision.detail)
+    await _remove_revision(tb, to_rev, new_runners)
+    await tb.repo.update_toolbox(tb.id, target_revision=None)
+
+    if stopped_old and old_rev is not None:
+        restored = await _restart_stopped(tb, old_servers, old_rev)
+        if not restored:
+            await tb.set_phase("failed")
+            return FAILED, f"{failure}; restarting revision {old_rev} failed too"
+    if not old_servers:
+        await tb.set_phase("failed")
+        return FAILED, failure
+    if is_rollback or not spec.rollout.auto_revert:
+        return FAILED, failure
+    return ROLLED_BACK, failure
+
+
+async def deploy_and_gate(tb: ToolboxRunner, spec: ToolboxSpec, revision: int,
+                          adopt: dict[str, ObservedContainer] | None = None
+                          ) -> tuple[Decision, dict[str, ServerRunner]]:
+    """Start (or adopt) every server of `revision` and hold the group gate over them."""
+    tracker = _new_tracker(tb, spec)
+    runners: dict[str, ServerRunner] = {}
+    tb.gate_runners = runners
+
+    async def start_one(server_name: str) -> None:
+        server = spec.server(server_name)
+        if adopt and server_name in adopt:
+            container, fresh = adopt[server_name], False
+        else:
+            try:
+                await tb.runtime.ensure_image(server.image)
+                container = await tb.create_container(server, revision, spec)
+            except DtmaError as exc:
+                tracker.start_failed(server_name, exc.message)
+                await tb.emit(ev.SERVER_START_FAILED, server=server_name, revision=revision,
+                              reason=gate_reasons.START_FAILED, message=exc.message)
+                return
+            fresh = True
+        runners[server_name] = tb.new_runner(server, revision, container, fresh=fresh, spec=spec)
+        await tb.emit(ev.SERVER_STARTED if fresh else ev.CONTAINER_ADOPTED, server=server_name,
+                      revision=revision, message=f"container {container.id[:12]}")
+
+    try:
+        await asyncio.gather(*(start_one(s.name) for s in spec.servers))
+        decision = tracker.decide(tb.clock())
+        if decision.state is GateState.PENDING:
+            decision = await _hold_gate(tb, runners, tracker)
+        if decision.state is GateState.FAILED and decision.reason == gate_reasons.CONTAINER_EXITED:
+            decision = await _with_exit_logs(tb, runners, decision)
+        return decision, runners
+    finally:
+        tb.gate_runners = {}
+
+
+def _new_tracker(tb: ToolboxRunner, spec: ToolboxSpec) -> GateTracker:
+    return GateTracker([s.name for s in spec.servers], started_at=tb.clock(),
+                       min_healthy_time=spec.rollout.min_healthy_time,
+                       healthy_deadline=spec.rollout.healthy_deadline,
+                       failure_threshold={s.name: s.health.failure_threshold
+                                          for s in spec.servers})
+
+
+async def _hold_gate(tb: ToolboxRunner, runners: dict[str, ServerRunner],
+                     tracker: GateTracker) -> Decision:
+    async def probe_loop(runner: ServerRunner) -> None:
+        while not runner.exited:
+            result = await runner.probe_once(full=True)
+            tracker.probe(runner.name, result, tb.clock())
+            if not result.healthy:
+                # The event stream may have reported the exit before this runner existed.
+                seen = await tb.runtime.inspect(runner.container.id)
+                if seen is None or not seen.running:
+                    runner.on_container_exit(runner.container.id,
+                                             seen.exit_code if seen else None)
+            await asyncio.sleep(GATE_PROBE_INTERVAL)
+
+    tasks = [asyncio.create_task(probe_loop(r), name=f"gate-{r.name}") for r in runners.values()]
+    try:
+        while True:
+            for runner in runners.values():
+                if runner.exited:
+                    tracker.container_exited(runner.name, runner.exit_code)
+            decision = tracker.decide(tb.clock())
+            if decision.state is not GateState.PENDING:
+                return decision
+            await asyncio.sleep(GATE_TICK)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _with_exit_logs(tb: ToolboxRunner, runners: dict[str, ServerRunner],
+                          decision: Decision) -> Decision:
+    runner = runners.get(decision.server or "")
+    if runner is None:
+        return decision
+    tail = (await tb.runtime.logs(runner.container.id, EXIT_LOG_LINES)).strip()
+    if not tail:
+        return decision
+    tail = " | ".join(line.strip() for line in tail.splitlines())[-300:]
+    return Decision(decision.state, decision.reason, decision.server,
+                    f"{decision.detail}; last output: {tail}")
+
+
+async def _remove_revision(tb: ToolboxRunner, revision: int,
+                           runners: dict[str, ServerRunner]) -> None:
+    """Remove every container of a failed revision, including any not tracked by a runner."""
+    for runner in runners.values():
+        await runner.remove()
+    for container in await tb.runtime.list_managed(tb.id):
+        if container.revision == revision:
+            await tb.runtime.remove(container.id)
+    await tb.emit(ev.CONTAINER_REMOVED, revision=revision, reason="rollout_failed",
+                  message=f"removed the containers of revision {revision}")
+
+
+async def _stop_all(tb: ToolboxRunner, servers: dict[str, ServerRunner]) -> None:
+    for runner in servers.values():
+        await runner.halt()
+        runner._expected_exit = True
+        await tb.runtime.stop(runner.container.id)
+        runner.state = "stopped"
+        await tb.emit(ev.SERVER_STOPPED, server=runner.name, revision=runner.revision,
+                      reason="stop_first")
+
+
+async def _restart_stopped(tb: ToolboxRunner, servers: dict[str, ServerRunner], revision: int
+                           ) -> bool:
+    """stop_first revert: start the old containers again (recreate any that are gone) and gate
+    them. This is a rollback, so it is never rolled back itself."""
+    assert tb.spec is not None
+    spec = tb.spec
+    await tb.emit(ev.ROLLBACK_STARTED, revision=revision, reason="stop_first_revert",
+                  message=f"restarting revision {revision}")
+    restarted: dict[str, ObservedContainer] = {}
+    for name, runner in servers.items():
+        try:
+            await tb.runtime.start(runner.container.id)
+            seen = await tb.runtime.inspect(runner.container.id)
+            if seen is not None and seen.running:
+                restarted[name] = seen
+        except DtmaError:
+            await tb.runtime.remove(runner.container.id)
+    # Restarted processes are new processes: their stdio sessions need a fresh initialize, so
+    # they go through the gate as fresh containers; missing ones are recreated.
+    decision, runners = await deploy_and_gate_fresh(tb, spec, revision, restarted)
+    if decision.state is GateState.PASSED:
+        tb.servers, tb.revision = runners, revision
+        for runner in runners.values():
+            runner.start_steady()
+        await tb.emit(ev.ROLLBACK_PASSED, revision=revision, reason=gate_reasons.GATE_PASSED)
+        await tb.set_phase("healthy")
+        return True
+    await tb.emit(ev.ROLLBACK_FAILED, server=decision.server, revision=revision,
+                  reason=decision.reason, message=decision.detail)
+    tb.servers = runners
+    for runner in runners.values():
+        runner.start_steady()
+    return False
+
+
+async def deploy_and_gate_fresh(tb: ToolboxRunner, spec: ToolboxSpec, revision: int,
+                                running: dict[str, ObservedContainer]
+                                ) -> tuple[Decision, dict[str, ServerRunner]]:
+    """Gate `running` containers as fresh processes (they get an initialize); start the rest."""
+    tracker = _new_tracker(tb, spec)
+    runners: dict[str, ServerRunner] = {}
+    tb.gate_runners = runners
+    try:
+        for server in spec.servers:
+            container = running.get(server.name)
+            if container is None:
+                try:
+                    container = await tb.create_container(server, revision, spec)
+                except DtmaError as exc:
+                    tracker.start_failed(server.name, exc.message)
+                    continue
+            runners[server.name] = tb.new_runner(server, revision, container, fresh=True,
+                                                 spec=spec)
+        decision = tracker.decide(tb.clock())
+        if decision.state is GateState.PENDING:
+            decision = await _hold_gate(tb, runners, tracker)
+        return decision, runners
+    finally:
+        tb.gate_runners = {}

@@ -1,0 +1,220 @@
+"""ServerRunner: one per live container of the serving revision (Nomad's task runner, small).
+
+In the gate it only answers probe_once(). Once the toolbox is stable, run_steady() probes at
+`health.interval`, reacts to crashes reported by the event watcher, and restarts with backoff
+(domain/restart.py). Exits the agent caused itself (stop, remove) are expected and ignored.
+Concurrency: all methods run on the event loop; one steady task per runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from dtma.domain import gate as gate_reasons
+from dtma.domain.containers import ObservedContainer
+from dtma.domain.probe import ProbeResult
+from dtma.domain.restart import RestartTracker, Verdict
+from dtma.engine import event_kinds as ev
+from dtma.engine.probes import ContainerProbe
+from dtma.errors import DtmaError
+from dtma.spec.models import Restart, ServerSpec
+
+log = structlog.get_logger(__name__)
+
+STARTUP_PROBE_INTERVAL = 0.5
+
+ProbeFactory = Callable[[ServerSpec, ObservedContainer, bool], ContainerProbe]
+
+
+class ServerHost(Protocol):
+    """What a ServerRunner may ask of its toolbox: a narrow capability, not the toolbox."""
+
+    async def create_container(self, server: ServerSpec, revision: int) -> ObservedContainer: ...
+    async def remove_container(self, container_id: str) -> None: ...
+    async def emit(self, kind: str, *, server: str, revision: int, reason: str = "",
+                   message: str = "") -> None: ...
+    def server_changed(self) -> None: ...
+    async def record_tools(self, server: str, revision: int, tools: list[str]) -> None: ...
+
+
+class ServerRunner:
+    def __init__(self, host: ServerHost, spec: ServerSpec, revision: int,
+                 container: ObservedContainer, *, fresh: bool, restart_policy: Restart,
+                 probe_factory: ProbeFactory, clock: Callable[[], float],
+                 rng: random.Random | None = None, restarts: int = 0,
+                 startup_deadline: float = 60.0) -> None:
+        self.host = host
+        self.spec = spec
+        self.revision = revision
+        self.container = container
+        self.state = "running" if container.running else container.state
+        self.health = "unknown"
+        self.restarts = restarts
+        self.tools: list[str] = []
+        self.last_error: str | None = None
+        self.exit_code: int | None = None
+        self._probe_factory = probe_factory
+        self._probe = probe_factory(spec, container, fresh)
+        self._clock = clock
+        self._tracker = RestartTracker(restart_policy, rng or random.Random())
+        self._exited = asyncio.Event()
+        self._expected_exit = False
+        self._steady: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._startup_deadline = startup_deadline
+        self._started_at = clock()
+        self._ever_healthy = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    @property
+    def endpoint(self) -> str | None:
+        if self.container.host_port:
+            ip = (self.spec.publish or "127.0.0.1:0").rpartition(":")[0].strip("[]")
+            return f"http://{ip}:{self.container.host_port}{self.spec.http_path}"
+        return self._probe.endpoint
+
+    # -- events from the watcher --------------------------------------------------------------
+
+    def on_container_exit(self, container_id: str, exit_code: int | None) -> None:
+        if container_id != self.container.id or self._expected_exit or self.exited:
+            return
+        self.exit_code = exit_code
+        self.state = "exited"
+        self._exited.set()
+
+    # -- probing ------------------------------------------------------------------------------
+
+    async def probe_once(self, *, full: bool = True) -> ProbeResult:
+        result = await self._probe.check(full=full)
+        if result.healthy:
+            self._failures = 0
+            self._ever_healthy = True
+            self.health = "healthy"
+            if full and result.tools and list(result.tools) != self.tools:
+                self.tools = list(result.tools)
+                await self.host.record_tools(self.name, self.revision, self.tools)
+        else:
+            self._failures += 1
+            self.last_error = f"{result.reason}: {result.detail}" if result.detail else result.reason
+        return result
+
+    # -- steady state -------------------------------------------------------------------------
+
+    def start_steady(self) -> None:
+        if self._steady is None or self._steady.done():
+            self._steady = asyncio.create_task(self._run_steady(), name=f"server-{self.name}")
+
+    async def _run_steady(self) -> None:
+        threshold = self.spec.health.failure_threshold
+        while self.state not in ("failed", "stopped"):
+            if self.exited:
+                await self._on_failure(ev.SERVER_CRASHED, gate_reasons.CONTAINER_EXITED,
+                                       f"exit code {self.exit_code}")
+                continue
+            # Until the first healthy answer (a fresh or adopted container), probe quickly; after
+            # that, at the configured interval.
+            wait = self.spec.health.interval if self._ever_healthy else STARTUP_PROBE_INTERVAL
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._exited.wait()
+            if self.exited:
+                continue
+            result = await self.probe_once(full=not self._ever_healthy or
+                                           self.spec.transport != "stdio")
+            self.host.server_changed()
+            if result.healthy:
+                continue
+            starting = not self._ever_healthy
+            if starting and self._clock() - self._started_at < self._startup_deadline:
+                self._failures = 0  # still starting: not a failure yet (as in the gate)
+                continue
+            if (starting or self._failures >= threshold) and not self.exited:
+                self.health = "unhealthy"
+                self.host.server_changed()
+                await self._on_failure(ev.SERVER_UNHEALTHY, gate_reasons.PROBE_FAILED,
+                                       f"{self._failures} consecutive probe failures, last: "
+                                       f"{self.last_error}")
+
+    async def _on_failure(self, kind: str, reason: str, detail: str) -> None:
+        self.last_error = f"{reason}: {detail}"
+        await self.host.emit(kind, server=self.name, revision=self.revision, reason=reason,
+                             message=detail)
+        while True:
+            decision = self._tracker.on_failure(self._clock())
+            if decision.verdict is Verdict.GIVE_UP:
+                self.state = "failed"
+                self.health = "unhealthy"
+                await self.host.emit(ev.SERVER_FAILED, server=self.name, revision=self.revision,
+                                     reason=decision.reason,
+                                     message=f"gave up after {decision.attempt} restarts within "
+                                             f"{self._tracker.policy.interval:g}s")
+                self.host.server_changed()
+                return
+            self.state = "restarting"
+            self.host.server_changed()
+            await self.host.emit(ev.SERVER_RESTARTING, server=self.name, revision=self.revision,
+                                 reason=decision.reason,
+                                 message=f"attempt {decision.attempt} in {decision.delay:.2f}s")
+            await asyncio.sleep(decision.delay)
+            try:
+                await self._recreate()
+            except DtmaError as exc:
+                self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
+                await self.host.emit(ev.SERVER_START_FAILED, server=self.name,
+                                     revision=self.revision, reason=gate_reasons.START_FAILED,
+                                     message=exc.message)
+                continue
+            self.restarts += 1
+            await self.host.emit(ev.SERVER_RESTARTED, server=self.name, revision=self.revision,
+                                 reason=decision.reason,
+                                 message=f"container {self.container.id[:12]}, restart "
+                                         f"{self.restarts}")
+            self.host.server_changed()
+            return
+
+    async def _recreate(self) -> None:
+        old = self.container
+        self._expected_exit = True
+        await self._probe.close()
+        await self.host.remove_container(old.id)
+        self.container = await self.host.create_container(self.spec, self.revision)
+        self._probe = self._probe_factory(self.spec, self.container, True)
+        self._exited = asyncio.Event()
+        self._expected_exit = False
+        self.exit_code = None
+        self._failures = 0
+        self._started_at = self._clock()
+        self._ever_healthy = False
+        self.state = "running"
+        self.health = "unknown"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def halt(self) -> None:
+        """Stop probing and supervising; leave the container as it is. Idempotent."""
+        if self._steady is not None:
+            self._steady.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._steady
+            self._steady = None
+        await self._probe.close()
+
+    async def remove(self) -> None:
+        """Halt, then remove the container (an expected exit). Idempotent."""
+        self._expected_exit = True
+        await self.halt()
+        await self.host.remove_container(self.container.id)
+        self.state = "removed"

@@ -1,0 +1,249 @@
+"""ToolboxRunner: one per toolbox (Nomad's alloc runner, small). Owns the serving servers, runs
+one operation at a time (an asyncio.Lock, FIFO, so later operations queue), and keeps the phase.
+
+The rollout/gate logic lives in engine/rollout.py and recovery in engine/recovery.py; both act
+through this runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from dtma.domain.containers import ContainerRequest, ObservedContainer, container_request
+from dtma.domain.records import RevisionRecord
+from dtma.engine import event_kinds as ev
+from dtma.engine.journal import Journal
+from dtma.engine.server_runner import ProbeFactory, ServerRunner
+from dtma.errors import DtmaError
+from dtma.spec.hashing import server_hash
+from dtma.spec.models import ServerSpec, ToolboxSpec
+
+log = structlog.get_logger(__name__)
+
+
+class Runtime(Protocol):
+    async def ensure_network(self, toolbox: str, internal: bool) -> str: ...
+    async def remove_network(self, toolbox: str) -> None: ...
+    async def ensure_image(self, image: str) -> None: ...
+    async def create_and_start(self, req: ContainerRequest) -> ObservedContainer: ...
+    async def start(self, container_id: str) -> None: ...
+    async def stop(self, container_id: str, timeout: int = 10) -> None: ...
+    async def remove(self, container_id: str) -> None: ...
+    async def inspect(self, container_id: str) -> ObservedContainer | None: ...
+    async def list_managed(self, toolbox: str | None = None) -> list[ObservedContainer]: ...
+    async def logs(self, container_id: str, tail: int) -> str: ...
+
+
+class Repo(Protocol):
+    async def update_toolbox(self, toolbox_id: str, **fields: Any) -> None: ...
+    async def mark_stable(self, toolbox_id: str, number: int) -> None: ...
+    async def set_tools(self, toolbox_id: str, server: str, revision: int,
+                        tools: list[str]) -> None: ...
+    async def revision(self, toolbox_id: str, number: int) -> RevisionRecord | None: ...
+    async def newest_stable_other_than(self, toolbox_id: str,
+                                       number: int | None) -> RevisionRecord | None: ...
+    async def finish_operation(self, op_id: str, state: str, error: str | None = None,
+                               revision: int | None = None) -> None: ...
+    async def delete_toolbox(self, toolbox_id: str) -> None: ...
+
+
+class ToolboxRunner:
+    def __init__(self, toolbox_id: str, *, runtime: Runtime, repo: Repo, journal: Journal,
+                 probe_factory: ProbeFactory, clock: Callable[[], float],
+                 rng: random.Random | None = None) -> None:
+        self.id = toolbox_id
+        self.runtime = runtime
+        self.repo = repo
+        self.journal = journal
+        self.probe_factory = probe_factory
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.lock = asyncio.Lock()
+        self.servers: dict[str, ServerRunner] = {}
+        self.gate_runners: dict[str, ServerRunner] = {}
+        self.spec: ToolboxSpec | None = None
+        self.revision: int | None = None
+        self.phase = "deploying"
+        self.stopped = False
+        self.busy_with: str | None = None
+        # Docker accepts several networks with one name, so creation must not race.
+        self._network_lock = asyncio.Lock()
+
+    def new_runner(self, server: ServerSpec, revision: int, container: ObservedContainer, *,
+                   fresh: bool, spec: ToolboxSpec, restarts: int = 0) -> ServerRunner:
+        return ServerRunner(self, server, revision, container, fresh=fresh,
+                            restart_policy=spec.restart, probe_factory=self.probe_factory,
+                            clock=self.clock, rng=self.rng, restarts=restarts,
+                            startup_deadline=spec.rollout.healthy_deadline)
+
+    # -- ServerHost ---------------------------------------------------------------------------
+
+    async def create_container(self, server: ServerSpec, revision: int,
+                               spec: ToolboxSpec | None = None) -> ObservedContainer:
+        group = spec or self.spec
+        assert group is not None
+        async with self._network_lock:
+            await self.runtime.ensure_network(self.id, internal=not group.network.egress)
+        req = container_request(self.id, revision, group, server, server_hash(group, server.name))
+        return await self.runtime.create_and_start(req)
+
+    async def remove_container(self, container_id: str) -> None:
+        await self.runtime.remove(container_id)
+
+    async def emit(self, kind: str, *, server: str | None = None, revision: int | None = None,
+                   reason: str = "", message: str = "", operation: str | None = None) -> None:
+        await self.journal.emit(kind, toolbox=self.id, server=server, revision=revision,
+                                operation=operation or self.busy_with, reason=reason,
+                                message=message)
+
+    def server_changed(self) -> None:
+        if self.busy_with is None:
+            self._schedule_phase(self.steady_phase())
+
+    async def record_tools(self, server: str, revision: int, tools: list[str]) -> None:
+        await self.repo.set_tools(self.id, server, revision, tools)
+
+    # -- phase --------------------------------------------------------------------------------
+
+    def steady_phase(self) -> str:
+        if self.stopped:
+            return "stopped"
+        if not self.servers:
+            return "failed"
+        states = [r.state for r in self.servers.values()]
+        if any(s in ("failed", "restarting", "exited") for s in states):
+            return "degraded"
+        if any(r.health == "unhealthy" for r in self.servers.values()):
+            return "degraded"
+        return "healthy"
+
+    async def set_phase(self, phase: str, reason: str = "") -> None:
+        if phase == self.phase:
+            return
+        previous, self.phase = self.phase, phase
+        await self.repo.update_toolbox(self.id, phase=phase)
+        await self.emit(ev.TOOLBOX_PHASE, revision=self.revision, reason=reason,
+                        message=f"{previous} -> {phase}")
+
+    def _schedule_phase(self, phase: str) -> None:
+        if phase != self.phase:
+            task = asyncio.get_running_loop().create_task(self.set_phase(phase))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    # -- events from the watcher --------------------------------------------------------------
+
+    def on_container_exit(self, container_id: str, exit_code: int | None) -> None:
+        for runner in [*self.servers.values(), *self.gate_runners.values()]:
+            runner.on_container_exit(container_id, exit_code)
+
+    def known_container_ids(self) -> set[str]:
+        return {r.container.id for r in [*self.servers.values(), *self.gate_runners.values()]}
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def run_operation(self, op_id: str, work: Callable[[], Awaitable[tuple[str, str | None]]],
+                            revision: int | None = None) -> str:
+        """Run `work` under the toolbox lock and record its result. Returns the final state."""
+        async with self.lock:
+            self.busy_with = op_id
+            with structlog.contextvars.bound_contextvars(toolbox=self.id, operation=op_id):
+                try:
+                    state, error = await work()
+                except DtmaError as exc:
+                    state, error = "failed", exc.message
+                except asyncio.CancelledError:
+                    raise  # agent shutdown: the operation stays running; recovery finishes it
+                except Exception as exc:
+                    log.exception("operation_crashed")
+                    state, error = "failed", f"internal error: {type(exc).__name__}"
+                finally:
+                    self.busy_with = None
+                await self.repo.finish_operation(op_id, state, error, revision)
+                await self.emit(ev.OPERATION_FINISHED, revision=revision, reason=state,
+                                message=error or "", operation=op_id)
+                if self.servers or self.stopped:
+                    await self.set_phase(self.steady_phase())
+                return state
+
+    async def stop_servers(self, names: list[str] | None) -> tuple[str, str | None]:
+        for runner in self._select(names):
+            await runner.halt()
+            runner._expected_exit = True
+            await self.runtime.stop(runner.container.id)
+            runner.state = "stopped"
+            runner.health = "unknown"
+            await self.emit(ev.SERVER_STOPPED, server=runner.name, revision=runner.revision)
+        self.stopped = all(r.state == "stopped" for r in self.servers.values())
+        await self.repo.update_toolbox(self.id, stopped=int(self.stopped))
+        return "succeeded", None
+
+    async def start_servers(self, names: list[str] | None) -> tuple[str, str | None]:
+        for runner in self._select(names):
+            if runner.state == "running":
+                continue
+            await self._replace(runner, reason="started")
+        self.stopped = False
+        await self.repo.update_toolbox(self.id, stopped=0)
+        return "succeeded", None
+
+    async def restart_servers(self, names: list[str] | None) -> tuple[str, str | None]:
+        for runner in self._select(names):
+            await self._replace(runner, reason="restart requested")
+        self.stopped = False
+        await self.repo.update_toolbox(self.id, stopped=0)
+        return "succeeded", None
+
+    async def _replace(self, runner: ServerRunner, reason: str) -> None:
+        """Recreate one server's container (fresh secrets on create), then supervise it."""
+        assert self.spec is not None and self.revision is not None
+        await runner.remove()
+        container = await self.create_container(runner.spec, self.revision)
+        fresh = self.new_runner(runner.spec, self.revision, container, fresh=True,
+                                spec=self.spec, restarts=runner.restarts + 1)
+        self.servers[runner.name] = fresh
+        await self.emit(ev.SERVER_RESTARTED, server=runner.name, revision=self.revision,
+                        reason=reason, message=f"container {container.id[:12]}")
+        fresh.start_steady()
+
+    def _select(self, names: list[str] | None) -> list[ServerRunner]:
+        if not names:
+            return list(self.servers.values())
+        unknown = sorted(set(names) - set(self.servers))
+        if unknown:
+            raise DtmaError(f"unknown servers: {', '.join(unknown)}")
+        return [self.servers[n] for n in names]
+
+    async def delete(self) -> tuple[str, str | None]:
+        await self.set_phase("deleting")
+        for runner in [*self.servers.values(), *self.gate_runners.values()]:
+            await runner.halt()
+            runner._expected_exit = True
+        errors = []
+        for container in await self.runtime.list_managed(self.id):
+            try:
+                await self.runtime.remove(container.id)
+            except DtmaError as exc:
+                errors.append(exc.message)
+        with contextlib.suppress(DtmaError):
+            await self.runtime.remove_network(self.id)
+        if errors:
+            return "failed", "; ".join(errors)
+        self.servers.clear()
+        await self.repo.delete_toolbox(self.id)
+        await self.emit(ev.TOOLBOX_DELETED)
+        return "succeeded", None
+
+    async def halt(self) -> None:
+        """Agent shutdown: stop supervising, detach probes, leave every container running."""
+        for runner in [*self.servers.values(), *self.gate_runners.values()]:
+            await runner.halt()
+
+
+_background: set[asyncio.Task[None]] = set()

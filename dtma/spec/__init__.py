@@ -1,0 +1,1 @@
+"""Pure: the toolbox spec, its validation against the agent's policy, and canonical hashing."""

@@ -1,0 +1,201 @@
+"""The toolbox spec (DESIGN.md), as strict pydantic models. Unknown fields are errors.
+
+Normalised on parse (durations to seconds, sizes to bytes) so that equivalent specs hash the same.
+Policy checks that depend on the agent's configuration live in spec/policy.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from dtma.spec.units import Duration, Size
+
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_DNS_RE = re.compile(DNS_LABEL)
+
+
+def _dns_label(v: str) -> str:
+    if not _DNS_RE.match(v):
+        raise ValueError("must be a DNS label: lowercase letters, digits and '-', 1-63 characters, "
+                         "starting and ending with a letter or digit")
+    return v
+
+
+Name = Annotated[str, AfterValidator(_dns_label)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=255)]
+_PUBLISH = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<port>\d{1,5})$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class VaultRef(Strict):
+    mount: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")]
+    path: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")]
+    key: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    version: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("mount", "path")
+    @classmethod
+    def _no_dot_segments(cls, v: str) -> str:
+        if any(seg in (".", "..") for seg in v.split("/")):
+            raise ValueError("must not contain '.' or '..' segments")
+        return v
+
+
+class SecretSpec(Strict):
+    name: EnvName
+    vault: VaultRef
+    as_: Literal["file", "env"] = Field("file", alias="as")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Resources(Strict):
+    memory: Size = 256 * 1024**2
+    cpus: Annotated[float, Field(gt=0, le=256)] = 0.5
+    pids: Annotated[int, Field(ge=8, le=65536)] = 256
+
+
+class Health(Strict):
+    mcp: bool = True
+    expect_tools: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = []
+    interval: Duration = 10.0
+    timeout: Duration = 5.0
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+
+class Mount(Strict):
+    type: Literal["volume", "bind", "tmpfs"]
+    target: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)]
+    source: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    read_only: bool = True
+
+
+class ServerSpec(Strict):
+    name: Name
+    image: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+                                            max_length=512)]
+    transport: Literal["stdio", "streamable-http"] = "stdio"
+    command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    path: Annotated[str, StringConstraints(pattern=r"^/[^\s\x00]*$", max_length=1024)] | None = None
+    env: dict[EnvName, Annotated[str, StringConstraints(max_length=65536)]] = {}
+    secrets: list[SecretSpec] = []
+    resources: Resources = Resources()
+    health: Health = Health()
+    publish: str | None = None
+    # Escape hatches, rejected unless the agent's policy allows them (spec/policy.py).
+    privileged: bool = False
+    cap_add: list[str] = []
+    network_mode: Literal["toolbox", "host"] = "toolbox"
+    pid_mode: Literal["private", "host"] = "private"
+    ipc_mode: Literal["private", "host"] = "private"
+    mounts: list[Mount] = []
+    labels: dict[Annotated[str, StringConstraints(min_length=1, max_length=255)], str] = {}
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("must not be empty; omit it to use the image's command")
+        if v and any("\x00" in a for a in v):
+            raise ValueError("must not contain NUL bytes")
+        return v
+
+    @field_validator("publish")
+    @classmethod
+    def _publish_format(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = _PUBLISH.match(v)
+        if not m or int(m.group("port")) > 65535:
+            raise ValueError('must be "IP:PORT" (PORT 0 picks a free host port), e.g. "127.0.0.1:0"')
+        return v if m.group("ip") else f"127.0.0.1:{m.group('port')}"
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> ServerSpec:
+        if self.transport == "streamable-http":
+            if self.port is None:
+                raise ValueError("port is required for transport streamable-http")
+        else:
+            if self.port is not None or self.path is not None:
+                raise ValueError("port and path apply only to transport streamable-http")
+            if self.publish is not None:
+                raise ValueError("publish applies only to transport streamable-http")
+        names = [s.name for s in self.secrets]
+        if len(names) != len(set(names)):
+            raise ValueError("secret names must be unique within a server")
+        clash = sorted(set(names) & set(self.env))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} is set both in env and in secrets")
+        return self
+
+    @property
+    def http_path(self) -> str:
+        return self.path or "/mcp"
+
+    @property
+    def fixed_host_port(self) -> bool:
+        return self.publish is not None and not self.publish.endswith(":0")
+
+
+class Rollout(Strict):
+    order: Literal["start_first", "stop_first"] = "start_first"
+    min_healthy_time: Duration = 5.0
+    healthy_deadline: Duration = 60.0
+    auto_revert: bool = True
+
+    @model_validator(mode="after")
+    def _deadline_after_min(self) -> Rollout:
+        if self.healthy_deadline <= self.min_healthy_time:
+            raise ValueError("healthy_deadline must be longer than min_healthy_time")
+        return self
+
+
+class Restart(Strict):
+    attempts: Annotated[int, Field(ge=0, le=1000)] = 3
+    interval: Duration = 300.0
+    delay: Duration = 1.0
+    max_delay: Duration = 60.0
+    mode: Literal["fail", "delay"] = "fail"
+
+    @model_validator(mode="after")
+    def _delays(self) -> Restart:
+        if self.max_delay < self.delay:
+            raise ValueError("max_delay must be at least delay")
+        return self
+
+
+class NetworkSpec(Strict):
+    egress: bool = False
+
+
+class ToolboxSpec(Strict):
+    servers: Annotated[list[ServerSpec], Field(min_length=1, max_length=64)]
+    rollout: Rollout = Rollout()
+    restart: Restart = Restart()
+    network: NetworkSpec = NetworkSpec()
+
+    def server(self, name: str) -> ServerSpec:
+        return next(s for s in self.servers if s.name == name)

@@ -1,0 +1,122 @@
+"""An in-process Agent on the real Docker engine, plus spec builders with short timings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from dtma.adapters.docker_engine import DockerEngine
+from dtma.adapters.docker_runtime import DockerRuntime
+from dtma.adapters.sqlite_store import SqliteStateStore
+from dtma.adapters.state_repo import StateRepository
+from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer
+from dtma.domain.records import EventRecord, OperationRecord
+from dtma.engine.agent import Agent
+from dtma.engine.journal import Journal
+from dtma.engine.probes import ContainerProbe
+from dtma.spec.models import ServerSpec
+from dtma.spec.validate import SpecPolicy
+
+MCP_TIME = "dtma-examples/mcp-time:latest"
+MCP_NOTES = "dtma-examples/mcp-notes:latest"
+TIME_TOOLS = ["get_current_time", "convert_time"]
+NOTES_TOOLS = ["add_note", "list_notes", "get_note", "delete_note", "search_notes"]
+
+
+def new_toolbox_id() -> str:
+    return "t-" + secrets.token_hex(4)
+
+
+def time_server(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": MCP_TIME, "transport": "stdio",
+            "health": {"expect_tools": TIME_TOOLS, "interval": "1s", "timeout": "3s"}, **extra}
+
+
+def notes_server(name: str, fail_mode: str = "", **extra: Any) -> dict[str, Any]:
+    server: dict[str, Any] = {
+        "name": name, "image": MCP_NOTES, "transport": "streamable-http", "port": 8000,
+        "path": "/mcp", "health": {"expect_tools": NOTES_TOOLS, "interval": "1s", "timeout": "3s"},
+    }
+    if fail_mode:
+        server["env"] = {"FAIL_MODE": fail_mode}
+    return {**server, **extra}
+
+
+def spec(*servers: dict[str, Any], order: str = "start_first", min_healthy: str = "1s",
+         deadline: str = "20s", restart: dict[str, Any] | None = None, **extra: Any) -> str:
+    body: dict[str, Any] = {
+        "servers": list(servers),
+        "rollout": {"order": order, "min_healthy_time": min_healthy, "healthy_deadline": deadline},
+        **extra,
+    }
+    if restart:
+        body["restart"] = restart
+    return json.dumps(body)
+
+
+@dataclass
+class EngineHarness:
+    agent: Agent
+    runtime: DockerRuntime
+    repo: StateRepository
+    docker_client: Any
+
+    async def apply_and_wait(self, toolbox: str, body: str, timeout: float = 90
+                             ) -> OperationRecord:
+        result = await self.agent.apply(toolbox, body)
+        assert result.operation is not None, "expected a rollout, got a no-op"
+        return await self.wait(result.operation, timeout)
+
+    async def wait(self, op_id: str, timeout: float = 90) -> OperationRecord:
+        op = await self.agent.wait(op_id, timeout)
+        assert op.state != "running", f"operation {op_id} still running after {timeout}s"
+        return op
+
+    async def containers(self, toolbox: str) -> list[ObservedContainer]:
+        return await self.runtime.list_managed(toolbox)
+
+    async def events(self, toolbox: str) -> list[EventRecord]:
+        return await self.repo.events(0, toolbox, limit=1000)
+
+
+async def engine_harness(state_dir: Path, reap_grace: float = 60) -> AsyncIterator[EngineHarness]:
+    store = SqliteStateStore.in_state_dir(state_dir)
+    await store.open()
+    engine = DockerEngine(None)
+    runtime = DockerRuntime(engine, pull_timeout=20)
+    repo = StateRepository(store)
+
+    def probes(server: ServerSpec, container: ObservedContainer, fresh: bool) -> ContainerProbe:
+        return ContainerProbe(engine.client, server, container, fresh=fresh)
+
+    agent = Agent(runtime=runtime, repo=repo, journal=Journal(repo), probe_factory=probes,
+                  policy=SpecPolicy(), reap_grace=reap_grace, relist_interval=2,
+                  events_source=runtime.events)
+    await agent.start()
+    client = await asyncio.to_thread(docker.from_env)
+    toolboxes: set[str] = set()
+    try:
+        yield EngineHarness(agent, runtime, repo, client)
+    finally:
+        await agent.stop()
+        for record in await repo.toolboxes():
+            toolboxes.add(record.id)
+        await asyncio.to_thread(_remove_toolboxes, client, toolboxes)
+        await asyncio.to_thread(client.close)
+        await engine.close()
+        await store.close()
+
+
+def _remove_toolboxes(client: Any, toolboxes: set[str]) -> None:
+    for tb in toolboxes:
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
+            c.remove(force=True)
+        for n in client.networks.list(filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
+            n.remove()

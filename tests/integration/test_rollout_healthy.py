@@ -1,0 +1,88 @@
+"""A real 3-server toolbox (two mcp-time over stdio, one mcp-notes over HTTP) becomes healthy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dtma.adapters.mcp_probe import probe_http
+from tests.engine_fixture import (
+    NOTES_TOOLS,
+    TIME_TOOLS,
+    EngineHarness,
+    engine_harness,
+    new_toolbox_id,
+    notes_server,
+    spec,
+    time_server,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[EngineHarness]:
+    async for h in engine_harness(tmp_path / "state"):
+        yield h
+
+
+async def test_three_servers_become_healthy_with_their_tools(harness: EngineHarness) -> None:
+    tb = new_toolbox_id()
+    op = await harness.apply_and_wait(
+        tb, spec(time_server("time-a"), time_server("time-b"), notes_server("notes")))
+    assert (op.state, op.error) == ("succeeded", None)
+
+    status = await harness.agent.status(tb)
+    assert status["phase"] == "healthy"
+    assert (status["revision"], status["stable_revision"]) == (1, 1)
+    servers = {s["name"]: s for s in status["servers"]}
+    assert set(servers) == {"time-a", "time-b", "notes"}
+    assert all(s["state"] == "running" and s["health"] == "healthy" for s in servers.values())
+    assert sorted(servers["time-a"]["tools"]) == sorted(TIME_TOOLS)
+    assert sorted(servers["notes"]["tools"]) == sorted(NOTES_TOOLS)
+
+    recorded = await harness.agent.tools(tb)
+    assert sorted(recorded["time-b"]) == sorted(TIME_TOOLS)
+    assert sorted(recorded["notes"]) == sorted(NOTES_TOOLS)
+
+    url = servers["notes"]["endpoint"]
+    assert url.startswith("http://") and url.endswith(":8000/mcp")
+    assert (await probe_http(url, timeout=5, expect_tools=NOTES_TOOLS)).healthy
+
+    kinds = [e.kind for e in await harness.events(tb)]
+    assert kinds.count("server_started") == 3
+    assert "rollout_passed" in kinds
+
+
+async def test_containers_are_hardened_and_labelled(harness: EngineHarness) -> None:
+    tb = new_toolbox_id()
+    op = await harness.apply_and_wait(tb, spec(time_server("time")))
+    assert op.state == "succeeded"
+    (container,) = await harness.containers(tb)
+    attrs: Any = harness.docker_client.api.inspect_container(container.id)
+    host = attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["ReadonlyRootfs"] is True
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["PidsLimit"] == 256 and host["Memory"] == 256 * 1024**2
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+    assert "/tmp" in host["Tmpfs"]
+    labels = attrs["Config"]["Labels"]
+    assert labels["dtma.toolbox"] == tb and labels["dtma.server"] == "time"
+    assert labels["dtma.revision"] == "1" and len(labels["dtma.spec-hash"]) == 64
+    net = harness.docker_client.networks.get(f"dtma-{tb}")
+    assert net.attrs["Internal"] is True
+
+
+async def test_an_identical_spec_is_a_no_op(harness: EngineHarness) -> None:
+    tb = new_toolbox_id()
+    body = spec(time_server("time"))
+    assert (await harness.apply_and_wait(tb, body)).state == "succeeded"
+    again = await harness.agent.apply(tb, body)
+    assert again.unchanged and again.revision == 1 and again.operation is None
+    reordered = '{"rollout": {"healthy_deadline": "20s", "min_healthy_time": 1, "order": ' \
+                '"start_first"}, "servers": ' + body.split('"servers": ', 1)[1].split(', "rollout"')[0] + "}"
+    assert (await harness.agent.apply(tb, reordered)).unchanged
