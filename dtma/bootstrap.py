@@ -44,28 +44,44 @@ async def serve(settings: Settings) -> None:
     runtime = DockerRuntime(engine)
     repo = StateRepository(store)
 
-    def probe_factory(server: ServerSpec, container: ObservedContainer, fresh: bool
-                      ) -> ContainerProbe:
+    def probe_factory(
+        server: ServerSpec, container: ObservedContainer, fresh: bool
+    ) -> ContainerProbe:
         return ContainerProbe(engine.client, server, container, fresh=fresh)
 
-    agent = Agent(runtime=runtime, repo=repo, journal=Journal(repo), probe_factory=probe_factory,
-                  policy=SpecPolicy(vault_configured=bool(settings.vault_addr)),
-                  reap_grace=settings.reap_grace, events_source=runtime.events)
+    agent = Agent(
+        runtime=runtime,
+        repo=repo,
+        journal=Journal(repo),
+        probe_factory=probe_factory,
+        policy=SpecPolicy(vault_configured=bool(settings.vault_addr)),
+        reap_grace=settings.reap_grace,
+        events_source=runtime.events,
+    )
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
         schema = await store.open()
         tasks.append(asyncio.create_task(readiness.run(), name="readiness"))
-        runner = web.AppRunner(create_app(token=token.value, readiness=readiness, agent=agent),
-                               access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            create_app(token=token.value, readiness=readiness, agent=agent),
+            access_log=None,
+            handle_signals=False,
+        )
         await runner.setup()
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
         try:
             await site.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {settings.listen}: {exc.strerror}") from None
-        log.info("agent_started", version=__version__, listen=settings.listen,
-                 state_db=str(store.path), schema_version=schema, api_token=token.source)
+        log.info(
+            "agent_started",
+            version=__version__,
+            listen=settings.listen,
+            state_db=str(store.path),
+            schema_version=schema,
+            api_token=token.source,
+        )
         tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
         await _wait_for_stop_signal()
         log.info("agent_stopping")

@@ -24,6 +24,7 @@ class AgentProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    made: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -33,7 +34,8 @@ class AgentProcess:
     def token(self) -> str:
         return (self.state_dir / "api-token").read_text().strip()
 
-    def start(self, wait: float = 30) -> AgentProcess:
+    def start(self, wait: float = 60, ready: bool = True) -> AgentProcess:
+        """Start and wait for /v1/health (and /v1/ready unless ready=False)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.state_dir / "agent.log"
         env = {
@@ -55,14 +57,16 @@ class AgentProcess:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.proc.wait()
                 raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if self.get("/v1/health")[0] == 200:
+                if self.get("/v1/ready" if ready else "/v1/health")[0] == 200:
                     return self
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"agent not healthy within {wait}s:\n{self.logs()}")
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"agent not ready within {wait}s:\n{self.logs()[-4000:]}")
 
     def logs(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""

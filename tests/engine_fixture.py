@@ -35,22 +35,37 @@ def new_toolbox_id() -> str:
 
 
 def time_server(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "image": MCP_TIME, "transport": "stdio",
-            "health": {"expect_tools": TIME_TOOLS, "interval": "1s", "timeout": "3s"}, **extra}
+    return {
+        "name": name,
+        "image": MCP_TIME,
+        "transport": "stdio",
+        "health": {"expect_tools": TIME_TOOLS, "interval": "1s", "timeout": "3s"},
+        **extra,
+    }
 
 
 def notes_server(name: str, fail_mode: str = "", **extra: Any) -> dict[str, Any]:
     server: dict[str, Any] = {
-        "name": name, "image": MCP_NOTES, "transport": "streamable-http", "port": 8000,
-        "path": "/mcp", "health": {"expect_tools": NOTES_TOOLS, "interval": "1s", "timeout": "3s"},
+        "name": name,
+        "image": MCP_NOTES,
+        "transport": "streamable-http",
+        "port": 8000,
+        "path": "/mcp",
+        "health": {"expect_tools": NOTES_TOOLS, "interval": "1s", "timeout": "3s"},
     }
     if fail_mode:
         server["env"] = {"FAIL_MODE": fail_mode}
     return {**server, **extra}
 
 
-def spec(*servers: dict[str, Any], order: str = "start_first", min_healthy: str = "1s",
-         deadline: str = "20s", restart: dict[str, Any] | None = None, **extra: Any) -> str:
+def spec(
+    *servers: dict[str, Any],
+    order: str = "start_first",
+    min_healthy: str = "1s",
+    deadline: str = "20s",
+    restart: dict[str, Any] | None = None,
+    **extra: Any,
+) -> str:
     body: dict[str, Any] = {
         "servers": list(servers),
         "rollout": {"order": order, "min_healthy_time": min_healthy, "healthy_deadline": deadline},
@@ -68,8 +83,7 @@ class EngineHarness:
     repo: StateRepository
     docker_client: Any
 
-    async def apply_and_wait(self, toolbox: str, body: str, timeout: float = 90
-                             ) -> OperationRecord:
+    async def apply_and_wait(self, toolbox: str, body: str, timeout: float = 90) -> OperationRecord:
         result = await self.agent.apply(toolbox, body)
         assert result.operation is not None, "expected a rollout, got a no-op"
         return await self.wait(result.operation, timeout)
@@ -96,9 +110,16 @@ async def engine_harness(state_dir: Path, reap_grace: float = 60) -> AsyncIterat
     def probes(server: ServerSpec, container: ObservedContainer, fresh: bool) -> ContainerProbe:
         return ContainerProbe(engine.client, server, container, fresh=fresh)
 
-    agent = Agent(runtime=runtime, repo=repo, journal=Journal(repo), probe_factory=probes,
-                  policy=SpecPolicy(), reap_grace=reap_grace, relist_interval=2,
-                  events_source=runtime.events)
+    agent = Agent(
+        runtime=runtime,
+        repo=repo,
+        journal=Journal(repo),
+        probe_factory=probes,
+        policy=SpecPolicy(),
+        reap_grace=reap_grace,
+        relist_interval=2,
+        events_source=runtime.events,
+    )
     await agent.start()
     client = await asyncio.to_thread(docker.from_env)
     toolboxes: set[str] = set()

@@ -55,11 +55,17 @@ class DockerRuntime:
             for net in existing:
                 if net.name == name:
                     if bool(net.attrs.get("Internal")) != internal:
-                        raise DockerError(f"network {name} exists with internal="
-                                          f"{net.attrs.get('Internal')}; delete the toolbox first")
+                        raise DockerError(
+                            f"network {name} exists with internal="
+                            f"{net.attrs.get('Internal')}; delete the toolbox first"
+                        )
                     return name
-            self._c().networks.create(name, driver="bridge", internal=internal,
-                                      labels={LABEL_TOOLBOX: toolbox, LABEL_NETWORK: "true"})
+            self._c().networks.create(
+                name,
+                driver="bridge",
+                internal=internal,
+                labels={LABEL_TOOLBOX: toolbox, LABEL_NETWORK: "true"},
+            )
             return name
 
         return await asyncio.to_thread(call, f"network {name}", go)
@@ -93,18 +99,22 @@ class DockerRuntime:
             async with asyncio.timeout(self._pull_timeout):
                 await asyncio.to_thread(call, f"pull {image}", lambda: self._c().images.pull(image))
         except TimeoutError:
-            raise ImageNotFound(f"image {image} is not present and pulling it timed out "
-                                f"after {self._pull_timeout:g}s") from None
+            raise ImageNotFound(
+                f"image {image} is not present and pulling it timed out "
+                f"after {self._pull_timeout:g}s"
+            ) from None
         except DtmaError as exc:
-            raise ImageNotFound(f"image {image} is not present locally and could not be pulled: "
-                                f"{exc.message}") from None
+            raise ImageNotFound(
+                f"image {image} is not present locally and could not be pulled: {exc.message}"
+            ) from None
 
     # -- containers ---------------------------------------------------------------------------
 
     async def create_and_start(self, req: ContainerRequest) -> ObservedContainer:
         """Create and start one container. On a failed start the container is removed."""
-        return await asyncio.to_thread(call, f"start {req.labels.get(LABEL_SERVER)}",
-                                       lambda: self._create_and_start(req))
+        return await asyncio.to_thread(
+            call, f"start {req.labels.get(LABEL_SERVER)}", lambda: self._create_and_start(req)
+        )
 
     def _create_and_start(self, req: ContainerRequest) -> ObservedContainer:
         client = self._c()
@@ -124,8 +134,9 @@ class DockerRuntime:
         return _observe(container.attrs)
 
     async def start(self, container_id: str) -> None:
-        await asyncio.to_thread(call, f"start {container_id[:12]}",
-                                lambda: self._c().api.start(container_id))
+        await asyncio.to_thread(
+            call, f"start {container_id[:12]}", lambda: self._c().api.start(container_id)
+        )
 
     async def stop(self, container_id: str, timeout: int = STOP_TIMEOUT_S) -> None:
         def go() -> None:
@@ -200,9 +211,18 @@ class DockerRuntime:
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
-        stream = await asyncio.to_thread(call, "events", lambda: self._c().events(
-            decode=True, filters={"type": "container", "label": LABEL_TOOLBOX,
-                                  "event": ["die", "start", "oom", "destroy"]}))
+        stream = await asyncio.to_thread(
+            call,
+            "events",
+            lambda: self._c().events(
+                decode=True,
+                filters={
+                    "type": "container",
+                    "label": LABEL_TOOLBOX,
+                    "event": ["die", "start", "oom", "destroy"],
+                },
+            ),
+        )
 
         def pump() -> None:
             try:
@@ -225,11 +245,16 @@ class DockerRuntime:
 
 
 def _create_kwargs(req: ContainerRequest) -> dict[str, Any]:
-    mounts = [docker.types.Mount(target=t, source=s, type=kind, read_only=ro)
-              for kind, t, s, ro in req.mounts]
+    mounts = [
+        docker.types.Mount(target=t, source=s, type=kind, read_only=ro)
+        for kind, t, s, ro in req.mounts
+    ]
     if req.bind_secrets_dir:
-        mounts.append(docker.types.Mount(target="/run/secrets", source=req.bind_secrets_dir,
-                                         type="bind", read_only=True))
+        mounts.append(
+            docker.types.Mount(
+                target="/run/secrets", source=req.bind_secrets_dir, type="bind", read_only=True
+            )
+        )
     kwargs: dict[str, Any] = {
         "name": req.name,
         "command": req.command,
@@ -240,7 +265,7 @@ def _create_kwargs(req: ContainerRequest) -> dict[str, Any]:
         "detach": True,
         "init": True,
         "read_only": True,
-        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={TMP_SIZE}"},
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={TMP_SIZE}"},  # noqa: S108 - in the container
         "cap_drop": ["ALL"],
         "cap_add": list(req.cap_add) or None,
         "security_opt": ["no-new-privileges:true"],
@@ -250,7 +275,8 @@ def _create_kwargs(req: ContainerRequest) -> dict[str, Any]:
         "nano_cpus": req.nano_cpus,
         "pids_limit": req.pids,
         "log_config": docker.types.LogConfig(
-            type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}),
+            type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}
+        ),
         "restart_policy": {"Name": "no"},
         "mounts": mounts,
         "network_mode": "host" if req.host_network else "none",
@@ -288,9 +314,15 @@ def _observe(attrs: dict[str, Any]) -> ObservedContainer:
         revision = 0
     status = str(state.get("Status", "unknown"))
     return ObservedContainer(
-        id=attrs["Id"], name=attrs.get("Name", "").lstrip("/"), toolbox=toolbox,
-        server=labels.get(LABEL_SERVER, ""), revision=revision,
-        spec_hash=labels.get(LABEL_SPEC_HASH, ""), state=status,
+        id=attrs["Id"],
+        name=attrs.get("Name", "").lstrip("/"),
+        toolbox=toolbox,
+        server=labels.get(LABEL_SERVER, ""),
+        revision=revision,
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        state=status,
         exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
-        ip=ip, host_port=host_port, started_at=str(state.get("StartedAt", "")),
+        ip=ip,
+        host_port=host_port,
+        started_at=str(state.get("StartedAt", "")),
     )

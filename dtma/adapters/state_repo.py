@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dtma.adapters.sqlite_store import SqliteStateStore
-from dtma.errors import PreconditionFailed
 from dtma.domain.records import EventRecord, OperationRecord, RevisionRecord, ToolboxRecord
+from dtma.errors import PreconditionFailed
 
 T = TypeVar("T")
 
@@ -49,8 +49,9 @@ class StateRepository:
             lambda c: [_toolbox(r) for r in c.execute("SELECT * FROM toolboxes ORDER BY id")]
         )
 
-    async def add_revision(self, toolbox_id: str, spec_json: str, spec_hash: str,
-                           if_match: int | None = None) -> tuple[RevisionRecord, bool]:
+    async def add_revision(
+        self, toolbox_id: str, spec_json: str, spec_hash: str, if_match: int | None = None
+    ) -> tuple[RevisionRecord, bool]:
         """Store a new revision, atomically. Returns (revision, created).
 
         Not created (a no-op) when the spec's hash equals that of the revision that is serving
@@ -60,56 +61,80 @@ class StateRepository:
         now = self._now()
 
         def q(c: sqlite3.Connection) -> tuple[RevisionRecord, bool]:
-            last = c.execute("SELECT * FROM revisions WHERE toolbox = ? ORDER BY number DESC LIMIT 1",
-                             (toolbox_id,)).fetchone()
+            last = c.execute(
+                "SELECT * FROM revisions WHERE toolbox = ? ORDER BY number DESC LIMIT 1",
+                (toolbox_id,),
+            ).fetchone()
             if if_match is not None and (last is None or last["number"] != if_match):
                 raise PreconditionFailed(
                     f"If-Match {if_match} does not match the newest revision "
-                    f"({last['number'] if last else 'none'})")
+                    f"({last['number'] if last else 'none'})"
+                )
             tb = c.execute("SELECT * FROM toolboxes WHERE id = ?", (toolbox_id,)).fetchone()
             live = {tb["current_revision"], tb["target_revision"]} if tb else set()
-            same = c.execute("SELECT * FROM revisions WHERE toolbox = ? AND spec_hash = ? "
-                             "ORDER BY number DESC", (toolbox_id, spec_hash)).fetchall()
+            same = c.execute(
+                "SELECT * FROM revisions WHERE toolbox = ? AND spec_hash = ? ORDER BY number DESC",
+                (toolbox_id, spec_hash),
+            ).fetchall()
             for row in same:
                 if row["number"] in live:
                     return _revision(row), False
             number = (last["number"] + 1) if last else 1
-            c.execute("INSERT INTO revisions (toolbox, number, spec, spec_hash, stable, created_at)"
-                      " VALUES (?, ?, ?, ?, 0, ?)", (toolbox_id, number, spec_json, spec_hash, now))
-            c.execute("INSERT INTO toolboxes (id, phase, created_at, updated_at) "
-                      "VALUES (?, 'deploying', ?, ?) ON CONFLICT(id) DO NOTHING",
-                      (toolbox_id, now, now))
-            row = c.execute("SELECT * FROM revisions WHERE toolbox = ? AND number = ?",
-                            (toolbox_id, number)).fetchone()
+            c.execute(
+                "INSERT INTO revisions (toolbox, number, spec, spec_hash, stable, created_at)"
+                " VALUES (?, ?, ?, ?, 0, ?)",
+                (toolbox_id, number, spec_json, spec_hash, now),
+            )
+            c.execute(
+                "INSERT INTO toolboxes (id, phase, created_at, updated_at) "
+                "VALUES (?, 'deploying', ?, ?) ON CONFLICT(id) DO NOTHING",
+                (toolbox_id, now, now),
+            )
+            row = c.execute(
+                "SELECT * FROM revisions WHERE toolbox = ? AND number = ?", (toolbox_id, number)
+            ).fetchone()
             return _revision(row), True
 
         return await self._store.run(lambda c: _tx(c, q))
 
     async def revision(self, toolbox_id: str, number: int) -> RevisionRecord | None:
         def q(c: sqlite3.Connection) -> RevisionRecord | None:
-            row = c.execute("SELECT * FROM revisions WHERE toolbox = ? AND number = ?",
-                            (toolbox_id, number)).fetchone()
+            row = c.execute(
+                "SELECT * FROM revisions WHERE toolbox = ? AND number = ?", (toolbox_id, number)
+            ).fetchone()
             return _revision(row) if row else None
 
         return await self._store.run(q)
 
     async def latest_revision(self, toolbox_id: str) -> RevisionRecord | None:
         def q(c: sqlite3.Connection) -> RevisionRecord | None:
-            row = c.execute("SELECT * FROM revisions WHERE toolbox = ? ORDER BY number DESC LIMIT 1",
-                            (toolbox_id,)).fetchone()
+            row = c.execute(
+                "SELECT * FROM revisions WHERE toolbox = ? ORDER BY number DESC LIMIT 1",
+                (toolbox_id,),
+            ).fetchone()
             return _revision(row) if row else None
 
         return await self._store.run(q)
 
     async def revisions(self, toolbox_id: str) -> list[RevisionRecord]:
-        return await self._store.run(lambda c: [_revision(r) for r in c.execute(
-            "SELECT * FROM revisions WHERE toolbox = ? ORDER BY number", (toolbox_id,))])
+        return await self._store.run(
+            lambda c: [
+                _revision(r)
+                for r in c.execute(
+                    "SELECT * FROM revisions WHERE toolbox = ? ORDER BY number", (toolbox_id,)
+                )
+            ]
+        )
 
-    async def newest_stable_other_than(self, toolbox_id: str, number: int | None
-                                       ) -> RevisionRecord | None:
+    async def newest_stable_other_than(
+        self, toolbox_id: str, number: int | None
+    ) -> RevisionRecord | None:
         def q(c: sqlite3.Connection) -> RevisionRecord | None:
-            row = c.execute("SELECT * FROM revisions WHERE toolbox = ? AND stable = 1 AND number != ?"
-                            " ORDER BY number DESC LIMIT 1", (toolbox_id, number or -1)).fetchone()
+            row = c.execute(
+                "SELECT * FROM revisions WHERE toolbox = ? AND stable = 1 AND number != ?"
+                " ORDER BY number DESC LIMIT 1",
+                (toolbox_id, number or -1),
+            ).fetchone()
             return _revision(row) if row else None
 
         return await self._store.run(q)
@@ -120,59 +145,91 @@ class StateRepository:
             raise ValueError(f"unknown toolbox fields: {sorted(fields.keys() - allowed)}")
         cols = ", ".join(f"{k} = ?" for k in fields)
         params = [*fields.values(), self._now(), toolbox_id]
-        await self._store.run(lambda c: c.execute(
-            f"UPDATE toolboxes SET {cols}, updated_at = ? WHERE id = ?", params))  # noqa: S608
+        await self._store.run(
+            # Column names come from the allowlist above, values are bound parameters.
+            lambda c: c.execute(f"UPDATE toolboxes SET {cols}, updated_at = ? WHERE id = ?", params)  # noqa: S608
+        )
 
     async def mark_stable(self, toolbox_id: str, number: int) -> None:
         def q(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE revisions SET stable = 1 WHERE toolbox = ? AND number = ?",
-                      (toolbox_id, number))
-            c.execute("UPDATE toolboxes SET stable_revision = ?, current_revision = ?, "
-                      "target_revision = NULL, updated_at = ? WHERE id = ?",
-                      (number, number, self._now(), toolbox_id))
+            c.execute(
+                "UPDATE revisions SET stable = 1 WHERE toolbox = ? AND number = ?",
+                (toolbox_id, number),
+            )
+            c.execute(
+                "UPDATE toolboxes SET stable_revision = ?, current_revision = ?, "
+                "target_revision = NULL, updated_at = ? WHERE id = ?",
+                (number, number, self._now(), toolbox_id),
+            )
 
         await self._store.run(lambda c: _tx(c, q))
 
     async def delete_toolbox(self, toolbox_id: str) -> None:
         def q(c: sqlite3.Connection) -> None:
-            for table, col in (("toolboxes", "id"), ("revisions", "toolbox"),
-                               ("server_tools", "toolbox")):
+            for table, col in (
+                ("toolboxes", "id"),
+                ("revisions", "toolbox"),
+                ("server_tools", "toolbox"),
+            ):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (toolbox_id,))  # noqa: S608
 
         await self._store.run(lambda c: _tx(c, q))
 
     # -- discovered tools -------------------------------------------------------------------
 
-    async def set_tools(self, toolbox_id: str, server: str, revision: int, tools: list[str]) -> None:
-        await self._store.run(lambda c: c.execute(
-            "INSERT INTO server_tools (toolbox, server, revision, tools) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(toolbox, server) DO UPDATE SET revision = excluded.revision, "
-            "tools = excluded.tools", (toolbox_id, server, revision, json.dumps(tools))))
+    async def set_tools(
+        self, toolbox_id: str, server: str, revision: int, tools: list[str]
+    ) -> None:
+        await self._store.run(
+            lambda c: c.execute(
+                "INSERT INTO server_tools (toolbox, server, revision, tools) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(toolbox, server) DO UPDATE SET revision = excluded.revision, "
+                "tools = excluded.tools",
+                (toolbox_id, server, revision, json.dumps(tools)),
+            )
+        )
 
     async def tools(self, toolbox_id: str) -> dict[str, tuple[int, list[str]]]:
         def q(c: sqlite3.Connection) -> dict[str, tuple[int, list[str]]]:
-            return {r["server"]: (r["revision"], json.loads(r["tools"])) for r in c.execute(
-                "SELECT * FROM server_tools WHERE toolbox = ?", (toolbox_id,))}
+            return {
+                r["server"]: (r["revision"], json.loads(r["tools"]))
+                for r in c.execute("SELECT * FROM server_tools WHERE toolbox = ?", (toolbox_id,))
+            }
 
         return await self._store.run(q)
 
     # -- operations ---------------------------------------------------------------------------
 
-    async def add_operation(self, op_id: str, kind: str, toolbox_id: str, revision: int | None,
-                            params: dict[str, Any] | None = None) -> OperationRecord:
+    async def add_operation(
+        self,
+        op_id: str,
+        kind: str,
+        toolbox_id: str,
+        revision: int | None,
+        params: dict[str, Any] | None = None,
+    ) -> OperationRecord:
         now = self._now()
-        await self._store.run(lambda c: c.execute(
-            "INSERT INTO operations (id, kind, toolbox, state, revision, params, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
-            (op_id, kind, toolbox_id, revision, json.dumps(params or {}), now, now)))
-        return OperationRecord(op_id, kind, toolbox_id, "running", revision, None, params or {},
-                               now, now)
+        await self._store.run(
+            lambda c: c.execute(
+                "INSERT INTO operations (id, kind, toolbox, state, revision, params, created_at, "
+                "updated_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                (op_id, kind, toolbox_id, revision, json.dumps(params or {}), now, now),
+            )
+        )
+        return OperationRecord(
+            op_id, kind, toolbox_id, "running", revision, None, params or {}, now, now
+        )
 
-    async def finish_operation(self, op_id: str, state: str, error: str | None = None,
-                               revision: int | None = None) -> None:
-        await self._store.run(lambda c: c.execute(
-            "UPDATE operations SET state = ?, error = ?, revision = COALESCE(?, revision), "
-            "updated_at = ? WHERE id = ?", (state, error, revision, self._now(), op_id)))
+    async def finish_operation(
+        self, op_id: str, state: str, error: str | None = None, revision: int | None = None
+    ) -> None:
+        await self._store.run(
+            lambda c: c.execute(
+                "UPDATE operations SET state = ?, error = ?, revision = COALESCE(?, revision), "
+                "updated_at = ? WHERE id = ?",
+                (state, error, revision, self._now(), op_id),
+            )
+        )
 
     async def operation(self, op_id: str) -> OperationRecord | None:
         def q(c: sqlite3.Connection) -> OperationRecord | None:
@@ -182,29 +239,53 @@ class StateRepository:
         return await self._store.run(q)
 
     async def running_operations(self) -> list[OperationRecord]:
-        return await self._store.run(lambda c: [_operation(r) for r in c.execute(
-            "SELECT * FROM operations WHERE state = 'running' ORDER BY created_at")])
+        return await self._store.run(
+            lambda c: [
+                _operation(r)
+                for r in c.execute(
+                    "SELECT * FROM operations WHERE state = 'running' ORDER BY created_at"
+                )
+            ]
+        )
 
     # -- events -------------------------------------------------------------------------------
 
-    async def append_event(self, kind: str, *, toolbox: str | None = None,
-                           server: str | None = None, revision: int | None = None,
-                           operation: str | None = None, reason: str = "",
-                           message: str = "") -> EventRecord:
+    async def append_event(
+        self,
+        kind: str,
+        *,
+        toolbox: str | None = None,
+        server: str | None = None,
+        revision: int | None = None,
+        operation: str | None = None,
+        reason: str = "",
+        message: str = "",
+    ) -> EventRecord:
         ts = self._now()
 
         def q(c: sqlite3.Connection) -> EventRecord:
             cur = c.execute(
                 "INSERT INTO events (ts, kind, toolbox, server, revision, operation, reason, "
                 "message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (ts, kind, toolbox, server, revision, operation, reason, message))
-            return EventRecord(int(cur.lastrowid or 0), ts, kind, toolbox, server, revision,
-                               operation, reason, message)
+                (ts, kind, toolbox, server, revision, operation, reason, message),
+            )
+            return EventRecord(
+                int(cur.lastrowid or 0),
+                ts,
+                kind,
+                toolbox,
+                server,
+                revision,
+                operation,
+                reason,
+                message,
+            )
 
         return await self._store.run(q)
 
-    async def events(self, since: int = 0, toolbox: str | None = None, limit: int = 500
-                     ) -> list[EventRecord]:
+    async def events(
+        self, since: int = 0, toolbox: str | None = None, limit: int = 500
+    ) -> list[EventRecord]:
         def q(c: sqlite3.Connection) -> list[EventRecord]:
             sql = "SELECT * FROM events WHERE cursor > ?"
             params: list[Any] = [since]
@@ -219,21 +300,47 @@ class StateRepository:
 
 
 def _toolbox(r: sqlite3.Row) -> ToolboxRecord:
-    return ToolboxRecord(r["id"], r["current_revision"], r["stable_revision"],
-                         r["target_revision"], r["phase"], bool(r["stopped"]), r["created_at"],
-                         r["updated_at"])
+    return ToolboxRecord(
+        r["id"],
+        r["current_revision"],
+        r["stable_revision"],
+        r["target_revision"],
+        r["phase"],
+        bool(r["stopped"]),
+        r["created_at"],
+        r["updated_at"],
+    )
 
 
 def _revision(r: sqlite3.Row) -> RevisionRecord:
-    return RevisionRecord(r["toolbox"], r["number"], r["spec"], r["spec_hash"], bool(r["stable"]),
-                          r["created_at"])
+    return RevisionRecord(
+        r["toolbox"], r["number"], r["spec"], r["spec_hash"], bool(r["stable"]), r["created_at"]
+    )
 
 
 def _operation(r: sqlite3.Row) -> OperationRecord:
-    return OperationRecord(r["id"], r["kind"], r["toolbox"], r["state"], r["revision"], r["error"],
-                           json.loads(r["params"]), r["created_at"], r["updated_at"])
+    return OperationRecord(
+        r["id"],
+        r["kind"],
+        r["toolbox"],
+        r["state"],
+        r["revision"],
+        r["error"],
+        json.loads(r["params"]),
+        r["created_at"],
+        r["updated_at"],
+    )
 
 
 def _event(r: sqlite3.Row) -> EventRecord:
-    return EventRecord(r["cursor"], r["ts"], r["kind"], r["toolbox"], r["server"], r["revision"],
-                       r["operation"], r["reason"], r["message"])
+    return EventRecord(
+        r["cursor"],
+        r["ts"],
+        r["kind"],
+        r["toolbox"],
+        r["server"],
+        r["revision"],
+        r["operation"],
+        r["reason"],
+        r["message"],
+    )

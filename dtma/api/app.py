@@ -14,8 +14,7 @@ from dtma.ports import Readiness
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_app(*, token: str, readiness: Readiness, agent: Agent | None = None
-               ) -> web.Application:
+def create_app(*, token: str, readiness: Readiness, agent: Agent | None = None) -> web.Application:
     """Build the app. The handlers see only the narrow capabilities passed in here."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,

@@ -39,8 +39,10 @@ def add_routes(app: web.Application, agent: Agent) -> None:
 def _agent(request: web.Request) -> Agent:
     agent = request.app[AGENT]
     if not agent.started:
-        raise DockerUnavailable("the agent is still starting (waiting for Docker or recovering "
-                                "toolboxes); retry shortly")
+        raise DockerUnavailable(
+            "the agent is still starting (waiting for Docker or recovering "
+            "toolboxes); retry shortly"
+        )
     return agent
 
 
@@ -53,8 +55,10 @@ def _query_float(request: web.Request, name: str, lo: float, hi: float) -> float
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or not lo <= value <= hi:
-        raise SpecInvalid(f"invalid query parameter {name}",
-                          [{"loc": ["query", name], "msg": f"must be a number from {lo:g} to {hi:g}"}])
+        raise SpecInvalid(
+            f"invalid query parameter {name}",
+            [{"loc": ["query", name], "msg": f"must be a number from {lo:g} to {hi:g}"}],
+        )
     return value
 
 
@@ -63,8 +67,10 @@ def _query_int(request: web.Request, name: str, lo: int, hi: int, default: int) 
     if value is None:
         return default
     if value != int(value):
-        raise SpecInvalid(f"invalid query parameter {name}",
-                          [{"loc": ["query", name], "msg": "must be an integer"}])
+        raise SpecInvalid(
+            f"invalid query parameter {name}",
+            [{"loc": ["query", name], "msg": "must be an integer"}],
+        )
     return int(value)
 
 
@@ -95,18 +101,24 @@ async def apply_toolbox(request: web.Request) -> web.Response:
         try:
             expected = int(if_match.strip().strip('"'))
         except ValueError:
-            raise SpecInvalid("invalid If-Match", [{"loc": ["header", "If-Match"],
-                                                   "msg": "must be a revision number"}]) from None
+            raise SpecInvalid(
+                "invalid If-Match",
+                [{"loc": ["header", "If-Match"], "msg": "must be a revision number"}],
+            ) from None
     result = await agent.apply(toolbox_id, await request.read(), expected)
     if result.unchanged:
         return web.json_response({**await agent.status(toolbox_id), "unchanged": True})
     assert result.operation is not None
     if wait:
         op = await agent.wait(result.operation, wait)
-        return web.json_response({**await agent.status(toolbox_id), "operation": asdict(op)},
-                                 status=200 if op.state != "running" else 202)
-    return web.json_response({"toolbox": result.toolbox, "revision": result.revision,
-                              "operation": result.operation}, status=202)
+        return web.json_response(
+            {**await agent.status(toolbox_id), "operation": asdict(op)},
+            status=200 if op.state != "running" else 202,
+        )
+    return web.json_response(
+        {"toolbox": result.toolbox, "revision": result.revision, "operation": result.operation},
+        status=202,
+    )
 
 
 async def get_toolbox(request: web.Request) -> web.Response:
@@ -121,10 +133,12 @@ async def delete_toolbox(request: web.Request) -> web.Response:
 async def rollback_toolbox(request: web.Request) -> web.Response:
     body = await _json_body(request)
     revision = body.get("revision")
-    if revision is not None and (not isinstance(revision, int) or isinstance(revision, bool)
-                                 or not 1 <= revision <= 2**31):
-        raise SpecInvalid("invalid body", [{"loc": ["body", "revision"],
-                                            "msg": "must be a positive integer"}])
+    if revision is not None and (
+        not isinstance(revision, int) or isinstance(revision, bool) or not 1 <= revision <= 2**31
+    ):
+        raise SpecInvalid(
+            "invalid body", [{"loc": ["body", "revision"], "msg": "must be a positive integer"}]
+        )
     op = await _agent(request).rollback(request.match_info["id"], revision)
     return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
@@ -133,13 +147,15 @@ def _server_op(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         body = await _json_body(request)
         servers = body.get("servers")
-        if servers is not None and (not isinstance(servers, list)
-                                    or not all(isinstance(s, str) for s in servers)):
-            raise SpecInvalid("invalid body", [{"loc": ["body", "servers"],
-                                                "msg": "must be a list of server names"}])
+        if servers is not None and (
+            not isinstance(servers, list) or not all(isinstance(s, str) for s in servers)
+        ):
+            raise SpecInvalid(
+                "invalid body",
+                [{"loc": ["body", "servers"], "msg": "must be a list of server names"}],
+            )
         op = await _agent(request).server_operation(request.match_info["id"], kind, servers)
-        return web.json_response({"toolbox": request.match_info["id"], "operation": op},
-                                 status=202)
+        return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
     return handler
 
@@ -149,14 +165,27 @@ async def list_revisions(request: web.Request) -> web.Response:
     toolbox_id = request.match_info["id"]
     await agent.status(toolbox_id)  # 404 for an unknown toolbox
     revs = await agent.repo.revisions(toolbox_id)
-    return web.json_response({"items": [
-        {"revision": r.number, "stable": r.stable, "created_at": r.created_at,
-         "spec_hash": r.spec_hash, "spec": json.loads(r.spec)} for r in revs]})
+    return web.json_response(
+        {
+            "items": [
+                {
+                    "revision": r.number,
+                    "stable": r.stable,
+                    "created_at": r.created_at,
+                    "spec_hash": r.spec_hash,
+                    "spec": json.loads(r.spec),
+                }
+                for r in revs
+            ]
+        }
+    )
 
 
 async def get_tools(request: web.Request) -> web.Response:
     tools = await _agent(request).tools(request.match_info["id"])
-    return web.json_response({"servers": [{"name": n, "tools": t} for n, t in sorted(tools.items())]})
+    return web.json_response(
+        {"servers": [{"name": n, "tools": t} for n, t in sorted(tools.items())]}
+    )
 
 
 async def get_logs(request: web.Request) -> web.Response:
@@ -170,9 +199,16 @@ async def get_operation(request: web.Request) -> web.Response:
     record = await _agent(request).repo.operation(op_id)
     if record is None:
         return error_response(404, "not_found", f"no operation {op_id}")
-    return web.json_response({"id": record.id, "kind": record.kind, "toolbox": record.toolbox,
-                              "state": record.state, "revision": record.revision,
-                              "error": record.error})
+    return web.json_response(
+        {
+            "id": record.id,
+            "kind": record.kind,
+            "toolbox": record.toolbox,
+            "state": record.state,
+            "revision": record.revision,
+            "error": record.error,
+        }
+    )
 
 
 async def list_events(request: web.Request) -> web.Response:

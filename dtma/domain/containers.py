@@ -73,9 +73,14 @@ class ObservedContainer:
         return self.state == "running"
 
 
-def container_request(toolbox: str, revision: int, spec: ToolboxSpec, server: ServerSpec,
-                      server_hash: str, extra_labels: dict[str, str] | None = None
-                      ) -> ContainerRequest:
+def container_request(
+    toolbox: str,
+    revision: int,
+    spec: ToolboxSpec,
+    server: ServerSpec,
+    server_hash: str,
+    extra_labels: dict[str, str] | None = None,
+) -> ContainerRequest:
     labels = {
         **server.labels,
         LABEL_TOOLBOX: toolbox,

@@ -56,8 +56,15 @@ class _Server:
 
 
 class GateTracker:
-    def __init__(self, servers: Iterable[str], *, started_at: float, min_healthy_time: float,
-                 healthy_deadline: float, failure_threshold: dict[str, int]) -> None:
+    def __init__(
+        self,
+        servers: Iterable[str],
+        *,
+        started_at: float,
+        min_healthy_time: float,
+        healthy_deadline: float,
+        failure_threshold: dict[str, int],
+    ) -> None:
         self._servers = {name: _Server() for name in servers}
         self._started_at = started_at
         self._min_healthy = min_healthy_time
@@ -91,22 +98,33 @@ class GateTracker:
         if s.ever_healthy or result.reason in _ANSWERED:
             s.failures += 1
             if s.failures >= self._threshold.get(server, 3):
-                self._fail(PROBE_FAILED, server,
-                           f"{s.failures} consecutive probe failures, last: {s.last_failure}")
+                self._fail(
+                    PROBE_FAILED,
+                    server,
+                    f"{s.failures} consecutive probe failures, last: {s.last_failure}",
+                )
 
     def decide(self, now: float) -> Decision:
         if self._failed:
             return self._failed
-        if all(s.healthy_since is not None and now - s.healthy_since >= self._min_healthy
-               for s in self._servers.values()):
+        if all(
+            s.healthy_since is not None and now - s.healthy_since >= self._min_healthy
+            for s in self._servers.values()
+        ):
             return Decision(GateState.PASSED, GATE_PASSED)
         if now >= self._deadline:
-            laggard = next(n for n, s in self._servers.items()
-                           if s.healthy_since is None or now - s.healthy_since < self._min_healthy)
+            laggard = next(
+                n
+                for n, s in self._servers.items()
+                if s.healthy_since is None or now - s.healthy_since < self._min_healthy
+            )
             last = self._servers[laggard].last_failure or "not yet healthy for min_healthy_time"
-            self._failed = Decision(GateState.FAILED, DEADLINE_EXCEEDED, laggard,
-                                    f"not healthy within {self._deadline - self._started_at:g}s "
-                                    f"(last: {last})")
+            self._failed = Decision(
+                GateState.FAILED,
+                DEADLINE_EXCEEDED,
+                laggard,
+                f"not healthy within {self._deadline - self._started_at:g}s (last: {last})",
+            )
             return self._failed
         return Decision(GateState.PENDING)
 

@@ -53,7 +53,9 @@ class RestartTracker:
             wait = self._attempts[0] + self.policy.interval - now if self._attempts else 0.0
             self._attempts.popleft() if self._attempts else None
             self._attempts.append(now + wait)
-            return RestartDecision(Verdict.RESTART, max(wait, self.policy.delay), WAIT_WINDOW, n + 1)
+            return RestartDecision(
+                Verdict.RESTART, max(wait, self.policy.delay), WAIT_WINDOW, n + 1
+            )
         base = min(self.policy.max_delay, self.policy.delay * (2**n))
         delay = min(self.policy.max_delay * 1.25, base * (1 + self.rng.uniform(0, 0.25)))
         self._attempts.append(now)

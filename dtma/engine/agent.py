@@ -44,11 +44,20 @@ class ApplyResult:
 
 
 class Agent:
-    def __init__(self, *, runtime: Runtime, repo: StateRepository, journal: Journal,
-                 probe_factory: ProbeFactory, policy: SpecPolicy,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 relist_interval: float = RELIST_INTERVAL_S, reap_grace: float = REAP_GRACE_S,
-                 events_source: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        repo: StateRepository,
+        journal: Journal,
+        probe_factory: ProbeFactory,
+        policy: SpecPolicy,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        relist_interval: float = RELIST_INTERVAL_S,
+        reap_grace: float = REAP_GRACE_S,
+        events_source: Callable[[], Any] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.repo = repo
         self.journal = journal
@@ -81,14 +90,19 @@ class Agent:
         for op_toolbox, op_ids in interrupted.items():
             if op_toolbox not in known:  # e.g. a delete that finished its work
                 for op_id in op_ids:
-                    await self.repo.finish_operation(op_id, "succeeded", "finished before the "
-                                                     "agent restarted")
+                    await self.repo.finish_operation(
+                        op_id, "succeeded", "finished before the agent restarted"
+                    )
 
         async def one(record: Any) -> None:
             tb = self._runner(record.id)
             async with tb.lock:
-                await recover(tb, record, [c for c in observed if c.toolbox == record.id],
-                              interrupted.get(record.id, []))
+                await recover(
+                    tb,
+                    record,
+                    [c for c in observed if c.toolbox == record.id],
+                    interrupted.get(record.id, []),
+                )
 
         await asyncio.gather(*(one(r) for r in records))
         self._loops.append(asyncio.create_task(self._relist_loop(), name="relist"))
@@ -108,25 +122,37 @@ class Agent:
     def _runner(self, toolbox_id: str) -> ToolboxRunner:
         tb = self._runners.get(toolbox_id)
         if tb is None:
-            tb = ToolboxRunner(toolbox_id, runtime=self.runtime, repo=self.repo,
-                               journal=self.journal, probe_factory=self._probe_factory,
-                               clock=self._clock, rng=self._rng)
+            tb = ToolboxRunner(
+                toolbox_id,
+                runtime=self.runtime,
+                repo=self.repo,
+                journal=self.journal,
+                probe_factory=self._probe_factory,
+                clock=self._clock,
+                rng=self._rng,
+            )
             self._runners[toolbox_id] = tb
         return tb
 
     # -- operations ---------------------------------------------------------------------------
 
-    async def apply(self, toolbox_id: str, body: bytes | str, if_match: int | None = None
-                    ) -> ApplyResult:
+    async def apply(
+        self, toolbox_id: str, body: bytes | str, if_match: int | None = None
+    ) -> ApplyResult:
         validate_toolbox_id(toolbox_id)
         spec = parse_spec(body, self.policy)
-        rev, created = await self.repo.add_revision(toolbox_id, canonical_json(spec),
-                                                    spec_hash(spec), if_match)
+        rev, created = await self.repo.add_revision(
+            toolbox_id, canonical_json(spec), spec_hash(spec), if_match
+        )
         if not created:
             return ApplyResult(toolbox_id, rev.number, None, True)
         tb = self._runner(toolbox_id)
-        op = await self._submit(tb, "apply", rev.number,
-                                lambda op_id: run_rollout(tb, rev.number, op_id, is_rollback=False))
+        op = await self._submit(
+            tb,
+            "apply",
+            rev.number,
+            lambda op_id: run_rollout(tb, rev.number, op_id, is_rollback=False),
+        )
         return ApplyResult(toolbox_id, rev.number, op, False)
 
     async def rollback(self, toolbox_id: str, revision: int | None = None) -> str:
@@ -141,22 +167,29 @@ class Agent:
         elif await self.repo.revision(toolbox_id, revision) is None:
             raise NotFound(f"toolbox {toolbox_id} has no revision {revision}")
         number = revision
-        return await self._submit(tb, "rollback", number,
-                                  lambda op_id: run_rollout(tb, number, op_id, is_rollback=True))
+        return await self._submit(
+            tb, "rollback", number, lambda op_id: run_rollout(tb, number, op_id, is_rollback=True)
+        )
 
     async def server_operation(self, toolbox_id: str, kind: str, servers: list[str] | None) -> str:
         tb = await self._existing(toolbox_id)
         if servers:
             record = await self.repo.toolbox(toolbox_id)
-            rev = await self.repo.revision(toolbox_id, record.current_revision or 0) if record else None
+            rev = (
+                await self.repo.revision(toolbox_id, record.current_revision or 0)
+                if record
+                else None
+            )
             names = {s["name"] for s in _servers_of(rev.spec)} if rev else set()
             unknown = sorted(set(servers) - names)
             if unknown:
                 raise NotFound(f"toolbox {toolbox_id} has no server {', '.join(unknown)}")
-        work = {"restart": tb.restart_servers, "stop": tb.stop_servers,
-                "start": tb.start_servers}[kind]
-        return await self._submit(tb, kind, tb.revision, lambda _op: work(servers),
-                                  params={"servers": servers or []})
+        work = {"restart": tb.restart_servers, "stop": tb.stop_servers, "start": tb.start_servers}[
+            kind
+        ]
+        return await self._submit(
+            tb, kind, tb.revision, lambda _op: work(servers), params={"servers": servers or []}
+        )
 
     async def delete(self, toolbox_id: str) -> str:
         tb = await self._existing(toolbox_id)
@@ -169,9 +202,14 @@ class Agent:
 
         return await self._submit(tb, "delete", tb.revision, work)
 
-    async def _submit(self, tb: ToolboxRunner, kind: str, revision: int | None,
-                      work: Callable[[str], Awaitable[tuple[str, str | None]]],
-                      params: dict[str, Any] | None = None) -> str:
+    async def _submit(
+        self,
+        tb: ToolboxRunner,
+        kind: str,
+        revision: int | None,
+        work: Callable[[str], Awaitable[tuple[str, str | None]]],
+        params: dict[str, Any] | None = None,
+    ) -> str:
         op_id = "op-" + secrets.token_hex(8)
         await self.repo.add_operation(op_id, kind, tb.id, revision, params)
         done = self._op_done[op_id] = asyncio.Event()
@@ -220,11 +258,20 @@ class Agent:
             "revision": latest.number if latest else None,
             "stable_revision": record.stable_revision,
             "phase": tb.phase if tb else record.phase,
-            "servers": [{
-                "name": r.name, "revision": r.revision, "container_id": r.container.id,
-                "state": r.state, "health": r.health, "restarts": r.restarts,
-                "endpoint": r.endpoint, "tools": r.tools, "last_error": r.last_error,
-            } for r in runners],
+            "servers": [
+                {
+                    "name": r.name,
+                    "revision": r.revision,
+                    "container_id": r.container.id,
+                    "state": r.state,
+                    "health": r.health,
+                    "restarts": r.restarts,
+                    "endpoint": r.endpoint,
+                    "tools": r.tools,
+                    "last_error": r.last_error,
+                }
+                for r in runners
+            ],
             "updated_at": record.updated_at,
         }
 
@@ -233,8 +280,9 @@ class Agent:
 
     async def tools(self, toolbox_id: str) -> dict[str, list[str]]:
         await self._existing(toolbox_id)
-        return {server: tools for server, (_rev, tools) in
-                (await self.repo.tools(toolbox_id)).items()}
+        return {
+            server: tools for server, (_rev, tools) in (await self.repo.tools(toolbox_id)).items()
+        }
 
     async def logs(self, toolbox_id: str, server: str, tail: int) -> str:
         tb = await self._existing(toolbox_id)
@@ -278,15 +326,24 @@ class Agent:
         """Backstop for missed events, and the orphan reaper (after its grace period)."""
         containers = await self.runtime.list_managed()
         now = self._clock()
+        by_id = {c.id: c for c in containers}
+        for tb in list(self._runners.values()):
+            for cid in tb.known_container_ids():
+                c = by_id.get(cid)
+                if c is None:  # maybe created after the listing: ask once more
+                    c = await self.runtime.inspect(cid)
+                    if c is None:
+                        tb.on_container_exit(cid, None)
+                        continue
+                if c.state in ("exited", "dead"):
+                    tb.on_container_exit(cid, c.exit_code)
         seen: set[str] = set()
         for c in containers:
             seen.add(c.id)
-            tb = self._runners.get(c.toolbox)
-            if tb is not None and c.id in tb.known_container_ids():
-                if not c.running:
-                    tb.on_container_exit(c.id, c.exit_code)
+            owner = self._runners.get(c.toolbox)
+            if owner is not None and c.id in owner.known_container_ids():
                 continue
-            if tb is not None and tb.lock.locked():
+            if owner is not None and owner.lock.locked():
                 continue  # an operation is creating or removing containers right now
             first = self._unwanted_since.setdefault(c.id, now)
             if now - first >= self._reap_grace:
@@ -298,10 +355,14 @@ class Agent:
     async def _reap(self, c: ObservedContainer) -> None:
         await self.runtime.remove(c.id)
         self._unwanted_since.pop(c.id, None)
-        await self.journal.emit(ev.ORPHAN_REAPED, toolbox=c.toolbox or None, server=c.server or None,
-                                revision=c.revision, reason="not_wanted",
-                                message=f"container {c.id[:12]} ({c.name}) after "
-                                        f"{self._reap_grace:g}s")
+        await self.journal.emit(
+            ev.ORPHAN_REAPED,
+            toolbox=c.toolbox or None,
+            server=c.server or None,
+            revision=c.revision,
+            reason="not_wanted",
+            message=f"container {c.id[:12]} ({c.name}) after {self._reap_grace:g}s",
+        )
 
 
 def _servers_of(spec_json: str) -> list[dict[str, Any]]:

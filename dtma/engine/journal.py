@@ -17,10 +17,17 @@ log = structlog.get_logger("dtma.events")
 
 
 class EventStore(Protocol):
-    async def append_event(self, kind: str, *, toolbox: str | None = None,
-                           server: str | None = None, revision: int | None = None,
-                           operation: str | None = None, reason: str = "",
-                           message: str = "") -> EventRecord: ...
+    async def append_event(
+        self,
+        kind: str,
+        *,
+        toolbox: str | None = None,
+        server: str | None = None,
+        revision: int | None = None,
+        operation: str | None = None,
+        reason: str = "",
+        message: str = "",
+    ) -> EventRecord: ...
 
 
 class Journal:
@@ -30,14 +37,36 @@ class Journal:
         self._store = store
         self._subscribers: set[asyncio.Queue[EventRecord]] = set()
 
-    async def emit(self, kind: str, *, toolbox: str | None = None, server: str | None = None,
-                   revision: int | None = None, operation: str | None = None, reason: str = "",
-                   message: str = "") -> EventRecord:
-        event = await self._store.append_event(kind, toolbox=toolbox, server=server,
-                                               revision=revision, operation=operation,
-                                               reason=reason, message=message)
-        log.info(kind, toolbox=toolbox, server=server, revision=revision, operation=operation,
-                 reason=reason or None, message=message or None, cursor=event.cursor)
+    async def emit(
+        self,
+        kind: str,
+        *,
+        toolbox: str | None = None,
+        server: str | None = None,
+        revision: int | None = None,
+        operation: str | None = None,
+        reason: str = "",
+        message: str = "",
+    ) -> EventRecord:
+        event = await self._store.append_event(
+            kind,
+            toolbox=toolbox,
+            server=server,
+            revision=revision,
+            operation=operation,
+            reason=reason,
+            message=message,
+        )
+        log.info(
+            kind,
+            toolbox=toolbox,
+            server=server,
+            revision=revision,
+            operation=operation,
+            reason=reason or None,
+            message=message or None,
+            cursor=event.cursor,
+        )
         for queue in list(self._subscribers):
             queue.put_nowait(event)
         return event

@@ -23,8 +23,14 @@ from dtma.spec.models import ServerSpec
 class ContainerProbe:
     """Not thread-safe; used by one ServerRunner. close() is idempotent."""
 
-    def __init__(self, docker_client: Callable[[], Any], server: ServerSpec,
-                 container: ObservedContainer, *, fresh: bool) -> None:
+    def __init__(
+        self,
+        docker_client: Callable[[], Any],
+        server: ServerSpec,
+        container: ObservedContainer,
+        *,
+        fresh: bool,
+    ) -> None:
         self._docker_client = docker_client
         self._server = server
         self._container = container
@@ -48,8 +54,9 @@ class ContainerProbe:
             url = self.endpoint
             if url is None:
                 return ProbeResult.failed(reasons.CONNECT_FAILED, 0.0, "container has no address")
-            return await probe_http(url, timeout=health.timeout,
-                                    expect_tools=health.expect_tools if full else ())
+            return await probe_http(
+                url, timeout=health.timeout, expect_tools=health.expect_tools if full else ()
+            )
         return await self._check_stdio(full)
 
     async def _check_stdio(self, full: bool) -> ProbeResult:
@@ -57,24 +64,31 @@ class ContainerProbe:
         if self._stdio is None:
             self._open_stdio(initialize=self._fresh)
         assert self._stdio is not None
-        result = await self._stdio.probe(timeout=health.timeout, expect_tools=health.expect_tools,
-                                         list_tools=full)
-        if (not result.healthy and not self._fresh and not self._reinitialized
-                and result.reason in (reasons.TOOLS_LIST_FAILED, reasons.PING_FAILED)):
+        result = await self._stdio.probe(
+            timeout=health.timeout, expect_tools=health.expect_tools, list_tools=full
+        )
+        if (
+            not result.healthy
+            and not self._fresh
+            and not self._reinitialized
+            and result.reason in (reasons.TOOLS_LIST_FAILED, reasons.PING_FAILED)
+        ):
             # An adopted server that was never initialized (the agent died before it could):
             # give it the one initialize it is owed.
             self._reinitialized = True
             await self.close()
             self._open_stdio(initialize=True)
-            result = await self._stdio.probe(timeout=health.timeout,
-                                             expect_tools=health.expect_tools, list_tools=True)
+            result = await self._stdio.probe(
+                timeout=health.timeout, expect_tools=health.expect_tools, list_tools=True
+            )
         return result
 
     def _open_stdio(self, *, initialize: bool) -> None:
         self._stdio = StdioProbeSession(self._docker_client, self._container.id)
         self._stdio_task = asyncio.create_task(
             self._stdio.run(initialize=initialize, timeout=self._server.health.timeout),
-            name=f"stdio-session-{self._container.id[:12]}")
+            name=f"stdio-session-{self._container.id[:12]}",
+        )
 
     async def close(self) -> None:
         if self._stdio is not None:

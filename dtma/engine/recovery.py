@@ -19,13 +19,19 @@ from dtma.spec.models import ToolboxSpec
 INTERRUPTED = "interrupted by an agent restart"
 
 
-async def recover(tb: ToolboxRunner, record: ToolboxRecord, observed: list[ObservedContainer],
-                  interrupted_ops: list[str]) -> None:
+async def recover(
+    tb: ToolboxRunner,
+    record: ToolboxRecord,
+    observed: list[ObservedContainer],
+    interrupted_ops: list[str],
+) -> None:
     """Bring `tb` to one consistent revision. Caller holds tb.lock."""
-    await tb.emit(ev.RECOVERY_STARTED, revision=record.current_revision,
-                  message=f"{len(observed)} containers found"
-                          + (f", rollout to {record.target_revision} interrupted"
-                             if record.target_revision else ""))
+    await tb.emit(
+        ev.RECOVERY_STARTED,
+        revision=record.current_revision,
+        message=f"{len(observed)} containers found"
+        + (f", rollout to {record.target_revision} interrupted" if record.target_revision else ""),
+    )
     tb.stopped = record.stopped
     outcome = None
     if record.target_revision is not None:
@@ -36,10 +42,13 @@ async def recover(tb: ToolboxRunner, record: ToolboxRecord, observed: list[Obser
     for container in observed:
         if container.id not in tb.known_container_ids():
             await tb.runtime.remove(container.id)
-            await tb.emit(ev.CONTAINER_REMOVED, server=container.server,
-                          revision=container.revision, reason="not_wanted",
-                          message=f"container {container.id[:12]} of revision "
-                                  f"{container.revision}")
+            await tb.emit(
+                ev.CONTAINER_REMOVED,
+                server=container.server,
+                revision=container.revision,
+                reason="not_wanted",
+                message=f"container {container.id[:12]} of revision {container.revision}",
+            )
     for op_id in interrupted_ops:
         state = outcome or "failed"
         await tb.repo.finish_operation(op_id, state, INTERRUPTED)
@@ -47,8 +56,9 @@ async def recover(tb: ToolboxRunner, record: ToolboxRecord, observed: list[Obser
     await tb.set_phase(tb.steady_phase() if tb.servers else "failed")
 
 
-async def _finish_rollout(tb: ToolboxRunner, record: ToolboxRecord,
-                          observed: list[ObservedContainer]) -> str:
+async def _finish_rollout(
+    tb: ToolboxRunner, record: ToolboxRecord, observed: list[ObservedContainer]
+) -> str:
     target = record.target_revision
     assert target is not None
     rev = await tb.repo.revision(tb.id, target)
@@ -61,8 +71,11 @@ async def _finish_rollout(tb: ToolboxRunner, record: ToolboxRecord,
             await tb.repo.mark_stable(tb.id, target)
             for runner in runners.values():
                 runner.start_steady()
-            await tb.emit(ev.RECOVERY_KEPT, revision=target,
-                          message=f"revision {target} is healthy; keeping it")
+            await tb.emit(
+                ev.RECOVERY_KEPT,
+                revision=target,
+                message=f"revision {target} is healthy; keeping it",
+            )
             return SUCCEEDED
         for runner in runners.values():
             await runner.halt()
@@ -73,21 +86,26 @@ async def _finish_rollout(tb: ToolboxRunner, record: ToolboxRecord,
         if container.revision == target:
             await tb.runtime.remove(container.id)
     await tb.repo.update_toolbox(tb.id, target_revision=None)
-    await tb.emit(ev.RECOVERY_REVERTED, revision=record.current_revision, reason="gate_failed",
-                  message=f"revision {target} removed ({reason}); back to "
-                          f"{record.current_revision}")
+    await tb.emit(
+        ev.RECOVERY_REVERTED,
+        revision=record.current_revision,
+        reason="gate_failed",
+        message=f"revision {target} removed ({reason}); back to {record.current_revision}",
+    )
     return ROLLED_BACK if record.current_revision is not None else "failed"
 
 
-async def _adopt_serving(tb: ToolboxRunner, revision: int,
-                         observed: list[ObservedContainer]) -> None:
+async def _adopt_serving(
+    tb: ToolboxRunner, revision: int, observed: list[ObservedContainer]
+) -> None:
     rev = await tb.repo.revision(tb.id, revision)
     if rev is None:
         return
     spec = ToolboxSpec.model_validate_json(rev.spec)
     tb.spec, tb.revision = spec, revision
-    by_server = {c.server: c for c in sorted(observed, key=lambda c: c.started_at)
-                 if c.revision == revision}
+    by_server = {
+        c.server: c for c in sorted(observed, key=lambda c: c.started_at) if c.revision == revision
+    }
     for server in spec.servers:
         container = by_server.get(server.name)
         if container is not None and (container.running or tb.stopped):
@@ -95,24 +113,35 @@ async def _adopt_serving(tb: ToolboxRunner, revision: int,
             if not container.running:
                 runner.state = "stopped"
             tb.servers[server.name] = runner
-            await tb.emit(ev.CONTAINER_ADOPTED, server=server.name, revision=revision,
-                          message=f"container {container.id[:12]}")
+            await tb.emit(
+                ev.CONTAINER_ADOPTED,
+                server=server.name,
+                revision=revision,
+                message=f"container {container.id[:12]}",
+            )
             continue
         if container is not None:
             await tb.runtime.remove(container.id)
         fresh = await tb.create_container(server, revision, spec)
-        tb.servers[server.name] = tb.new_runner(server, revision, fresh, fresh=True, spec=spec,
-                                                restarts=1)
-        await tb.emit(ev.SERVER_RESTARTED, server=server.name, revision=revision,
-                      reason="recovered", message=f"container {fresh.id[:12]} replaces "
-                                                  f"{'a missing' if container is None else 'an exited'} one")
+        tb.servers[server.name] = tb.new_runner(
+            server, revision, fresh, fresh=True, spec=spec, restarts=1
+        )
+        await tb.emit(
+            ev.SERVER_RESTARTED,
+            server=server.name,
+            revision=revision,
+            reason="recovered",
+            message=f"container {fresh.id[:12]} replaces "
+            f"{'a missing' if container is None else 'an exited'} one",
+        )
     for runner in tb.servers.values():
         if runner.state != "stopped":
             runner.start_steady()
 
 
-def _latest_running(observed: list[ObservedContainer], revision: int
-                    ) -> dict[str, ObservedContainer]:
+def _latest_running(
+    observed: list[ObservedContainer], revision: int
+) -> dict[str, ObservedContainer]:
     out: dict[str, ObservedContainer] = {}
     for c in sorted(observed, key=lambda c: c.started_at):
         if c.revision == revision and c.running:

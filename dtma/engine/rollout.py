@@ -27,21 +27,28 @@ EXIT_LOG_LINES = 3
 SUCCEEDED, ROLLED_BACK, FAILED = "succeeded", "rolled_back", "failed"
 
 
-async def run_rollout(tb: ToolboxRunner, to_rev: int, op_id: str, *, is_rollback: bool
-                      ) -> tuple[str, str | None]:
+async def run_rollout(
+    tb: ToolboxRunner, to_rev: int, op_id: str, *, is_rollback: bool
+) -> tuple[str, str | None]:
     """Roll `tb` to revision `to_rev`. Returns (operation state, error). Caller holds tb.lock."""
     record = await tb.repo.revision(tb.id, to_rev)
     if record is None:
         raise DtmaError(f"revision {to_rev} does not exist")
     spec = ToolboxSpec.model_validate_json(record.spec)
     old_servers, old_rev = dict(tb.servers), tb.revision
-    started, passed, failed = ((ev.ROLLBACK_STARTED, ev.ROLLBACK_PASSED, ev.ROLLBACK_FAILED)
-                               if is_rollback else
-                               (ev.ROLLOUT_STARTED, ev.ROLLOUT_PASSED, ev.ROLLOUT_FAILED))
+    started, passed, failed = (
+        (ev.ROLLBACK_STARTED, ev.ROLLBACK_PASSED, ev.ROLLBACK_FAILED)
+        if is_rollback
+        else (ev.ROLLOUT_STARTED, ev.ROLLOUT_PASSED, ev.ROLLOUT_FAILED)
+    )
     await tb.repo.update_toolbox(tb.id, target_revision=to_rev)
     await tb.set_phase("deploying")
-    await tb.emit(started, revision=to_rev, reason=spec.rollout.order,
-                  message=f"from revision {old_rev} to {to_rev} ({len(spec.servers)} servers)")
+    await tb.emit(
+        started,
+        revision=to_rev,
+        reason=spec.rollout.order,
+        message=f"from revision {old_rev} to {to_rev} ({len(spec.servers)} servers)",
+    )
 
     stopped_old = False
     if spec.rollout.order == "stop_first" and old_servers:
@@ -52,22 +59,36 @@ async def run_rollout(tb: ToolboxRunner, to_rev: int, op_id: str, *, is_rollback
     if decision.state is GateState.PASSED:
         for runner in old_servers.values():
             await runner.remove()
-            await tb.emit(ev.CONTAINER_REMOVED, server=runner.name, revision=runner.revision,
-                          reason="superseded", message=runner.container.id[:12])
+            await tb.emit(
+                ev.CONTAINER_REMOVED,
+                server=runner.name,
+                revision=runner.revision,
+                reason="superseded",
+                message=runner.container.id[:12],
+            )
         tb.servers, tb.spec, tb.revision, tb.stopped = new_runners, spec, to_rev, False
         await tb.repo.mark_stable(tb.id, to_rev)
         await tb.repo.update_toolbox(tb.id, stopped=0)
         for runner in new_runners.values():
             runner.start_steady()
-        await tb.emit(passed, revision=to_rev, reason=gate_reasons.GATE_PASSED,
-                      message=f"all {len(new_runners)} servers healthy for "
-                              f"{spec.rollout.min_healthy_time:g}s")
+        await tb.emit(
+            passed,
+            revision=to_rev,
+            reason=gate_reasons.GATE_PASSED,
+            message=f"all {len(new_runners)} servers healthy for "
+            f"{spec.rollout.min_healthy_time:g}s",
+        )
         await tb.set_phase("healthy")
         return SUCCEEDED, None
 
     failure = f"{decision.server}: {decision.reason}: {decision.detail}"
-    await tb.emit(failed, server=decision.server, revision=to_rev, reason=decision.reason,
-                  message=decision.detail)
+    await tb.emit(
+        failed,
+        server=decision.server,
+        revision=to_rev,
+        reason=decision.reason,
+        message=decision.detail,
+    )
     await _remove_revision(tb, to_rev, new_runners)
     await tb.repo.update_toolbox(tb.id, target_revision=None)
 
@@ -84,9 +105,12 @@ async def run_rollout(tb: ToolboxRunner, to_rev: int, op_id: str, *, is_rollback
     return ROLLED_BACK, failure
 
 
-async def deploy_and_gate(tb: ToolboxRunner, spec: ToolboxSpec, revision: int,
-                          adopt: dict[str, ObservedContainer] | None = None
-                          ) -> tuple[Decision, dict[str, ServerRunner]]:
+async def deploy_and_gate(
+    tb: ToolboxRunner,
+    spec: ToolboxSpec,
+    revision: int,
+    adopt: dict[str, ObservedContainer] | None = None,
+) -> tuple[Decision, dict[str, ServerRunner]]:
     """Start (or adopt) every server of `revision` and hold the group gate over them."""
     tracker = _new_tracker(tb, spec)
     runners: dict[str, ServerRunner] = {}
@@ -102,13 +126,22 @@ async def deploy_and_gate(tb: ToolboxRunner, spec: ToolboxSpec, revision: int,
                 container = await tb.create_container(server, revision, spec)
             except DtmaError as exc:
                 tracker.start_failed(server_name, exc.message)
-                await tb.emit(ev.SERVER_START_FAILED, server=server_name, revision=revision,
-                              reason=gate_reasons.START_FAILED, message=exc.message)
+                await tb.emit(
+                    ev.SERVER_START_FAILED,
+                    server=server_name,
+                    revision=revision,
+                    reason=gate_reasons.START_FAILED,
+                    message=exc.message,
+                )
                 return
             fresh = True
         runners[server_name] = tb.new_runner(server, revision, container, fresh=fresh, spec=spec)
-        await tb.emit(ev.SERVER_STARTED if fresh else ev.CONTAINER_ADOPTED, server=server_name,
-                      revision=revision, message=f"container {container.id[:12]}")
+        await tb.emit(
+            ev.SERVER_STARTED if fresh else ev.CONTAINER_ADOPTED,
+            server=server_name,
+            revision=revision,
+            message=f"container {container.id[:12]}",
+        )
 
     try:
         await asyncio.gather(*(start_one(s.name) for s in spec.servers))
@@ -123,15 +156,18 @@ async def deploy_and_gate(tb: ToolboxRunner, spec: ToolboxSpec, revision: int,
 
 
 def _new_tracker(tb: ToolboxRunner, spec: ToolboxSpec) -> GateTracker:
-    return GateTracker([s.name for s in spec.servers], started_at=tb.clock(),
-                       min_healthy_time=spec.rollout.min_healthy_time,
-                       healthy_deadline=spec.rollout.healthy_deadline,
-                       failure_threshold={s.name: s.health.failure_threshold
-                                          for s in spec.servers})
+    return GateTracker(
+        [s.name for s in spec.servers],
+        started_at=tb.clock(),
+        min_healthy_time=spec.rollout.min_healthy_time,
+        healthy_deadline=spec.rollout.healthy_deadline,
+        failure_threshold={s.name: s.health.failure_threshold for s in spec.servers},
+    )
 
 
-async def _hold_gate(tb: ToolboxRunner, runners: dict[str, ServerRunner],
-                     tracker: GateTracker) -> Decision:
+async def _hold_gate(
+    tb: ToolboxRunner, runners: dict[str, ServerRunner], tracker: GateTracker
+) -> Decision:
     async def probe_loop(runner: ServerRunner) -> None:
         while not runner.exited:
             result = await runner.probe_once(full=True)
@@ -140,8 +176,7 @@ async def _hold_gate(tb: ToolboxRunner, runners: dict[str, ServerRunner],
                 # The event stream may have reported the exit before this runner existed.
                 seen = await tb.runtime.inspect(runner.container.id)
                 if seen is None or not seen.running:
-                    runner.on_container_exit(runner.container.id,
-                                             seen.exit_code if seen else None)
+                    runner.on_container_exit(runner.container.id, seen.exit_code if seen else None)
             await asyncio.sleep(GATE_PROBE_INTERVAL)
 
     tasks = [asyncio.create_task(probe_loop(r), name=f"gate-{r.name}") for r in runners.values()]
@@ -162,8 +197,9 @@ async def _hold_gate(tb: ToolboxRunner, runners: dict[str, ServerRunner],
                 await task
 
 
-async def _with_exit_logs(tb: ToolboxRunner, runners: dict[str, ServerRunner],
-                          decision: Decision) -> Decision:
+async def _with_exit_logs(
+    tb: ToolboxRunner, runners: dict[str, ServerRunner], decision: Decision
+) -> Decision:
     runner = runners.get(decision.server or "")
     if runner is None:
         return decision
@@ -171,20 +207,26 @@ async def _with_exit_logs(tb: ToolboxRunner, runners: dict[str, ServerRunner],
     if not tail:
         return decision
     tail = " | ".join(line.strip() for line in tail.splitlines())[-300:]
-    return Decision(decision.state, decision.reason, decision.server,
-                    f"{decision.detail}; last output: {tail}")
+    return Decision(
+        decision.state, decision.reason, decision.server, f"{decision.detail}; last output: {tail}"
+    )
 
 
-async def _remove_revision(tb: ToolboxRunner, revision: int,
-                           runners: dict[str, ServerRunner]) -> None:
+async def _remove_revision(
+    tb: ToolboxRunner, revision: int, runners: dict[str, ServerRunner]
+) -> None:
     """Remove every container of a failed revision, including any not tracked by a runner."""
     for runner in runners.values():
         await runner.remove()
     for container in await tb.runtime.list_managed(tb.id):
         if container.revision == revision:
             await tb.runtime.remove(container.id)
-    await tb.emit(ev.CONTAINER_REMOVED, revision=revision, reason="rollout_failed",
-                  message=f"removed the containers of revision {revision}")
+    await tb.emit(
+        ev.CONTAINER_REMOVED,
+        revision=revision,
+        reason="rollout_failed",
+        message=f"removed the containers of revision {revision}",
+    )
 
 
 async def _stop_all(tb: ToolboxRunner, servers: dict[str, ServerRunner]) -> None:
@@ -193,18 +235,24 @@ async def _stop_all(tb: ToolboxRunner, servers: dict[str, ServerRunner]) -> None
         runner._expected_exit = True
         await tb.runtime.stop(runner.container.id)
         runner.state = "stopped"
-        await tb.emit(ev.SERVER_STOPPED, server=runner.name, revision=runner.revision,
-                      reason="stop_first")
+        await tb.emit(
+            ev.SERVER_STOPPED, server=runner.name, revision=runner.revision, reason="stop_first"
+        )
 
 
-async def _restart_stopped(tb: ToolboxRunner, servers: dict[str, ServerRunner], revision: int
-                           ) -> bool:
+async def _restart_stopped(
+    tb: ToolboxRunner, servers: dict[str, ServerRunner], revision: int
+) -> bool:
     """stop_first revert: start the old containers again (recreate any that are gone) and gate
     them. This is a rollback, so it is never rolled back itself."""
     assert tb.spec is not None
     spec = tb.spec
-    await tb.emit(ev.ROLLBACK_STARTED, revision=revision, reason="stop_first_revert",
-                  message=f"restarting revision {revision}")
+    await tb.emit(
+        ev.ROLLBACK_STARTED,
+        revision=revision,
+        reason="stop_first_revert",
+        message=f"restarting revision {revision}",
+    )
     restarted: dict[str, ObservedContainer] = {}
     for name, runner in servers.items():
         try:
@@ -224,17 +272,22 @@ async def _restart_stopped(tb: ToolboxRunner, servers: dict[str, ServerRunner], 
         await tb.emit(ev.ROLLBACK_PASSED, revision=revision, reason=gate_reasons.GATE_PASSED)
         await tb.set_phase("healthy")
         return True
-    await tb.emit(ev.ROLLBACK_FAILED, server=decision.server, revision=revision,
-                  reason=decision.reason, message=decision.detail)
+    await tb.emit(
+        ev.ROLLBACK_FAILED,
+        server=decision.server,
+        revision=revision,
+        reason=decision.reason,
+        message=decision.detail,
+    )
     tb.servers = runners
     for runner in runners.values():
         runner.start_steady()
     return False
 
 
-async def deploy_and_gate_fresh(tb: ToolboxRunner, spec: ToolboxSpec, revision: int,
-                                running: dict[str, ObservedContainer]
-                                ) -> tuple[Decision, dict[str, ServerRunner]]:
+async def deploy_and_gate_fresh(
+    tb: ToolboxRunner, spec: ToolboxSpec, revision: int, running: dict[str, ObservedContainer]
+) -> tuple[Decision, dict[str, ServerRunner]]:
     """Gate `running` containers as fresh processes (they get an initialize); start the rest."""
     tracker = _new_tracker(tb, spec)
     runners: dict[str, ServerRunner] = {}
@@ -248,8 +301,7 @@ async def deploy_and_gate_fresh(tb: ToolboxRunner, spec: ToolboxSpec, revision: 
                 except DtmaError as exc:
                     tracker.start_failed(server.name, exc.message)
                     continue
-            runners[server.name] = tb.new_runner(server, revision, container, fresh=True,
-                                                 spec=spec)
+            runners[server.name] = tb.new_runner(server, revision, container, fresh=True, spec=spec)
         decision = tracker.decide(tb.clock())
         if decision.state is GateState.PENDING:
             decision = await _hold_gate(tb, runners, tracker)

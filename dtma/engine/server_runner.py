@@ -37,18 +37,29 @@ class ServerHost(Protocol):
 
     async def create_container(self, server: ServerSpec, revision: int) -> ObservedContainer: ...
     async def remove_container(self, container_id: str) -> None: ...
-    async def emit(self, kind: str, *, server: str, revision: int, reason: str = "",
-                   message: str = "") -> None: ...
+    async def emit(
+        self, kind: str, *, server: str, revision: int, reason: str = "", message: str = ""
+    ) -> None: ...
     def server_changed(self) -> None: ...
     async def record_tools(self, server: str, revision: int, tools: list[str]) -> None: ...
 
 
 class ServerRunner:
-    def __init__(self, host: ServerHost, spec: ServerSpec, revision: int,
-                 container: ObservedContainer, *, fresh: bool, restart_policy: Restart,
-                 probe_factory: ProbeFactory, clock: Callable[[], float],
-                 rng: random.Random | None = None, restarts: int = 0,
-                 startup_deadline: float = 60.0) -> None:
+    def __init__(
+        self,
+        host: ServerHost,
+        spec: ServerSpec,
+        revision: int,
+        container: ObservedContainer,
+        *,
+        fresh: bool,
+        restart_policy: Restart,
+        probe_factory: ProbeFactory,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+        restarts: int = 0,
+        startup_deadline: float = 60.0,
+    ) -> None:
         self.host = host
         self.spec = spec
         self.revision = revision
@@ -108,7 +119,9 @@ class ServerRunner:
                 await self.host.record_tools(self.name, self.revision, self.tools)
         else:
             self._failures += 1
-            self.last_error = f"{result.reason}: {result.detail}" if result.detail else result.reason
+            self.last_error = (
+                f"{result.reason}: {result.detail}" if result.detail else result.reason
+            )
         return result
 
     # -- steady state -------------------------------------------------------------------------
@@ -121,8 +134,9 @@ class ServerRunner:
         threshold = self.spec.health.failure_threshold
         while self.state not in ("failed", "stopped"):
             if self.exited:
-                await self._on_failure(ev.SERVER_CRASHED, gate_reasons.CONTAINER_EXITED,
-                                       f"exit code {self.exit_code}")
+                await self._on_failure(
+                    ev.SERVER_CRASHED, gate_reasons.CONTAINER_EXITED, f"exit code {self.exit_code}"
+                )
                 continue
             # Until the first healthy answer (a fresh or adopted container), probe quickly; after
             # that, at the configured interval.
@@ -132,8 +146,9 @@ class ServerRunner:
                     await self._exited.wait()
             if self.exited:
                 continue
-            result = await self.probe_once(full=not self._ever_healthy or
-                                           self.spec.transport != "stdio")
+            result = await self.probe_once(
+                full=not self._ever_healthy or self.spec.transport != "stdio"
+            )
             self.host.server_changed()
             if result.healthy:
                 continue
@@ -144,44 +159,62 @@ class ServerRunner:
             if (starting or self._failures >= threshold) and not self.exited:
                 self.health = "unhealthy"
                 self.host.server_changed()
-                await self._on_failure(ev.SERVER_UNHEALTHY, gate_reasons.PROBE_FAILED,
-                                       f"{self._failures} consecutive probe failures, last: "
-                                       f"{self.last_error}")
+                await self._on_failure(
+                    ev.SERVER_UNHEALTHY,
+                    gate_reasons.PROBE_FAILED,
+                    f"{self._failures} consecutive probe failures, last: {self.last_error}",
+                )
 
     async def _on_failure(self, kind: str, reason: str, detail: str) -> None:
         self.last_error = f"{reason}: {detail}"
-        await self.host.emit(kind, server=self.name, revision=self.revision, reason=reason,
-                             message=detail)
+        await self.host.emit(
+            kind, server=self.name, revision=self.revision, reason=reason, message=detail
+        )
         while True:
             decision = self._tracker.on_failure(self._clock())
             if decision.verdict is Verdict.GIVE_UP:
                 self.state = "failed"
                 self.health = "unhealthy"
-                await self.host.emit(ev.SERVER_FAILED, server=self.name, revision=self.revision,
-                                     reason=decision.reason,
-                                     message=f"gave up after {decision.attempt} restarts within "
-                                             f"{self._tracker.policy.interval:g}s")
+                await self.host.emit(
+                    ev.SERVER_FAILED,
+                    server=self.name,
+                    revision=self.revision,
+                    reason=decision.reason,
+                    message=f"gave up after {decision.attempt} restarts within "
+                    f"{self._tracker.policy.interval:g}s",
+                )
                 self.host.server_changed()
                 return
             self.state = "restarting"
             self.host.server_changed()
-            await self.host.emit(ev.SERVER_RESTARTING, server=self.name, revision=self.revision,
-                                 reason=decision.reason,
-                                 message=f"attempt {decision.attempt} in {decision.delay:.2f}s")
+            await self.host.emit(
+                ev.SERVER_RESTARTING,
+                server=self.name,
+                revision=self.revision,
+                reason=decision.reason,
+                message=f"attempt {decision.attempt} in {decision.delay:.2f}s",
+            )
             await asyncio.sleep(decision.delay)
             try:
                 await self._recreate()
             except DtmaError as exc:
                 self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
-                await self.host.emit(ev.SERVER_START_FAILED, server=self.name,
-                                     revision=self.revision, reason=gate_reasons.START_FAILED,
-                                     message=exc.message)
+                await self.host.emit(
+                    ev.SERVER_START_FAILED,
+                    server=self.name,
+                    revision=self.revision,
+                    reason=gate_reasons.START_FAILED,
+                    message=exc.message,
+                )
                 continue
             self.restarts += 1
-            await self.host.emit(ev.SERVER_RESTARTED, server=self.name, revision=self.revision,
-                                 reason=decision.reason,
-                                 message=f"container {self.container.id[:12]}, restart "
-                                         f"{self.restarts}")
+            await self.host.emit(
+                ev.SERVER_RESTARTED,
+                server=self.name,
+                revision=self.revision,
+                reason=decision.reason,
+                message=f"container {self.container.id[:12]}, restart {self.restarts}",
+            )
             self.host.server_changed()
             return
 

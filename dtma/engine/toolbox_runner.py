@@ -43,20 +43,31 @@ class Runtime(Protocol):
 class Repo(Protocol):
     async def update_toolbox(self, toolbox_id: str, **fields: Any) -> None: ...
     async def mark_stable(self, toolbox_id: str, number: int) -> None: ...
-    async def set_tools(self, toolbox_id: str, server: str, revision: int,
-                        tools: list[str]) -> None: ...
+    async def set_tools(
+        self, toolbox_id: str, server: str, revision: int, tools: list[str]
+    ) -> None: ...
     async def revision(self, toolbox_id: str, number: int) -> RevisionRecord | None: ...
-    async def newest_stable_other_than(self, toolbox_id: str,
-                                       number: int | None) -> RevisionRecord | None: ...
-    async def finish_operation(self, op_id: str, state: str, error: str | None = None,
-                               revision: int | None = None) -> None: ...
+    async def newest_stable_other_than(
+        self, toolbox_id: str, number: int | None
+    ) -> RevisionRecord | None: ...
+    async def finish_operation(
+        self, op_id: str, state: str, error: str | None = None, revision: int | None = None
+    ) -> None: ...
     async def delete_toolbox(self, toolbox_id: str) -> None: ...
 
 
 class ToolboxRunner:
-    def __init__(self, toolbox_id: str, *, runtime: Runtime, repo: Repo, journal: Journal,
-                 probe_factory: ProbeFactory, clock: Callable[[], float],
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        toolbox_id: str,
+        *,
+        runtime: Runtime,
+        repo: Repo,
+        journal: Journal,
+        probe_factory: ProbeFactory,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
         self.id = toolbox_id
         self.runtime = runtime
         self.repo = repo
@@ -75,17 +86,35 @@ class ToolboxRunner:
         # Docker accepts several networks with one name, so creation must not race.
         self._network_lock = asyncio.Lock()
 
-    def new_runner(self, server: ServerSpec, revision: int, container: ObservedContainer, *,
-                   fresh: bool, spec: ToolboxSpec, restarts: int = 0) -> ServerRunner:
-        return ServerRunner(self, server, revision, container, fresh=fresh,
-                            restart_policy=spec.restart, probe_factory=self.probe_factory,
-                            clock=self.clock, rng=self.rng, restarts=restarts,
-                            startup_deadline=spec.rollout.healthy_deadline)
+    def new_runner(
+        self,
+        server: ServerSpec,
+        revision: int,
+        container: ObservedContainer,
+        *,
+        fresh: bool,
+        spec: ToolboxSpec,
+        restarts: int = 0,
+    ) -> ServerRunner:
+        return ServerRunner(
+            self,
+            server,
+            revision,
+            container,
+            fresh=fresh,
+            restart_policy=spec.restart,
+            probe_factory=self.probe_factory,
+            clock=self.clock,
+            rng=self.rng,
+            restarts=restarts,
+            startup_deadline=spec.rollout.healthy_deadline,
+        )
 
     # -- ServerHost ---------------------------------------------------------------------------
 
-    async def create_container(self, server: ServerSpec, revision: int,
-                               spec: ToolboxSpec | None = None) -> ObservedContainer:
+    async def create_container(
+        self, server: ServerSpec, revision: int, spec: ToolboxSpec | None = None
+    ) -> ObservedContainer:
         group = spec or self.spec
         assert group is not None
         async with self._network_lock:
@@ -96,11 +125,25 @@ class ToolboxRunner:
     async def remove_container(self, container_id: str) -> None:
         await self.runtime.remove(container_id)
 
-    async def emit(self, kind: str, *, server: str | None = None, revision: int | None = None,
-                   reason: str = "", message: str = "", operation: str | None = None) -> None:
-        await self.journal.emit(kind, toolbox=self.id, server=server, revision=revision,
-                                operation=operation or self.busy_with, reason=reason,
-                                message=message)
+    async def emit(
+        self,
+        kind: str,
+        *,
+        server: str | None = None,
+        revision: int | None = None,
+        reason: str = "",
+        message: str = "",
+        operation: str | None = None,
+    ) -> None:
+        await self.journal.emit(
+            kind,
+            toolbox=self.id,
+            server=server,
+            revision=revision,
+            operation=operation or self.busy_with,
+            reason=reason,
+            message=message,
+        )
 
     def server_changed(self) -> None:
         if self.busy_with is None:
@@ -128,8 +171,12 @@ class ToolboxRunner:
             return
         previous, self.phase = self.phase, phase
         await self.repo.update_toolbox(self.id, phase=phase)
-        await self.emit(ev.TOOLBOX_PHASE, revision=self.revision, reason=reason,
-                        message=f"{previous} -> {phase}")
+        await self.emit(
+            ev.TOOLBOX_PHASE,
+            revision=self.revision,
+            reason=reason,
+            message=f"{previous} -> {phase}",
+        )
 
     def _schedule_phase(self, phase: str) -> None:
         if phase != self.phase:
@@ -148,8 +195,12 @@ class ToolboxRunner:
 
     # -- operations ---------------------------------------------------------------------------
 
-    async def run_operation(self, op_id: str, work: Callable[[], Awaitable[tuple[str, str | None]]],
-                            revision: int | None = None) -> str:
+    async def run_operation(
+        self,
+        op_id: str,
+        work: Callable[[], Awaitable[tuple[str, str | None]]],
+        revision: int | None = None,
+    ) -> str:
         """Run `work` under the toolbox lock and record its result. Returns the final state."""
         async with self.lock:
             self.busy_with = op_id
@@ -166,8 +217,13 @@ class ToolboxRunner:
                 finally:
                     self.busy_with = None
                 await self.repo.finish_operation(op_id, state, error, revision)
-                await self.emit(ev.OPERATION_FINISHED, revision=revision, reason=state,
-                                message=error or "", operation=op_id)
+                await self.emit(
+                    ev.OPERATION_FINISHED,
+                    revision=revision,
+                    reason=state,
+                    message=error or "",
+                    operation=op_id,
+                )
                 if self.servers or self.stopped:
                     await self.set_phase(self.steady_phase())
                 return state
@@ -202,14 +258,26 @@ class ToolboxRunner:
 
     async def _replace(self, runner: ServerRunner, reason: str) -> None:
         """Recreate one server's container (fresh secrets on create), then supervise it."""
-        assert self.spec is not None and self.revision is not None
+        assert self.spec is not None
+        assert self.revision is not None
         await runner.remove()
         container = await self.create_container(runner.spec, self.revision)
-        fresh = self.new_runner(runner.spec, self.revision, container, fresh=True,
-                                spec=self.spec, restarts=runner.restarts + 1)
+        fresh = self.new_runner(
+            runner.spec,
+            self.revision,
+            container,
+            fresh=True,
+            spec=self.spec,
+            restarts=runner.restarts + 1,
+        )
         self.servers[runner.name] = fresh
-        await self.emit(ev.SERVER_RESTARTED, server=runner.name, revision=self.revision,
-                        reason=reason, message=f"container {container.id[:12]}")
+        await self.emit(
+            ev.SERVER_RESTARTED,
+            server=runner.name,
+            revision=self.revision,
+            reason=reason,
+            message=f"container {container.id[:12]}",
+        )
         fresh.start_steady()
 
     def _select(self, names: list[str] | None) -> list[ServerRunner]:

@@ -10,8 +10,12 @@ from dtma.spec.models import ToolboxSpec
 
 def canonical_json(spec: ToolboxSpec) -> str:
     """Sorted keys, no whitespace, defaults filled in: the form stored and hashed."""
-    return json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        spec.model_dump(mode="json", by_alias=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def spec_hash(spec: ToolboxSpec) -> str:
@@ -20,7 +24,10 @@ def spec_hash(spec: ToolboxSpec) -> str:
 
 def server_hash(spec: ToolboxSpec, server: str) -> str:
     """Hash of one server's spec plus the group settings that shape its container."""
-    body = {"server": spec.server(server).model_dump(mode="json", by_alias=True),
-            "network": spec.network.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-                          ).hexdigest()
+    body = {
+        "server": spec.server(server).model_dump(mode="json", by_alias=True),
+        "network": spec.network.model_dump(mode="json"),
+    }
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()

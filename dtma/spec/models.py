@@ -28,8 +28,10 @@ _DNS_RE = re.compile(DNS_LABEL)
 
 def _dns_label(v: str) -> str:
     if not _DNS_RE.match(v):
-        raise ValueError("must be a DNS label: lowercase letters, digits and '-', 1-63 characters, "
-                         "starting and ending with a letter or digit")
+        raise ValueError(
+            "must be a DNS label: lowercase letters, digits and '-', 1-63 characters, "
+            "starting and ending with a letter or digit"
+        )
     return v
 
 
@@ -94,8 +96,9 @@ class Mount(Strict):
 
 class ServerSpec(Strict):
     name: Name
-    image: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
-                                            max_length=512)]
+    image: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", max_length=512)
+    ]
     transport: Literal["stdio", "streamable-http"] = "stdio"
     command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -130,7 +133,9 @@ class ServerSpec(Strict):
             return v
         m = _PUBLISH.match(v)
         if not m or int(m.group("port")) > 65535:
-            raise ValueError('must be "IP:PORT" (PORT 0 picks a free host port), e.g. "127.0.0.1:0"')
+            raise ValueError(
+                'must be "IP:PORT" (PORT 0 picks a free host port), e.g. "127.0.0.1:0"'
+            )
         return v if m.group("ip") else f"127.0.0.1:{m.group('port')}"
 
     @model_validator(mode="after")

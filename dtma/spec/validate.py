@@ -4,6 +4,7 @@ problem as {loc, msg}. Pure: the agent's policy is passed in."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +14,6 @@ from pydantic import ValidationError
 
 from dtma.errors import SpecInvalid
 from dtma.spec.models import DNS_LABEL, ToolboxSpec
-
-import re
 
 _DNS = re.compile(DNS_LABEL)
 DOCKER_SOCKET_PATHS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -37,8 +36,13 @@ def validate_toolbox_id(toolbox_id: str) -> None:
     if not _DNS.match(toolbox_id):
         raise SpecInvalid(
             "invalid toolbox id",
-            [{"loc": ["path", "id"], "msg": "must be a DNS label: lowercase letters, digits and "
-                                             "'-', at most 63 characters"}],
+            [
+                {
+                    "loc": ["path", "id"],
+                    "msg": "must be a DNS label: lowercase letters, digits and "
+                    "'-', at most 63 characters",
+                }
+            ],
         )
 
 
@@ -76,7 +80,9 @@ def _load(body: bytes | str) -> Any:
         try:
             return json.loads(text, parse_constant=_reject_constant)
         except ValueError as exc:
-            raise SpecInvalid("body is not valid JSON", [{"loc": ["body"], "msg": str(exc)}]) from None
+            raise SpecInvalid(
+                "body is not valid JSON", [{"loc": ["body"], "msg": str(exc)}]
+            ) from None
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -102,18 +108,22 @@ def _group_problems(spec: ToolboxSpec) -> Iterator[dict[str, Any]]:
         seen.add(server.name)
     fixed = [s.name for s in spec.servers if s.fixed_host_port]
     if fixed and spec.rollout.order == "start_first":
-        yield {"loc": ["rollout", "order"],
-               "msg": f"must be stop_first when a fixed host port is published ({', '.join(fixed)}):"
-                      " the old and new containers cannot both bind it"}
+        yield {
+            "loc": ["rollout", "order"],
+            "msg": f"must be stop_first when a fixed host port is published ({', '.join(fixed)}):"
+            " the old and new containers cannot both bind it",
+        }
 
 
 def _policy_problems(spec: ToolboxSpec, policy: SpecPolicy) -> Iterator[dict[str, Any]]:
     for i, s in enumerate(spec.servers):
         at = ["servers", i]
         if s.secrets and not policy.vault_configured:
-            yield {"loc": [*at, "secrets"],
-                   "msg": "this agent has no Vault configured (set VAULT_ADDR), so secrets cannot "
-                          "be injected"}
+            yield {
+                "loc": [*at, "secrets"],
+                "msg": "this agent has no Vault configured (set VAULT_ADDR), so secrets cannot "
+                "be injected",
+            }
         if s.privileged and not policy.allow_privileged:
             yield {"loc": [*at, "privileged"], "msg": "privileged containers are not allowed"}
         if s.cap_add and not policy.allow_cap_add:
@@ -125,12 +135,15 @@ def _policy_problems(spec: ToolboxSpec, policy: SpecPolicy) -> Iterator[dict[str
             yield from _mount_problems(m.type, m.source, [*at, "mounts", j], policy)
         for key in s.labels:
             if key.startswith(RESERVED_LABEL_PREFIX):
-                yield {"loc": [*at, "labels", key],
-                       "msg": "the dtma. label namespace is reserved for the agent"}
+                yield {
+                    "loc": [*at, "labels", key],
+                    "msg": "the dtma. label namespace is reserved for the agent",
+                }
 
 
-def _mount_problems(kind: str, source: str | None, loc: list[Any], policy: SpecPolicy
-                    ) -> Iterator[dict[str, Any]]:
+def _mount_problems(
+    kind: str, source: str | None, loc: list[Any], policy: SpecPolicy
+) -> Iterator[dict[str, Any]]:
     if kind == "tmpfs":
         if source:
             yield {"loc": [*loc, "source"], "msg": "a tmpfs mount has no source"}
@@ -154,4 +167,6 @@ def _mount_problems(kind: str, source: str | None, loc: list[Any], policy: SpecP
 
 def _exposes_docker_socket(source: str) -> bool:
     path = "/" + "/".join(p for p in source.split("/") if p)
-    return any(sock == path or sock.startswith(path.rstrip("/") + "/") for sock in DOCKER_SOCKET_PATHS)
+    return any(
+        sock == path or sock.startswith(path.rstrip("/") + "/") for sock in DOCKER_SOCKET_PATHS
+    )

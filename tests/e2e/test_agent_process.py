@@ -112,7 +112,7 @@ def test_world_readable_token_file_is_refused(tmp_path: Path) -> None:
 def test_ready_is_503_while_docker_is_unreachable(tmp_path: Path) -> None:
     a = AgentProcess(
         tmp_path / "state", free_port(), extra_env={"DOCKER_HOST": f"unix://{tmp_path}/nope.sock"}
-    ).start()
+    ).start(ready=False)
     try:
         status, body = a.get("/v1/ready")
         assert status == 503

@@ -32,7 +32,8 @@ async def harness(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[Engin
 async def test_three_servers_become_healthy_with_their_tools(harness: EngineHarness) -> None:
     tb = new_toolbox_id()
     op = await harness.apply_and_wait(
-        tb, spec(time_server("time-a"), time_server("time-b"), notes_server("notes")))
+        tb, spec(time_server("time-a"), time_server("time-b"), notes_server("notes"))
+    )
     assert (op.state, op.error) == ("succeeded", None)
 
     status = await harness.agent.status(tb)
@@ -49,7 +50,8 @@ async def test_three_servers_become_healthy_with_their_tools(harness: EngineHarn
     assert sorted(recorded["notes"]) == sorted(NOTES_TOOLS)
 
     url = servers["notes"]["endpoint"]
-    assert url.startswith("http://") and url.endswith(":8000/mcp")
+    assert url.startswith("http://")
+    assert url.endswith(":8000/mcp")
     assert (await probe_http(url, timeout=5, expect_tools=NOTES_TOOLS)).healthy
 
     kinds = [e.kind for e in await harness.events(tb)]
@@ -67,12 +69,18 @@ async def test_containers_are_hardened_and_labelled(harness: EngineHarness) -> N
     assert host["CapDrop"] == ["ALL"]
     assert host["ReadonlyRootfs"] is True
     assert "no-new-privileges:true" in host["SecurityOpt"]
-    assert host["PidsLimit"] == 256 and host["Memory"] == 256 * 1024**2
-    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+    assert host["PidsLimit"] == 256
+    assert host["Memory"] == 256 * 1024**2
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-file": "3", "max-size": "10m"},
+    }
     assert "/tmp" in host["Tmpfs"]
     labels = attrs["Config"]["Labels"]
-    assert labels["dtma.toolbox"] == tb and labels["dtma.server"] == "time"
-    assert labels["dtma.revision"] == "1" and len(labels["dtma.spec-hash"]) == 64
+    assert labels["dtma.toolbox"] == tb
+    assert labels["dtma.server"] == "time"
+    assert labels["dtma.revision"] == "1"
+    assert len(labels["dtma.spec-hash"]) == 64
     net = harness.docker_client.networks.get(f"dtma-{tb}")
     assert net.attrs["Internal"] is True
 
@@ -82,7 +90,13 @@ async def test_an_identical_spec_is_a_no_op(harness: EngineHarness) -> None:
     body = spec(time_server("time"))
     assert (await harness.apply_and_wait(tb, body)).state == "succeeded"
     again = await harness.agent.apply(tb, body)
-    assert again.unchanged and again.revision == 1 and again.operation is None
-    reordered = '{"rollout": {"healthy_deadline": "20s", "min_healthy_time": 1, "order": ' \
-                '"start_first"}, "servers": ' + body.split('"servers": ', 1)[1].split(', "rollout"')[0] + "}"
+    assert again.unchanged
+    assert again.revision == 1
+    assert again.operation is None
+    reordered = (
+        '{"rollout": {"healthy_deadline": "20s", "min_healthy_time": 1, "order": '
+        '"start_first"}, "servers": '
+        + body.split('"servers": ', 1)[1].split(', "rollout"')[0]
+        + "}"
+    )
     assert (await harness.agent.apply(tb, reordered)).unchanged

@@ -15,8 +15,13 @@ MISSING = ProbeResult(False, reasons.MISSING_TOOLS, 1.0, ("t",), "missing tools:
 
 
 def tracker(servers: tuple[str, ...] = ("a", "b"), threshold: int = 3) -> GateTracker:
-    return GateTracker(servers, started_at=0.0, min_healthy_time=5.0, healthy_deadline=30.0,
-                       failure_threshold=dict.fromkeys(servers, threshold))
+    return GateTracker(
+        servers,
+        started_at=0.0,
+        min_healthy_time=5.0,
+        healthy_deadline=30.0,
+        failure_threshold=dict.fromkeys(servers, threshold),
+    )
 
 
 def test_passes_only_when_every_server_is_healthy_for_min_healthy_time() -> None:
@@ -47,13 +52,20 @@ def test_container_exit_fails_at_once_naming_the_server() -> None:
     g.container_exited("b", 1)
     d = g.decide(0.5)
     assert (d.state, d.reason, d.server, d.detail) == (
-        GateState.FAILED, gate.CONTAINER_EXITED, "b", "exit code 1")
+        GateState.FAILED,
+        gate.CONTAINER_EXITED,
+        "b",
+        "exit code 1",
+    )
 
 
-@pytest.mark.parametrize(("report", "reason"), [
-    (lambda g: g.start_failed("a", "image not found"), gate.START_FAILED),
-    (lambda g: g.secrets_failed("a", "secret/x: permission denied"), gate.SECRETS_FAILED),
-])
+@pytest.mark.parametrize(
+    ("report", "reason"),
+    [
+        (lambda g: g.start_failed("a", "image not found"), gate.START_FAILED),
+        (lambda g: g.secrets_failed("a", "secret/x: permission denied"), gate.SECRETS_FAILED),
+    ],
+)
 def test_start_and_secret_failures_fail_at_once(report: object, reason: str) -> None:
     g = tracker()
     report(g)  # type: ignore[operator]

@@ -30,14 +30,16 @@ def test_delays_double_and_are_capped() -> None:
 def test_jitter_adds_at_most_a_quarter() -> None:
     t = RestartTracker(Restart(attempts=10, interval=3600, delay=2, max_delay=60), MaxRandom())
     assert [t.on_failure(0.0).delay for _ in range(3)] == [2.5, 5.0, 10.0]
-    seeded = RestartTracker(Restart(attempts=100, interval=3600, delay=1, max_delay=1),
-                            random.Random(7))
+    seeded = RestartTracker(
+        Restart(attempts=100, interval=3600, delay=1, max_delay=1), random.Random(7)
+    )
     assert all(1.0 <= seeded.on_failure(0.0).delay <= 1.25 for _ in range(50))
 
 
 def test_gives_up_after_attempts_within_the_interval() -> None:
-    t = RestartTracker(Restart(attempts=3, interval=300, delay=1, max_delay=60, mode="fail"),
-                       NoJitter())
+    t = RestartTracker(
+        Restart(attempts=3, interval=300, delay=1, max_delay=60, mode="fail"), NoJitter()
+    )
     decisions = [t.on_failure(float(i)) for i in range(4)]
     assert [d.verdict for d in decisions] == [Verdict.RESTART] * 3 + [Verdict.GIVE_UP]
     assert [d.attempt for d in decisions] == [1, 2, 3, 3]
@@ -54,8 +56,9 @@ def test_old_attempts_leave_the_window() -> None:
 
 
 def test_delay_mode_waits_for_the_window_instead_of_giving_up() -> None:
-    t = RestartTracker(Restart(attempts=1, interval=60, delay=1, max_delay=60, mode="delay"),
-                       NoJitter())
+    t = RestartTracker(
+        Restart(attempts=1, interval=60, delay=1, max_delay=60, mode="delay"), NoJitter()
+    )
     t.on_failure(0.0)
     d = t.on_failure(20.0)
     assert (d.verdict, d.reason, d.delay) == (Verdict.RESTART, restart.WAIT_WINDOW, 40.0)
