@@ -173,3 +173,36 @@ def test_killed_mid_rollout_of_a_bad_revision_returns_to_the_stable_one(
     ops = [e for e in _events(agent, tb) if e["kind"] == "operation_finished"]
     assert ops[-1]["reason"] == "rolled_back"
     assert "agent restart" in ops[-1]["message"]
+
+
+def test_restart_recreates_a_vanished_server_and_removes_strays(
+    agent: AgentProcess, docker_client: Any, images: dict[str, str]
+) -> None:
+    tb = new_toolbox_id()
+    assert _put(agent, tb, spec(time_server("time"), notes_server("notes")), wait=60)[0] == 200
+    agent.stop(signal.SIGKILL)
+    by_server = {c.labels["dtma.server"]: c for c in _containers(docker_client, tb)}
+    by_server["notes"].remove(force=True)  # lost while the agent was down
+    stray = docker_client.containers.run(
+        images["mcp-time"],
+        detach=True,
+        stdin_open=True,
+        labels={"dtma.toolbox": tb, "dtma.server": "time", "dtma.revision": "9"},
+    )
+    agent.start()
+    _wait_for(lambda: _status(agent, tb)["phase"] == "healthy", 60, "healthy")
+    assert _assert_consistent(agent, docker_client, tb, 2) == 1
+    servers = {s["name"]: s for s in _status(agent, tb)["servers"]}
+    assert servers["time"]["container_id"] == by_server["time"].id
+    assert servers["time"]["restarts"] == 0
+    assert servers["notes"]["restarts"] == 1
+    assert stray.id not in {c.id for c in _containers(docker_client, tb)}
+    events = _events(agent, tb)
+    assert any(
+        e["kind"] == "server_restarted" and e["reason"] == "recovered" and e["server"] == "notes"
+        for e in events
+    )
+    assert any(
+        e["kind"] == "container_removed" and e["reason"] == "not_wanted" and e["revision"] == 9
+        for e in events
+    )
