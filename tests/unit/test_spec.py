@@ -199,7 +199,7 @@ def test_units() -> None:
         64 * 1024**2,
     ]
     for bad in ("soon", True, -1, "8d"):
-        with pytest.raises(ValueError, match="duration|between"):
+        with pytest.raises(ValueError, match=r"duration|between"):
             parse_duration(bad)
 
 
