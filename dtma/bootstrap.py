@@ -11,14 +11,14 @@ from aiohttp import web
 
 from dtma import __version__
 from dtma.adapters.docker_engine import DockerEngine
-from dtma.adapters.docker_runtime import DockerRuntime
+from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import Settings
 from dtma.domain.containers import ObservedContainer
-from dtma.engine.agent import Agent
+from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.journal import Journal
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
@@ -97,6 +97,36 @@ async def serve(settings: Settings) -> None:
         await engine.close()
         await store.close()
     log.info("agent_stopped")
+
+
+def build_agent(
+    engine: DockerEngine,
+    store: SqliteStateStore,
+    *,
+    policy: SpecPolicy,
+    reap_grace: float,
+    relist_interval: float = RELIST_INTERVAL_S,
+    pull_timeout: float = PULL_TIMEOUT_S,
+) -> Agent:
+    """Wire the Docker, MCP and SQLite adapters into an Agent (tests use this too)."""
+    runtime = DockerRuntime(engine, pull_timeout=pull_timeout)
+    repo = StateRepository(store)
+
+    def probe_factory(
+        server: ServerSpec, container: ObservedContainer, fresh: bool
+    ) -> ContainerProbe:
+        return ContainerProbe(engine.client, server, container, fresh=fresh)
+
+    return Agent(
+        runtime=runtime,
+        repo=repo,
+        journal=Journal(repo),
+        probe_factory=probe_factory,
+        policy=policy,
+        reap_grace=reap_grace,
+        relist_interval=relist_interval,
+        events_source=runtime.events,
+    )
 
 
 async def _start_agent(agent: Agent, readiness: ReadinessMonitor) -> None:

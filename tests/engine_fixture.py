@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,10 @@ from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import DockerRuntime
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
+from dtma.bootstrap import build_agent
 from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer
 from dtma.domain.records import EventRecord, OperationRecord
 from dtma.engine.agent import Agent
-from dtma.engine.journal import Journal
-from dtma.engine.probes import ContainerProbe
-from dtma.spec.models import ServerSpec
 from dtma.spec.validate import SpecPolicy
 
 MCP_TIME = "dtma-examples/mcp-time:latest"
@@ -101,25 +99,20 @@ class EngineHarness:
 
 
 async def engine_harness(state_dir: Path, reap_grace: float = 60) -> AsyncIterator[EngineHarness]:
+    """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull."""
     store = SqliteStateStore.in_state_dir(state_dir)
     await store.open()
     engine = DockerEngine(None)
-    runtime = DockerRuntime(engine, pull_timeout=20)
-    repo = StateRepository(store)
-
-    def probes(server: ServerSpec, container: ObservedContainer, fresh: bool) -> ContainerProbe:
-        return ContainerProbe(engine.client, server, container, fresh=fresh)
-
-    agent = Agent(
-        runtime=runtime,
-        repo=repo,
-        journal=Journal(repo),
-        probe_factory=probes,
+    agent = build_agent(
+        engine,
+        store,
         policy=SpecPolicy(),
         reap_grace=reap_grace,
         relist_interval=2,
-        events_source=runtime.events,
+        pull_timeout=20,
     )
+    runtime, repo = agent.runtime, agent.repo
+    assert isinstance(runtime, DockerRuntime)
     await agent.start()
     client = await asyncio.to_thread(docker.from_env)
     toolboxes: set[str] = set()
@@ -129,13 +122,14 @@ async def engine_harness(state_dir: Path, reap_grace: float = 60) -> AsyncIterat
         await agent.stop()
         for record in await repo.toolboxes():
             toolboxes.add(record.id)
-        await asyncio.to_thread(_remove_toolboxes, client, toolboxes)
+        await asyncio.to_thread(remove_toolboxes, client, toolboxes)
         await asyncio.to_thread(client.close)
         await engine.close()
         await store.close()
 
 
-def _remove_toolboxes(client: Any, toolboxes: set[str]) -> None:
+def remove_toolboxes(client: Any, toolboxes: Iterable[str]) -> None:
+    """Remove every container and network labelled with one of these toolbox ids. Blocking."""
     for tb in toolboxes:
         for c in client.containers.list(all=True, filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
             c.remove(force=True)

@@ -15,7 +15,7 @@ import pytest
 from dtma.domain.containers import LABEL_TOOLBOX
 from tests.agent_process import AgentProcess
 from tests.conftest import free_port
-from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
+from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +26,7 @@ def agent(tmp_path: Path, images: dict[str, str], docker_client: Any) -> Iterato
 
     yield a
     a.stop(signal.SIGKILL)
-    for tb in a.made:
-        for c in docker_client.containers.list(
-            all=True, filters={"label": f"{LABEL_TOOLBOX}={tb}"}
-        ):
-            c.remove(force=True)
-        for n in docker_client.networks.list(filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
-            n.remove()
+    remove_toolboxes(docker_client, a.made)
 
 
 def _put(a: AgentProcess, tb: str, body: str, wait: float | None = None) -> tuple[int, Any]:

@@ -26,6 +26,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _spawn(env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
+    """run_dev.py in its own session, as a terminal's foreground job would be."""
+    with out.open("wb") as f:
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "scripts/run_dev.py")],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_run_dev_starts_agent_and_openbao_and_ctrl_c_stops_both(
     tmp_path: Path, docker_client: Any
 ) -> None:
@@ -37,14 +55,7 @@ def test_run_dev_starts_agent_and_openbao_and_ctrl_c_stops_both(
         DTMA_LOG_FORMAT="json",
     )
     out = tmp_path / "out.log"
-    with out.open("wb") as f:
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts/run_dev.py")],
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = _spawn(env, out)
     try:
         wait_until(lambda: "Ctrl-C stops" in out.read_text(), 60, "run-dev banner")
         text = out.read_text()
@@ -75,9 +86,7 @@ def test_run_dev_starts_agent_and_openbao_and_ctrl_c_stops_both(
         assert "stopped agent" in final
         assert "stopped openbao" in final
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_group(proc)
 
 
 def test_run_dev_uses_an_existing_vault_and_starts_no_openbao(
@@ -91,14 +100,7 @@ def test_run_dev_uses_an_existing_vault_and_starts_no_openbao(
         "VAULT_ADDR": "http://127.0.0.1:1",
     }
     out = tmp_path / "out.log"
-    with out.open("wb") as f:
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "scripts/run_dev.py")],
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = _spawn(env, out)
     try:
         wait_until(lambda: "Ctrl-C stops" in out.read_text(), 60, "run-dev banner")
         text = out.read_text()
@@ -107,6 +109,4 @@ def test_run_dev_uses_an_existing_vault_and_starts_no_openbao(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _kill_group(proc)

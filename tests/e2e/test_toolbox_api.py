@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from dtma.domain.containers import LABEL_TOOLBOX
 from tests.agent_process import AgentProcess
 from tests.conftest import free_port
-from tests.engine_fixture import new_toolbox_id, spec, time_server
+from tests.engine_fixture import new_toolbox_id, remove_toolboxes, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +24,7 @@ def agent(
     a = AgentProcess(tmp_path_factory.mktemp("api") / "state", free_port()).start()
     yield a
     a.stop(signal.SIGTERM)
-    for tb in a.made:
-        for c in docker_client.containers.list(
-            all=True, filters={"label": f"{LABEL_TOOLBOX}={tb}"}
-        ):
-            c.remove(force=True)
-        for n in docker_client.networks.list(filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
-            n.remove()
+    remove_toolboxes(docker_client, a.made)
 
 
 def put(

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import docker.errors
 import pytest
@@ -17,7 +15,6 @@ from tests.conftest import TEST_LABEL
 from tests.engine_fixture import (
     MCP_TIME,
     EngineHarness,
-    engine_harness,
     new_toolbox_id,
     notes_server,
     spec,
@@ -28,9 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[EngineHarness]:
-    async for h in engine_harness(tmp_path / "state", reap_grace=1.0):
-        yield h
+def reap_grace() -> float:
+    return 1.0
 
 
 async def _deploy(h: EngineHarness) -> str:

@@ -5,8 +5,6 @@ is left behind."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +14,6 @@ from dtma.domain import gate
 from tests.engine_fixture import (
     NOTES_TOOLS,
     EngineHarness,
-    engine_harness,
     new_toolbox_id,
     notes_server,
     spec,
@@ -55,12 +52,6 @@ def bad_revision(kind: str, order: str) -> str:
     bad, _, _ = BAD[kind]
     servers = [bad if s["name"] == bad["name"] else s for s in GOOD]
     return spec(*servers, order=order, deadline="8s")
-
-
-@pytest.fixture
-async def harness(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[EngineHarness]:
-    async for h in engine_harness(tmp_path / "state"):
-        yield h
 
 
 async def _serving_watch(url: str, stop: asyncio.Event) -> list[bool]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +11,6 @@ from tests.engine_fixture import (
     NOTES_TOOLS,
     TIME_TOOLS,
     EngineHarness,
-    engine_harness,
     new_toolbox_id,
     notes_server,
     spec,
@@ -21,12 +18,6 @@ from tests.engine_fixture import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def harness(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[EngineHarness]:
-    async for h in engine_harness(tmp_path / "state"):
-        yield h
 
 
 async def test_three_servers_become_healthy_with_their_tools(harness: EngineHarness) -> None:

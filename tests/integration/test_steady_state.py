@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from tests.engine_fixture import (
     EngineHarness,
-    engine_harness,
     new_toolbox_id,
     notes_server,
     spec,
@@ -20,12 +17,6 @@ from tests.engine_fixture import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def harness(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[EngineHarness]:
-    async for h in engine_harness(tmp_path / "state"):
-        yield h
 
 
 async def _until(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
