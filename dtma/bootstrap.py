@@ -12,8 +12,10 @@ from aiohttp import web
 from dtma import __version__
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
+from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
+from dtma.adapters.vault import VaultClient, vault_config_from
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import Settings
@@ -22,11 +24,15 @@ from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.journal import Journal
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
+from dtma.engine.secrets import SecretInjector
 from dtma.errors import ConfigError, DtmaError
+from dtma.observability.redaction import REDACTOR
 from dtma.spec.models import ServerSpec
 from dtma.spec.validate import SpecPolicy
 
 AGENT_START_RETRY_S = 2.0
+VAULT_RETRY_S = 5.0
+HMAC_KEY_FILE = "secrets-hmac.key"
 
 log = structlog.get_logger("dtma.agent")
 
@@ -41,22 +47,18 @@ async def serve(settings: Settings) -> None:
     store = SqliteStateStore.in_state_dir(settings.state_dir)
     engine = DockerEngine(settings.docker_host)
     readiness = ReadinessMonitor(engine)
-    runtime = DockerRuntime(engine)
-    repo = StateRepository(store)
-
-    def probe_factory(
-        server: ServerSpec, container: ObservedContainer, fresh: bool
-    ) -> ContainerProbe:
-        return ContainerProbe(engine.client, server, container, fresh=fresh)
-
-    agent = Agent(
-        runtime=runtime,
-        repo=repo,
-        journal=Journal(repo),
-        probe_factory=probe_factory,
-        policy=SpecPolicy(vault_configured=bool(settings.vault_addr)),
+    vault_cfg = vault_config_from(settings)
+    vault = VaultClient(vault_cfg) if vault_cfg else None
+    files = SecretFileStore(settings.secrets_dir, settings.allow_disk_secrets)
+    injector = SecretInjector(
+        vault, files, REDACTOR, load_or_create_key(settings.state_dir / HMAC_KEY_FILE)
+    )
+    agent = build_agent(
+        engine,
+        store,
+        policy=SpecPolicy(vault_configured=vault is not None),
         reap_grace=settings.reap_grace,
-        events_source=runtime.events,
+        secrets=injector,
     )
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -82,6 +84,9 @@ async def serve(settings: Settings) -> None:
             schema_version=schema,
             api_token=token.source,
         )
+        if vault is not None:
+            await files.prepare()
+            tasks.append(asyncio.create_task(_vault_session(vault), name="vault"))
         tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
         await _wait_for_stop_signal()
         log.info("agent_stopping")
@@ -107,6 +112,7 @@ def build_agent(
     reap_grace: float,
     relist_interval: float = RELIST_INTERVAL_S,
     pull_timeout: float = PULL_TIMEOUT_S,
+    secrets: SecretInjector | None = None,
 ) -> Agent:
     """Wire the Docker, MCP and SQLite adapters into an Agent (tests use this too)."""
     runtime = DockerRuntime(engine, pull_timeout=pull_timeout)
@@ -120,13 +126,29 @@ def build_agent(
     return Agent(
         runtime=runtime,
         repo=repo,
-        journal=Journal(repo),
+        journal=Journal(repo, REDACTOR.redact),
         probe_factory=probe_factory,
         policy=policy,
         reap_grace=reap_grace,
         relist_interval=relist_interval,
         events_source=runtime.events,
+        secrets=secrets,
     )
+
+
+async def _vault_session(vault: VaultClient) -> None:
+    """Log in (retrying while Vault is unreachable), then renew the token at half its TTL.
+    Reads fail closed while logged out."""
+    while True:
+        try:
+            await vault.login()
+        except DtmaError as exc:
+            log.warning("vault_login_failed", error=exc.message, retry_in=VAULT_RETRY_S)
+            await asyncio.sleep(VAULT_RETRY_S)
+            continue
+        await vault.renew_loop()
+        if not vault.token_ttl:
+            return  # a token without a TTL never expires
 
 
 async def _start_agent(agent: Agent, readiness: ReadinessMonitor) -> None:

@@ -36,6 +36,7 @@ ENV_KEYS = {
     "DTMA_VAULT_TOKEN_FILE": "vault_token_file",
     "DTMA_VAULT_ROLE_ID_FILE": "vault_role_id_file",
     "DTMA_VAULT_SECRET_ID_FILE": "vault_secret_id_file",
+    "DTMA_VAULT_SKIP_VERIFY": "vault_skip_verify",
 }
 
 
@@ -61,6 +62,7 @@ class Settings(BaseModel):
     vault_token_file: Path | None = None
     vault_role_id_file: Path | None = None
     vault_secret_id_file: Path | None = None
+    vault_skip_verify: bool = False
 
     @field_validator("listen")
     @classmethod

@@ -76,3 +76,22 @@ class Conflict(DtmaError):
 
 class PreconditionFailed(DtmaError):
     code = "precondition_failed"
+
+
+class SecretsError(DtmaError):
+    """A secret could not be read. Messages name mount, path and key, never a value."""
+
+    code = "secrets"
+
+
+class VaultUnavailable(SecretsError):
+    transient = True
+    code = "vault_unavailable"
+
+
+class VaultDenied(SecretsError):
+    code = "vault_denied"
+
+
+class SecretNotFound(SecretsError):
+    code = "secret_not_found"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import die_with_parent
+
 DTMA = str(Path(sys.executable).parent / "dtma")
 
 
@@ -53,6 +55,7 @@ class AgentProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

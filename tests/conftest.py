@@ -9,10 +9,12 @@ io.dtma.test-run=<run id>, and a final sweep removes whatever a failed test left
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +35,16 @@ MCP_NOTES = "dtma-examples/mcp-notes:latest"
 AGENT_IMAGE = "dtma/agent:latest"
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, never in a forked child
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the test process dies, even by SIGKILL, so a
+    killed test run leaves no server behind. Only a C call runs between fork and exec."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -202,6 +214,7 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HOME": str(log_path.parent), "BAO_DEV_ROOT_TOKEN_ID": token},
+            preexec_fn=die_with_parent,
         )
     server = BaoServer(f"http://127.0.0.1:{port}", token, proc.pid)
     try:

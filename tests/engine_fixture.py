@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,16 @@ import docker
 
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import DockerRuntime
+from dtma.adapters.secret_files import SecretFileStore
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
+from dtma.adapters.vault import VaultClient
 from dtma.bootstrap import build_agent
 from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer
 from dtma.domain.records import EventRecord, OperationRecord
 from dtma.engine.agent import Agent
+from dtma.engine.secrets import SecretInjector
+from dtma.observability.redaction import REDACTOR
 from dtma.spec.validate import SpecPolicy
 
 MCP_TIME = "dtma-examples/mcp-time:latest"
@@ -98,18 +103,35 @@ class EngineHarness:
         return await self.repo.events(0, toolbox, limit=1000)
 
 
-async def engine_harness(state_dir: Path, reap_grace: float = 60) -> AsyncIterator[EngineHarness]:
-    """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull."""
+async def engine_harness(
+    state_dir: Path,
+    reap_grace: float = 60,
+    vault: VaultClient | None = None,
+    secrets_dir: Path | None = None,
+) -> AsyncIterator[EngineHarness]:
+    """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull.
+
+    With `vault`, secrets are injected for real: the agent mounts a tmpfs on `secrets_dir`
+    (unmounted again at the end).
+    """
     store = SqliteStateStore.in_state_dir(state_dir)
     await store.open()
     engine = DockerEngine(None)
+    injector = None
+    if vault is not None:
+        assert secrets_dir is not None
+        files = SecretFileStore(secrets_dir, allow_disk=False)
+        await files.prepare()
+        assert files.unavailable is None, files.unavailable
+        injector = SecretInjector(vault, files, REDACTOR, b"k" * 32)
     agent = build_agent(
         engine,
         store,
-        policy=SpecPolicy(),
+        policy=SpecPolicy(vault_configured=vault is not None),
         reap_grace=reap_grace,
         relist_interval=2,
         pull_timeout=20,
+        secrets=injector,
     )
     runtime, repo = agent.runtime, agent.repo
     assert isinstance(runtime, DockerRuntime)
@@ -126,6 +148,10 @@ async def engine_harness(state_dir: Path, reap_grace: float = 60) -> AsyncIterat
         await asyncio.to_thread(client.close)
         await engine.close()
         await store.close()
+        if injector is not None and secrets_dir is not None:
+            await asyncio.to_thread(
+                subprocess.run, ["umount", "-l", str(secrets_dir)], check=False, capture_output=True
+            )
 
 
 def remove_toolboxes(client: Any, toolboxes: Iterable[str]) -> None:

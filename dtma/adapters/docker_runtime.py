@@ -20,6 +20,7 @@ from dtma.adapters.docker_engine import DockerEngine
 from dtma.domain.containers import (
     LABEL_NETWORK,
     LABEL_REVISION,
+    LABEL_SECRETS_HASH,
     LABEL_SERVER,
     LABEL_SPEC_HASH,
     LABEL_TOOLBOX,
@@ -107,6 +108,24 @@ class DockerRuntime:
             raise ImageNotFound(
                 f"image {image} is not present locally and could not be pulled: {exc.message}"
             ) from None
+
+    async def image_owner(self, image: str) -> tuple[int, int] | None:
+        """(uid, gid) of the image's USER when numeric; None for root. A named user is an error
+        for file secrets, since the host cannot resolve it."""
+
+        def go() -> str:
+            return str(self._c().api.inspect_image(image)["Config"].get("User") or "")
+
+        user = await asyncio.to_thread(call, f"image {image}", go)
+        if user in ("", "root", "0", "0:0"):
+            return None
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise DockerError(
+                f"image {image} runs as user {user!r}; file secrets need a numeric "
+                "USER (uid[:gid]) or root, or use `as: env`"
+            )
+        return int(uid), int(gid or 0)
 
     # -- containers ---------------------------------------------------------------------------
 
@@ -325,4 +344,5 @@ def _observe(attrs: dict[str, Any]) -> ObservedContainer:
         ip=ip,
         host_port=host_port,
         started_at=str(state.get("StartedAt", "")),
+        secrets_hash=labels.get(LABEL_SECRETS_HASH, ""),
     )

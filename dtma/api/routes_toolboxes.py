@@ -29,6 +29,7 @@ def add_routes(app: web.Application, agent: Agent) -> None:
     r.add_post("/v1/toolboxes/{id}/rollback", rollback_toolbox)
     for kind in ("restart", "stop", "start"):
         r.add_post(f"/v1/toolboxes/{{id}}/{kind}", _server_op(kind))
+    r.add_post("/v1/toolboxes/{id}/secrets/refresh", refresh_secrets)
     r.add_get("/v1/toolboxes/{id}/revisions", list_revisions)
     r.add_get("/v1/toolboxes/{id}/tools", get_tools)
     r.add_get("/v1/toolboxes/{id}/servers/{name}/logs", get_logs)
@@ -158,6 +159,11 @@ def _server_op(kind: str) -> Any:
         return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
     return handler
+
+
+async def refresh_secrets(request: web.Request) -> web.Response:
+    op = await _agent(request).refresh_secrets(request.match_info["id"])
+    return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
 
 async def list_revisions(request: web.Request) -> web.Response:

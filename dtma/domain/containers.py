@@ -16,6 +16,7 @@ LABEL_REVISION = "dtma.revision"
 LABEL_SPEC_HASH = "dtma.spec-hash"
 LABEL_TRANSPORT = "dtma.transport"
 LABEL_NETWORK = "dtma.network"
+LABEL_SECRETS_HASH = "dtma.secrets-hash"
 
 TMP_SIZE = "64m"
 LOG_MAX_SIZE = "10m"
@@ -67,6 +68,7 @@ class ObservedContainer:
     ip: str | None
     host_port: int | None
     started_at: str
+    secrets_hash: str = ""
 
     @property
     def running(self) -> bool:

@@ -22,7 +22,8 @@ from dtma.domain.records import OperationRecord
 from dtma.engine import event_kinds as ev
 from dtma.engine.journal import Journal
 from dtma.engine.recovery import recover
-from dtma.engine.rollout import run_rollout
+from dtma.engine.rollout import refresh_secrets, run_rollout
+from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
 from dtma.errors import Conflict, DtmaError, NotFound
@@ -57,7 +58,9 @@ class Agent:
         relist_interval: float = RELIST_INTERVAL_S,
         reap_grace: float = REAP_GRACE_S,
         events_source: Callable[[], Any] | None = None,
+        secrets: SecretInjector | None = None,
     ) -> None:
+        self.secrets = secrets
         self.runtime = runtime
         self.repo = repo
         self.journal = journal
@@ -130,6 +133,7 @@ class Agent:
                 probe_factory=self._probe_factory,
                 clock=self._clock,
                 rng=self._rng,
+                secrets=self.secrets,
             )
             self._runners[toolbox_id] = tb
         return tb
@@ -189,6 +193,12 @@ class Agent:
         ]
         return await self._submit(
             tb, kind, tb.revision, lambda _op: work(servers), params={"servers": servers or []}
+        )
+
+    async def refresh_secrets(self, toolbox_id: str) -> str:
+        tb = await self._existing(toolbox_id)
+        return await self._submit(
+            tb, "refresh_secrets", tb.revision, lambda _op: refresh_secrets(tb)
         )
 
     async def delete(self, toolbox_id: str) -> str:
@@ -351,9 +361,13 @@ class Agent:
         for cid in list(self._unwanted_since):
             if cid not in seen:
                 del self._unwanted_since[cid]
+        if self.secrets is not None:  # backstop: secret files of containers that are gone
+            await self.secrets.files.sweep({c.name for c in containers})
 
     async def _reap(self, c: ObservedContainer) -> None:
         await self.runtime.remove(c.id)
+        if self.secrets is not None:
+            await self.secrets.files.remove(c.name)
         self._unwanted_since.pop(c.id, None)
         await self.journal.emit(
             ev.ORPHAN_REAPED,

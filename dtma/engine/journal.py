@@ -7,6 +7,7 @@ logged. Messages must never contain secret values.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -33,8 +34,9 @@ class EventStore(Protocol):
 class Journal:
     """Appends events and wakes subscribers. Safe to call from any task on the loop."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, redact: Callable[[str], str] = lambda s: s) -> None:
         self._store = store
+        self._redact = redact
         self._subscribers: set[asyncio.Queue[EventRecord]] = set()
 
     async def emit(
@@ -48,6 +50,7 @@ class Journal:
         reason: str = "",
         message: str = "",
     ) -> EventRecord:
+        message = self._redact(message)
         event = await self._store.append_event(
             kind,
             toolbox=toolbox,

@@ -77,7 +77,7 @@ async def _finish_rollout(
         reason = "not every server of the new revision is running"
     for container in observed:
         if container.revision == target:
-            await tb.runtime.remove(container.id)
+            await tb.remove_container(container)
     await tb.repo.update_toolbox(tb.id, target_revision=None)
     await tb.emit(
         ev.RECOVERY_REVERTED,
@@ -103,7 +103,7 @@ async def _reconcile_serving(
     for step in plan_serving(observed, revision if spec else None, servers, stopped=tb.stopped):
         if step.action == "remove":
             assert step.container_id is not None
-            await tb.runtime.remove(step.container_id)
+            await tb.remove_container(by_id[step.container_id])
             await tb.emit(
                 ev.CONTAINER_REMOVED,
                 server=step.server,

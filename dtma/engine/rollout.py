@@ -17,7 +17,7 @@ from dtma.domain.gate import Decision, GateState, GateTracker
 from dtma.engine import event_kinds as ev
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.toolbox_runner import ToolboxRunner
-from dtma.errors import DtmaError
+from dtma.errors import DtmaError, SecretsError
 from dtma.spec.models import ToolboxSpec
 
 GATE_PROBE_INTERVAL = 0.25  # like Docker's start_interval: probe fast while the gate is open
@@ -125,14 +125,7 @@ async def deploy_and_gate(
                 await tb.runtime.ensure_image(server.image)
                 container = await tb.create_container(server, revision, spec)
             except DtmaError as exc:
-                tracker.start_failed(server_name, exc.message)
-                await tb.emit(
-                    ev.SERVER_START_FAILED,
-                    server=server_name,
-                    revision=revision,
-                    reason=gate_reasons.START_FAILED,
-                    message=exc.message,
-                )
+                await _start_failed(tb, tracker, server_name, revision, exc)
                 return
             fresh = True
         runners[server_name] = tb.new_runner(server, revision, container, fresh=fresh, spec=spec)
@@ -153,6 +146,22 @@ async def deploy_and_gate(
         return decision, runners
     finally:
         tb.gate_runners = {}
+
+
+async def _start_failed(
+    tb: ToolboxRunner, tracker: GateTracker, server: str, revision: int, exc: DtmaError
+) -> None:
+    """A server could not start. Without its secrets it fails closed: no container at all."""
+    reason = (
+        gate_reasons.SECRETS_FAILED if isinstance(exc, SecretsError) else gate_reasons.START_FAILED
+    )
+    if isinstance(exc, SecretsError):
+        tracker.secrets_failed(server, exc.message)
+    else:
+        tracker.start_failed(server, exc.message)
+    await tb.emit(
+        ev.SERVER_START_FAILED, server=server, revision=revision, reason=reason, message=exc.message
+    )
 
 
 def _new_tracker(tb: ToolboxRunner, spec: ToolboxSpec) -> GateTracker:
@@ -220,7 +229,7 @@ async def _remove_revision(
         await runner.remove()
     for container in await tb.runtime.list_managed(tb.id):
         if container.revision == revision:
-            await tb.runtime.remove(container.id)
+            await tb.remove_container(container)
     await tb.emit(
         ev.CONTAINER_REMOVED,
         revision=revision,
@@ -261,7 +270,7 @@ async def _restart_stopped(
             if seen is not None and seen.running:
                 restarted[name] = seen
         except DtmaError:
-            await tb.runtime.remove(runner.container.id)
+            await tb.remove_container(runner.container)
     # Restarted processes are new processes: their stdio sessions need a fresh initialize, so
     # they go through the gate as fresh containers; missing ones are recreated.
     decision, runners = await deploy_and_gate_fresh(tb, spec, revision, restarted)
@@ -299,7 +308,7 @@ async def deploy_and_gate_fresh(
                 try:
                     container = await tb.create_container(server, revision, spec)
                 except DtmaError as exc:
-                    tracker.start_failed(server.name, exc.message)
+                    await _start_failed(tb, tracker, server.name, revision, exc)
                     continue
             runners[server.name] = tb.new_runner(server, revision, container, fresh=True, spec=spec)
         decision = tracker.decide(tb.clock())
@@ -308,3 +317,60 @@ async def deploy_and_gate_fresh(
         return decision, runners
     finally:
         tb.gate_runners = {}
+
+
+async def refresh_secrets(tb: ToolboxRunner) -> tuple[str, str | None]:
+    """Re-read every server's secrets; roll exactly the servers whose values changed, one at a
+    time, start-first and gated (Nomad's change_mode = restart). Caller holds tb.lock."""
+    if tb.secrets is None or tb.spec is None or tb.revision is None:
+        return SUCCEEDED, None
+    spec, revision = tb.spec, tb.revision
+    changed = []
+    for runner in list(tb.servers.values()):
+        if runner.spec.secrets:
+            resolved = await tb.secrets.resolve(runner.spec)  # SecretsError: fail closed
+            if resolved.fingerprint != runner.container.secrets_hash:
+                changed.append(runner)
+    await tb.emit(
+        ev.SECRETS_CHECKED,
+        revision=revision,
+        message=f"{len(changed)} server(s) with changed values: "
+        f"{', '.join(r.name for r in changed) or 'none'}",
+    )
+    for old in changed:
+        new_container = await tb.create_container(old.spec, revision, spec)
+        new = tb.new_runner(
+            old.spec, revision, new_container, fresh=True, spec=spec, restarts=old.restarts + 1
+        )
+        tracker = GateTracker(
+            [old.name],
+            started_at=tb.clock(),
+            min_healthy_time=spec.rollout.min_healthy_time,
+            healthy_deadline=spec.rollout.healthy_deadline,
+            failure_threshold={old.name: old.spec.health.failure_threshold},
+        )
+        tb.gate_runners = {old.name: new}
+        try:
+            decision = await _hold_gate(tb, {old.name: new}, tracker)
+        finally:
+            tb.gate_runners = {}
+        if decision.state is not GateState.PASSED:
+            await new.remove()
+            await tb.emit(
+                ev.SECRETS_ROTATION_FAILED,
+                server=old.name,
+                revision=revision,
+                reason=decision.reason,
+                message=decision.detail,
+            )
+            return FAILED, f"{old.name}: {decision.reason}: {decision.detail}"
+        await old.remove()
+        tb.servers[old.name] = new
+        new.start_steady()
+        await tb.emit(
+            ev.SECRETS_ROTATED,
+            server=old.name,
+            revision=revision,
+            message=f"container {new_container.id[:12]} replaces {old.container.id[:12]}",
+        )
+    return SUCCEEDED, None

@@ -36,7 +36,7 @@ class ServerHost(Protocol):
     """What a ServerRunner may ask of its toolbox: a narrow capability, not the toolbox."""
 
     async def create_container(self, server: ServerSpec, revision: int) -> ObservedContainer: ...
-    async def remove_container(self, container_id: str) -> None: ...
+    async def remove_container(self, container: ObservedContainer) -> None: ...
     async def emit(
         self, kind: str, *, server: str, revision: int, reason: str = "", message: str = ""
     ) -> None: ...
@@ -222,7 +222,7 @@ class ServerRunner:
         old = self.container
         self._expected_exit = True
         await self._probe.close()
-        await self.host.remove_container(old.id)
+        await self.host.remove_container(old)
         self.container = await self.host.create_container(self.spec, self.revision)
         self._probe = self._probe_factory(self.spec, self.container, True)
         self._exited = asyncio.Event()
@@ -249,5 +249,5 @@ class ServerRunner:
         """Halt, then remove the container (an expected exit). Idempotent."""
         self._expected_exit = True
         await self.halt()
-        await self.host.remove_container(self.container.id)
+        await self.host.remove_container(self.container)
         self.state = "removed"

@@ -11,16 +11,23 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
 
-from dtma.domain.containers import ContainerRequest, ObservedContainer, container_request
+from dtma.domain.containers import (
+    LABEL_SECRETS_HASH,
+    ContainerRequest,
+    ObservedContainer,
+    container_request,
+)
 from dtma.domain.records import RevisionRecord
 from dtma.engine import event_kinds as ev
 from dtma.engine.journal import Journal
+from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory, ServerRunner
-from dtma.errors import DtmaError
+from dtma.errors import DtmaError, SecretsError
 from dtma.spec.hashing import server_hash
 from dtma.spec.models import ServerSpec, ToolboxSpec
 
@@ -31,6 +38,7 @@ class Runtime(Protocol):
     async def ensure_network(self, toolbox: str, internal: bool) -> str: ...
     async def remove_network(self, toolbox: str) -> None: ...
     async def ensure_image(self, image: str) -> None: ...
+    async def image_owner(self, image: str) -> tuple[int, int] | None: ...
     async def create_and_start(self, req: ContainerRequest) -> ObservedContainer: ...
     async def start(self, container_id: str) -> None: ...
     async def stop(self, container_id: str, timeout: int = 10) -> None: ...
@@ -67,8 +75,10 @@ class ToolboxRunner:
         probe_factory: ProbeFactory,
         clock: Callable[[], float],
         rng: random.Random | None = None,
+        secrets: SecretInjector | None = None,
     ) -> None:
         self.id = toolbox_id
+        self.secrets = secrets
         self.runtime = runtime
         self.repo = repo
         self.journal = journal
@@ -115,15 +125,37 @@ class ToolboxRunner:
     async def create_container(
         self, server: ServerSpec, revision: int, spec: ToolboxSpec | None = None
     ) -> ObservedContainer:
+        """Prestart (secrets, read now, never earlier), then create and start. On any failure
+        nothing is left behind. Raises SecretsError or DockerError."""
         group = spec or self.spec
         assert group is not None
         async with self._network_lock:
             await self.runtime.ensure_network(self.id, internal=not group.network.egress)
-        req = container_request(self.id, revision, group, server, server_hash(group, server.name))
-        return await self.runtime.create_and_start(req)
+        if server.secrets and self.secrets is None:
+            raise SecretsError("this agent has no Vault configured (VAULT_ADDR)")
+        resolved = await self.secrets.resolve(server) if (server.secrets and self.secrets) else None
+        labels = {LABEL_SECRETS_HASH: resolved.fingerprint} if resolved else None
+        req = container_request(
+            self.id, revision, group, server, server_hash(group, server.name), labels
+        )
+        if resolved and resolved.env:
+            req = replace(req, env={**req.env, **resolved.env})
+        if resolved and resolved.files and self.secrets is not None:
+            owner = await self.runtime.image_owner(server.image)
+            directory = await self.secrets.files.write(req.name, resolved.files, owner)
+            req = replace(req, bind_secrets_dir=str(directory))
+        try:
+            return await self.runtime.create_and_start(req)
+        except BaseException:
+            if req.bind_secrets_dir and self.secrets is not None:
+                await self.secrets.files.remove(req.name)
+            raise
 
-    async def remove_container(self, container_id: str) -> None:
-        await self.runtime.remove(container_id)
+    async def remove_container(self, container: ObservedContainer) -> None:
+        """Remove a container and its secret files. Idempotent."""
+        await self.runtime.remove(container.id)
+        if self.secrets is not None:
+            await self.secrets.files.remove(container.name)
 
     async def emit(
         self,
@@ -296,9 +328,11 @@ class ToolboxRunner:
         errors = []
         for container in await self.runtime.list_managed(self.id):
             try:
-                await self.runtime.remove(container.id)
+                await self.remove_container(container)
             except DtmaError as exc:
                 errors.append(exc.message)
+        if self.secrets is not None:
+            await self.secrets.files.sweep(set(), prefix=f"dtma-{self.id}-", min_age=0)
         with contextlib.suppress(DtmaError):
             await self.runtime.remove_network(self.id)
         if errors:

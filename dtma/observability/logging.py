@@ -13,6 +13,8 @@ from typing import Literal
 
 import structlog
 
+from dtma.observability.redaction import REDACTOR
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -34,7 +36,8 @@ def configure_logging(fmt: Literal["console", "json"], level: str = "info") -> N
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        # Redaction runs after exceptions are formatted, so tracebacks are masked too.
+        processors=[*shared, structlog.processors.format_exc_info, REDACTOR.processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
@@ -43,7 +46,11 @@ def configure_logging(fmt: Literal["console", "json"], level: str = "info") -> N
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                REDACTOR.processor,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -13,7 +13,7 @@ from typing import Any
 import hvac
 import pytest
 
-from tests.conftest import REPO, free_port, wait_until
+from tests.conftest import REPO, die_with_parent, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +35,7 @@ def _spawn(env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
 

@@ -1,0 +1,148 @@
+"""Secret files on a host tmpfs, one directory per container, bind-mounted at /run/secrets.
+
+The base directory (DTMA_SECRETS_DIR) must be a tmpfs; if it is not, the agent mounts one there
+(size=16m,mode=0700,noexec,nosuid,nodev, as Nomad does). Without the privilege to mount, file
+secrets are refused unless DTMA_ALLOW_DISK_SECRETS is set. Files are mode 0400 and owned by the
+container's user when the image names a numeric one. All file I/O runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import structlog
+
+from dtma.errors import SecretsError
+
+log = structlog.get_logger(__name__)
+
+TMPFS_OPTIONS = "size=16m,mode=0700,noexec,nosuid,nodev"
+SWEEP_MIN_AGE_S = 60.0
+KEY_BYTES = 32
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """A random key kept in the state dir (mode 0600), created on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(KEY_BYTES))
+    return path.read_bytes()
+
+
+def mount_point_fstype(path: Path) -> str:
+    """The filesystem type of the mount that holds `path` (from /proc/self/mounts)."""
+    target = os.path.realpath(path)
+    best, fstype = "", ""
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            mnt = fields[1].replace("\\040", " ")
+            if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(
+                best
+            ):
+                best, fstype = mnt, fields[2]
+    return fstype
+
+
+class SecretFileStore:
+    def __init__(self, base: Path, allow_disk: bool) -> None:
+        self.base = base
+        self._allow_disk = allow_disk
+        self.unavailable: str | None = "not prepared"
+
+    async def prepare(self) -> None:
+        """Make sure the base is a tmpfs (mounting one if needed and allowed). Idempotent."""
+        self.unavailable = await asyncio.to_thread(self._prepare)
+        if self.unavailable:
+            log.warning("secret_files_unavailable", reason=self.unavailable)
+
+    def _prepare(self) -> str | None:
+        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.base.chmod(0o700)
+        if mount_point_fstype(self.base) == "tmpfs":
+            return None
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", TMPFS_OPTIONS, "tmpfs", str(self.base)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if proc.returncode == 0 and mount_point_fstype(self.base) == "tmpfs":
+            log.info("secret_tmpfs_mounted", path=str(self.base), options=TMPFS_OPTIONS)
+            return None
+        if self._allow_disk:
+            log.warning(
+                "secret_files_on_disk",
+                path=str(self.base),
+                reason="DTMA_ALLOW_DISK_SECRETS is set and no tmpfs could be mounted",
+            )
+            return None
+        return (
+            f"{self.base} is not a tmpfs and mounting one failed "
+            f"({(proc.stderr or proc.stdout).strip() or 'exit ' + str(proc.returncode)}); "
+            "run the agent as root, or set DTMA_ALLOW_DISK_SECRETS=true to accept secrets on disk"
+        )
+
+    def dir_for(self, container_name: str) -> Path:
+        return self.base / container_name
+
+    async def write(
+        self, container_name: str, files: dict[str, str], owner: tuple[int, int] | None
+    ) -> Path:
+        if self.unavailable:
+            raise SecretsError(f"file secrets are unavailable: {self.unavailable}")
+        return await asyncio.to_thread(self._write, container_name, files, owner)
+
+    def _write(
+        self, container_name: str, files: dict[str, str], owner: tuple[int, int] | None
+    ) -> Path:
+        directory = self.dir_for(container_name)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(mode=0o700)
+        for name, value in files.items():
+            fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
+            if owner:
+                os.chown(directory / name, *owner)
+        if owner:
+            os.chown(directory, *owner)
+        return directory
+
+    async def remove(self, container_name: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.dir_for(container_name), True)
+
+    async def sweep(
+        self, keep: set[str], prefix: str = "dtma-", min_age: float = SWEEP_MIN_AGE_S
+    ) -> list[str]:
+        """Remove directories (with `prefix`) whose container is not in `keep` and that are
+        older than `min_age` seconds (a directory is written just before its container is
+        created, so a young one may belong to a container that is not listed yet)."""
+
+        def go() -> list[str]:
+            if not self.base.is_dir():
+                return []
+            now = time.time()
+            gone = [
+                p.name
+                for p in self.base.iterdir()
+                if p.is_dir()
+                and p.name.startswith(prefix)
+                and p.name not in keep
+                and now - p.stat().st_mtime >= min_age
+            ]
+            for name in gone:
+                shutil.rmtree(self.base / name, ignore_errors=True)
+            return gone
+
+        return await asyncio.to_thread(go)
