@@ -19,6 +19,7 @@ import hvac
 import hvac.exceptions
 import requests.exceptions
 import structlog
+import urllib3
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -61,6 +62,14 @@ class VaultClient:
         )
         self._lock = threading.Lock()
         self._kv_versions: dict[str, int] = {}
+        if config.skip_verify and not config.cacert:
+            # Asked for explicitly: say so once here rather than on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            log.warning(
+                "vault_tls_verification_disabled",
+                addr=config.addr,
+                reason="DTMA_VAULT_SKIP_VERIFY is set",
+            )
         self.renewals = 0
         self.renew_errors = 0
         self.token_ttl: float | None = None
