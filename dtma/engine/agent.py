@@ -17,16 +17,16 @@ from typing import Any
 import structlog
 
 from dtma.adapters.state_repo import StateRepository
-from dtma.domain.containers import ObservedContainer
 from dtma.domain.records import OperationRecord
-from dtma.engine import event_kinds as ev
 from dtma.engine.journal import Journal
 from dtma.engine.recovery import recover
-from dtma.engine.rollout import refresh_secrets, run_rollout
+from dtma.engine.rollout import run_rollout
+from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
-from dtma.errors import Conflict, DtmaError, NotFound
+from dtma.engine.watcher import ContainerWatcher
+from dtma.errors import Conflict, NotFound
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, parse_spec, validate_toolbox_id
 
@@ -68,22 +68,25 @@ class Agent:
         self._probe_factory = probe_factory
         self._clock = clock
         self._rng = rng or random.Random()
-        self._relist_interval = relist_interval
-        self._reap_grace = reap_grace
+
         self._events_source = events_source
         self._runners: dict[str, ToolboxRunner] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._op_done: dict[str, asyncio.Event] = {}
-        self._unwanted_since: dict[str, float] = {}
         self.started = False
+        self.watcher = ContainerWatcher(
+            runtime, self._runners, journal, secrets, clock, relist_interval, reap_grace
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Recover every known toolbox, then start the watcher and the re-list loop."""
         if self._events_source is not None:
-            self._loops.append(asyncio.create_task(self._watch_events(), name="docker-events"))
+            self._loops.append(
+                asyncio.create_task(self.watcher.watch_events(self._events_source), name="events")
+            )
         observed = await self.runtime.list_managed()
         interrupted: dict[str, list[str]] = {}
         for op in await self.repo.running_operations():
@@ -108,7 +111,7 @@ class Agent:
                 )
 
         await asyncio.gather(*(one(r) for r in records))
-        self._loops.append(asyncio.create_task(self._relist_loop(), name="relist"))
+        self._loops.append(asyncio.create_task(self.watcher.relist_loop(), name="relist"))
         self.started = True
 
     async def stop(self) -> None:
@@ -300,83 +303,6 @@ class Agent:
         if runner is None:
             raise NotFound(f"toolbox {toolbox_id} has no running server {server}")
         return await self.runtime.logs(runner.container.id, tail)
-
-    # -- loops ----------------------------------------------------------------------------------
-
-    async def _watch_events(self) -> None:
-        assert self._events_source is not None
-        while True:
-            try:
-                async for event in self._events_source():
-                    self._dispatch(event)
-            except DtmaError as exc:
-                log.warning("event_stream_broken", error=exc.message)
-            await asyncio.sleep(1.0)
-
-    def _dispatch(self, event: dict[str, Any]) -> None:
-        action = str(event.get("Action") or event.get("status") or "")
-        if action not in ("die", "oom", "destroy"):
-            return
-        attrs = (event.get("Actor") or {}).get("Attributes") or {}
-        tb = self._runners.get(attrs.get("dtma.toolbox", ""))
-        if tb is None:
-            return
-        code = attrs.get("exitCode")
-        tb.on_container_exit(str(event.get("id") or ""), int(code) if code is not None else None)
-
-    async def _relist_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._relist_interval)
-            try:
-                await self.relist_once()
-            except DtmaError as exc:
-                log.warning("relist_failed", error=exc.message)
-
-    async def relist_once(self) -> None:
-        """Backstop for missed events, and the orphan reaper (after its grace period)."""
-        containers = await self.runtime.list_managed()
-        now = self._clock()
-        by_id = {c.id: c for c in containers}
-        for tb in list(self._runners.values()):
-            for cid in tb.known_container_ids():
-                c = by_id.get(cid)
-                if c is None:  # maybe created after the listing: ask once more
-                    c = await self.runtime.inspect(cid)
-                    if c is None:
-                        tb.on_container_exit(cid, None)
-                        continue
-                if c.state in ("exited", "dead"):
-                    tb.on_container_exit(cid, c.exit_code)
-        seen: set[str] = set()
-        for c in containers:
-            seen.add(c.id)
-            owner = self._runners.get(c.toolbox)
-            if owner is not None and c.id in owner.known_container_ids():
-                continue
-            if owner is not None and owner.lock.locked():
-                continue  # an operation is creating or removing containers right now
-            first = self._unwanted_since.setdefault(c.id, now)
-            if now - first >= self._reap_grace:
-                await self._reap(c)
-        for cid in list(self._unwanted_since):
-            if cid not in seen:
-                del self._unwanted_since[cid]
-        if self.secrets is not None:  # backstop: secret files of containers that are gone
-            await self.secrets.files.sweep({c.name for c in containers})
-
-    async def _reap(self, c: ObservedContainer) -> None:
-        await self.runtime.remove(c.id)
-        if self.secrets is not None:
-            await self.secrets.files.remove(c.name)
-        self._unwanted_since.pop(c.id, None)
-        await self.journal.emit(
-            ev.ORPHAN_REAPED,
-            toolbox=c.toolbox or None,
-            server=c.server or None,
-            revision=c.revision,
-            reason="not_wanted",
-            message=f"container {c.id[:12]} ({c.name}) after {self._reap_grace:g}s",
-        )
 
 
 def _servers_of(spec_json: str) -> list[dict[str, Any]]:

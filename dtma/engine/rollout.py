@@ -112,7 +112,7 @@ async def deploy_and_gate(
     adopt: dict[str, ObservedContainer] | None = None,
 ) -> tuple[Decision, dict[str, ServerRunner]]:
     """Start (or adopt) every server of `revision` and hold the group gate over them."""
-    tracker = _new_tracker(tb, spec)
+    tracker = new_tracker(tb, spec)
     runners: dict[str, ServerRunner] = {}
     tb.gate_runners = runners
 
@@ -140,7 +140,7 @@ async def deploy_and_gate(
         await asyncio.gather(*(start_one(s.name) for s in spec.servers))
         decision = tracker.decide(tb.clock())
         if decision.state is GateState.PENDING:
-            decision = await _hold_gate(tb, runners, tracker)
+            decision = await hold_gate(tb, runners, tracker)
         if decision.state is GateState.FAILED and decision.reason == gate_reasons.CONTAINER_EXITED:
             decision = await _with_exit_logs(tb, runners, decision)
         return decision, runners
@@ -164,7 +164,7 @@ async def _start_failed(
     )
 
 
-def _new_tracker(tb: ToolboxRunner, spec: ToolboxSpec) -> GateTracker:
+def new_tracker(tb: ToolboxRunner, spec: ToolboxSpec) -> GateTracker:
     return GateTracker(
         [s.name for s in spec.servers],
         started_at=tb.clock(),
@@ -174,7 +174,7 @@ def _new_tracker(tb: ToolboxRunner, spec: ToolboxSpec) -> GateTracker:
     )
 
 
-async def _hold_gate(
+async def hold_gate(
     tb: ToolboxRunner, runners: dict[str, ServerRunner], tracker: GateTracker
 ) -> Decision:
     async def probe_loop(runner: ServerRunner) -> None:
@@ -298,7 +298,7 @@ async def deploy_and_gate_fresh(
     tb: ToolboxRunner, spec: ToolboxSpec, revision: int, running: dict[str, ObservedContainer]
 ) -> tuple[Decision, dict[str, ServerRunner]]:
     """Gate `running` containers as fresh processes (they get an initialize); start the rest."""
-    tracker = _new_tracker(tb, spec)
+    tracker = new_tracker(tb, spec)
     runners: dict[str, ServerRunner] = {}
     tb.gate_runners = runners
     try:
@@ -313,64 +313,7 @@ async def deploy_and_gate_fresh(
             runners[server.name] = tb.new_runner(server, revision, container, fresh=True, spec=spec)
         decision = tracker.decide(tb.clock())
         if decision.state is GateState.PENDING:
-            decision = await _hold_gate(tb, runners, tracker)
+            decision = await hold_gate(tb, runners, tracker)
         return decision, runners
     finally:
         tb.gate_runners = {}
-
-
-async def refresh_secrets(tb: ToolboxRunner) -> tuple[str, str | None]:
-    """Re-read every server's secrets; roll exactly the servers whose values changed, one at a
-    time, start-first and gated (Nomad's change_mode = restart). Caller holds tb.lock."""
-    if tb.secrets is None or tb.spec is None or tb.revision is None:
-        return SUCCEEDED, None
-    spec, revision = tb.spec, tb.revision
-    changed = []
-    for runner in list(tb.servers.values()):
-        if runner.spec.secrets:
-            resolved = await tb.secrets.resolve(runner.spec)  # SecretsError: fail closed
-            if resolved.fingerprint != runner.container.secrets_hash:
-                changed.append(runner)
-    await tb.emit(
-        ev.SECRETS_CHECKED,
-        revision=revision,
-        message=f"{len(changed)} server(s) with changed values: "
-        f"{', '.join(r.name for r in changed) or 'none'}",
-    )
-    for old in changed:
-        new_container = await tb.create_container(old.spec, revision, spec)
-        new = tb.new_runner(
-            old.spec, revision, new_container, fresh=True, spec=spec, restarts=old.restarts + 1
-        )
-        tracker = GateTracker(
-            [old.name],
-            started_at=tb.clock(),
-            min_healthy_time=spec.rollout.min_healthy_time,
-            healthy_deadline=spec.rollout.healthy_deadline,
-            failure_threshold={old.name: old.spec.health.failure_threshold},
-        )
-        tb.gate_runners = {old.name: new}
-        try:
-            decision = await _hold_gate(tb, {old.name: new}, tracker)
-        finally:
-            tb.gate_runners = {}
-        if decision.state is not GateState.PASSED:
-            await new.remove()
-            await tb.emit(
-                ev.SECRETS_ROTATION_FAILED,
-                server=old.name,
-                revision=revision,
-                reason=decision.reason,
-                message=decision.detail,
-            )
-            return FAILED, f"{old.name}: {decision.reason}: {decision.detail}"
-        await old.remove()
-        tb.servers[old.name] = new
-        new.start_steady()
-        await tb.emit(
-            ev.SECRETS_ROTATED,
-            server=old.name,
-            revision=revision,
-            message=f"container {new_container.id[:12]} replaces {old.container.id[:12]}",
-        )
-    return SUCCEEDED, None

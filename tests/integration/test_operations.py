@@ -135,10 +135,10 @@ async def test_orphans_are_reaped_only_after_the_grace_period(harness: EngineHar
         },
     )
     try:
-        await harness.agent.relist_once()  # first sighting starts the grace period
+        await harness.agent.watcher.relist_once()  # first sighting starts the grace period
         assert [c.id for c in await harness.runtime.list_managed(ghost)] == [container.id]
         await asyncio.sleep(1.1)
-        await harness.agent.relist_once()
+        await harness.agent.watcher.relist_once()
         assert await harness.runtime.list_managed(ghost) == []
         reaped = [e for e in await harness.repo.events(0, ghost) if e.kind == "orphan_reaped"]
         assert len(reaped) == 1
