@@ -66,7 +66,9 @@ async def serve(settings: Settings) -> None:
         schema = await store.open()
         tasks.append(asyncio.create_task(readiness.run(), name="readiness"))
         runner = web.AppRunner(
-            create_app(token=token.value, readiness=readiness, agent=agent),
+            create_app(
+                token=token.value, readiness=readiness, agent=agent, max_body=settings.max_body
+            ),
             access_log=None,
             handle_signals=False,
         )

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dtma.errors import ConfigError
-from dtma.spec.units import Duration
+from dtma.spec.units import Duration, Size
 
 ENV_KEYS = {
     "DTMA_LISTEN": "listen",
@@ -28,6 +28,7 @@ ENV_KEYS = {
     "DTMA_LOG_FORMAT": "log_format",
     "DTMA_LOG_LEVEL": "log_level",
     "DTMA_REAP_GRACE": "reap_grace",
+    "DTMA_MAX_BODY": "max_body",
     "DOCKER_HOST": "docker_host",
     "VAULT_ADDR": "vault_addr",
     "VAULT_TOKEN": "vault_token",
@@ -54,6 +55,7 @@ class Settings(BaseModel):
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     reap_grace: Duration = 60.0
+    max_body: Size = 1024 * 1024
     docker_host: str | None = None
     vault_addr: str | None = None
     vault_token: str | None = Field(default=None, repr=False)

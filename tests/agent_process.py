@@ -83,11 +83,12 @@ class AgentProcess:
         body: Any = None,
         headers: dict[str, str] | None = None,
         timeout: float = 30,
+        raw: bytes | None = None,
     ) -> tuple[int, dict[str, str], Any]:
         hdrs = dict(headers or {})
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
-        data = json.dumps(body).encode() if body is not None else None
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         if data is not None:
             hdrs.setdefault("Content-Type", "application/json")
         req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=hdrs)

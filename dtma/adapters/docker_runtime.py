@@ -45,6 +45,11 @@ class DockerRuntime:
     def _c(self) -> Any:
         return self._engine.client()
 
+    async def engine_version(self) -> tuple[str, str]:
+        """(Docker version, API version)."""
+        info = await self._engine.info()
+        return info.version, info.api_version
+
     # -- networks -----------------------------------------------------------------------------
 
     async def ensure_network(self, toolbox: str, internal: bool) -> str:

@@ -7,6 +7,7 @@ from aiohttp import web
 from dtma import __version__
 from dtma.api.errors import error_response
 from dtma.api.middleware import auth_middleware, error_middleware, request_id_middleware
+from dtma.api.routes_agent import add_agent_routes
 from dtma.api.routes_toolboxes import add_routes
 from dtma.engine.agent import Agent
 from dtma.ports import Readiness
@@ -14,10 +15,16 @@ from dtma.ports import Readiness
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_app(*, token: str, readiness: Readiness, agent: Agent | None = None) -> web.Application:
+def create_app(
+    *,
+    token: str,
+    readiness: Readiness,
+    agent: Agent | None = None,
+    max_body: int = MAX_BODY_BYTES,
+) -> web.Application:
     """Build the app. The handlers see only the narrow capabilities passed in here."""
     app = web.Application(
-        client_max_size=MAX_BODY_BYTES,
+        client_max_size=max_body,
         middlewares=[request_id_middleware(), auth_middleware(token), error_middleware()],
     )
 
@@ -39,4 +46,5 @@ def create_app(*, token: str, readiness: Readiness, agent: Agent | None = None) 
     app.router.add_get("/v1/ready", ready)
     if agent is not None:
         add_routes(app, agent)
+        add_agent_routes(app)
     return app

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from dtma.api.errors import error_response
+from dtma.api.sse import stream_events
 from dtma.engine.agent import Agent
 from dtma.errors import DockerUnavailable, SpecInvalid
 
@@ -35,6 +36,10 @@ def add_routes(app: web.Application, agent: Agent) -> None:
     r.add_get("/v1/toolboxes/{id}/servers/{name}/logs", get_logs)
     r.add_get("/v1/operations/{op}", get_operation)
     r.add_get("/v1/events", list_events)
+
+
+def agent_of(request: web.Request) -> Agent:
+    return _agent(request)
 
 
 def _agent(request: web.Request) -> Agent:
@@ -217,8 +222,19 @@ async def get_operation(request: web.Request) -> web.Response:
     )
 
 
-async def list_events(request: web.Request) -> web.Response:
+async def list_events(request: web.Request) -> web.StreamResponse:
     since = _query_int(request, "since", 0, 2**62, 0)
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        last_id = request.headers.get("Last-Event-ID", "").strip()
+        if last_id:
+            if not last_id.isdigit() or len(last_id) > 18:
+                raise SpecInvalid(
+                    "invalid Last-Event-ID",
+                    [{"loc": ["header", "Last-Event-ID"], "msg": "must be an event cursor"}],
+                )
+            since = int(last_id)
+        toolbox = request.query.get("toolbox")
+        return await stream_events(request, _agent(request), since, toolbox)
     limit = _query_int(request, "limit", 1, 1000, 500)
     toolbox = request.query.get("toolbox")
     events = await _agent(request).repo.events(since, toolbox, limit)

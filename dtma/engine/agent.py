@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
 from dtma.domain.records import OperationRecord
 from dtma.engine.journal import Journal
@@ -26,7 +28,7 @@ from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
-from dtma.errors import Conflict, NotFound
+from dtma.errors import Conflict, DtmaError, NotFound
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, parse_spec, validate_toolbox_id
 
@@ -286,6 +288,25 @@ class Agent:
                 for r in runners
             ],
             "updated_at": record.updated_at,
+        }
+
+    async def info(self) -> dict[str, Any]:
+        """Version, host, Docker version (None while unreachable) and counts."""
+        try:
+            version, api = await self.runtime.engine_version()
+            docker: dict[str, str] | None = {"version": version, "api_version": api}
+        except DtmaError:
+            docker = None
+        phases: dict[str, int] = {}
+        for tb in self._runners.values():
+            phases[tb.phase] = phases.get(tb.phase, 0) + 1
+        return {
+            "version": __version__,
+            "host": socket.gethostname(),
+            "docker": docker,
+            "toolboxes": len(self._runners),
+            "servers": sum(len(tb.servers) for tb in self._runners.values()),
+            "phases": phases,
         }
 
     async def statuses(self) -> list[dict[str, Any]]:

@@ -74,7 +74,10 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def _load(body: bytes | str) -> Any:
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError as exc:
+        raise SpecInvalid("body is not UTF-8", [{"loc": ["body"], "msg": str(exc)}]) from None
     stripped = text.lstrip()
     if stripped.startswith("{") or stripped.startswith("["):
         try:

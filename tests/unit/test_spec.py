@@ -160,6 +160,11 @@ def test_volume_and_tmpfs_mounts_are_allowed() -> None:
     assert len(parse_spec(json.dumps(body), SpecPolicy()).servers[0].mounts) == 2
 
 
+def test_a_body_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(SpecInvalid, match="not UTF-8"):
+        parse_spec(b"\x80servers: []", SpecPolicy())
+
+
 def test_yaml_aliases_and_non_mappings_are_refused() -> None:
     assert locs("a: &x [1]\nb: *x") == [["body"]]
     assert locs("- 1\n- 2") == [[]]

@@ -1,0 +1,143 @@
+"""Request and response models of the control API. The OpenAPI document is generated from these
+(api/openapi.py), and handlers build their JSON through them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HealthOut(Out):
+    status: Literal["ok"]
+    version: str
+
+
+class ReadyOut(Out):
+    status: Literal["ready"]
+
+
+class ErrorDetail(Out):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorInner(Out):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorOut(Out):
+    error: ErrorInner
+
+
+class ServerStatusOut(Out):
+    name: str
+    revision: int
+    container_id: str
+    state: str
+    health: Literal["unknown", "healthy", "unhealthy"]
+    restarts: int
+    endpoint: str | None
+    tools: list[str]
+    last_error: str | None
+
+
+class OperationOut(Out):
+    id: str
+    kind: str
+    toolbox: str
+    state: Literal["running", "succeeded", "rolled_back", "failed"]
+    revision: int | None
+    error: str | None
+
+
+class ToolboxStatusOut(Out):
+    id: str
+    revision: int | None
+    stable_revision: int | None
+    phase: Literal["deploying", "healthy", "degraded", "failed", "stopped", "deleting"]
+    servers: list[ServerStatusOut]
+    updated_at: float
+    unchanged: bool | None = Field(None, description="set on a PUT whose spec was unchanged")
+    operation: OperationOut | None = Field(None, description="set on a PUT with ?wait")
+
+
+class ToolboxListOut(Out):
+    items: list[ToolboxStatusOut]
+
+
+class ApplyAcceptedOut(Out):
+    toolbox: str
+    revision: int
+    operation: str
+
+
+class OperationRefOut(Out):
+    toolbox: str
+    operation: str
+
+
+class EventOut(Out):
+    cursor: int
+    ts: float
+    kind: str
+    toolbox: str | None
+    server: str | None
+    revision: int | None
+    operation: str | None
+    reason: str
+    message: str
+
+
+class EventsPageOut(Out):
+    items: list[EventOut]
+    next: int
+
+
+class RevisionOut(Out):
+    revision: int
+    stable: bool
+    created_at: float
+    spec_hash: str
+    spec: dict[str, Any]
+
+
+class RevisionsOut(Out):
+    items: list[RevisionOut]
+
+
+class ServerToolsOut(Out):
+    name: str
+    tools: list[str]
+
+
+class ToolsOut(Out):
+    servers: list[ServerToolsOut]
+
+
+class DockerInfoOut(Out):
+    version: str
+    api_version: str
+
+
+class AgentOut(Out):
+    version: str
+    host: str
+    docker: DockerInfoOut | None
+    toolboxes: int
+    servers: int
+    phases: dict[str, int]
+
+
+class RollbackIn(Out):
+    revision: int | None = Field(None, ge=1, le=2**31)
+
+
+class ServersIn(Out):
+    servers: list[str] | None = None
