@@ -71,8 +71,10 @@ def test_every_documented_route_but_health_and_ready_needs_the_token(
 def test_agent_info(agent: AgentProcess) -> None:
     status, info = agent.get("/v1/agent", token=agent.token)
     assert status == 200
-    assert info["version"] == "0.1.0" and info["host"]
-    assert info["docker"]["version"] and info["toolboxes"] >= 0
+    assert info["version"] == "0.1.0"
+    assert info["host"]
+    assert info["docker"]["version"]
+    assert info["toolboxes"] >= 0
 
 
 def test_an_oversized_body_gets_413(agent: AgentProcess) -> None:
@@ -133,7 +135,7 @@ async def test_sse_streams_live_and_resumes_without_gap_or_duplicate(
     async with aiohttp.ClientSession() as session:
         reader = asyncio.create_task(_read_sse(session, url, auth, stop_after=3, timeout=30))
         await asyncio.sleep(0.3)
-        status, _, resp = await asyncio.to_thread(
+        status, _, _resp = await asyncio.to_thread(
             agent.request,
             "PUT",
             f"/v1/toolboxes/{tb}",
@@ -154,7 +156,8 @@ async def test_sse_streams_live_and_resumes_without_gap_or_duplicate(
     cursors = [e["cursor"] for e in first + second]
     assert cursors == list(range(start + 1, start + 1 + len(cursors))), cursors
     kinds = [e["kind"] for e in first + second]
-    assert kinds[0] == "rollout_started" and "rollout_passed" in kinds
+    assert kinds[0] == "rollout_started"
+    assert "rollout_passed" in kinds
     _, page = await asyncio.to_thread(
         agent.get, f"/v1/events?since={start}&limit=1000", agent.token
     )
