@@ -1,4 +1,8 @@
-"""The `dtma` command line. Exit codes: 0 ok, 1 failed, 2 usage or configuration error."""
+"""The `dtma` command line: `dtma serve` runs the agent; the other commands talk to one.
+
+Exit codes: 0 ok; 1 an operation failed or was rolled back; 2 usage, configuration or validation
+error; 3 agent unreachable.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from pathlib import Path
 
 from dtma import __version__
+from dtma.cli_client import add_client_commands, run_client_command
 from dtma.config import load_settings
 from dtma.errors import ConfigError
 from dtma.observability.logging import configure_logging
@@ -21,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the agent (settings from DTMA_* variables)")
     serve.add_argument("--config", type=Path, help="YAML/JSON file with the same keys as the env")
+    add_client_commands(sub)
     return parser
 
 
@@ -28,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.config)
-    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+    return run_client_command(args)
 
 
 def _serve(config: Path | None) -> int:

@@ -11,7 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from dtma.api.errors import error_response
+from dtma.api.schemas import OperationOut
 from dtma.api.sse import stream_events
+from dtma.domain.records import OperationRecord
 from dtma.engine.agent import Agent
 from dtma.errors import DockerUnavailable, SpecInvalid
 
@@ -118,7 +120,7 @@ async def apply_toolbox(request: web.Request) -> web.Response:
     if wait:
         op = await agent.wait(result.operation, wait)
         return web.json_response(
-            {**await agent.status(toolbox_id), "operation": asdict(op)},
+            {**await agent.status(toolbox_id), "operation": _operation_json(op)},
             status=200 if op.state != "running" else 202,
         )
     return web.json_response(
@@ -210,16 +212,18 @@ async def get_operation(request: web.Request) -> web.Response:
     record = await _agent(request).repo.operation(op_id)
     if record is None:
         return error_response(404, "not_found", f"no operation {op_id}")
-    return web.json_response(
-        {
-            "id": record.id,
-            "kind": record.kind,
-            "toolbox": record.toolbox,
-            "state": record.state,
-            "revision": record.revision,
-            "error": record.error,
-        }
-    )
+    return web.json_response(_operation_json(record))
+
+
+def _operation_json(record: OperationRecord) -> dict[str, Any]:
+    return OperationOut(
+        id=record.id,
+        kind=record.kind,
+        toolbox=record.toolbox,
+        state=record.state,
+        revision=record.revision,
+        error=record.error,
+    ).model_dump(mode="json")
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:

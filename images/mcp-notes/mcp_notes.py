@@ -97,7 +97,8 @@ class NoteStore:
 
 
 def build_server(mode: FailMode) -> MCPServer:
-    server = MCPServer("mcp-notes", version="1.0.0")
+    # WARNING: health probes open a session every few seconds; at INFO each one is a log line.
+    server = MCPServer("mcp-notes", version="1.0.0", log_level="WARNING")
     store = NoteStore()
 
     def add_note(title: str, body: str = "") -> int:
