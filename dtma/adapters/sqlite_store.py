@@ -76,6 +76,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (toolbox, server)
     );
     """,
+    """
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,        -- method, path and a hash of the body
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 )
 
 

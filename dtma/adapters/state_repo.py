@@ -248,6 +248,32 @@ class StateRepository:
             ]
         )
 
+    # -- idempotency keys ---------------------------------------------------------------------
+
+    async def idempotent_response(self, key: str) -> tuple[str, int, str] | None:
+        """(fingerprint, status, body) stored for `key`, if any."""
+
+        def q(c: sqlite3.Connection) -> tuple[str, int, str] | None:
+            row = c.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
+            return (row["fingerprint"], row["status"], row["body"]) if row else None
+
+        return await self._store.run(q)
+
+    async def store_idempotent_response(
+        self, key: str, fingerprint: str, status: int, body: str, keep_seconds: float
+    ) -> None:
+        now = self._now()
+
+        def q(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM idempotency WHERE created_at < ?", (now - keep_seconds,))
+            c.execute(
+                "INSERT OR IGNORE INTO idempotency (key, fingerprint, status, body, "
+                "created_at) VALUES (?, ?, ?, ?, ?)",
+                (key, fingerprint, status, body, now),
+            )
+
+        await self._store.run(lambda c: _tx(c, q))
+
     # -- events -------------------------------------------------------------------------------
 
     async def append_event(

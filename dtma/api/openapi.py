@@ -3,7 +3,7 @@ models. ROUTES is the one list of routes; a test checks it against the app's rou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -121,6 +121,14 @@ def build_document() -> dict[str, Any]:
     models: set[type[BaseModel]] = {s.ErrorOut}
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
+        if route.method == "POST":
+            route = replace(
+                route,
+                headers=(
+                    *route.headers,
+                    ("Idempotency-Key", "a repeated request with this key gets the first response"),
+                ),
+            )
         op: dict[str, Any] = {
             "summary": route.summary,
             "tags": list(route.tags),

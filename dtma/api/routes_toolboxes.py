@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from dtma.api.errors import error_response
+from dtma.api.idempotency import IdempotencyKeys
 from dtma.api.schemas import OperationOut
 from dtma.api.sse import stream_events
 from dtma.domain.records import OperationRecord
@@ -29,10 +30,11 @@ def add_routes(app: web.Application, agent: Agent) -> None:
     r.add_put("/v1/toolboxes/{id}", apply_toolbox)
     r.add_get("/v1/toolboxes/{id}", get_toolbox)
     r.add_delete("/v1/toolboxes/{id}", delete_toolbox)
-    r.add_post("/v1/toolboxes/{id}/rollback", rollback_toolbox)
+    once = IdempotencyKeys(agent.repo).wrap
+    r.add_post("/v1/toolboxes/{id}/rollback", once(rollback_toolbox))
     for kind in ("restart", "stop", "start"):
-        r.add_post(f"/v1/toolboxes/{{id}}/{kind}", _server_op(kind))
-    r.add_post("/v1/toolboxes/{id}/secrets/refresh", refresh_secrets)
+        r.add_post(f"/v1/toolboxes/{{id}}/{kind}", once(_server_op(kind)))
+    r.add_post("/v1/toolboxes/{id}/secrets/refresh", once(refresh_secrets))
     r.add_get("/v1/toolboxes/{id}/revisions", list_revisions)
     r.add_get("/v1/toolboxes/{id}/tools", get_tools)
     r.add_get("/v1/toolboxes/{id}/servers/{name}/logs", get_logs)
