@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 
 import structlog
 from aiohttp import web
@@ -73,7 +74,12 @@ async def serve(settings: Settings) -> None:
             handle_signals=False,
         )
         await runner.setup()
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+        site = web.TCPSite(
+            runner,
+            settings.listen_host,
+            settings.listen_port,
+            ssl_context=server_tls_context(settings),
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -104,6 +110,22 @@ async def serve(settings: Settings) -> None:
         await engine.close()
         await store.close()
     log.info("agent_stopped")
+
+
+def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS for the API when DTMA_TLS_CERT/KEY are set; mTLS when DTMA_TLS_CLIENT_CA is too."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.tls_client_ca is not None:
+            context.load_verify_locations(settings.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the API's TLS files: {exc}") from None
+    return context
 
 
 def build_agent(

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -115,8 +116,24 @@ def _token() -> str:
         ) from None
 
 
+def _client_tls() -> ssl.SSLContext | None:
+    """DTMA_CACERT verifies the agent; DTMA_CLIENT_CERT/KEY answer an mTLS agent."""
+    ca, cert, key = (
+        os.environ.get(v) for v in ("DTMA_CACERT", "DTMA_CLIENT_CERT", "DTMA_CLIENT_KEY")
+    )
+    if not (ca or cert):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca or None)
+        if cert:
+            context.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load TLS files: {exc}") from None
+    return context
+
+
 async def _dispatch(args: argparse.Namespace, token: str) -> int:
-    async with DtmaClient(args.url, token) as client:
+    async with DtmaClient(args.url, token, ssl=_client_tls()) as client:
         handler: Callable[[DtmaClient, argparse.Namespace], Awaitable[int]] = {
             "apply": _apply,
             "ls": _ls,

@@ -10,10 +10,17 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dtma.errors import ConfigError
 from dtma.spec.units import Duration, Size
@@ -29,6 +36,9 @@ ENV_KEYS = {
     "DTMA_LOG_LEVEL": "log_level",
     "DTMA_REAP_GRACE": "reap_grace",
     "DTMA_MAX_BODY": "max_body",
+    "DTMA_TLS_CERT": "tls_cert",
+    "DTMA_TLS_KEY": "tls_key",
+    "DTMA_TLS_CLIENT_CA": "tls_client_ca",
     "DOCKER_HOST": "docker_host",
     "VAULT_ADDR": "vault_addr",
     "VAULT_TOKEN": "vault_token",
@@ -56,6 +66,9 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     reap_grace: Duration = 60.0
     max_body: Size = 1024 * 1024
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     docker_host: str | None = None
     vault_addr: str | None = None
     vault_token: str | None = Field(default=None, repr=False)
@@ -78,6 +91,14 @@ class Settings(BaseModel):
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("DTMA_TLS_CERT and DTMA_TLS_KEY go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("DTMA_TLS_CLIENT_CA (mTLS) needs DTMA_TLS_CERT and DTMA_TLS_KEY")
+        return self
 
     @property
     def listen_host(self) -> str:
@@ -112,10 +133,13 @@ def load_settings(
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{_var_for(str(e['loc'][0]) if e['loc'] else '?')}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(f"invalid agent configuration: {problems}") from None
+
+
+def _problem(err: Any) -> str:
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{_var_for(str(err['loc'][0]))}: {msg}" if err["loc"] else msg
 
 
 def _var_for(key: str) -> str:

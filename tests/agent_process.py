@@ -36,8 +36,9 @@ class AgentProcess:
     def token(self) -> str:
         return (self.state_dir / "api-token").read_text().strip()
 
-    def start(self, wait: float = 60, ready: bool = True) -> AgentProcess:
-        """Start and wait for /v1/health (and /v1/ready unless ready=False)."""
+    def start(self, wait: float = 60, ready: bool = True, probe: bool = True) -> AgentProcess:
+        """Start and wait for /v1/health (and /v1/ready unless ready=False). probe=False only
+        starts it (for a TLS agent, which this plain-HTTP helper cannot probe)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.state_dir / "agent.log"
         env = {
@@ -57,6 +58,8 @@ class AgentProcess:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
             )
+        if not probe:
+            return self
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
