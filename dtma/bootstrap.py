@@ -22,6 +22,7 @@ from dtma.api_token import resolve_api_token
 from dtma.config import Settings
 from dtma.domain.containers import ObservedContainer
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
+from dtma.engine.errors_journal import ErrorJournal
 from dtma.engine.journal import Journal
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
@@ -150,7 +151,7 @@ def build_agent(
     return Agent(
         runtime=runtime,
         repo=repo,
-        journal=Journal(repo, REDACTOR.redact),
+        journal=Journal(repo, REDACTOR.redact, ErrorJournal(repo)),
         probe_factory=probe_factory,
         policy=policy,
         reap_grace=reap_grace,

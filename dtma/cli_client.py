@@ -70,6 +70,10 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--tail", type=int, default=100)
     p = cmd("tools", "the MCP tools each server offers")
     p.add_argument("toolbox")
+    p = cmd("errors", "the error journal: deduplicated failures with hints")
+    p.add_argument("--toolbox")
+    p.add_argument("--category")
+    p.add_argument("--open", action="store_true", help="only unresolved entries")
     p = cmd("events", "the event journal")
     p.add_argument("--toolbox")
     p.add_argument("--since", type=int, default=0)
@@ -146,6 +150,7 @@ async def _dispatch(args: argparse.Namespace, token: str) -> int:
             "logs": _logs,
             "tools": _tools,
             "events": _events,
+            "errors": _errors,
         }[args.command]
         return await handler(client, args)
 
@@ -371,3 +376,34 @@ async def _events(client: DtmaClient, args: argparse.Namespace) -> int:
         if len(page.items) < 1000:
             return EXIT_OK
         since = page.next
+
+
+async def _errors(client: DtmaClient, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {}
+    if args.toolbox:
+        params["toolbox"] = args.toolbox
+    if args.category:
+        params["category"] = args.category
+    if args.open:
+        params["resolved"] = "false"
+    entries = await client.errors(**params)
+    if args.json:
+        _print_json(entries)
+        return EXIT_OK
+    rows = [
+        (
+            e.category,
+            e.count,
+            e.toolbox,
+            e.server,
+            e.reason,
+            "resolved" if e.resolved_at else "open",
+            e.sample[:60],
+            e.hint,
+        )
+        for e in entries.items
+    ]
+    print(
+        table(rows, ["CATEGORY", "COUNT", "TOOLBOX", "SERVER", "REASON", "STATE", "SAMPLE", "HINT"])
+    )
+    return EXIT_OK

@@ -22,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from dtma.api.schemas import (
     AgentOut,
     ApplyAcceptedOut,
+    ErrorsOut,
     EventOut,
     EventsPageOut,
     HealthOut,
@@ -253,6 +254,9 @@ class DtmaClient:
             "GET", f"/v1/toolboxes/{toolbox}/servers/{server}/logs", params={"tail": tail}
         )
         return str(body or "")
+
+    async def errors(self, **filters: Any) -> ErrorsOut:
+        return self._as(ErrorsOut, (await self._call("GET", "/v1/errors", params=filters))[1])
 
     async def events(
         self, since: int = 0, toolbox: str | None = None, limit: int = 500

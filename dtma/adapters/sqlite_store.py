@@ -85,6 +85,25 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE errors (
+        fingerprint TEXT PRIMARY KEY,
+        category TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        toolbox TEXT,
+        server TEXT,
+        revision INTEGER,
+        count INTEGER NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        sample TEXT NOT NULL,              -- redacted before it gets here
+        hint TEXT NOT NULL,
+        resolved_at REAL,
+        resolution TEXT
+    );
+    CREATE INDEX errors_by_toolbox ON errors (toolbox, resolved_at);
+    """,
 )
 
 

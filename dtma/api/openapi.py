@@ -103,6 +103,19 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/errors",
+        "The error journal: deduplicated, categorized",
+        {200: s.ErrorsOut},
+        query=(
+            ("toolbox", "string", "only this toolbox"),
+            ("category", "string", "network|resource|config|dependency|auth|image|runtime"),
+            ("resolved", "boolean", "true: resolved only; false: open only"),
+            ("limit", "integer", "1-1000, default 200"),
+        ),
+        tags=("errors",),
+    ),
+    Route(
+        "GET",
         "/v1/events",
         "The event journal; SSE with Accept: text/event-stream",
         {200: s.EventsPageOut},

@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from dtma.api.openapi import build_document
-from dtma.api.routes_toolboxes import agent_of
-from dtma.api.schemas import AgentOut
+from dtma.api.routes_toolboxes import agent_of, query_int
+from dtma.api.schemas import AgentOut, ErrorsOut
+from dtma.domain.errors_journal import CATEGORIES
+from dtma.errors import SpecInvalid
 
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -15,6 +17,7 @@ def add_agent_routes(app: web.Application) -> None:
     app[OPENAPI] = build_document()
     app.router.add_get("/v1/agent", get_agent)
     app.router.add_get("/v1/openapi.json", get_openapi)
+    app.router.add_get("/v1/errors", get_errors)
 
 
 async def get_agent(request: web.Request) -> web.Response:
@@ -24,3 +27,27 @@ async def get_agent(request: web.Request) -> web.Response:
 
 async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
+
+
+async def get_errors(request: web.Request) -> web.Response:
+    q = request.query
+    category = q.get("category")
+    if category is not None and category not in CATEGORIES:
+        raise SpecInvalid(
+            "invalid query parameter category",
+            [{"loc": ["query", "category"], "msg": f"must be one of {', '.join(CATEGORIES)}"}],
+        )
+    resolved_raw = q.get("resolved")
+    if resolved_raw not in (None, "true", "false"):
+        raise SpecInvalid(
+            "invalid query parameter resolved",
+            [{"loc": ["query", "resolved"], "msg": "must be true or false"}],
+        )
+    limit = query_int(request, "limit", 1, 1000, 200)
+    rows = await agent_of(request).repo.errors(
+        toolbox=q.get("toolbox"),
+        category=category,
+        resolved=None if resolved_raw is None else resolved_raw == "true",
+        limit=limit,
+    )
+    return web.json_response(ErrorsOut.model_validate({"items": rows}).model_dump(mode="json"))

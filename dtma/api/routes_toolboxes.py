@@ -72,6 +72,10 @@ def _query_float(request: web.Request, name: str, lo: float, hi: float) -> float
     return value
 
 
+def query_int(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
+    return _query_int(request, name, lo, hi, default)
+
+
 def _query_int(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
     value = _query_float(request, name, lo, hi)
     if value is None:

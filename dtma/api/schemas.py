@@ -141,3 +141,24 @@ class RollbackIn(Out):
 
 class ServersIn(Out):
     servers: list[str] | None = None
+
+
+class ErrorEntryOut(Out):
+    fingerprint: str
+    category: Literal["network", "resource", "config", "dependency", "auth", "image", "runtime"]
+    kind: str
+    reason: str
+    toolbox: str | None
+    server: str | None
+    revision: int | None
+    count: int
+    first_seen: float
+    last_seen: float
+    sample: str
+    hint: str
+    resolved_at: float | None
+    resolution: str | None
+
+
+class ErrorsOut(Out):
+    items: list[ErrorEntryOut]

@@ -31,12 +31,22 @@ class EventStore(Protocol):
     ) -> EventRecord: ...
 
 
+class ErrorObserver(Protocol):
+    async def observe(self, event: EventRecord) -> None: ...
+
+
 class Journal:
     """Appends events and wakes subscribers. Safe to call from any task on the loop."""
 
-    def __init__(self, store: EventStore, redact: Callable[[str], str] = lambda s: s) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        redact: Callable[[str], str] = lambda s: s,
+        errors: ErrorObserver | None = None,
+    ) -> None:
         self._store = store
         self._redact = redact
+        self._errors = errors
         self._subscribers: set[asyncio.Queue[EventRecord]] = set()
 
     async def emit(
@@ -72,6 +82,8 @@ class Journal:
         )
         for queue in list(self._subscribers):
             queue.put_nowait(event)
+        if self._errors is not None:
+            await self._errors.observe(event)
         return event
 
     def subscribe(self) -> asyncio.Queue[EventRecord]:

@@ -109,6 +109,12 @@ def test_cli_apply_wait_shows_progress_and_exit_codes(agent: AgentProcess, tmp_p
     assert "serving on" in logs.stdout
     events = cli(agent, "events", "--toolbox", tb)
     assert "rollout_failed" in events.stdout
+    errors = cli(agent, "errors", "--toolbox", tb, "--json")
+    assert errors.returncode == 0, errors.stderr
+    crashed = [e for e in json.loads(errors.stdout)["items"] if e["kind"] == "rollout_failed"]
+    assert crashed[0]["reason"] == "container_exited"
+    assert crashed[0]["category"] == "runtime"
+    assert "CATEGORY" in cli(agent, "errors").stdout
 
     invalid = tmp_path / "invalid.yaml"
     invalid.write_text("servers: [{name: Bad, image: x}]")
