@@ -315,7 +315,8 @@ class StateRepository:
         """Mark the toolbox's open entries resolved; `describe(revision)` says what changed."""
         open_rows = await self._store.run(
             lambda c: c.execute(
-                "SELECT fingerprint, revision FROM errors WHERE toolbox = ? AND resolved_at IS NULL",
+                "SELECT fingerprint, revision FROM errors "
+                "WHERE toolbox = ? AND resolved_at IS NULL",
                 (toolbox,),
             ).fetchall()
         )
