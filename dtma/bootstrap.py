@@ -28,6 +28,7 @@ from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
 from dtma.engine.secrets import SecretInjector
 from dtma.errors import ConfigError, DtmaError
+from dtma.observability.metrics import METRICS, MetricsObserver
 from dtma.observability.redaction import REDACTOR
 from dtma.spec.models import ServerSpec
 from dtma.spec.validate import SpecPolicy
@@ -62,6 +63,7 @@ async def serve(settings: Settings) -> None:
         reap_grace=settings.reap_grace,
         secrets=injector,
     )
+    METRICS.watch_state(agent.metrics_state)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -69,7 +71,11 @@ async def serve(settings: Settings) -> None:
         tasks.append(asyncio.create_task(readiness.run(), name="readiness"))
         runner = web.AppRunner(
             create_app(
-                token=token.value, readiness=readiness, agent=agent, max_body=settings.max_body
+                token=token.value,
+                readiness=readiness,
+                agent=agent,
+                max_body=settings.max_body,
+                metrics_auth=settings.metrics_auth,
             ),
             access_log=None,
             handle_signals=False,
@@ -151,7 +157,7 @@ def build_agent(
     return Agent(
         runtime=runtime,
         repo=repo,
-        journal=Journal(repo, REDACTOR.redact, ErrorJournal(repo)),
+        journal=Journal(repo, REDACTOR.redact, [ErrorJournal(repo), MetricsObserver(METRICS)]),
         probe_factory=probe_factory,
         policy=policy,
         reap_grace=reap_grace,

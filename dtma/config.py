@@ -36,6 +36,7 @@ ENV_KEYS = {
     "DTMA_LOG_LEVEL": "log_level",
     "DTMA_REAP_GRACE": "reap_grace",
     "DTMA_MAX_BODY": "max_body",
+    "DTMA_METRICS_AUTH": "metrics_auth",
     "DTMA_TLS_CERT": "tls_cert",
     "DTMA_TLS_KEY": "tls_key",
     "DTMA_TLS_CLIENT_CA": "tls_client_ca",
@@ -66,6 +67,7 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     reap_grace: Duration = 60.0
     max_body: Size = 1024 * 1024
+    metrics_auth: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None

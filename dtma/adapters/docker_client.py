@@ -16,6 +16,7 @@ import docker.errors
 import requests.exceptions
 
 from dtma.errors import ContainerNotFound, DockerError, DockerUnavailable, DtmaError, ImageNotFound
+from dtma.observability.metrics import METRICS
 
 T = TypeVar("T")
 
@@ -78,7 +79,9 @@ def call(what: str, fn: Callable[[], T]) -> T:
     except DtmaError:
         raise
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise translate(exc, what) from exc
+        err = translate(exc, what)
+        METRICS.docker_errors.labels(type(err).__name__).inc()
+        raise err from exc
 
 
 def _explanation(exc: docker.errors.DockerException) -> str:

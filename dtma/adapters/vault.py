@@ -27,7 +27,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from dtma.errors import ConfigError, SecretNotFound, VaultDenied, VaultUnavailable
+from dtma.errors import ConfigError, SecretNotFound, SecretsError, VaultDenied, VaultUnavailable
+from dtma.observability.metrics import METRICS
 
 log = structlog.get_logger(__name__)
 
@@ -127,6 +128,7 @@ class VaultClient:
                 await asyncio.to_thread(self._renew)
             except (VaultUnavailable, VaultDenied) as exc:
                 self.renew_errors += 1
+                METRICS.vault_renew_errors.inc()
                 log.warning("vault_renew_failed", error=exc.message)
                 with contextlib.suppress(VaultUnavailable, VaultDenied, ConfigError):
                     await self.login()
@@ -156,7 +158,13 @@ class VaultClient:
             reraise=True,
         ):
             with attempt:
-                return await asyncio.to_thread(self._read, mount, path, key, version)
+                try:
+                    value = await asyncio.to_thread(self._read, mount, path, key, version)
+                except SecretsError as exc:
+                    METRICS.vault_requests.labels(exc.code).inc()
+                    raise
+                METRICS.vault_requests.labels("ok").inc()
+                return value
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _read(self, mount: str, path: str, key: str, version: int | None) -> str:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dtma import __version__
 from dtma.api.errors import error_response
-from dtma.api.middleware import auth_middleware, error_middleware, request_id_middleware
+from dtma.api.middleware import (
+    auth_middleware,
+    error_middleware,
+    metrics_middleware,
+    request_id_middleware,
+)
 from dtma.api.routes_agent import add_agent_routes
 from dtma.api.routes_toolboxes import add_routes
 from dtma.engine.agent import Agent
+from dtma.observability.metrics import METRICS
 from dtma.ports import Readiness
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -21,11 +28,17 @@ def create_app(
     readiness: Readiness,
     agent: Agent | None = None,
     max_body: int = MAX_BODY_BYTES,
+    metrics_auth: bool = False,
 ) -> web.Application:
     """Build the app. The handlers see only the narrow capabilities passed in here."""
     app = web.Application(
         client_max_size=max_body,
-        middlewares=[request_id_middleware(), auth_middleware(token), error_middleware()],
+        middlewares=[
+            metrics_middleware(),
+            request_id_middleware(),
+            auth_middleware(token, public_metrics=not metrics_auth),
+            error_middleware(),
+        ],
     )
 
     async def health(_: web.Request) -> web.Response:
@@ -43,7 +56,14 @@ def create_app(
         return web.json_response({"status": "ready"})
 
     app.router.add_get("/v1/health", health)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(METRICS.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
     app.router.add_get("/v1/ready", ready)
+    app.router.add_get("/metrics", metrics)
     if agent is not None:
         add_routes(app, agent)
         add_agent_routes(app)

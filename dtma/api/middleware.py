@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from dtma.api.errors import error_response, status_for
 from dtma.errors import DtmaError
+from dtma.observability.metrics import METRICS, route_label
 
 log = structlog.get_logger(__name__)
 
@@ -37,12 +39,35 @@ def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
     return mw
 
 
-def auth_middleware(token: str) -> web.middleware:  # type: ignore[valid-type]
-    expected = token.encode()
+def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
+    """Count and time every request by route template (never the raw path)."""
 
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = route_label(request)
+            METRICS.api_requests.labels(route, request.method, str(status)).inc()
+            METRICS.api_latency.labels(route, request.method).observe(time.perf_counter() - started)
+
+    return mw
+
+
+def auth_middleware(token: str, public_metrics: bool = True) -> web.middleware:  # type: ignore[valid-type]
+    expected = token.encode()
+    public = PUBLIC_PATHS | ({"/metrics"} if public_metrics else set())
+
+    @web.middleware
+    async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in public:
             return await handler(request)
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented:

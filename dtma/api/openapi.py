@@ -41,6 +41,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/metrics",
+        "Prometheus metrics (no token unless DTMA_METRICS_AUTH=true)",
+        {200: "text"},
+        auth=False,
+        tags=("agent",),
+    ),
+    Route(
+        "GET",
         "/v1/agent",
         "Agent version, host, Docker version and counts",
         {200: s.AgentOut},

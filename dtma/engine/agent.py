@@ -309,6 +309,13 @@ class Agent:
             "phases": phases,
         }
 
+    def metrics_state(self) -> list[tuple[str, str, list[tuple[str, bool]]]]:
+        """(toolbox, phase, [(server, healthy)]) for the gauges; synchronous, in memory."""
+        return [
+            (tb.id, tb.phase, [(r.name, r.health == "healthy") for r in tb.servers.values()])
+            for tb in list(self._runners.values())
+        ]
+
     async def statuses(self) -> list[dict[str, Any]]:
         return [await self.status(r.id) for r in await self.repo.toolboxes()]
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from dtma.domain.errors_journal import FAILURE_KINDS, classify, fingerprint
 from dtma.domain.records import EventRecord, RevisionRecord
+from dtma.observability.metrics import observe_error
 
 MAX_ENTRIES = 1000
 PASS_KINDS = frozenset({"rollout_passed", "rollback_passed", "recovery_kept_new_revision"})
@@ -42,6 +43,7 @@ class ErrorJournal:
         """Called for every event after it is stored (messages are already redacted)."""
         if event.kind in FAILURE_KINDS:
             found = classify(event.kind, event.reason, event.message)
+            observe_error(found.category)
             await self._store.record_error(
                 fingerprint(event.kind, event.reason, event.toolbox, event.server, event.message),
                 category=found.category,

@@ -7,7 +7,7 @@ logged. Messages must never contain secret values.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -31,7 +31,9 @@ class EventStore(Protocol):
     ) -> EventRecord: ...
 
 
-class ErrorObserver(Protocol):
+class EventObserver(Protocol):
+    """Sees every event after it is stored (the error journal, metrics)."""
+
     async def observe(self, event: EventRecord) -> None: ...
 
 
@@ -42,11 +44,11 @@ class Journal:
         self,
         store: EventStore,
         redact: Callable[[str], str] = lambda s: s,
-        errors: ErrorObserver | None = None,
+        observers: Sequence[EventObserver] = (),
     ) -> None:
         self._store = store
         self._redact = redact
-        self._errors = errors
+        self._observers = tuple(observers)
         self._subscribers: set[asyncio.Queue[EventRecord]] = set()
 
     async def emit(
@@ -82,8 +84,8 @@ class Journal:
         )
         for queue in list(self._subscribers):
             queue.put_nowait(event)
-        if self._errors is not None:
-            await self._errors.observe(event)
+        for observer in self._observers:
+            await observer.observe(event)
         return event
 
     def subscribe(self) -> asyncio.Queue[EventRecord]:

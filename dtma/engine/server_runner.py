@@ -23,6 +23,7 @@ from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
 from dtma.engine.probes import ContainerProbe
 from dtma.errors import DtmaError
+from dtma.observability.metrics import METRICS
 from dtma.spec.models import Restart, ServerSpec
 
 log = structlog.get_logger(__name__)
@@ -110,6 +111,9 @@ class ServerRunner:
 
     async def probe_once(self, *, full: bool = True) -> ProbeResult:
         result = await self._probe.check(full=full)
+        METRICS.probe_latency.labels(self.spec.transport).observe(result.latency_ms / 1000)
+        if not result.healthy:
+            METRICS.probe_failures.labels(self.spec.transport, result.reason).inc()
         if result.healthy:
             self._failures = 0
             self._ever_healthy = True

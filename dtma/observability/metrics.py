@@ -1,0 +1,168 @@
+"""Prometheus metrics, in a registry of the agent's own (not the process-global default).
+
+Counters and histograms are fed by the event journal (MetricsObserver), by the API middleware
+(route templates, never raw paths, so cardinality stays bounded), and by the Docker, Vault and
+probe adapters. Phase and health gauges are read from the engine at scrape time, so a deleted
+toolbox leaves no stale series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dtma.domain.records import EventRecord
+
+PHASES = ("deploying", "healthy", "degraded", "failed", "stopped", "deleting")
+DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.rollouts = Counter("dtma_rollouts_total", "Rollouts by result", ["result"], registry=r)
+        self.rollbacks = Counter(
+            "dtma_rollbacks_total", "Rollbacks started (automatic or asked)", registry=r
+        )
+        self.rollout_duration = Histogram(
+            "dtma_rollout_duration_seconds",
+            "From rollout start to its end",
+            registry=r,
+            buckets=DURATION_BUCKETS,
+        )
+        self.gate_duration = Histogram(
+            "dtma_gate_duration_seconds",
+            "From the last server start to the gate's decision",
+            ["result"],
+            registry=r,
+            buckets=DURATION_BUCKETS,
+        )
+        self.probe_latency = Histogram(
+            "dtma_probe_latency_seconds",
+            "MCP probe latency",
+            ["transport"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.probe_failures = Counter(
+            "dtma_probe_failures_total",
+            "Failed MCP probes by reason",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            "dtma_container_restarts_total",
+            "Server containers restarted",
+            ["toolbox", "server"],
+            registry=r,
+        )
+        self.vault_requests = Counter(
+            "dtma_vault_requests_total", "Vault reads by result", ["result"], registry=r
+        )
+        self.vault_renew_errors = Counter(
+            "dtma_vault_token_renewal_errors_total",
+            "Failed renewals of the agent's Vault token",
+            registry=r,
+        )
+        self.docker_errors = Counter(
+            "dtma_docker_api_errors_total", "Docker API errors by class", ["error"], registry=r
+        )
+        self.api_requests = Counter(
+            "dtma_api_requests_total", "API requests", ["route", "method", "status"], registry=r
+        )
+        self.api_latency = Histogram(
+            "dtma_api_request_duration_seconds",
+            "API request latency",
+            ["route", "method"],
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.errors = Counter(
+            "dtma_errors_total", "Failures recorded in the error journal", ["category"], registry=r
+        )
+        self._state: Callable[[], Iterable[tuple[str, str, Iterable[tuple[str, bool]]]]] | None = (
+            None
+        )
+        self.registry.register(_StateCollector(self))
+
+    def watch_state(
+        self, source: Callable[[], Iterable[tuple[str, str, Iterable[tuple[str, bool]]]]]
+    ) -> None:
+        """source() -> [(toolbox, phase, [(server, healthy)])], read at scrape time."""
+        self._state = source
+
+
+class _StateCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        phase = GaugeMetricFamily(
+            "dtma_toolbox_phase", "1 for the toolbox's current phase", labels=["toolbox", "phase"]
+        )
+        healthy = GaugeMetricFamily(
+            "dtma_server_healthy", "1 if the server passes its probes", labels=["toolbox", "server"]
+        )
+        source = self._metrics._state
+        for toolbox, current, servers in source() if source else []:
+            for p in PHASES:
+                phase.add_metric([toolbox, p], 1.0 if p == current else 0.0)
+            for server, ok in servers:
+                healthy.add_metric([toolbox, server], 1.0 if ok else 0.0)
+        yield phase
+        yield healthy
+
+
+class MetricsObserver:
+    """Turns journal events into counters and durations. One per agent."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+        self._started: dict[str, float] = {}
+        self._last_start: dict[str, float] = {}
+
+    async def observe(self, event: EventRecord) -> None:
+        m, op = self._m, event.operation or ""
+        if event.kind in ("rollout_started", "rollback_started"):
+            self._started.setdefault(op, event.ts)
+            if event.kind == "rollback_started" and event.reason != "stop_first_revert":
+                m.rollbacks.inc()  # an explicit rollback; a stop_first revert ends rolled_back
+        elif event.kind in ("server_started", "container_adopted"):
+            self._last_start[op] = event.ts
+        elif event.kind in ("rollout_passed", "rollout_failed"):
+            result = "passed" if event.kind == "rollout_passed" else "failed"
+            if op in self._last_start:
+                m.gate_duration.labels(result).observe(event.ts - self._last_start.pop(op))
+        elif event.kind == "operation_finished" and op in self._started:
+            m.rollout_duration.observe(event.ts - self._started.pop(op))
+            m.rollouts.labels(event.reason or "unknown").inc()
+            if event.reason == "rolled_back":
+                m.rollbacks.inc()  # an automatic rollback
+            self._last_start.pop(op, None)
+        elif event.kind == "server_restarted" and event.toolbox and event.server:
+            m.restarts.labels(event.toolbox, event.server).inc()
+
+
+METRICS = Metrics()
+
+
+def observe_error(category: str) -> None:
+    METRICS.errors.labels(category).inc()
+
+
+def route_label(request: Any) -> str:
+    """The route template ("/v1/toolboxes/{id}"), or "unmatched": never the raw path."""
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    canonical = getattr(resource, "canonical", None)
+    return (
+        str(canonical)
+        if canonical and getattr(info, "http_exception", None) is None
+        else "unmatched"
+    )
