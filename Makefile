@@ -23,6 +23,7 @@ run: venv ## run the agent on 127.0.0.1:8750 (state in .dtma/, dev OpenBao unles
 	@$(PY) scripts/run_dev.py
 
 test: venv ## run the whole suite against the real Docker engine, OpenBao and MCP servers
+	@scripts/ensure-tools
 	@scripts/build-images
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -1,0 +1,123 @@
+"""deploy/ and compose/: alert rules pass promtool's unit tests, the compose file validates, the
+compose agent service answers /v1/health, and every metric the alerts and the dashboard use
+exists."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import urllib.request
+from typing import Any
+
+import pytest
+
+from dtma.observability.metrics import METRICS
+from tests.conftest import REPO, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+COMPOSE = str(REPO / "compose/docker-compose.yml")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing; `make test` installs it (scripts/ensure-tools)")
+    return path
+
+
+def test_alert_rules_pass_promtool() -> None:
+    run = subprocess.run(
+        [_tool("promtool"), "test", "rules", "alerts_test.yml"],
+        cwd=REPO / "deploy/prometheus",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout
+    check = subprocess.run(
+        [_tool("promtool"), "check", "config", "prometheus.yml"],
+        cwd=REPO / "deploy/prometheus",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_compose_file_validates() -> None:
+    env = {**os.environ, "DTMA_API_TOKEN": "t" * 32}
+    run = subprocess.run(
+        [_tool("docker-compose"), "-f", COMPOSE, "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "dtma/agent:latest" in run.stdout
+    unset = {k: v for k, v in os.environ.items() if k != "DTMA_API_TOKEN"}
+    missing = subprocess.run(
+        [_tool("docker-compose"), "-f", COMPOSE, "config"],
+        env=unset,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0
+    assert "DTMA_API_TOKEN" in missing.stderr
+
+
+def test_the_compose_agent_service_answers_health(agent_image: str, images: dict[str, str]) -> None:
+    project = "dtma-test-" + secrets.token_hex(3)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DTMA_API_TOKEN": secrets.token_hex(16),
+        "DTMA_PORT": str(port),
+        "DTMA_REAP_GRACE": "24h",
+    }  # never reap the test suite's own containers
+    compose = [_tool("docker-compose"), "-p", project, "-f", COMPOSE]
+    try:
+        up = subprocess.run(
+            [*compose, "up", "-d", "agent"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert up.returncode == 0, up.stderr
+
+        def health() -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as r:
+                return json.loads(r.read())
+
+        assert wait_until(health, 60, "the compose agent")["status"] == "ok"
+    finally:
+        subprocess.run(
+            [*compose, "down", "-v", "--remove-orphans"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def _registry_names() -> set[str]:
+    names = set()
+    for metric in METRICS.registry.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+        names.add(metric.name)
+        names.update(metric.name + sfx for sfx in suffixes.get(metric.type, ()))
+    return names
+
+
+def test_alerts_and_dashboard_use_only_existing_metrics() -> None:
+    used = set(re.findall(r"\b(dtma_[a-z_]+)", (REPO / "deploy/prometheus/alerts.yml").read_text()))
+    dashboard = json.loads((REPO / "deploy/grafana/dtma-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\b(dtma_[a-z_]+)", target["expr"]))
+    known = _registry_names() | {"dtma_toolbox_phase", "dtma_server_healthy"}
+    assert used, "no metrics found"
+    assert used <= known, used - known
