@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 from collections.abc import Callable
 from typing import Protocol
@@ -35,6 +36,8 @@ ProbeFactory = Callable[[ServerSpec, ObservedContainer, bool], ContainerProbe]
 
 class ServerHost(Protocol):
     """What a ServerRunner may ask of its toolbox: a narrow capability, not the toolbox."""
+
+    id: str
 
     async def create_container(self, server: ServerSpec, revision: int) -> ObservedContainer: ...
     async def remove_container(self, container: ObservedContainer) -> None: ...
@@ -131,8 +134,17 @@ class ServerRunner:
     # -- steady state -------------------------------------------------------------------------
 
     def start_steady(self) -> None:
+        """Supervise in a task of its own, in a fresh logging context: it outlives the operation
+        that started it, so it must not carry that operation's id in its log lines."""
         if self._steady is None or self._steady.done():
-            self._steady = asyncio.create_task(self._run_steady(), name=f"server-{self.name}")
+            self._steady = asyncio.create_task(self._run_steady_logged(),
+                                               name=f"server-{self.name}",
+                                               context=contextvars.Context())
+
+    async def _run_steady_logged(self) -> None:
+        with structlog.contextvars.bound_contextvars(toolbox=self.host.id, server=self.name,
+                                                     revision=self.revision):
+            await self._run_steady()
 
     async def _run_steady(self) -> None:
         threshold = self.spec.health.failure_threshold

@@ -114,3 +114,25 @@ def test_the_secret_appears_nowhere(
         assert value not in log_text
         assert value not in api_text
     assert file_value not in inspect  # file mode: not visible to `docker inspect`
+
+
+def test_log_lines_carry_their_context(agent: AgentProcess, bao: BaoServer) -> None:
+    tb = new_toolbox_id()
+    agent.made.append(tb)
+    status, _, resp = agent.request(
+        "PUT",
+        f"/v1/toolboxes/{tb}?wait=60",
+        token=agent.token,
+        body=json.loads(spec(notes_server("notes"))),
+        timeout=90,
+        headers={"X-Request-Id": "req-ctx-1"},
+    )
+    assert status == 200, resp
+    op = resp["operation"]["id"]
+    lines = [json.loads(line) for line in agent.logs().splitlines() if line.startswith("{")]
+    started = [x for x in lines if x.get("event") == "rollout_started" and x.get("toolbox") == tb]
+    assert started
+    assert started[0]["operation"] == op
+    assert started[0]["request_id"] == "req-ctx-1"
+    assert started[0]["revision"] == 1
+    # request_id is never passed by the journal: it comes from the bound context of the PUT.
