@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from dtma.domain import gate as gate_reasons
 from dtma.domain.containers import ObservedContainer
@@ -164,13 +165,17 @@ async def _start_failed(
     )
 
 
-def new_tracker(tb: ToolboxRunner, spec: ToolboxSpec) -> GateTracker:
+def new_tracker(
+    tb: ToolboxRunner, spec: ToolboxSpec, only: Sequence[str] | None = None
+) -> GateTracker:
+    """A gate over every server of `spec`, or over the servers named in `only`."""
+    servers = [s for s in spec.servers if only is None or s.name in only]
     return GateTracker(
-        [s.name for s in spec.servers],
+        [s.name for s in servers],
         started_at=tb.clock(),
         min_healthy_time=spec.rollout.min_healthy_time,
         healthy_deadline=spec.rollout.healthy_deadline,
-        failure_threshold={s.name: s.health.failure_threshold for s in spec.servers},
+        failure_threshold={s.name: s.health.failure_threshold for s in servers},
     )
 
 

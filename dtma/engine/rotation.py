@@ -3,9 +3,9 @@ time, start-first and gated (Nomad's change_mode = restart)."""
 
 from __future__ import annotations
 
-from dtma.domain.gate import GateState, GateTracker
+from dtma.domain.gate import GateState
 from dtma.engine import event_kinds as ev
-from dtma.engine.rollout import FAILED, SUCCEEDED, hold_gate
+from dtma.engine.rollout import FAILED, SUCCEEDED, hold_gate, new_tracker
 from dtma.engine.toolbox_runner import ToolboxRunner
 
 
@@ -32,13 +32,7 @@ async def refresh_secrets(tb: ToolboxRunner) -> tuple[str, str | None]:
         new = tb.new_runner(
             old.spec, revision, new_container, fresh=True, spec=spec, restarts=old.restarts + 1
         )
-        tracker = GateTracker(
-            [old.name],
-            started_at=tb.clock(),
-            min_healthy_time=spec.rollout.min_healthy_time,
-            healthy_deadline=spec.rollout.healthy_deadline,
-            failure_threshold={old.name: old.spec.health.failure_threshold},
-        )
+        tracker = new_tracker(tb, spec, only=[old.name])
         tb.gate_runners = {old.name: new}
         try:
             decision = await hold_gate(tb, {old.name: new}, tracker)

@@ -137,13 +137,14 @@ class ServerRunner:
         """Supervise in a task of its own, in a fresh logging context: it outlives the operation
         that started it, so it must not carry that operation's id in its log lines."""
         if self._steady is None or self._steady.done():
-            self._steady = asyncio.create_task(self._run_steady_logged(),
-                                               name=f"server-{self.name}",
-                                               context=contextvars.Context())
+            self._steady = asyncio.create_task(
+                self._run_steady_logged(), name=f"server-{self.name}", context=contextvars.Context()
+            )
 
     async def _run_steady_logged(self) -> None:
-        with structlog.contextvars.bound_contextvars(toolbox=self.host.id, server=self.name,
-                                                     revision=self.revision):
+        with structlog.contextvars.bound_contextvars(
+            toolbox=self.host.id, server=self.name, revision=self.revision
+        ):
             await self._run_steady()
 
     async def _run_steady(self) -> None:
