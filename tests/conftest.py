@@ -93,7 +93,7 @@ def docker_client() -> Iterator[Any]:
 def _sweep(client: Any) -> None:
     flt = {"label": f"{TEST_LABEL}={RUN_ID}"}
     for c in client.containers.list(all=True, filters=flt):
-        c.remove(force=True)
+        c.remove(force=True, v=True)
     for n in client.networks.list(filters=flt):
         n.remove()
 
@@ -169,7 +169,7 @@ def make_container(docker_client: Any) -> Iterator[Callable[..., Any]]:
     finally:
         for c in made:
             try:
-                c.remove(force=True)
+                c.remove(force=True, v=True)
             except Exception as exc:  # already gone is fine; anything else is logged
                 if "No such container" not in str(exc):
                     logging.getLogger(__name__).warning("cleanup of %s failed: %s", c.id, exc)

@@ -158,6 +158,6 @@ def remove_toolboxes(client: Any, toolboxes: Iterable[str]) -> None:
     """Remove every container and network labelled with one of these toolbox ids. Blocking."""
     for tb in toolboxes:
         for c in client.containers.list(all=True, filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
-            c.remove(force=True)
+            c.remove(force=True, v=True)
         for n in client.networks.list(filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
             n.remove()
