@@ -25,6 +25,11 @@ MAX_LOG_TAIL = 10000
 
 def add_routes(app: web.Application, agent: Agent) -> None:
     app[AGENT] = agent
+
+    async def end_streams(_: web.Application) -> None:
+        agent.journal.close_subscribers()
+
+    app.on_shutdown.append(end_streams)
     r = app.router
     r.add_get("/v1/toolboxes", list_toolboxes)
     r.add_put("/v1/toolboxes/{id}", apply_toolbox)

@@ -41,6 +41,8 @@ async def stream_events(
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
+            if event is None:
+                break  # the agent is stopping
             if event.cursor <= last:
                 continue
             if event.cursor > last + 1:  # a live event overtook others: read them first
@@ -48,10 +50,11 @@ async def stream_events(
             if toolbox is None or event.toolbox == toolbox:
                 await _send(resp, event)
             last = max(last, event.cursor)
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
+    except ConnectionResetError:
+        pass  # the client went away: a normal end for a stream
     finally:
         agent.journal.unsubscribe(queue)
+    return resp
 
 
 async def _backfill(

@@ -49,7 +49,7 @@ class Journal:
         self._store = store
         self._redact = redact
         self._observers = tuple(observers)
-        self._subscribers: set[asyncio.Queue[EventRecord]] = set()
+        self._subscribers: set[asyncio.Queue[EventRecord | None]] = set()
 
     async def emit(
         self,
@@ -88,10 +88,16 @@ class Journal:
             await observer.observe(event)
         return event
 
-    def subscribe(self) -> asyncio.Queue[EventRecord]:
-        queue: asyncio.Queue[EventRecord] = asyncio.Queue()
+    def subscribe(self) -> asyncio.Queue[EventRecord | None]:
+        """A queue of new events; None means the journal is closing (the agent is stopping)."""
+        queue: asyncio.Queue[EventRecord | None] = asyncio.Queue()
         self._subscribers.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[EventRecord]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[EventRecord | None]) -> None:
         self._subscribers.discard(queue)
+
+    def close_subscribers(self) -> None:
+        """Wake every live stream so that it ends (agent shutdown). Idempotent."""
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)

@@ -119,6 +119,8 @@ class ServerRunner:
             METRICS.probe_failures.labels(self.spec.transport, result.reason).inc()
         if result.healthy:
             self._failures = 0
+            if not self._ever_healthy:
+                self.last_error = None  # refusals while it was starting are not errors
             self._ever_healthy = True
             self.health = "healthy"
             if full and result.tools and list(result.tools) != self.tools:

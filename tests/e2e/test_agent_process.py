@@ -7,6 +7,7 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,17 @@ def test_ready_is_503_while_docker_is_unreachable(tmp_path: Path) -> None:
         assert "nope.sock" in body["error"]["details"][0]["msg"]
     finally:
         a.stop()
+
+
+def test_an_open_event_stream_does_not_hold_up_shutdown(tmp_path: Path, docker_client: Any) -> None:
+    a = AgentProcess(tmp_path / "state", free_port()).start()
+    with socket.create_connection(("127.0.0.1", a.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+            f"Authorization: Bearer {a.token}\r\n\r\n".encode()
+        )
+        assert b"text/event-stream" in sock.recv(4096)
+        t0 = time.monotonic()
+        assert a.stop(signal.SIGTERM, timeout=10) == 0
+        assert time.monotonic() - t0 < 10
+    assert "unhandled_error" not in a.logs()

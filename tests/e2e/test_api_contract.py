@@ -162,6 +162,8 @@ async def test_sse_streams_live_and_resumes_without_gap_or_duplicate(
         agent.get, f"/v1/events?since={start}&limit=1000", agent.token
     )
     assert [e["cursor"] for e in page["items"]][: len(cursors)] == cursors
+    await asyncio.sleep(0.5)
+    assert "unhandled_error" not in agent.logs()  # a client that leaves is a normal end
 
 
 SEGMENT = st.text(alphabet=string.printable + "é€\x00", min_size=0, max_size=24)

@@ -33,6 +33,7 @@ async def test_three_servers_become_healthy_with_their_tools(harness: EngineHarn
     servers = {s["name"]: s for s in status["servers"]}
     assert set(servers) == {"time-a", "time-b", "notes"}
     assert all(s["state"] == "running" and s["health"] == "healthy" for s in servers.values())
+    assert all(s["last_error"] is None for s in servers.values())  # startup refusals cleared
     assert sorted(servers["time-a"]["tools"]) == sorted(TIME_TOOLS)
     assert sorted(servers["notes"]["tools"]) == sorted(NOTES_TOOLS)
 
