@@ -61,6 +61,11 @@ def add_client_commands(sub: Any) -> None:
         p.add_argument("toolbox")
         p.add_argument("--server", action="append", dest="servers")
         p.add_argument("--wait", nargs="?", const=600.0, type=float, metavar="SECONDS")
+    p = cmd(
+        "refresh-secrets", "re-read secrets; restart (gated) only the servers whose values changed"
+    )
+    p.add_argument("toolbox")
+    p.add_argument("--wait", nargs="?", const=600.0, type=float, metavar="SECONDS")
     p = cmd("rm", "delete a toolbox: containers, network, secret files")
     p.add_argument("toolbox")
     p.add_argument("--wait", nargs="?", const=600.0, type=float, metavar="SECONDS")
@@ -147,6 +152,7 @@ async def _dispatch(args: argparse.Namespace, token: str) -> int:
             "stop": _server_op,
             "start": _server_op,
             "rm": _rm,
+            "refresh-secrets": _refresh_secrets,
             "logs": _logs,
             "tools": _tools,
             "events": _events,
@@ -330,6 +336,11 @@ async def _rollback(client: DtmaClient, args: argparse.Namespace) -> int:
 
 async def _server_op(client: DtmaClient, args: argparse.Namespace) -> int:
     ref = await client.server_operation(args.toolbox, args.command, args.servers)
+    return await _after_submit(client, args, args.toolbox, ref.operation)
+
+
+async def _refresh_secrets(client: DtmaClient, args: argparse.Namespace) -> int:
+    ref = await client.refresh_secrets(args.toolbox)
     return await _after_submit(client, args, args.toolbox, ref.operation)
 
 

@@ -234,6 +234,8 @@ class Agent:
                 await tb.run_operation(op_id, lambda: work(op_id), revision)
             finally:
                 done.set()
+                # Waiters hold the event already; later ones read the final state from the DB.
+                self._op_done.pop(op_id, None)
 
         task = asyncio.create_task(run(), name=f"{kind}-{tb.id}-{op_id}")
         self._tasks.add(task)

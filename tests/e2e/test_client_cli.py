@@ -123,6 +123,12 @@ def test_cli_apply_wait_shows_progress_and_exit_codes(agent: AgentProcess, tmp_p
     assert "servers.0.name" in run.stderr
     assert cli(agent, "get", "no-such-toolbox").returncode == 2
     assert cli(agent, "restart", tb, "--server", "time", "--wait", "60").returncode == 0
+    nothing = cli(agent, "rollback", tb)  # revision 2 was rolled back: no other stable one
+    assert nothing.returncode == 2
+    assert "no stable revision to roll back to" in nothing.stderr
+    back = cli(agent, "rollback", tb, "--to", "1", "--wait", "60")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert f"{tb}: rollback succeeded" in back.stdout
     run = cli(agent, "rm", tb, "--wait", "60")
     assert run.returncode == 0, run.stdout + run.stderr
     assert cli(agent, "get", tb).returncode == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent_process import AgentProcess
+from tests.agent_process import DTMA, AgentProcess
 from tests.conftest import BaoServer, free_port, wait_until
 from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes, spec
 
@@ -98,6 +99,17 @@ def test_the_secret_appears_nowhere(
         status, body = agent.get(path_, token=agent.token)
         assert status == 200
         responses.append(body)
+    env = {**os.environ, "DTMA_URL": agent.base_url, "DTMA_API_TOKEN": agent.token}
+    cli = subprocess.run(
+        [DTMA, "refresh-secrets", tb, "--wait", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert f"{tb}: refresh_secrets succeeded" in cli.stdout
+    responses.append(cli.stdout + cli.stderr)
     api_text = json.dumps(responses)
 
     (container,) = docker_client.containers.list(filters={"label": f"dtma.toolbox={tb}"})

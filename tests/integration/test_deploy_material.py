@@ -121,3 +121,37 @@ def test_alerts_and_dashboard_use_only_existing_metrics() -> None:
     known = _registry_names() | {"dtma_toolbox_phase", "dtma_server_healthy"}
     assert used, "no metrics found"
     assert used <= known, used - known
+
+
+@pytest.fixture(scope="module")
+def openbao_image(docker_client: Any) -> str:
+    proc = subprocess.run(
+        [str(REPO / "scripts/build-images"), "openbao"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"building the OpenBao image failed:\n{proc.stderr[-3000:]}")
+    return "dtma-examples/openbao-dev:latest"
+
+
+def test_the_compose_openbao_image_serves_the_vault_api(
+    openbao_image: str, make_container: Any
+) -> None:
+    import hvac
+
+    token = "root-" + secrets.token_hex(6)
+    c = make_container(
+        openbao_image,
+        environment={"BAO_DEV_ROOT_TOKEN_ID": token},
+        ports={"8200/tcp": ("127.0.0.1", None)},
+    )
+    wait_until(lambda: c.reload() or c.ports.get("8200/tcp"), 30, "published port")
+    client = hvac.Client(url=f"http://127.0.0.1:{c.ports['8200/tcp'][0]['HostPort']}", token=token)
+    wait_until(lambda: client.sys.is_initialized() and not client.sys.is_sealed(), 60, "OpenBao")
+    client.secrets.kv.v2.create_or_update_secret(path="x", secret={"k": "v"}, mount_point="secret")
+    assert client.secrets.kv.v2.read_secret_version(
+        path="x", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"] == {"k": "v"}
