@@ -12,13 +12,12 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from dtma.api.schemas import ApplyAcceptedOut
+from dtma.cli_output import print_json, print_status, table
 from dtma.client import ApiError, DtmaClient, Unavailable, Unreachable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -161,20 +160,6 @@ async def _dispatch(args: argparse.Namespace, token: str) -> int:
         return await handler(client, args)
 
 
-def _print_json(value: Any) -> None:
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
 async def _apply(client: DtmaClient, args: argparse.Namespace) -> int:
     try:
         spec = args.file.read_bytes()
@@ -184,7 +169,7 @@ async def _apply(client: DtmaClient, args: argparse.Namespace) -> int:
     result = await client.apply(toolbox, spec)
     if not isinstance(result, ApplyAcceptedOut):  # unchanged: nothing to roll out
         if args.json:
-            _print_json(result)
+            print_json(result)
         else:
             print(f"{toolbox}: unchanged (revision {result.revision})")
         return EXIT_OK
@@ -192,7 +177,7 @@ async def _apply(client: DtmaClient, args: argparse.Namespace) -> int:
         print(f"{toolbox}: revision {result.revision} submitted ({result.operation})")
     if args.wait is None:
         if args.json:
-            _print_json(result)
+            print_json(result)
         return EXIT_OK
     return await _wait_with_progress(client, args, toolbox, result.operation)
 
@@ -228,7 +213,7 @@ async def _wait_with_progress(
         await client.get(toolbox) if final.kind != "delete" or final.state != "succeeded" else None
     )
     if args.json:
-        _print_json(
+        print_json(
             {
                 "operation": final.model_dump(mode="json"),
                 "status": status.model_dump(mode="json") if status else None,
@@ -239,7 +224,7 @@ async def _wait_with_progress(
             f"{toolbox}: {final.kind} {final.state}" + (f": {final.error}" if final.error else "")
         )
         if status is not None:
-            _print_status(status)
+            print_status(status)
     return EXIT_OK if final.state == "succeeded" else EXIT_FAILED
 
 
@@ -257,43 +242,10 @@ async def _cursor_before(client: DtmaClient, toolbox: str, op: str) -> int:
         since = page.next
 
 
-def _print_status(status: Any) -> None:
-    print(f"phase {status.phase}, revision {status.revision}, stable {status.stable_revision}")
-    rows = [
-        (
-            s.name,
-            s.revision,
-            s.state,
-            s.health,
-            s.restarts,
-            s.container_id[:12],
-            s.endpoint,
-            s.last_error,
-        )
-        for s in status.servers
-    ]
-    if rows:
-        print(
-            table(
-                rows,
-                [
-                    "SERVER",
-                    "REV",
-                    "STATE",
-                    "HEALTH",
-                    "RESTARTS",
-                    "CONTAINER",
-                    "ENDPOINT",
-                    "LAST ERROR",
-                ],
-            )
-        )
-
-
 async def _ls(client: DtmaClient, args: argparse.Namespace) -> int:
     items = await client.toolboxes()
     if args.json:
-        _print_json([i.model_dump(mode="json") for i in items])
+        print_json([i.model_dump(mode="json") for i in items])
         return EXIT_OK
     rows = [
         (
@@ -312,17 +264,17 @@ async def _ls(client: DtmaClient, args: argparse.Namespace) -> int:
 async def _get(client: DtmaClient, args: argparse.Namespace) -> int:
     status = await client.get(args.toolbox)
     if args.json:
-        _print_json(status)
+        print_json(status)
     else:
         print(status.id)
-        _print_status(status)
+        print_status(status)
     return EXIT_OK
 
 
 async def _after_submit(client: DtmaClient, args: argparse.Namespace, toolbox: str, op: str) -> int:
     if args.wait is None:
         if args.json:
-            _print_json({"toolbox": toolbox, "operation": op})
+            print_json({"toolbox": toolbox, "operation": op})
         else:
             print(f"{toolbox}: {args.command} submitted ({op})")
         return EXIT_OK
@@ -357,7 +309,7 @@ async def _logs(client: DtmaClient, args: argparse.Namespace) -> int:
 async def _tools(client: DtmaClient, args: argparse.Namespace) -> int:
     tools = await client.tools(args.toolbox)
     if args.json:
-        _print_json(tools)
+        print_json(tools)
     else:
         print(table([(s.name, ", ".join(s.tools)) for s in tools.servers], ["SERVER", "TOOLS"]))
     return EXIT_OK
@@ -399,7 +351,7 @@ async def _errors(client: DtmaClient, args: argparse.Namespace) -> int:
         params["resolved"] = "false"
     entries = await client.errors(**params)
     if args.json:
-        _print_json(entries)
+        print_json(entries)
         return EXIT_OK
     rows = [
         (

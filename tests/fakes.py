@@ -1,4 +1,4 @@
-"""Hand-written fakes for unit tests of pure logic. Typed; no MagicMock."""
+"""Hand-written fakes for unit tests of pure logic. Typed, no mock library."""
 
 from __future__ import annotations
 
