@@ -10,6 +10,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,19 @@ class AgentProcess:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+@contextmanager
+def running_agent(
+    state_dir: Path, docker_client: Any, *, stop_signal: int = signal.SIGTERM, **env: str
+) -> Iterator[AgentProcess]:
+    """A started agent; afterwards it is stopped and every toolbox it was given is removed."""
+    from tests.conftest import free_port
+    from tests.engine_fixture import remove_toolboxes
+
+    agent = AgentProcess(state_dir, free_port(), extra_env=dict(env)).start()
+    try:
+        yield agent
+    finally:
+        agent.stop(stop_signal)
+        remove_toolboxes(docker_client, agent.made)

@@ -98,10 +98,8 @@ def _sweep(client: Any) -> None:
         n.remove()
 
 
-@pytest.fixture(scope="session")
-def images(docker_client: Any) -> dict[str, str]:
-    """The example images, built once per session (a quick no-op when they are up to date)."""
-    names = ["mcp-time", "mcp-notes"]
+def build_images(*names: str) -> None:
+    """scripts/build-images for these images: a quick no-op when they are up to date."""
     proc = subprocess.run(
         [str(REPO / "scripts/build-images"), *names],
         cwd=REPO,
@@ -110,21 +108,20 @@ def images(docker_client: Any) -> dict[str, str]:
         timeout=1200,
     )
     if proc.returncode != 0:
-        pytest.fail(f"scripts/build-images failed:\n{proc.stderr[-4000:]}")
+        pytest.fail(f"scripts/build-images {' '.join(names)} failed:\n{proc.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def images(docker_client: Any) -> dict[str, str]:
+    """The example images, built once per session (a quick no-op when they are up to date)."""
+    names = ["mcp-time", "mcp-notes"]
+    build_images(*names)
     return {"mcp-time": MCP_TIME, "mcp-notes": MCP_NOTES}
 
 
 @pytest.fixture(scope="session")
 def agent_image(docker_client: Any) -> str:
-    proc = subprocess.run(
-        [str(REPO / "scripts/build-images"), "agent"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/build-images agent failed:\n{proc.stderr[-4000:]}")
+    build_images("agent")
     return AGENT_IMAGE
 
 

@@ -48,10 +48,6 @@ def add_routes(app: web.Application, agent: Agent) -> None:
 
 
 def agent_of(request: web.Request) -> Agent:
-    return _agent(request)
-
-
-def _agent(request: web.Request) -> Agent:
     agent = request.app[AGENT]
     if not agent.started:
         raise DockerUnavailable(
@@ -61,7 +57,7 @@ def _agent(request: web.Request) -> Agent:
     return agent
 
 
-def _query_float(request: web.Request, name: str, lo: float, hi: float) -> float | None:
+def query_float(request: web.Request, name: str, lo: float, hi: float) -> float | None:
     raw = request.query.get(name)
     if raw is None:
         return None
@@ -78,11 +74,7 @@ def _query_float(request: web.Request, name: str, lo: float, hi: float) -> float
 
 
 def query_int(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
-    return _query_int(request, name, lo, hi, default)
-
-
-def _query_int(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
-    value = _query_float(request, name, lo, hi)
+    value = query_float(request, name, lo, hi)
     if value is None:
         return default
     if value != int(value):
@@ -107,13 +99,13 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def list_toolboxes(request: web.Request) -> web.Response:
-    return web.json_response({"items": await _agent(request).statuses()})
+    return web.json_response({"items": await agent_of(request).statuses()})
 
 
 async def apply_toolbox(request: web.Request) -> web.Response:
-    agent = _agent(request)
+    agent = agent_of(request)
     toolbox_id = request.match_info["id"]
-    wait = _query_float(request, "wait", 0, MAX_WAIT_S)
+    wait = query_float(request, "wait", 0, MAX_WAIT_S)
     if_match = request.headers.get("If-Match")
     expected = None
     if if_match is not None:
@@ -141,11 +133,11 @@ async def apply_toolbox(request: web.Request) -> web.Response:
 
 
 async def get_toolbox(request: web.Request) -> web.Response:
-    return web.json_response(await _agent(request).status(request.match_info["id"]))
+    return web.json_response(await agent_of(request).status(request.match_info["id"]))
 
 
 async def delete_toolbox(request: web.Request) -> web.Response:
-    op = await _agent(request).delete(request.match_info["id"])
+    op = await agent_of(request).delete(request.match_info["id"])
     return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
 
@@ -158,7 +150,7 @@ async def rollback_toolbox(request: web.Request) -> web.Response:
         raise SpecInvalid(
             "invalid body", [{"loc": ["body", "revision"], "msg": "must be a positive integer"}]
         )
-    op = await _agent(request).rollback(request.match_info["id"], revision)
+    op = await agent_of(request).rollback(request.match_info["id"], revision)
     return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
 
@@ -173,19 +165,19 @@ def _server_op(kind: str) -> Any:
                 "invalid body",
                 [{"loc": ["body", "servers"], "msg": "must be a list of server names"}],
             )
-        op = await _agent(request).server_operation(request.match_info["id"], kind, servers)
+        op = await agent_of(request).server_operation(request.match_info["id"], kind, servers)
         return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
     return handler
 
 
 async def refresh_secrets(request: web.Request) -> web.Response:
-    op = await _agent(request).refresh_secrets(request.match_info["id"])
+    op = await agent_of(request).refresh_secrets(request.match_info["id"])
     return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
 
 
 async def list_revisions(request: web.Request) -> web.Response:
-    agent = _agent(request)
+    agent = agent_of(request)
     toolbox_id = request.match_info["id"]
     await agent.status(toolbox_id)  # 404 for an unknown toolbox
     revs = await agent.repo.revisions(toolbox_id)
@@ -206,21 +198,21 @@ async def list_revisions(request: web.Request) -> web.Response:
 
 
 async def get_tools(request: web.Request) -> web.Response:
-    tools = await _agent(request).tools(request.match_info["id"])
+    tools = await agent_of(request).tools(request.match_info["id"])
     return web.json_response(
         {"servers": [{"name": n, "tools": t} for n, t in sorted(tools.items())]}
     )
 
 
 async def get_logs(request: web.Request) -> web.Response:
-    tail = _query_int(request, "tail", 1, MAX_LOG_TAIL, 100)
-    text = await _agent(request).logs(request.match_info["id"], request.match_info["name"], tail)
+    tail = query_int(request, "tail", 1, MAX_LOG_TAIL, 100)
+    text = await agent_of(request).logs(request.match_info["id"], request.match_info["name"], tail)
     return web.Response(text=text, content_type="text/plain")
 
 
 async def get_operation(request: web.Request) -> web.Response:
     op_id = request.match_info["op"]
-    record = await _agent(request).repo.operation(op_id)
+    record = await agent_of(request).repo.operation(op_id)
     if record is None:
         return error_response(404, "not_found", f"no operation {op_id}")
     return web.json_response(_operation_json(record))
@@ -238,7 +230,7 @@ def _operation_json(record: OperationRecord) -> dict[str, Any]:
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    since = _query_int(request, "since", 0, 2**62, 0)
+    since = query_int(request, "since", 0, 2**62, 0)
     if "text/event-stream" in request.headers.get("Accept", ""):
         last_id = request.headers.get("Last-Event-ID", "").strip()
         if last_id:
@@ -249,9 +241,9 @@ async def list_events(request: web.Request) -> web.StreamResponse:
                 )
             since = int(last_id)
         toolbox = request.query.get("toolbox")
-        return await stream_events(request, _agent(request), since, toolbox)
-    limit = _query_int(request, "limit", 1, 1000, 500)
+        return await stream_events(request, agent_of(request), since, toolbox)
+    limit = query_int(request, "limit", 1, 1000, 500)
     toolbox = request.query.get("toolbox")
-    events = await _agent(request).repo.events(since, toolbox, limit)
+    events = await agent_of(request).repo.events(since, toolbox, limit)
     items = [asdict(e) for e in events]
     return web.json_response({"items": items, "next": items[-1]["cursor"] if items else since})

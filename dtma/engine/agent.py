@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import secrets
 import socket
@@ -189,7 +190,7 @@ class Agent:
                 if record
                 else None
             )
-            names = {s["name"] for s in _servers_of(rev.spec)} if rev else set()
+            names = {s["name"] for s in json.loads(rev.spec)["servers"]} if rev else set()
             unknown = sorted(set(servers) - names)
             if unknown:
                 raise NotFound(f"toolbox {toolbox_id} has no server {', '.join(unknown)}")
@@ -333,9 +334,3 @@ class Agent:
         if runner is None:
             raise NotFound(f"toolbox {toolbox_id} has no running server {server}")
         return await self.runtime.logs(runner.container.id, tail)
-
-
-def _servers_of(spec_json: str) -> list[dict[str, Any]]:
-    import json
-
-    return list(json.loads(spec_json)["servers"])

@@ -53,7 +53,8 @@ async def run_rollout(
 
     stopped_old = False
     if spec.rollout.order == "stop_first" and old_servers:
-        await _stop_all(tb, old_servers)
+        for runner in old_servers.values():
+            await tb.stop_server(runner, reason="stop_first")
         stopped_old = True
 
     decision, new_runners = await deploy_and_gate(tb, spec, to_rev)
@@ -241,17 +242,6 @@ async def _remove_revision(
         reason="rollout_failed",
         message=f"removed the containers of revision {revision}",
     )
-
-
-async def _stop_all(tb: ToolboxRunner, servers: dict[str, ServerRunner]) -> None:
-    for runner in servers.values():
-        await runner.halt()
-        runner._expected_exit = True
-        await tb.runtime.stop(runner.container.id)
-        runner.state = "stopped"
-        await tb.emit(
-            ev.SERVER_STOPPED, server=runner.name, revision=runner.revision, reason="stop_first"
-        )
 
 
 async def _restart_stopped(

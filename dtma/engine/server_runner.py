@@ -255,8 +255,11 @@ class ServerRunner:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def halt(self) -> None:
-        """Stop probing and supervising; leave the container as it is. Idempotent."""
+    async def halt(self, *, expect_exit: bool = False) -> None:
+        """Stop probing and supervising; leave the container as it is. With expect_exit, the
+        container's coming exit is the agent's own doing, not a crash. Idempotent."""
+        if expect_exit:
+            self._expected_exit = True
         if self._steady is not None:
             self._steady.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -266,7 +269,6 @@ class ServerRunner:
 
     async def remove(self) -> None:
         """Halt, then remove the container (an expected exit). Idempotent."""
-        self._expected_exit = True
-        await self.halt()
+        await self.halt(expect_exit=True)
         await self.host.remove_container(self.container)
         self.state = "removed"

@@ -263,15 +263,20 @@ class ToolboxRunner:
 
     async def stop_servers(self, names: list[str] | None) -> tuple[str, str | None]:
         for runner in self._select(names):
-            await runner.halt()
-            runner._expected_exit = True
-            await self.runtime.stop(runner.container.id)
-            runner.state = "stopped"
-            runner.health = "unknown"
-            await self.emit(ev.SERVER_STOPPED, server=runner.name, revision=runner.revision)
+            await self.stop_server(runner)
         self.stopped = all(r.state == "stopped" for r in self.servers.values())
         await self.repo.update_toolbox(self.id, stopped=int(self.stopped))
         return "succeeded", None
+
+    async def stop_server(self, runner: ServerRunner, reason: str = "") -> None:
+        """Stop one server's container without it counting as a crash. Idempotent."""
+        await runner.halt(expect_exit=True)
+        await self.runtime.stop(runner.container.id)
+        runner.state = "stopped"
+        runner.health = "unknown"
+        await self.emit(
+            ev.SERVER_STOPPED, server=runner.name, revision=runner.revision, reason=reason
+        )
 
     async def start_servers(self, names: list[str] | None) -> tuple[str, str | None]:
         for runner in self._select(names):
@@ -324,8 +329,7 @@ class ToolboxRunner:
     async def delete(self) -> tuple[str, str | None]:
         await self.set_phase("deleting")
         for runner in [*self.servers.values(), *self.gate_runners.values()]:
-            await runner.halt()
-            runner._expected_exit = True
+            await runner.halt(expect_exit=True)
         errors = []
         for container in await self.runtime.list_managed(self.id):
             try:

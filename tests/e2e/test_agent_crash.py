@@ -13,20 +13,16 @@ from typing import Any
 import pytest
 
 from dtma.domain.containers import LABEL_TOOLBOX
-from tests.agent_process import AgentProcess
-from tests.conftest import free_port
-from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes, spec, time_server
+from tests.agent_process import AgentProcess, running_agent
+from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def agent(tmp_path: Path, images: dict[str, str], docker_client: Any) -> Iterator[AgentProcess]:
-    a = AgentProcess(tmp_path / "state", free_port()).start()
-
-    yield a
-    a.stop(signal.SIGKILL)
-    remove_toolboxes(docker_client, a.made)
+    with running_agent(tmp_path / "state", docker_client, stop_signal=signal.SIGKILL) as a:
+        yield a
 
 
 def _put(a: AgentProcess, tb: str, body: str, wait: float | None = None) -> tuple[int, Any]:

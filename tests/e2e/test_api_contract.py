@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import string
 from collections.abc import Iterator
 from typing import Any
@@ -15,9 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.agent_process import AgentProcess
-from tests.conftest import free_port
-from tests.engine_fixture import new_toolbox_id, remove_toolboxes, spec, time_server
+from tests.agent_process import AgentProcess, running_agent
+from tests.engine_fixture import new_toolbox_id, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
@@ -26,14 +24,9 @@ pytestmark = pytest.mark.e2e
 def agent(
     tmp_path_factory: pytest.TempPathFactory, images: dict[str, str], docker_client: Any
 ) -> Iterator[AgentProcess]:
-    a = AgentProcess(
-        tmp_path_factory.mktemp("contract") / "state",
-        free_port(),
-        extra_env={"DTMA_MAX_BODY": "64k"},
-    ).start()
-    yield a
-    a.stop(signal.SIGTERM)
-    remove_toolboxes(docker_client, a.made)
+    state = tmp_path_factory.mktemp("contract") / "state"
+    with running_agent(state, docker_client, DTMA_MAX_BODY="64k") as a:
+        yield a
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,9 @@ from typing import Any
 import pytest
 
 from dtma.client import ApiError, DtmaClient, Unreachable
-from tests.agent_process import DTMA, AgentProcess
+from tests.agent_process import DTMA, AgentProcess, running_agent
 from tests.conftest import free_port
-from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes, spec, time_server
+from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
@@ -26,10 +25,8 @@ pytestmark = pytest.mark.e2e
 def agent(
     tmp_path_factory: pytest.TempPathFactory, images: dict[str, str], docker_client: Any
 ) -> Iterator[AgentProcess]:
-    a = AgentProcess(tmp_path_factory.mktemp("cli") / "state", free_port()).start()
-    yield a
-    a.stop(signal.SIGTERM)
-    remove_toolboxes(docker_client, a.made)
+    with running_agent(tmp_path_factory.mktemp("cli") / "state", docker_client) as a:
+        yield a
 
 
 def cli(agent: AgentProcess, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -13,19 +12,17 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agent_process import AgentProcess
-from tests.conftest import free_port, wait_until
-from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes, spec, time_server
+from tests.agent_process import AgentProcess, running_agent
+from tests.conftest import wait_until
+from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def agent(tmp_path: Any, images: dict[str, str], docker_client: Any) -> Iterator[AgentProcess]:
-    a = AgentProcess(tmp_path / "state", free_port()).start()
-    yield a
-    a.stop(signal.SIGTERM)
-    remove_toolboxes(docker_client, a.made)
+    with running_agent(tmp_path / "state", docker_client) as a:
+        yield a
 
 
 def scrape(agent: AgentProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

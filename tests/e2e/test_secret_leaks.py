@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.agent_process import DTMA, AgentProcess
-from tests.conftest import BaoServer, free_port, wait_until
-from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes, spec
+from tests.agent_process import DTMA, AgentProcess, running_agent
+from tests.conftest import BaoServer, wait_until
+from tests.engine_fixture import new_toolbox_id, notes_server, spec
 
 pytestmark = pytest.mark.e2e
 
@@ -27,19 +26,15 @@ def agent(
     token_file = tmp_path / "vault-token"
     token_file.write_text(bao.root_token)
     token_file.chmod(0o600)
-    a = AgentProcess(
+    with running_agent(
         tmp_path / "state",
-        free_port(),
-        extra_env={
-            "VAULT_ADDR": bao.addr,
-            "DTMA_VAULT_TOKEN_FILE": str(token_file),
-            "DTMA_SECRETS_DIR": str(tmp_path / "secrets"),
-            "DTMA_LOG_LEVEL": "debug",
-        },
-    ).start()
-    yield a
-    a.stop(signal.SIGTERM)
-    remove_toolboxes(docker_client, a.made)
+        docker_client,
+        VAULT_ADDR=bao.addr,
+        DTMA_VAULT_TOKEN_FILE=str(token_file),
+        DTMA_SECRETS_DIR=str(tmp_path / "secrets"),
+        DTMA_LOG_LEVEL="debug",
+    ) as a:
+        yield a
     subprocess.run(["umount", "-l", str(tmp_path / "secrets")], check=False, capture_output=True)
 
 

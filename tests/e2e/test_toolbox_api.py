@@ -4,15 +4,13 @@ If-Match, no-op applies, rollback and delete."""
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.agent_process import AgentProcess
-from tests.conftest import free_port
-from tests.engine_fixture import new_toolbox_id, remove_toolboxes, spec, time_server
+from tests.agent_process import AgentProcess, running_agent
+from tests.engine_fixture import new_toolbox_id, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
@@ -21,10 +19,8 @@ pytestmark = pytest.mark.e2e
 def agent(
     tmp_path_factory: pytest.TempPathFactory, images: dict[str, str], docker_client: Any
 ) -> Iterator[AgentProcess]:
-    a = AgentProcess(tmp_path_factory.mktemp("api") / "state", free_port()).start()
-    yield a
-    a.stop(signal.SIGTERM)
-    remove_toolboxes(docker_client, a.made)
+    with running_agent(tmp_path_factory.mktemp("api") / "state", docker_client) as a:
+        yield a
 
 
 def put(

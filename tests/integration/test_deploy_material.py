@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from dtma.observability.metrics import METRICS
-from tests.conftest import REPO, free_port, wait_until
+from tests.conftest import REPO, build_images, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 COMPOSE = str(REPO / "compose/docker-compose.yml")
@@ -125,15 +125,7 @@ def test_alerts_and_dashboard_use_only_existing_metrics() -> None:
 
 @pytest.fixture(scope="module")
 def openbao_image(docker_client: Any) -> str:
-    proc = subprocess.run(
-        [str(REPO / "scripts/build-images"), "openbao"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"building the OpenBao image failed:\n{proc.stderr[-3000:]}")
+    build_images("openbao")
     return "dtma-examples/openbao-dev:latest"
 
 
