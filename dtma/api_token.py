@@ -16,6 +16,7 @@ from dtma.config import Settings
 from dtma.errors import ConfigError
 
 TOKEN_FILE_NAME = "api-token"  # noqa: S105 - a file name, not a secret
+MIN_TOKEN_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,13 @@ class ApiToken:
 def resolve_api_token(settings: Settings) -> ApiToken:
     """Return the token, generating the default token file if needed. Idempotent."""
     if settings.api_token:
-        return ApiToken(settings.api_token, "env")
+        value = settings.api_token.strip()
+        if len(value) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"DTMA_API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters; "
+                "generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+        return ApiToken(value, "env")
     if settings.api_token_file is not None:
         return ApiToken(_read_token(settings.api_token_file), str(settings.api_token_file))
     path = settings.state_dir / TOKEN_FILE_NAME
@@ -44,8 +51,10 @@ def _read_token(path: Path) -> str:
         value = path.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"cannot read API token file {path}: {exc.strerror}") from None
-    if len(value) < 16:
-        raise ConfigError(f"API token file {path} must hold a token of at least 16 characters")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"API token file {path} must hold a token of at least {MIN_TOKEN_LENGTH} characters"
+        )
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigError(

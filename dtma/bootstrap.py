@@ -19,7 +19,7 @@ from dtma.adapters.state_repo import StateRepository
 from dtma.adapters.vault import VaultClient, vault_config_from
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
-from dtma.config import Settings
+from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.errors_journal import ErrorJournal
@@ -31,13 +31,21 @@ from dtma.errors import ConfigError, DtmaError
 from dtma.observability.metrics import METRICS, MetricsObserver
 from dtma.observability.redaction import REDACTOR
 from dtma.spec.models import ServerSpec
-from dtma.spec.validate import SpecPolicy
+from dtma.spec.policy import SpecPolicy
 
 AGENT_START_RETRY_S = 2.0
 VAULT_RETRY_S = 5.0
 HMAC_KEY_FILE = "secrets-hmac.key"
 
 log = structlog.get_logger("dtma.agent")
+
+
+def spec_policy(settings: Settings, vault_configured: bool) -> SpecPolicy:
+    """The agent's policy for specs, from the DTMA_POLICY_* settings."""
+    return SpecPolicy(
+        vault_configured=vault_configured,
+        **{key: getattr(settings, f"policy_{key}") for key in POLICY_KEYS},
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -59,7 +67,7 @@ async def serve(settings: Settings) -> None:
     agent = build_agent(
         engine,
         store,
-        policy=SpecPolicy(vault_configured=vault is not None),
+        policy=spec_policy(settings, vault_configured=vault is not None),
         reap_grace=settings.reap_grace,
         secrets=injector,
     )

@@ -7,14 +7,17 @@ Keys are the environment variable names of DESIGN.md. A config file (YAML or JSO
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -23,7 +26,44 @@ from pydantic import (
 )
 
 from dtma.errors import ConfigError
+from dtma.spec.models import CAPABILITY
 from dtma.spec.units import Duration, Size
+
+# The escape hatches a host may open (spec/policy.py); each is DTMA_POLICY_<KEY>.
+POLICY_KEYS = (
+    "allow_public_publish",
+    "allow_volumes",
+    "allow_privileged",
+    "allow_host_namespaces",
+    "allow_bind_mounts",
+    "allow_cap_add",
+)
+
+
+def _split_list(value: object) -> object:
+    """A comma-separated environment value, or a list from a config file."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _absolute_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+    for p in paths:
+        if not p.startswith("/") or "\x00" in p or ".." in p.split("/"):
+            raise ValueError(f"{p!r} is not an absolute path without '..'")
+    return paths
+
+
+def _capabilities(caps: tuple[str, ...]) -> tuple[str, ...]:
+    for c in caps:
+        if not re.fullmatch(CAPABILITY, c.upper()):
+            raise ValueError(f"{c!r} is not a capability name such as NET_ADMIN")
+    return tuple(c.upper().removeprefix("CAP_") for c in caps)
+
+
+NameList = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
+PathPrefixes = Annotated[NameList, AfterValidator(_absolute_paths)]
+Capabilities = Annotated[NameList, AfterValidator(_capabilities)]
 
 ENV_KEYS = {
     "DTMA_LISTEN": "listen",
@@ -49,6 +89,8 @@ ENV_KEYS = {
     "DTMA_VAULT_ROLE_ID_FILE": "vault_role_id_file",
     "DTMA_VAULT_SECRET_ID_FILE": "vault_secret_id_file",
     "DTMA_VAULT_SKIP_VERIFY": "vault_skip_verify",
+    "DTMA_POLICY_FILE": "policy_file",
+    **{f"DTMA_POLICY_{k.upper()}": f"policy_{k}" for k in POLICY_KEYS},
 }
 
 
@@ -80,6 +122,13 @@ class Settings(BaseModel):
     vault_role_id_file: Path | None = None
     vault_secret_id_file: Path | None = None
     vault_skip_verify: bool = False
+    policy_file: Path | None = None
+    policy_allow_public_publish: bool = False
+    policy_allow_volumes: NameList = ()
+    policy_allow_privileged: bool = False
+    policy_allow_host_namespaces: bool = False
+    policy_allow_bind_mounts: PathPrefixes = ()
+    policy_allow_cap_add: Capabilities = ()
 
     @field_validator("listen")
     @classmethod
@@ -129,6 +178,9 @@ def load_settings(
     path = config_file or (Path(env["DTMA_CONFIG"]) if env.get("DTMA_CONFIG") else None)
     if path is not None:
         values.update(_read_config_file(path))
+    policy_path = env.get("DTMA_POLICY_FILE") or values.get("policy_file")
+    if policy_path:
+        values.update(_read_policy_file(Path(str(policy_path))))
     for var, key in ENV_KEYS.items():
         if env.get(var):
             values[key] = env[var]
@@ -148,21 +200,38 @@ def _var_for(key: str) -> str:
     return next((var for var, k in ENV_KEYS.items() if k == key), key)
 
 
-def _read_config_file(path: Path) -> dict[str, object]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML/JSON: {exc}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings")
+def _read_policy_file(path: Path) -> dict[str, object]:
+    """A YAML/JSON mapping of the policy keys, as allow_x or DTMA_POLICY_ALLOW_X."""
     out: dict[str, object] = {}
-    for k, v in raw.items():
+    for k, v in _read_mapping(path, "policy file").items():
+        key = str(k).lower().removeprefix("dtma_policy_")
+        if key not in POLICY_KEYS:
+            raise ConfigError(
+                f"policy file {path}: unknown key {k!r}; the keys are {', '.join(POLICY_KEYS)}"
+            )
+        out[f"policy_{key}"] = v
+    return out
+
+
+def _read_config_file(path: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in _read_mapping(path, "config file").items():
         key = ENV_KEYS.get(str(k), str(k).lower())
         if key not in Settings.model_fields:
             raise ConfigError(f"config file {path}: unknown key {k!r}")
         out[key] = v
     return out
+
+
+def _read_mapping(path: Path, what: str) -> dict[Any, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML/JSON: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping of settings")
+    return raw

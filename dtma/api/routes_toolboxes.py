@@ -17,6 +17,7 @@ from dtma.api.sse import stream_events
 from dtma.domain.records import OperationRecord
 from dtma.engine.agent import Agent
 from dtma.errors import DockerUnavailable, SpecInvalid
+from dtma.spec.document import load_json
 
 AGENT = web.AppKey("agent", Agent)
 MAX_WAIT_S = 3600.0
@@ -89,10 +90,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SpecInvalid("body is not valid JSON", [{"loc": ["body"], "msg": str(exc)}]) from None
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise SpecInvalid("invalid body", [{"loc": ["body"], "msg": "must be a JSON object"}])
     return body

@@ -126,6 +126,17 @@ class DockerInfoOut(Out):
     api_version: str
 
 
+class PolicyOut(Out):
+    """The escape hatches this agent allows (DTMA_POLICY_*); everything else is refused."""
+
+    allow_public_publish: bool
+    allow_volumes: list[str]
+    allow_privileged: bool
+    allow_host_namespaces: bool
+    allow_bind_mounts: list[str]
+    allow_cap_add: list[str]
+
+
 class AgentOut(Out):
     version: str
     host: str
@@ -133,6 +144,7 @@ class AgentOut(Out):
     toolboxes: int
     servers: int
     phases: dict[str, int]
+    policy: PolicyOut
 
 
 class RollbackIn(Out):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from dtma.spec.models import ServerSpec, ToolboxSpec
+from dtma.spec.models import ServerSpec, ToolboxSpec, publish_address
 
 LABEL_TOOLBOX = "dtma.toolbox"
 LABEL_SERVER = "dtma.server"
@@ -92,10 +92,7 @@ def container_request(
         LABEL_TRANSPORT: server.transport,
         **(extra_labels or {}),
     }
-    publish = None
-    if server.publish:
-        ip, _, port = server.publish.rpartition(":")
-        publish = (ip.strip("[]"), int(port))
+    publish = publish_address(server.publish) if server.publish else None
     return ContainerRequest(
         name=f"dtma-{toolbox}-{server.name}-r{revision}-{secrets.token_hex(2)}",
         image=server.image,

@@ -27,11 +27,12 @@ from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory
+from dtma.engine.spec_parser import SpecParser
 from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from dtma.errors import Conflict, DtmaError, NotFound
 from dtma.spec.hashing import canonical_json, spec_hash
-from dtma.spec.validate import SpecPolicy, parse_spec, validate_toolbox_id
+from dtma.spec.validate import SpecPolicy, validate_toolbox_id
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +69,7 @@ class Agent:
         self.repo = repo
         self.journal = journal
         self.policy = policy
+        self._specs = SpecParser(policy)
         self._probe_factory = probe_factory
         self._clock = clock
         self._rng = rng or random.Random()
@@ -127,6 +129,7 @@ class Agent:
         self._loops.clear()
         for tb in self._runners.values():
             await tb.halt()
+        self._specs.close()
 
     def _runner(self, toolbox_id: str) -> ToolboxRunner:
         tb = self._runners.get(toolbox_id)
@@ -150,7 +153,7 @@ class Agent:
         self, toolbox_id: str, body: bytes | str, if_match: int | None = None
     ) -> ApplyResult:
         validate_toolbox_id(toolbox_id)
-        spec = parse_spec(body, self.policy)
+        spec = await self._specs.parse(body)
         rev, created = await self.repo.add_revision(
             toolbox_id, canonical_json(spec), spec_hash(spec), if_match
         )
@@ -310,6 +313,7 @@ class Agent:
             "toolboxes": len(self._runners),
             "servers": sum(len(tb.servers) for tb in self._runners.values()),
             "phases": phases,
+            "policy": self.policy.describe(),
         }
 
     def metrics_state(self) -> list[tuple[str, str, list[tuple[str, bool]]]]:

@@ -25,7 +25,7 @@ from dtma.engine import event_kinds as ev
 from dtma.engine.probes import ContainerProbe
 from dtma.errors import DtmaError
 from dtma.observability.metrics import METRICS
-from dtma.spec.models import Restart, ServerSpec
+from dtma.spec.models import Restart, ServerSpec, publish_address
 
 log = structlog.get_logger(__name__)
 
@@ -97,8 +97,9 @@ class ServerRunner:
     @property
     def endpoint(self) -> str | None:
         if self.container.host_port:
-            ip = (self.spec.publish or "127.0.0.1:0").rpartition(":")[0].strip("[]")
-            return f"http://{ip}:{self.container.host_port}{self.spec.http_path}"
+            ip = publish_address(self.spec.publish or "127.0.0.1:0")[0]
+            host = f"[{ip}]" if ":" in ip else ip
+            return f"http://{host}:{self.container.host_port}{self.spec.http_path}"
         return self._probe.endpoint
 
     # -- events from the watcher --------------------------------------------------------------

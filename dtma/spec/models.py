@@ -6,6 +6,7 @@ Policy checks that depend on the agent's configuration live in spec/policy.py.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -37,7 +38,41 @@ def _dns_label(v: str) -> str:
 
 Name = Annotated[str, AfterValidator(_dns_label)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=255)]
-_PUBLISH = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<port>\d{1,5})$")
+_PUBLISH = re.compile(r"(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:.]+\]):)?(?P<port>[0-9]{1,5})")
+CAPABILITY = r"^(CAP_)?[A-Z][A-Z0-9_]{1,63}$"
+MIN_PROBE_INTERVAL_S = 1.0
+MIN_TIMEOUT_S = 0.1
+MIN_RESTART_DELAY_S = 0.1
+MIN_RESTART_INTERVAL_S = 1.0
+
+
+def at_least(value: float, floor: float) -> float:
+    """A duration floor, so that a spec cannot turn a loop into a busy loop."""
+    if value < floor:
+        raise ValueError(f"must be at least {floor:g}s")
+    return value
+
+
+def publish_address(value: str) -> tuple[str, int]:
+    """'IP:PORT', '[IPv6]:PORT' or 'PORT' (on 127.0.0.1) -> (ip, port). Raises ValueError."""
+    m = _PUBLISH.fullmatch(value)
+    if m is None:
+        raise ValueError('must be "IP:PORT" (PORT 0 picks a free host port), e.g. "127.0.0.1:0"')
+    ip_text = (m.group("ip") or "127.0.0.1").strip("[]")
+    try:
+        ip = ipaddress.ip_address(ip_text)
+    except ValueError:
+        raise ValueError(f"{ip_text!r} is not an IP address") from None
+    if ip.is_multicast:
+        raise ValueError(f"{ip_text} is a multicast address")
+    port = int(m.group("port"))
+    if port > 65535:
+        raise ValueError("the port must be from 0 to 65535")
+    return str(ip), port
+
+
+def is_loopback_publish(value: str) -> bool:
+    return ipaddress.ip_address(publish_address(value)[0]).is_loopback
 
 
 class Strict(BaseModel):
@@ -74,17 +109,22 @@ class Resources(Strict):
 
 class Health(Strict):
     mcp: bool = True
-    expect_tools: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = []
+    expect_tools: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=128)]], Field(max_length=256)
+    ] = []
     interval: Duration = 10.0
     timeout: Duration = 5.0
     failure_threshold: Annotated[int, Field(ge=1, le=100)] = 3
 
-    @field_validator("interval", "timeout")
+    @field_validator("interval")
     @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
+    def _interval_floor(cls, v: float) -> float:
+        return at_least(v, MIN_PROBE_INTERVAL_S)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_floor(cls, v: float) -> float:
+        return at_least(v, MIN_TIMEOUT_S)
 
 
 class Mount(Strict):
@@ -100,22 +140,35 @@ class ServerSpec(Strict):
         str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", max_length=512)
     ]
     transport: Literal["stdio", "streamable-http"] = "stdio"
-    command: list[Annotated[str, StringConstraints(max_length=4096)]] | None = None
+    command: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(max_length=256)]
+        | None
+    ) = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     path: Annotated[str, StringConstraints(pattern=r"^/[^\s\x00]*$", max_length=1024)] | None = None
-    env: dict[EnvName, Annotated[str, StringConstraints(max_length=65536)]] = {}
-    secrets: list[SecretSpec] = []
+    env: Annotated[
+        dict[EnvName, Annotated[str, StringConstraints(max_length=65536)]], Field(max_length=256)
+    ] = {}
+    secrets: Annotated[list[SecretSpec], Field(max_length=64)] = []
     resources: Resources = Resources()
     health: Health = Health()
     publish: str | None = None
     # Escape hatches, rejected unless the agent's policy allows them (spec/policy.py).
     privileged: bool = False
-    cap_add: list[str] = []
+    cap_add: Annotated[
+        list[Annotated[str, StringConstraints(pattern=CAPABILITY)]], Field(max_length=64)
+    ] = []
     network_mode: Literal["toolbox", "host"] = "toolbox"
     pid_mode: Literal["private", "host"] = "private"
     ipc_mode: Literal["private", "host"] = "private"
-    mounts: list[Mount] = []
-    labels: dict[Annotated[str, StringConstraints(min_length=1, max_length=255)], str] = {}
+    mounts: Annotated[list[Mount], Field(max_length=32)] = []
+    labels: Annotated[
+        dict[
+            Annotated[str, StringConstraints(min_length=1, max_length=255)],
+            Annotated[str, StringConstraints(max_length=4096)],
+        ],
+        Field(max_length=64),
+    ] = {}
 
     @field_validator("command")
     @classmethod
@@ -131,12 +184,8 @@ class ServerSpec(Strict):
     def _publish_format(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        m = _PUBLISH.match(v)
-        if not m or int(m.group("port")) > 65535:
-            raise ValueError(
-                'must be "IP:PORT" (PORT 0 picks a free host port), e.g. "127.0.0.1:0"'
-            )
-        return v if m.group("ip") else f"127.0.0.1:{m.group('port')}"
+        ip, port = publish_address(v)
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
     @model_validator(mode="after")
     def _transport_fields(self) -> ServerSpec:
@@ -171,6 +220,11 @@ class Rollout(Strict):
     healthy_deadline: Duration = 60.0
     auto_revert: bool = True
 
+    @field_validator("healthy_deadline")
+    @classmethod
+    def _deadline_floor(cls, v: float) -> float:
+        return at_least(v, MIN_PROBE_INTERVAL_S)
+
     @model_validator(mode="after")
     def _deadline_after_min(self) -> Rollout:
         if self.healthy_deadline <= self.min_healthy_time:
@@ -184,6 +238,16 @@ class Restart(Strict):
     delay: Duration = 1.0
     max_delay: Duration = 60.0
     mode: Literal["fail", "delay"] = "fail"
+
+    @field_validator("delay", "max_delay")
+    @classmethod
+    def _delay_floor(cls, v: float) -> float:
+        return at_least(v, MIN_RESTART_DELAY_S)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_floor(cls, v: float) -> float:
+        return at_least(v, MIN_RESTART_INTERVAL_S)
 
     @model_validator(mode="after")
     def _delays(self) -> Restart:

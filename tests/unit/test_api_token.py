@@ -28,6 +28,14 @@ def test_env_token_wins(tmp_path: Path) -> None:
     assert not (tmp_path / "api-token").exists()
 
 
+@pytest.mark.parametrize("value", ["Q", "a" * 15, " " * 20 + "shortQQ"])
+def test_env_token_must_be_long_enough(tmp_path: Path, value: str) -> None:
+    settings = load_settings({"DTMA_STATE_DIR": str(tmp_path), "DTMA_API_TOKEN": value})
+    with pytest.raises(ConfigError, match="DTMA_API_TOKEN must be at least 16") as info:
+        resolve_api_token(settings)
+    assert value.strip() not in str(info.value)
+
+
 def test_token_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
     f = tmp_path / "tok"
     f.write_text("short")
