@@ -2,6 +2,8 @@
 
 stdio: holds a StdioProbeSession (attach). A fresh container is initialized once; an adopted one
 (after an agent restart) is not, unless it does not answer, in which case it gets one initialize.
+A session that ends (the attach or the first initialize failed, say on a loaded host) is opened
+again on the next probe; it is initialized again only if it never was.
 streamable-http: a fresh session per probe against the container's address on the toolbox network.
 health.mcp = false: healthy while the container runs (the runner tracks that).
 """
@@ -38,6 +40,7 @@ class ContainerProbe:
         self._stdio: StdioProbeSession | None = None
         self._stdio_task: asyncio.Task[None] | None = None
         self._reinitialized = False
+        self._initialized_once = False
 
     @property
     def endpoint(self) -> str | None:
@@ -61,8 +64,12 @@ class ContainerProbe:
 
     async def _check_stdio(self, full: bool) -> ProbeResult:
         health = self._server.health
+        if self._stdio_task is not None and self._stdio_task.done():
+            # The previous session ended; its failure was reported by the last probe.
+            self._initialized_once |= self._stdio is not None and self._stdio.initialized
+            await self.close()
         if self._stdio is None:
-            self._open_stdio(initialize=self._fresh)
+            self._open_stdio(initialize=self._fresh and not self._initialized_once)
         assert self._stdio is not None
         result = await self._stdio.probe(
             timeout=health.timeout, expect_tools=health.expect_tools, list_tools=full

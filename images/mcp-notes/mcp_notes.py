@@ -8,8 +8,11 @@ a real server:
   hang_initialize     accept connections but never answer `initialize`
   crash_after:<s>     serve normally, then exit with status 3 after <s> seconds
   drop_tool:<name>    serve without the tool <name>
-  slow_start:<s>      wait <s> seconds before listening
+  slow_start:<s>      wait <s> seconds before listening (or before reading stdin)
+  error_env:<NAME>    answer `tools/list` with a JSON-RPC error whose message carries the value
+                      of the environment variable NAME (for secret-leak tests)
 An unknown FAIL_MODE is a configuration error: exit status 2 with a message.
+MCP_TRANSPORT=stdio serves the same tools over stdin/stdout instead of HTTP.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class FailMode:
             if seconds < 0:
                 raise ValueError(f"FAIL_MODE={raw!r}: seconds must be >= 0")
             return cls(kind, arg)
+        if kind == "error_env" and arg:
+            return cls(kind, arg)
         if kind == "drop_tool" and arg:
             if arg not in TOOL_NAMES:
                 raise ValueError(
@@ -60,7 +65,7 @@ class FailMode:
             return cls(kind, arg)
         raise ValueError(
             f"FAIL_MODE={raw!r} is not one of exit_at_start, hang_initialize, crash_after:<s>, "
-            "drop_tool:<name>, slow_start:<s>"
+            "drop_tool:<name>, slow_start:<s>, error_env:<NAME>"
         )
 
 
@@ -137,34 +142,72 @@ class HangOnInitialize:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await _read_body(receive)
         if _is_initialize(body):
             await asyncio.Event().wait()  # never set: hang until the client gives up
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replay(body, receive), send)
 
 
-def _is_initialize(body: bytes) -> bool:
+class ErrorOnToolsList:
+    """ASGI wrapper that answers `tools/list` with a JSON-RPC error carrying `message`."""
+
+    def __init__(self, app: Any, message: str) -> None:
+        self.app = app
+        self.message = message
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        request = _request_for(body, "tools/list")
+        if request is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        answer = {
+            "jsonrpc": "2.0",
+            "id": request.get("id"),
+            "error": {"code": -32603, "message": self.message},
+        }
+        data = json.dumps(answer).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    replayed = False
+
+    async def replay() -> Any:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _request_for(body: bytes, method: str) -> dict[str, Any] | None:
     try:
         payload = json.loads(body)
     except ValueError:
-        return False
+        return None
     items = payload if isinstance(payload, list) else [payload]
-    return any(isinstance(m, dict) and m.get("method") == "initialize" for m in items)
+    return next((m for m in items if isinstance(m, dict) and m.get("method") == method), None)
+
+
+def _is_initialize(body: bytes) -> bool:
+    return _request_for(body, "initialize") is not None
 
 
 def main() -> None:
@@ -194,11 +237,18 @@ def main() -> None:
 
         threading.Timer(float(mode.arg), crash).start()
 
+    if os.environ.get("MCP_TRANSPORT") == "stdio":
+        print("mcp-notes: serving on stdio", file=sys.stderr, flush=True)
+        build_server(mode).run("stdio")
+        return
+
     import uvicorn
 
     app: Any = build_server(mode).streamable_http_app(streamable_http_path=path, host="0.0.0.0")
     if mode.kind == "hang_initialize":
         app = HangOnInitialize(app)
+    if mode.kind == "error_env":
+        app = ErrorOnToolsList(app, f"tools unavailable: {os.environ.get(mode.arg, '')}")
     print(
         f"mcp-notes: serving on 0.0.0.0:{port}{path} (FAIL_MODE={mode.kind or 'none'})",
         file=sys.stderr,

@@ -8,6 +8,7 @@ import pytest
 
 from dtma.adapters.mcp_probe import probe_http
 from tests.engine_fixture import (
+    MCP_NOTES,
     NOTES_TOOLS,
     TIME_TOOLS,
     EngineHarness,
@@ -92,3 +93,22 @@ async def test_an_identical_spec_is_a_no_op(harness: EngineHarness) -> None:
         + "}"
     )
     assert (await harness.agent.apply(tb, reordered)).unchanged
+
+
+async def test_a_stdio_server_slower_than_its_probe_timeout_is_retried(
+    harness: EngineHarness,
+) -> None:
+    """The first initialize times out (the server reads stdin after 3 s, the timeout is 1 s);
+    the session is opened again on a later probe instead of staying dead until the deadline."""
+    tb = new_toolbox_id()
+    slow = {
+        "name": "slow",
+        "image": MCP_NOTES,
+        "transport": "stdio",
+        "env": {"MCP_TRANSPORT": "stdio", "FAIL_MODE": "slow_start:3"},
+        "health": {"expect_tools": NOTES_TOOLS, "interval": "1s", "timeout": "1s"},
+    }
+    op = await harness.apply_and_wait(tb, spec(slow, deadline="30s"))
+    assert (op.state, op.error) == ("succeeded", None)
+    (server,) = (await harness.agent.status(tb))["servers"]
+    assert server["health"] == "healthy"

@@ -35,6 +35,7 @@ notes = _load()
         ("crash_after:2.5", "crash_after", "2.5"),
         ("slow_start:3", "slow_start", "3"),
         ("drop_tool:get_note", "drop_tool", "get_note"),
+        ("error_env:API_KEY", "error_env", "API_KEY"),
     ],
 )
 def test_valid_modes(raw: str, kind: str, arg: str) -> None:
@@ -52,6 +53,7 @@ def test_valid_modes(raw: str, kind: str, arg: str) -> None:
         ("drop_tool:nope", "unknown tool"),
         ("drop_tool", "is not one of"),
         ("exit_at_start:1", "is not one of"),
+        ("error_env", "is not one of"),
     ],
 )
 def test_invalid_modes_say_why(raw: str, message: str) -> None:
