@@ -23,6 +23,7 @@ from dtma.adapters.docker_attach import attached_stdio_transport, open_attach_so
 from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult, check_expected_tools
 from dtma.errors import DtmaError
+from dtma.observability.redaction import REDACTOR
 
 CLIENT_INFO = {"name": "dtma-probe", "version": __version__}
 
@@ -69,8 +70,7 @@ class _StepFailed(Exception):
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
-    text = str(exc) or type(exc).__name__
-    return text[:300]
+    return REDACTOR.excerpt(str(exc) or type(exc).__name__, 300)
 
 
 def _first_step_failure(exc: BaseException) -> _StepFailed | None:

@@ -289,7 +289,7 @@ class Agent:
                     "restarts": r.restarts,
                     "endpoint": r.endpoint,
                     "tools": r.tools,
-                    "last_error": r.last_error,
+                    "last_error": self.journal.redact(r.last_error, 500) if r.last_error else None,
                 }
                 for r in runners
             ],
@@ -337,4 +337,4 @@ class Agent:
         runner = tb.servers.get(server) or tb.gate_runners.get(server)
         if runner is None:
             raise NotFound(f"toolbox {toolbox_id} has no running server {server}")
-        return await self.runtime.logs(runner.container.id, tail)
+        return self.journal.redact(await self.runtime.logs(runner.container.id, tail))

@@ -51,6 +51,13 @@ class Journal:
         self._observers = tuple(observers)
         self._subscribers: set[asyncio.Queue[EventRecord | None]] = set()
 
+    def redact(self, text: str, limit: int | None = None, *, tail: bool = False) -> str:
+        """Mask known secret values, then cut to `limit` characters (never the other way)."""
+        text = self._redact(text)
+        if limit is None:
+            return text
+        return text[-limit:] if tail else text[:limit]
+
     async def emit(
         self,
         kind: str,

@@ -221,7 +221,7 @@ async def _with_exit_logs(
     tail = (await tb.runtime.logs(runner.container.id, EXIT_LOG_LINES)).strip()
     if not tail:
         return decision
-    tail = " | ".join(line.strip() for line in tail.splitlines())[-300:]
+    tail = tb.journal.redact(" | ".join(line.strip() for line in tail.splitlines()), 300, tail=True)
     return Decision(
         decision.state, decision.reason, decision.server, f"{decision.detail}; last output: {tail}"
     )

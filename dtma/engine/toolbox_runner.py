@@ -249,6 +249,7 @@ class ToolboxRunner:
                     state, error = "failed", f"internal error: {type(exc).__name__}"
                 finally:
                     self.busy_with = None
+                error = self.journal.redact(error, 2000) if error else error
                 await self.repo.finish_operation(op_id, state, error, revision)
                 await self.emit(
                     ev.OPERATION_FINISHED,

@@ -22,15 +22,25 @@ class Redactor:
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
-        if len(value) >= MIN_LENGTH and value not in self._values:
+        """Register a value, and each line of a multi-line one (a PEM key printed line by line,
+        or joined with another separator, is still masked)."""
+        parts = {value, *(line.strip() for line in value.splitlines())}
+        new = {p for p in parts if len(p) >= MIN_LENGTH} - self._values
+        if new:
             with self._lock:
-                self._values = self._values | {value}
+                self._values = self._values | new
 
     def redact(self, text: str) -> str:
         for value in sorted(self._values, key=len, reverse=True):
             if value in text:
                 text = text.replace(value, MASK)
         return text
+
+    def excerpt(self, text: str, limit: int, *, tail: bool = False) -> str:
+        """Redact, then cut to `limit` characters (the end of the text when tail=True): cutting
+        first could leave part of a secret that no longer matches."""
+        text = self.redact(text)
+        return text[-limit:] if tail else text[:limit]
 
     def _scrub(self, obj: Any) -> Any:
         if isinstance(obj, str):

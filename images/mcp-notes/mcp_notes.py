@@ -9,10 +9,12 @@ a real server:
   crash_after:<s>     serve normally, then exit with status 3 after <s> seconds
   drop_tool:<name>    serve without the tool <name>
   slow_start:<s>      wait <s> seconds before listening (or before reading stdin)
-  error_env:<NAME>    answer `tools/list` with a JSON-RPC error whose message carries the value
-                      of the environment variable NAME (for secret-leak tests)
+  error_env:<ITEMS>   answer `tools/list` with a JSON-RPC error whose message carries ITEMS
 An unknown FAIL_MODE is a configuration error: exit status 2 with a message.
 MCP_TRANSPORT=stdio serves the same tools over stdin/stdout instead of HTTP.
+PRINT_AT_START=<ITEMS> prints ITEMS to stdout and stderr first (before any FAIL_MODE acts).
+ITEMS is a comma-separated list of environment variable names and /file/paths, standing for
+their values: with secrets, these make a server that leaks them, for dtma's redaction tests.
 """
 
 from __future__ import annotations
@@ -210,7 +212,26 @@ def _is_initialize(body: bytes) -> bool:
     return _request_for(body, "initialize") is not None
 
 
+def leaked_values(items: str) -> str:
+    """The values of comma-separated env names and /file/paths, one after the other."""
+    out = []
+    for item in filter(None, (i.strip() for i in items.split(","))):
+        if item.startswith("/"):
+            try:
+                with open(item) as f:
+                    out.append(f.read())
+            except OSError as exc:
+                out.append(f"<{item}: {exc.strerror}>")
+        else:
+            out.append(os.environ.get(item, ""))
+    return "\n".join(out)
+
+
 def main() -> None:
+    if os.environ.get("PRINT_AT_START"):
+        leaked = leaked_values(os.environ["PRINT_AT_START"])
+        print(leaked, flush=True)
+        print(leaked, file=sys.stderr, flush=True)
     try:
         mode = FailMode.parse(os.environ.get("FAIL_MODE", ""))
     except ValueError as exc:
@@ -248,7 +269,7 @@ def main() -> None:
     if mode.kind == "hang_initialize":
         app = HangOnInitialize(app)
     if mode.kind == "error_env":
-        app = ErrorOnToolsList(app, f"tools unavailable: {os.environ.get(mode.arg, '')}")
+        app = ErrorOnToolsList(app, f"tools unavailable: {leaked_values(mode.arg)}")
     print(
         f"mcp-notes: serving on 0.0.0.0:{port}{path} (FAIL_MODE={mode.kind or 'none'})",
         file=sys.stderr,

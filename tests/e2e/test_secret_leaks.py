@@ -143,3 +143,94 @@ def test_log_lines_carry_their_context(agent: AgentProcess, bao: BaoServer) -> N
     assert started[0]["request_id"] == "req-ctx-1"
     assert started[0]["revision"] == 1
     # request_id is never passed by the journal: it comes from the bound context of the PUT.
+
+
+def test_servers_that_print_and_return_their_secrets_leak_them_nowhere(
+    agent: AgentProcess, bao: BaoServer, tmp_path: Path
+) -> None:
+    """One server prints its env and (multi-line) file secret and exits; another prints them and
+    answers tools/list with an MCP error carrying both. No line of either value may appear in any
+    API answer, event, error entry, /metrics, the agent's log or the state DB."""
+    env_value = "ENVLEAK-" + secrets.token_hex(16)
+    file_value = "\n".join(
+        [f"-----BEGIN LEAK {secrets.token_hex(4)}-----"]
+        + [secrets.token_urlsafe(48) for _ in range(5)]
+        + [f"-----END LEAK {secrets.token_hex(4)}-----", ""]
+    )
+    path = f"leak/{secrets.token_hex(3)}"
+    bao.client().secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"env": env_value, "pem": file_value}, mount_point="secret"
+    )
+    ref = {"mount": "secret", "path": path}
+    leaky = [
+        {"name": "TOKEN", "vault": {**ref, "key": "env"}, "as": "env"},
+        {"name": "KEY", "vault": {**ref, "key": "pem"}, "as": "file"},
+    ]
+    items = "TOKEN,/run/secrets/KEY"
+    printer = notes_server("printer", "exit_at_start", secrets=leaky)
+    printer["env"]["PRINT_AT_START"] = items
+    errorer = notes_server("errorer", f"error_env:{items}", secrets=leaky)
+    errorer["env"]["PRINT_AT_START"] = items
+    tb_print, tb_error = new_toolbox_id(), new_toolbox_id()
+    agent.made += [tb_print, tb_error]
+    answers: list[Any] = []
+
+    status, _, resp = agent.request(
+        "PUT",
+        f"/v1/toolboxes/{tb_print}?wait=60",
+        token=agent.token,
+        body=json.loads(spec(printer, deadline="15s")),
+        timeout=90,
+    )
+    answers.append(resp)
+    assert status == 200, resp
+    assert resp["operation"]["state"] == "failed", resp
+    assert "last output" in resp["operation"]["error"]
+    assert "***" in resp["operation"]["error"]  # it did print, and it was masked
+
+    status, _, accepted = agent.request(
+        "PUT",
+        f"/v1/toolboxes/{tb_error}",
+        token=agent.token,
+        body=json.loads(spec(errorer, deadline="8s")),
+    )
+    assert status == 202, accepted
+    op = accepted["operation"]
+    answers.append(accepted)
+    seen_error = seen_logs = False
+    while agent.get(f"/v1/operations/{op}", agent.token)[1]["state"] == "running":
+        _, tb_status = agent.get(f"/v1/toolboxes/{tb_error}", agent.token)
+        answers.append(tb_status)
+        seen_error |= any(
+            "tools_list_failed" in (s["last_error"] or "") for s in tb_status["servers"]
+        )
+        logs_path = f"/v1/toolboxes/{tb_error}/servers/errorer/logs?tail=200"
+        code, logs = agent.get(logs_path, agent.token)
+        answers.append(logs)
+        seen_logs |= code == 200 and "***" in json.dumps(logs)
+    assert seen_error, "the MCP error path was not exercised"
+    assert seen_logs, "the logs endpoint never showed the (masked) printed values"
+
+    for p in (
+        f"/v1/operations/{op}",
+        f"/v1/toolboxes/{tb_print}",
+        f"/v1/toolboxes/{tb_error}",
+        "/v1/toolboxes",
+        "/v1/events?limit=1000",
+        "/v1/errors",
+        "/metrics",
+    ):
+        code, body = agent.get(p, agent.token)
+        assert code == 200, (p, body)
+        answers.append(body)
+    api_text = json.dumps(answers)
+    state_bytes = b"".join(p.read_bytes() for p in (tmp_path / "state").glob("state.db*"))
+    log_text = agent.logs()
+    assert "tools unavailable" in log_text  # the agent did log the MCP error
+
+    lines = [x.strip() for x in (env_value + "\n" + file_value).splitlines() if x.strip()]
+    assert len(lines) == 8
+    for line in lines:
+        assert line not in api_text, line
+        assert line not in log_text, line
+        assert line.encode() not in state_bytes, line

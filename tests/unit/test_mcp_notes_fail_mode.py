@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -70,3 +71,13 @@ def test_notes_store_round_trip() -> None:
     assert store.delete(a)
     assert not store.delete(a)
     assert [n["title"] for n in store.all()] == ["Ideas"]
+
+
+def test_leaked_values_reads_env_names_and_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "key"
+    f.write_text("line-1\nline-2\n")
+    monkeypatch.setenv("LEAK_ME", "env-value")
+    assert notes.leaked_values(f"LEAK_ME, {f},") == "env-value\nline-1\nline-2\n"
+    assert "No such file" in notes.leaked_values("/no/such/file")

@@ -54,3 +54,28 @@ def test_the_processor_masks_rendered_log_lines_and_tracebacks() -> None:
     assert "s3cr3t-value" not in buf.getvalue()
     assert line["detail"] == f"got {MASK}"
     assert MASK in line["exception"]
+
+
+def test_a_multi_line_value_is_masked_line_by_line() -> None:
+    r = Redactor()
+    pem = (
+        "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n0Ju0bM2Xl3QkQ7kM5o4tB2w\n"
+        "-----END KEY-----\n"
+    )
+    r.add(pem)
+    joined = " | ".join(line for line in pem.splitlines())
+    out = r.redact(f"last output: {joined}")
+    for line in pem.splitlines():
+        assert line not in out
+    assert r.redact(pem) == MASK
+
+
+def test_excerpt_redacts_before_it_cuts() -> None:
+    r = Redactor()
+    value = "ZZZZ-secret-value-1234"
+    r.add(value)
+    text = "x" * 10 + value + "y" * 10
+    # Cut in the middle of the value: what is left must not carry any of it.
+    assert value[:8] not in r.excerpt(text, 18)
+    assert r.excerpt(text, 18) == "x" * 10 + MASK + "y" * 5
+    assert value[-8:] not in r.excerpt(text, 16, tail=True)
