@@ -76,5 +76,6 @@ FAILURE_KINDS = frozenset(
         "server_unhealthy",
         "server_failed",
         "secrets_rotation_failed",
+        "vault_auth_failed",
     }
 )
