@@ -108,8 +108,9 @@ class VaultClient:
         """Log in (AppRole) or take the token (re-read from its file), then look it up."""
         await asyncio.to_thread(self._login, REQUEST_TIMEOUT_S)
 
-    def _login(self, timeout: float) -> tuple[float, bool]:
-        """Returns (ttl, renewable). Raises VaultDenied, VaultUnavailable or ConfigError."""
+    def _login(self, timeout: float) -> tuple[float, bool, float]:
+        """Returns (ttl left, renewable, full ttl). Raises VaultDenied, VaultUnavailable or
+        ConfigError."""
         cfg = self._config
         with self._lock:
             try:
@@ -144,6 +145,7 @@ class VaultClient:
             self.token_ttl = float(info.get("ttl") or 0)
             self.logins += 1
             renewable = bool(info.get("renewable"))
+            full_ttl = float(info.get("period") or info.get("creation_ttl") or 0)
             log.info(
                 "vault_login",
                 addr=cfg.addr,
@@ -151,7 +153,7 @@ class VaultClient:
                 ttl=self.token_ttl,
                 renewable=renewable,
             )
-            return self.token_ttl, renewable
+            return self.token_ttl, renewable, full_ttl
 
     async def keep_alive(
         self,
@@ -179,8 +181,8 @@ class VaultClient:
                     granted = await asyncio.to_thread(self._renew, schedule.increment, timeout)
                     step = schedule.renewed(clock(), granted)
                 else:
-                    ttl, renewable = await asyncio.to_thread(self._login, timeout)
-                    step = schedule.logged_in(clock(), ttl, renewable)
+                    ttl, renewable, full = await asyncio.to_thread(self._login, timeout)
+                    step = schedule.logged_in(clock(), ttl, renewable, full)
             except (VaultUnavailable, VaultDenied, ConfigError) as exc:
                 error = exc.message
                 denied = not isinstance(exc, VaultUnavailable)

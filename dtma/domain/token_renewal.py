@@ -88,12 +88,16 @@ class TokenSchedule:
 
     # -- outcomes ----------------------------------------------------------------------------
 
-    def logged_in(self, now: float, ttl: float, renewable: bool) -> Step:
+    def logged_in(
+        self, now: float, ttl: float, renewable: bool, full_ttl: float | None = None
+    ) -> Step:
+        """`ttl`: what the token has left; `full_ttl`: its period or creation TTL, which each
+        renewal asks for again (a token looked up a while after it was made has less left)."""
         self._failures = 0
         if ttl <= 0:
             self._expires_at = None
             return Step(Action.IDLE, now, NO_TTL)
-        self._ttl = ttl
+        self._ttl = max(ttl, full_ttl or 0)
         self._expires_at = now + ttl
         if not renewable:
             return self._cannot_extend(now, NOT_RENEWABLE)

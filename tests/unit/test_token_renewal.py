@@ -44,6 +44,14 @@ def test_starts_with_a_login_then_renews_at_half_the_ttl_asking_for_the_full_ttl
     assert s.remaining(102.0) == 4
 
 
+def test_renewals_ask_for_the_full_ttl_not_what_was_left_at_login() -> None:
+    s = approle()
+    step = s.logged_in(0.0, ttl=3000, renewable=True, full_ttl=3600)
+    assert step.at == 1500.0
+    assert s.increment == 3600
+    assert s.renewed(1500.0, granted=3600).reason == tr.HALF_TTL
+
+
 def test_a_token_without_a_ttl_needs_nothing() -> None:
     assert approle().logged_in(0.0, ttl=0, renewable=False).action is Action.IDLE
 
