@@ -138,7 +138,12 @@ class VaultClient:
                 info = info["data"]
             except hvac.exceptions.Forbidden:
                 raise VaultDenied(f"Vault login at {cfg.addr} was denied") from None
-            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+            except (
+                hvac.exceptions.VaultError,
+                requests.exceptions.RequestException,
+                KeyError,
+                TypeError,
+            ) as exc:
                 raise VaultUnavailable(
                     f"Vault login at {cfg.addr} failed: {type(exc).__name__}"
                 ) from None
@@ -236,7 +241,12 @@ class VaultClient:
                 )["auth"]
             except hvac.exceptions.Forbidden:
                 raise VaultDenied("Vault token renewal was denied") from None
-            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+            except (
+                hvac.exceptions.VaultError,
+                requests.exceptions.RequestException,
+                KeyError,
+                TypeError,
+            ) as exc:  # an answer without `auth` counts as a failed renewal, not a crash
                 raise VaultUnavailable(
                     f"Vault token renewal failed: {type(exc).__name__}"
                 ) from None
