@@ -16,11 +16,12 @@ from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
 from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
-from dtma.adapters.vault import VaultClient, vault_config_from
+from dtma.adapters.vault import TokenReport, VaultClient, vault_config_from
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
+from dtma.engine import event_kinds as ev
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.errors_journal import ErrorJournal
 from dtma.engine.journal import Journal
@@ -34,7 +35,6 @@ from dtma.spec.models import ServerSpec
 from dtma.spec.policy import SpecPolicy
 
 AGENT_START_RETRY_S = 2.0
-VAULT_RETRY_S = 5.0
 HMAC_KEY_FILE = "secrets-hmac.key"
 
 log = structlog.get_logger("dtma.agent")
@@ -109,7 +109,9 @@ async def serve(settings: Settings) -> None:
         )
         if vault is not None:
             await files.prepare()
-            tasks.append(asyncio.create_task(_vault_session(vault), name="vault"))
+            tasks.append(
+                asyncio.create_task(vault.keep_alive(_vault_reporter(agent.journal)), name="vault")
+            )
         tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
         await _wait_for_stop_signal()
         log.info("agent_stopping")
@@ -175,19 +177,15 @@ def build_agent(
     )
 
 
-async def _vault_session(vault: VaultClient) -> None:
-    """Log in (retrying while Vault is unreachable), then renew the token at half its TTL.
-    Reads fail closed while logged out."""
-    while True:
-        try:
-            await vault.login()
-        except DtmaError as exc:
-            log.warning("vault_login_failed", error=exc.message, retry_in=VAULT_RETRY_S)
-            await asyncio.sleep(VAULT_RETRY_S)
-            continue
-        await vault.renew_loop()
-        if not vault.token_ttl:
-            return  # a token without a TTL never expires
+def _vault_reporter(journal: Journal) -> TokenReport:
+    """Agent-level events for the token turning unusable and recovering; a failure event
+    lands in the error journal (category from its message: auth or dependency)."""
+
+    async def report(failed: bool, reason: str, message: str) -> None:
+        kind = ev.VAULT_AUTH_FAILED if failed else ev.VAULT_AUTH_RECOVERED
+        await journal.emit(kind, reason=reason, message=message)
+
+    return report
 
 
 async def _start_agent(agent: Agent, readiness: ReadinessMonitor) -> None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -199,18 +200,19 @@ def bao_binary() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
-    """A real OpenBao dev server (in-memory, unsealed, KV v2 at secret/) on a free port."""
+@contextmanager
+def run_bao(workdir: Path) -> Iterator[BaoServer]:
+    """Start an OpenBao dev server (in-memory, unsealed, KV v2 at secret/) on a free port; stop
+    it on exit. Its log goes to workdir/bao.log."""
     port = free_port()
     token = "root-" + secrets.token_hex(8)
-    log_path = tmp_path_factory.mktemp("bao") / "bao.log"
+    log_path = workdir / "bao.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [bao_binary(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "HOME": str(log_path.parent), "BAO_DEV_ROOT_TOKEN_ID": token},
+            env={**os.environ, "HOME": str(workdir), "BAO_DEV_ROOT_TOKEN_ID": token},
             preexec_fn=die_with_parent,
         )
     server = BaoServer(f"http://127.0.0.1:{port}", token, proc.pid)
@@ -228,6 +230,13 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    """The session's shared OpenBao dev server."""
+    with run_bao(tmp_path_factory.mktemp("bao")) as server:
+        yield server
 
 
 # ---------------------------------------------------------------- event loop guard

@@ -44,6 +44,10 @@ class Classified:
 def classify(kind: str, reason: str, message: str) -> Classified:
     """Category and hint for a failure, from its reason and message. Pure."""
     text = message.lower()
+    if kind == "vault_auth_failed":  # the agent's own Vault token, not a server's secret
+        if "unreachable" in text or "failed:" in text:
+            return Classified("dependency", "check that Vault is up and reachable (VAULT_ADDR)")
+        return Classified("auth", "give the agent a valid Vault token, or use AppRole login")
     if "image" in text and ("not present" in text or "not found" in text or "pull" in text):
         return Classified("image", "build or load the image on this host, or fix the image name")
     if reason == "secrets_failed" or "vault" in text or "secret" in text:
@@ -76,5 +80,6 @@ FAILURE_KINDS = frozenset(
         "server_unhealthy",
         "server_failed",
         "secrets_rotation_failed",
+        "vault_auth_failed",
     }
 )

@@ -11,7 +11,7 @@ import pytest
 
 from dtma.adapters.vault import VaultClient, VaultConfig
 from dtma.errors import ConfigError, SecretNotFound, VaultDenied, VaultUnavailable
-from tests.conftest import BaoServer, free_port, in_thread
+from tests.conftest import BaoServer, free_port, in_thread, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,21 +78,18 @@ async def test_approle_login_from_files(bao: BaoServer, tmp_path: Path) -> None:
 
     vault = VaultClient(
         VaultConfig(
-            addr=bao.addr, role_id_file=tmp_path / "role_id", secret_id_file=tmp_path / "secret_id"
+            addr=bao.addr,
+            role_id_file=tmp_path / "role_id",
+            secret_id_file=tmp_path / "secret_id",
+            approle_mount=auth_path,
         )
     )
-    vault._client.auth.approle.login = _at_mount(vault._client.auth.approle.login, auth_path)
     await vault.login()
     assert await vault.read("secret", token_path, "k") == "approle-value"
     assert vault.token_ttl
     assert 3500 < vault.token_ttl <= 3600
     with pytest.raises(VaultDenied, match="secret/other key 'k'"):
         await vault.read("secret", "other", "k")
-
-
-def _at_mount(login, mount_point):  # type: ignore[no-untyped-def]
-    """The default AppRole mount is `approle`; this test mounts its own."""
-    return lambda **kw: login(mount_point=mount_point, **kw)
 
 
 async def test_a_short_lived_token_is_renewed_past_its_ttl(bao: BaoServer) -> None:
@@ -105,11 +102,11 @@ async def test_a_short_lived_token_is_renewed_past_its_ttl(bao: BaoServer) -> No
         renewable=True,
     )
     vault = VaultClient(VaultConfig(addr=bao.addr, token=token))
-    await vault.login()
-    assert vault.token_ttl is not None
-    assert vault.token_ttl <= 4
-    renewer = asyncio.create_task(vault.renew_loop())
+    renewer = asyncio.create_task(vault.keep_alive())
     try:
+        await in_thread(wait_until, lambda: vault.logins, 10, "the first login")
+        assert vault.token_ttl is not None
+        assert vault.token_ttl <= 4
         await asyncio.sleep(7)  # well past the original 4 s
         assert vault.renewals >= 2
         assert vault.renew_errors == 0

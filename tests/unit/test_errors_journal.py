@@ -46,3 +46,20 @@ def test_categories(reason: str, message: str, category: str) -> None:
     result = classify("rollout_failed", reason, message)
     assert result.category == category
     assert result.hint
+
+
+@pytest.mark.parametrize(
+    ("message", "category"),
+    [
+        ("the agent's Vault token reached its maximum TTL and it expires in 2s: ...", "auth"),
+        ("the agent cannot log in to Vault: Vault login at http://v:8200 was denied", "auth"),
+        (
+            "the agent cannot log in to Vault: Vault login at http://v failed: ConnectionError",
+            "dependency",
+        ),
+    ],
+)
+def test_the_agents_own_vault_token(message: str, category: str) -> None:
+    result = classify("vault_auth_failed", "token_expired", message)
+    assert result.category == category
+    assert "secret reference" not in result.hint
