@@ -133,6 +133,8 @@ def running_agent(
     from tests.conftest import free_port
     from tests.engine_fixture import remove_toolboxes
 
+    # Other agents' containers (parallel runs, make run) share this engine: never reap them.
+    env.setdefault("DTMA_REAP_GRACE", "24h")
     agent = AgentProcess(state_dir, free_port(), extra_env=dict(env)).start()
     try:
         yield agent
