@@ -99,6 +99,11 @@ class AgentContainer:
                 continue
             if found.startswith(candidate):  # a name that merely looks like an id is not us
                 return found
+        if Path("/.dockerenv").exists():  # Docker's marker: in a container, but not found
+            log.warning(
+                "agent_container_not_found",
+                hint="set DTMA_AGENT_CONTAINER to this container's name or id, or `none`",
+            )
         return None
 
     def join(self, client: Any, network_id: str) -> None:

@@ -30,6 +30,15 @@ README = REPO / "compose/README.md"
 COMPOSE = str(REPO / "compose/docker-compose.yml")
 SECRETS_DIR = "/run/dtma/secrets"
 TOOLBOX = "example"
+REFUSED = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], 8750), timeout=3)\n"
+    "except ConnectionRefusedError:\n"
+    "    print('refused')\n"
+    "else:\n"
+    "    print('connected')\n"
+)
 
 
 def _blocks() -> list[str]:
@@ -146,6 +155,11 @@ def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> N
         assert code == 0, out
         assert out.decode() == "dev-only-example-token"
         assert _on_network(docker_client, _agent_id(env))
+        # The agent listens on the compose network only: a server cannot reach its API.
+        net = docker_client.api.inspect_network(f"dtma-{TOOLBOX}")
+        agent_ip = net["Containers"][_agent_id(env)]["IPv4Address"].split("/")[0]
+        code, out = notes.exec_run(["python3", "-c", REFUSED, agent_ip])
+        assert (code, out.decode().strip()) == (0, "refused")
 
         # A new agent container (same state volume) adopts the toolbox and joins its network.
         old_agent = _agent_id(env)
