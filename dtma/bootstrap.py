@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from dtma import __version__
+from dtma.adapters.agent_container import AgentContainer
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
 from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
@@ -70,6 +71,7 @@ async def serve(settings: Settings) -> None:
         policy=spec_policy(settings, vault_configured=vault is not None),
         reap_grace=settings.reap_grace,
         secrets=injector,
+        agent_container=settings.agent_container,
     )
     METRICS.watch_state(agent.metrics_state)
     runner: web.AppRunner | None = None
@@ -154,9 +156,12 @@ def build_agent(
     relist_interval: float = RELIST_INTERVAL_S,
     pull_timeout: float = PULL_TIMEOUT_S,
     secrets: SecretInjector | None = None,
+    agent_container: str | None = None,
 ) -> Agent:
     """Wire the Docker, MCP and SQLite adapters into an Agent (tests use this too)."""
-    runtime = DockerRuntime(engine, pull_timeout=pull_timeout)
+    runtime = DockerRuntime(
+        engine, pull_timeout=pull_timeout, agent_container=AgentContainer(agent_container)
+    )
     repo = StateRepository(store)
 
     def probe_factory(

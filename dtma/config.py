@@ -81,6 +81,7 @@ ENV_KEYS = {
     "DTMA_TLS_KEY": "tls_key",
     "DTMA_TLS_CLIENT_CA": "tls_client_ca",
     "DOCKER_HOST": "docker_host",
+    "DTMA_AGENT_CONTAINER": "agent_container",
     "VAULT_ADDR": "vault_addr",
     "VAULT_TOKEN": "vault_token",
     "VAULT_CACERT": "vault_cacert",
@@ -114,6 +115,7 @@ class Settings(BaseModel):
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     docker_host: str | None = None
+    agent_container: str = "auto"  # auto | none | the agent's container name or id
     vault_addr: str | None = None
     vault_token: str | None = Field(default=None, repr=False)
     vault_cacert: Path | None = None

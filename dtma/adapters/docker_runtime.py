@@ -15,6 +15,7 @@ from typing import Any
 import docker.errors
 import docker.types
 
+from dtma.adapters.agent_container import AgentContainer
 from dtma.adapters.docker_client import call
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.domain.containers import (
@@ -38,9 +39,15 @@ PULL_TIMEOUT_S = 300
 
 
 class DockerRuntime:
-    def __init__(self, engine: DockerEngine, pull_timeout: float = PULL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        engine: DockerEngine,
+        pull_timeout: float = PULL_TIMEOUT_S,
+        agent_container: AgentContainer | None = None,
+    ) -> None:
         self._engine = engine
         self._pull_timeout = pull_timeout
+        self._me = agent_container or AgentContainer(None)
 
     def _c(self) -> Any:
         return self._engine.client()
@@ -53,7 +60,8 @@ class DockerRuntime:
     # -- networks -----------------------------------------------------------------------------
 
     async def ensure_network(self, toolbox: str, internal: bool) -> str:
-        """Create the toolbox network if missing. Returns its name. Idempotent."""
+        """Create the toolbox network if missing, and join it when the agent runs in a
+        container (agent_container.py). Returns its name. Idempotent."""
         name = network_name(toolbox)
 
         def go() -> str:
@@ -65,23 +73,39 @@ class DockerRuntime:
                             f"network {name} exists with internal="
                             f"{net.attrs.get('Internal')}; delete the toolbox first"
                         )
+                    self._me.join(self._c(), net.id)
                     return name
-            self._c().networks.create(
+            net = self._c().networks.create(
                 name,
                 driver="bridge",
                 internal=internal,
                 labels={LABEL_TOOLBOX: toolbox, LABEL_NETWORK: "true"},
             )
+            self._me.join(self._c(), net.id)
             return name
 
         return await asyncio.to_thread(call, f"network {name}", go)
 
-    async def remove_network(self, toolbox: str) -> None:
+    async def join_network(self, toolbox: str) -> None:
+        """Join the toolbox network if it exists and the agent runs in a container (adoption
+        after an agent restart). Idempotent; a missing network is not an error."""
         name = network_name(toolbox)
 
         def go() -> None:
             for net in self._c().networks.list(names=[name]):
                 if net.name == name:
+                    self._me.join(self._c(), net.id)
+
+        await asyncio.to_thread(call, f"join network {name}", go)
+
+    async def remove_network(self, toolbox: str) -> None:
+        """Leave (when in a container) and remove the toolbox network. Idempotent."""
+        name = network_name(toolbox)
+
+        def go() -> None:
+            for net in self._c().networks.list(names=[name]):
+                if net.name == name:
+                    self._me.leave(self._c(), net.id)
                     with contextlib.suppress(docker.errors.NotFound):
                         net.remove()
 

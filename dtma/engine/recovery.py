@@ -35,6 +35,7 @@ async def recover(
         + (f", rollout to {record.target_revision} interrupted" if record.target_revision else ""),
     )
     tb.stopped = record.stopped
+    await tb.runtime.join_network(tb.id)  # an agent in a container must be on it to probe
     serving, outcome = record.current_revision, None
     if record.target_revision is not None:
         outcome, kept = await _finish_rollout(tb, record, observed)

@@ -1,6 +1,6 @@
-"""deploy/ and compose/: alert rules pass promtool's unit tests, the compose file validates, the
-compose agent service answers /v1/health, and every metric the alerts and the dashboard use
-exists."""
+"""deploy/ and compose/: alert rules pass promtool's unit tests, the compose file validates, and
+every metric the alerts and the dashboard use exists. The compose stack itself runs in
+tests/e2e/test_compose_stack.py."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import re
 import secrets
 import shutil
 import subprocess
-import urllib.request
 from typing import Any
 
 import pytest
 
 from dtma.observability.metrics import METRICS
-from tests.conftest import REPO, build_images, free_port, wait_until
+from tests.conftest import REPO, build_images, wait_until
 
 pytestmark = pytest.mark.integration
 COMPOSE = str(REPO / "compose/docker-compose.yml")
@@ -70,37 +69,6 @@ def test_compose_file_validates() -> None:
     )
     assert missing.returncode != 0
     assert "DTMA_API_TOKEN" in missing.stderr
-
-
-def test_the_compose_agent_service_answers_health(agent_image: str, images: dict[str, str]) -> None:
-    project = "dtma-test-" + secrets.token_hex(3)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DTMA_API_TOKEN": secrets.token_hex(16),
-        "DTMA_PORT": str(port),
-        "DTMA_REAP_GRACE": "24h",
-    }  # never reap the test suite's own containers
-    compose = [_tool("docker-compose"), "-p", project, "-f", COMPOSE]
-    try:
-        up = subprocess.run(
-            [*compose, "up", "-d", "agent"], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert up.returncode == 0, up.stderr
-
-        def health() -> Any:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as r:
-                return json.loads(r.read())
-
-        assert wait_until(health, 60, "the compose agent")["status"] == "ok"
-    finally:
-        subprocess.run(
-            [*compose, "down", "-v", "--remove-orphans"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
 
 
 def _registry_names() -> set[str]:

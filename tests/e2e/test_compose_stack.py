@@ -1,0 +1,190 @@
+"""compose/README.md, word for word: the compose stack (agent + OpenBao, images built locally)
+runs the example toolbox to healthy, with its secret file in the notes container; a recreated
+agent container joins the toolbox network again; everything is torn down even on failure.
+
+The README's commands run unchanged except for the secrets directory (a tmpfs of our own, so
+that no other agent's /run/dtma/secrets is touched); the compose project, the ports and the reap
+grace come from the environment (COMPOSE_PROJECT_NAME, DTMA_PORT, DTMA_OPENBAO_PORT,
+DTMA_REAP_GRACE), which the compose file reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, free_port, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+README = REPO / "compose/README.md"
+COMPOSE = str(REPO / "compose/docker-compose.yml")
+SECRETS_DIR = "/run/dtma/secrets"
+TOOLBOX = "example"
+REFUSED = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], 8750), timeout=3)\n"
+    "except ConnectionRefusedError:\n"
+    "    print('refused')\n"
+    "else:\n"
+    "    print('connected')\n"
+)
+
+
+def _blocks() -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 2, "compose/README.md should hold a start block and a clean-up block"
+    return [str(b) for b in blocks]
+
+
+def _bash(script: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _compose(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    proc = subprocess.run(
+        ["docker-compose", "-f", COMPOSE, *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"docker-compose {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+    return proc.stdout
+
+
+def _status(env: dict[str, str]) -> Any:
+    out = _compose(env, "exec", "-T", "agent", "dtma", "get", TOOLBOX, "--json")
+    return json.loads(out)
+
+
+def _agent_id(env: dict[str, str]) -> str:
+    return _compose(env, "ps", "-q", "agent").strip()
+
+
+def _on_network(docker_client: Any, container_id: str) -> bool:
+    net = docker_client.api.inspect_network(f"dtma-{TOOLBOX}")
+    return container_id in (net.get("Containers") or {})
+
+
+def _teardown(env: dict[str, str], docker_client: Any, secrets_dir: Path) -> None:
+    """Backstop after a failure: everything this test may have left, and only that."""
+    subprocess.run(
+        ["docker-compose", "-f", COMPOSE, "--profile", "example", "down", "-v", "--remove-orphans"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=180,
+    )
+    for c in docker_client.containers.list(all=True, filters={"label": f"dtma.toolbox={TOOLBOX}"}):
+        c.remove(force=True, v=True)
+    for net in docker_client.networks.list(names=[f"dtma-{TOOLBOX}"]):
+        net.remove()
+    if subprocess.run(["mountpoint", "-q", str(secrets_dir)], check=False).returncode == 0:
+        subprocess.run(["umount", str(secrets_dir)], check=False)
+    shutil.rmtree(secrets_dir.parent, ignore_errors=True)
+
+
+def test_example_waits_for_a_ready_agent_and_dev_tokens_say_so() -> None:
+    env = {**os.environ, "DTMA_API_TOKEN": "t" * 32}
+    env.pop("DTMA_DEV_VAULT_TOKEN", None)
+    config = yaml.safe_load(_compose(env, "--profile", "example", "config"))
+    services = config["services"]
+    assert "/v1/ready" in " ".join(services["agent"]["healthcheck"]["test"])
+    assert services["example"]["depends_on"]["agent"] == {"condition": "service_healthy"}
+    assert services["example"]["depends_on"]["example-secret"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert services["agent"]["environment"]["VAULT_TOKEN"].startswith("dev-only")
+    assert services["openbao"]["environment"]["BAO_DEV_ROOT_TOKEN_ID"].startswith("dev-only")
+    assert "DEV ONLY" in Path(COMPOSE).read_text()
+
+
+def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("compose/README.md is written for root (it mounts a tmpfs)")
+    for tool in ("docker-compose", "mountpoint"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing; `make test` installs it (scripts/ensure-tools)")
+    if docker_client.networks.list(names=[f"dtma-{TOOLBOX}"]):
+        pytest.fail(f"a network dtma-{TOOLBOX} exists already: is another compose stack up?")
+    secrets_dir = Path(f"/run/dtma-test-{secrets.token_hex(4)}/secrets")
+    start, cleanup = (b.replace(SECRETS_DIR, str(secrets_dir)) for b in _blocks())
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": "dtmatest" + secrets.token_hex(4),
+        "DTMA_PORT": str(free_port()),
+        "DTMA_OPENBAO_PORT": str(free_port()),
+        "DTMA_REAP_GRACE": "24h",  # never reap other people's test containers
+        "DTMA_SECRETS_DIR": str(secrets_dir),
+        "DTMA_API_TOKEN": "replaced-by-the-readme",  # compose needs it set, even to stop
+    }
+    try:
+        run = _bash(start, env, timeout=600)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+        assert "phase healthy" in run.stdout
+
+        status = _status(env)
+        assert status["phase"] == "healthy"
+        servers = {s["name"]: s for s in status["servers"]}
+        assert set(servers) == {"time", "notes"}
+        assert servers["notes"]["endpoint"].startswith("http://")  # probed over the network
+        notes = docker_client.containers.get(servers["notes"]["container_id"])
+        code, out = notes.exec_run(["cat", "/run/secrets/NOTES_TOKEN"])
+        assert code == 0, out
+        assert out.decode() == "dev-only-example-token"
+        assert _on_network(docker_client, _agent_id(env))
+        # The agent listens on the compose network only: a server cannot reach its API.
+        net = docker_client.api.inspect_network(f"dtma-{TOOLBOX}")
+        agent_ip = net["Containers"][_agent_id(env)]["IPv4Address"].split("/")[0]
+        code, out = notes.exec_run(["python3", "-c", REFUSED, agent_ip])
+        assert (code, out.decode().strip()) == (0, "refused")
+
+        # A new agent container (same state volume) adopts the toolbox and joins its network.
+        old_agent = _agent_id(env)
+        _compose(env, "up", "-d", "--force-recreate", "--no-deps", "agent", timeout=180)
+        new_agent = _agent_id(env)
+        assert new_agent != old_agent
+        wait_until(lambda: _on_network(docker_client, new_agent), 90, "the new agent to join")
+        wait_until(lambda: _status(env)["phase"] == "healthy", 90, "the adopted toolbox")
+        adopted = {s["name"]: s for s in _status(env)["servers"]}
+        assert adopted["notes"]["container_id"] == servers["notes"]["container_id"]
+        assert adopted["notes"]["restarts"] == 0
+
+        done = _bash(cleanup, env, timeout=300)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert "delete succeeded" in done.stdout
+        assert not docker_client.networks.list(names=[f"dtma-{TOOLBOX}"])
+        assert not docker_client.containers.list(
+            all=True, filters={"label": f"dtma.toolbox={TOOLBOX}"}
+        )
+        project = env["COMPOSE_PROJECT_NAME"]
+        assert not docker_client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={project}"}
+        )
+        assert not docker_client.volumes.list(
+            filters={"label": f"com.docker.compose.project={project}"}
+        )
+    finally:
+        _teardown(env, docker_client, secrets_dir)
