@@ -1,9 +1,13 @@
 """MCP protocol probes over the real transports, built on the official `mcp` SDK.
 
-A probe runs `initialize` then `tools/list` and returns a ProbeResult; it never raises because
-the server is unhealthy (only cancellation propagates). For stdio, `StdioProbeSession` holds one
-session per container and pings it; it initializes only when asked (a fresh container), never a
-session that is already live.
+A probe negotiates the protocol era as the SDK's own client does in mode='auto' (the stateless
+2026-07-28 `server/discover` first, the `initialize` handshake when the server does not speak it),
+then runs `tools/list`, and returns a ProbeResult; it never raises because the server is
+unhealthy (only cancellation propagates). A server that answers HTTP 401/403 is graded
+`unauthenticated`, not unreachable. For stdio, `StdioProbeSession` holds one session per
+container: it negotiates only when asked (a fresh container), never on a live session, and its
+liveness check is `ping` on a handshake-era session and `tools/list` on a modern one (2026-07-28
+has no ping).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from typing import Any
 
 import anyio
 import httpx2
+from mcp.client._probe import negotiate_auto  # the SDK client's own mode='auto' policy
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from dtma import __version__
 from dtma.adapters.docker_attach import attached_stdio_transport, open_attach_socket
@@ -84,27 +90,49 @@ def _first_step_failure(exc: BaseException) -> _StepFailed | None:
     return None
 
 
+def is_modern(session: ClientSession) -> bool:
+    """A 2026-07-28 (stateless, no ping) session rather than a handshake-era one."""
+    return session.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
 async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = ()) -> ProbeResult:
-    """One fresh session: initialize + tools/list against a streamable-HTTP endpoint."""
+    """One fresh connection: era negotiation + tools/list against a streamable-HTTP endpoint."""
     t0 = time.perf_counter()
+    refused: list[int] = []
+
+    async def note_auth_refusal(response: httpx2.Response) -> None:
+        if response.status_code in (401, 403):
+            refused.append(response.status_code)
+
     try:
         with anyio.fail_after(timeout):
-            http = httpx2.AsyncClient(timeout=httpx2.Timeout(timeout))
+            http = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(timeout), event_hooks={"response": [note_auth_refusal]}
+            )
             async with (
                 http,
                 streamable_http_client(url, http_client=http) as (read, write),
                 ClientSession(read, write, client_info=_client_info()) as session,
             ):
-                await _stage(reasons.INITIALIZE_FAILED, session.initialize)
+                await _stage(reasons.INITIALIZE_FAILED, lambda: negotiate_auto(session))
                 tools = await _stage(reasons.TOOLS_LIST_FAILED, lambda: _list_tool_names(session))
         return check_expected_tools(tools, expect_tools, _ms_since(t0))
     except TimeoutError:
-        return ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
+        failure = ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
     except Exception as exc:
         step = _first_step_failure(exc)
         if step is not None:
-            return ProbeResult.failed(step.reason, _ms_since(t0), _describe(step.cause))
-        return ProbeResult.failed(reasons.CONNECT_FAILED, _ms_since(t0), _describe(exc))
+            failure = ProbeResult.failed(step.reason, _ms_since(t0), _describe(step.cause))
+        else:
+            failure = ProbeResult.failed(reasons.CONNECT_FAILED, _ms_since(t0), _describe(exc))
+    if refused:
+        return ProbeResult.failed(
+            reasons.UNAUTHENTICATED,
+            _ms_since(t0),
+            f"the server answered HTTP {refused[0]}: it wants credentials the probe does not "
+            "have (health.mcp: false gates on the container running instead)",
+        )
+    return failure
 
 
 class StdioProbeSession:
@@ -136,7 +164,7 @@ class StdioProbeSession:
             ):
                 if initialize:
                     with anyio.fail_after(timeout):
-                        await session.initialize()
+                        await negotiate_auto(session)
                     self.initialized = True
                 self._session = session
                 self._ready.set()
@@ -165,7 +193,7 @@ class StdioProbeSession:
             return ProbeResult.failed(reasons.SESSION_CLOSED, _ms_since(t0), failure or "closed")
         try:
             with anyio.fail_after(timeout):
-                if not list_tools:
+                if not list_tools and not is_modern(session):
                     await session.send_ping()
                     return ProbeResult.ok(_ms_since(t0))
                 tools = await _list_tool_names(session)

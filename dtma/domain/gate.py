@@ -30,7 +30,7 @@ PROBE_FAILED = "probe_failed"
 DEADLINE_EXCEEDED = "healthy_deadline_exceeded"
 
 # Answers from a live server: these count toward the threshold even before the first success.
-_ANSWERED = frozenset({probe_reasons.MISSING_TOOLS})
+_ANSWERED = frozenset({probe_reasons.MISSING_TOOLS, probe_reasons.UNAUTHENTICATED})
 
 
 class GateState(Enum):

@@ -14,6 +14,7 @@ TOOLS_LIST_FAILED = "tools_list_failed"
 PING_FAILED = "ping_failed"
 MISSING_TOOLS = "missing_tools"
 SESSION_CLOSED = "session_closed"
+UNAUTHENTICATED = "unauthenticated"  # HTTP 401/403: alive, but wants credentials we lack
 
 
 @dataclass(frozen=True)
