@@ -22,6 +22,7 @@ from dtma.engine.agent import Agent
 from dtma.engine.journal import Subscription
 
 KEEPALIVE_S = 15.0
+POLL_S = 1.0  # how soon an idle stream notices that its client left
 PAGE = 500
 
 
@@ -40,12 +41,19 @@ async def stream_events(
     try:
         await resp.prepare(request)
         last = await _backfill(resp, agent, last, toolbox, sub)
+        idle = 0.0
         while True:
             try:
-                event = await sub.get(KEEPALIVE_S)
+                event = await sub.get(POLL_S)
             except TimeoutError:
-                await resp.write(b": keepalive\n\n")
+                if _client_gone(request):
+                    break  # free the slot now, not at the next keepalive
+                idle += POLL_S
+                if idle >= KEEPALIVE_S:
+                    idle = 0.0
+                    await resp.write(b": keepalive\n\n")
                 continue
+            idle = 0.0
             if sub.overflowed:
                 await _send_resume(resp, last, sub.maxsize)
                 break
@@ -63,6 +71,11 @@ async def stream_events(
     finally:
         agent.journal.unsubscribe(sub)
     return resp
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def _backfill(
