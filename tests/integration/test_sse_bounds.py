@@ -16,6 +16,7 @@ from aiohttp import web
 
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.api.app import create_app
+from dtma.client import DtmaClient
 from dtma.engine.readiness import ReadinessMonitor
 from tests.conftest import free_port
 from tests.engine_fixture import EngineHarness, engine_harness
@@ -120,3 +121,34 @@ async def test_a_slow_client_is_dropped_with_a_resume_event_and_resumes_without_
     _, frames = _parse(raw)
     rest = [int(f["id"]) for f in frames]
     assert rest == list(range(cursors[-1] + 1, end + 1))  # the rest, from the database
+
+
+async def test_the_client_follows_across_a_slow_consumer_drop(
+    served: tuple[EngineHarness, int],
+) -> None:
+    """dtma.client's follow() reconnects at the `resume` cursor: every event, once, in order."""
+    h, port = served
+    journal = h.agent.journal
+    since = (await h.repo.events(0, None, 10_000) or [None])[-1]
+    start = since.cursor if since else 0
+    total, seen, resumes = 1500, [], 0
+    original = journal.subscribe
+
+    def counting_subscribe() -> Any:
+        nonlocal resumes
+        resumes += 1
+        return original()
+
+    journal.subscribe = counting_subscribe  # type: ignore[method-assign]
+    async with DtmaClient(f"http://127.0.0.1:{port}", TOKEN) as client:
+        stream = client.follow(since=start)
+        await journal.emit("bulk", message="first")
+        seen.append((await anext(stream)).cursor)
+        for i in range(total - 1):  # the consumer does not read meanwhile
+            await journal.emit("bulk", message=f"{i:05d} " + "m" * 4000)
+        async with asyncio.timeout(60):
+            while len(seen) < total:
+                seen.append((await anext(stream)).cursor)
+        await stream.aclose()
+    assert seen == list(range(start + 1, start + 1 + total))
+    assert resumes >= 2  # it was dropped at least once and came back
