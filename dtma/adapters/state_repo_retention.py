@@ -91,6 +91,14 @@ def _prune_revisions(c: sqlite3.Connection, now: float, policy: RetentionPolicy)
         by_toolbox.setdefault(r["toolbox"], []).append(
             RevisionInfo(r["number"], bool(r["stable"]), r["created_at"])
         )
+    # A queued or running operation's revision stays too (its rollout has not started yet).
+    in_use = {
+        (r["toolbox"], r["revision"])
+        for r in c.execute(
+            "SELECT toolbox, revision FROM operations WHERE state = 'running' "
+            "AND revision IS NOT NULL"
+        )
+    }
     for toolbox, revisions in by_toolbox.items():
         tb = toolboxes.get(toolbox)
         if tb is None:
@@ -103,6 +111,7 @@ def _prune_revisions(c: sqlite3.Connection, now: float, policy: RetentionPolicy)
             now=now,
             policy=policy,
         )
+        doomed = [n for n in doomed if (toolbox, n) not in in_use]
         c.executemany(
             "DELETE FROM revisions WHERE toolbox = ? AND number = ?",
             [(toolbox, n) for n in doomed],

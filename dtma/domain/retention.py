@@ -4,7 +4,8 @@ Events and finished operations are pruned by age and by count, oldest first. Run
 are never pruned. A revision goes when it is older than `max_age` or not among the toolbox's
 newest `max_revisions`, unless it is protected: the current (serving) revision, the target of a
 rollout in flight, the stable revision, the newest revision, and the newest stable revision other
-than the current one (the default rollback target).
+than the current one (the default rollback target). The store also keeps the revision of any
+queued or running operation.
 """
 
 from __future__ import annotations

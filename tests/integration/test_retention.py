@@ -89,12 +89,14 @@ async def test_revisions_keep_the_serving_stable_newest_and_rollback_target(
         if n in (2, 5):
             await repo.mark_stable("tb", n)
     await repo.update_toolbox("tb", target_revision=7)  # a rollout of 7 is in flight
+    await repo.add_operation("op-queued", "rollback", "tb", 3)  # queued behind it
     for n in range(1, 4):
         await repo.add_revision("other", f'{{"n":{n}}}', f"o{n}")
     clock.now += 30 * DAY_S
     pruned = await repo.prune(RetentionPolicy())
-    # tb: 5 serves and is stable, 2 is the rollback target, 7 is in flight, 8 is the newest.
-    assert [r.number for r in await repo.revisions("tb")] == [2, 5, 7, 8]
+    # tb: 5 serves and is stable, 2 is the rollback target, 7 is in flight, 8 is the newest,
+    # 3 belongs to a queued operation.
+    assert [r.number for r in await repo.revisions("tb")] == [2, 3, 5, 7, 8]
     assert [r.number for r in await repo.revisions("other")] == [3]  # only the newest
-    assert pruned.revisions == 6
+    assert pruned.revisions == 5
     assert (await repo.newest_stable_other_than("tb", 5)) is not None
