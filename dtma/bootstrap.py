@@ -22,12 +22,14 @@ from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
+from dtma.domain.retention import RetentionPolicy
 from dtma.engine import event_kinds as ev
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.errors_journal import ErrorJournal
-from dtma.engine.journal import Journal
+from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
+from dtma.engine.retention import retention_loop
 from dtma.engine.secrets import SecretInjector
 from dtma.errors import ConfigError, DtmaError
 from dtma.observability.metrics import METRICS, MetricsObserver
@@ -72,6 +74,14 @@ async def serve(settings: Settings) -> None:
         reap_grace=settings.reap_grace,
         secrets=injector,
         agent_container=settings.agent_container,
+        sse_max_subscribers=settings.sse_max_subscribers,
+        sse_queue=settings.sse_queue,
+    )
+    retention = RetentionPolicy(
+        max_age=settings.retain_age,
+        max_events=settings.retain_events,
+        max_operations=settings.retain_operations,
+        max_revisions=settings.retain_revisions,
     )
     METRICS.watch_state(agent.metrics_state)
     runner: web.AppRunner | None = None
@@ -115,6 +125,11 @@ async def serve(settings: Settings) -> None:
                 asyncio.create_task(vault.keep_alive(_vault_reporter(agent.journal)), name="vault")
             )
         tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
+        tasks.append(
+            asyncio.create_task(
+                retention_loop(agent.repo, retention, settings.prune_interval), name="retention"
+            )
+        )
         await _wait_for_stop_signal()
         log.info("agent_stopping")
     finally:
@@ -157,6 +172,8 @@ def build_agent(
     pull_timeout: float = PULL_TIMEOUT_S,
     secrets: SecretInjector | None = None,
     agent_container: str | None = None,
+    sse_max_subscribers: int = MAX_SUBSCRIBERS,
+    sse_queue: int = SUBSCRIBER_QUEUE,
 ) -> Agent:
     """Wire the Docker, MCP and SQLite adapters into an Agent (tests use this too)."""
     runtime = DockerRuntime(
@@ -172,7 +189,13 @@ def build_agent(
     return Agent(
         runtime=runtime,
         repo=repo,
-        journal=Journal(repo, REDACTOR.redact, [ErrorJournal(repo), MetricsObserver(METRICS)]),
+        journal=Journal(
+            repo,
+            REDACTOR.redact,
+            [ErrorJournal(repo), MetricsObserver(METRICS)],
+            max_subscribers=sse_max_subscribers,
+            queue_size=sse_queue,
+        ),
         probe_factory=probe_factory,
         policy=policy,
         reap_grace=reap_grace,

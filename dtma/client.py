@@ -281,15 +281,20 @@ class DtmaClient:
                 ) as resp:
                     if resp.status != 200:
                         raise ApiError(resp.status, "error", await resp.text(), [])
-                    data = ""
+                    data, kind = "", ""
                     async for raw in resp.content:
                         line = raw.decode().rstrip("\n")
                         if line.startswith("data: "):
                             data = line[6:]
+                        elif line.startswith("event: "):
+                            kind = line[7:]
                         elif not line and data:
+                            if kind == "resume":  # dropped as too slow: reconnect at its cursor
+                                last = int(json.loads(data)["cursor"])
+                                break
                             event = EventOut.model_validate_json(data)
                             last = event.cursor
-                            data = ""
+                            data, kind = "", ""
                             yield event
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(1)

@@ -77,6 +77,13 @@ ENV_KEYS = {
     "DTMA_REAP_GRACE": "reap_grace",
     "DTMA_MAX_BODY": "max_body",
     "DTMA_METRICS_AUTH": "metrics_auth",
+    "DTMA_SSE_MAX_SUBSCRIBERS": "sse_max_subscribers",
+    "DTMA_SSE_QUEUE": "sse_queue",
+    "DTMA_RETAIN_AGE": "retain_age",
+    "DTMA_RETAIN_EVENTS": "retain_events",
+    "DTMA_RETAIN_OPERATIONS": "retain_operations",
+    "DTMA_RETAIN_REVISIONS": "retain_revisions",
+    "DTMA_PRUNE_INTERVAL": "prune_interval",
     "DTMA_TLS_CERT": "tls_cert",
     "DTMA_TLS_KEY": "tls_key",
     "DTMA_TLS_CLIENT_CA": "tls_client_ca",
@@ -95,6 +102,20 @@ ENV_KEYS = {
 }
 
 
+def _retain_age(value: object) -> float:
+    """Seconds, from a number or "90s", "30m", "12h", "7d"; at least one hour."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
+    if isinstance(value, bool) or m is None:
+        raise ValueError("must be a duration like 12h or 7d")
+    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if seconds < 3600:
+        raise ValueError("must be at least 1h")
+    return seconds
+
+
+RetainAge = Annotated[float, BeforeValidator(_retain_age)]
+
+
 class Settings(BaseModel):
     """The agent's configuration. Immutable once loaded."""
 
@@ -111,6 +132,14 @@ class Settings(BaseModel):
     reap_grace: Duration = 60.0
     max_body: Size = 1024 * 1024
     metrics_auth: bool = False
+    # Bounds (docs/security.md "Bounds"): live event streams and what the state DB keeps.
+    sse_max_subscribers: int = Field(default=64, ge=1, le=10_000)
+    sse_queue: int = Field(default=1000, ge=10, le=1_000_000)
+    retain_age: RetainAge = 7 * 86400.0
+    retain_events: int = Field(default=100_000, ge=100)
+    retain_operations: int = Field(default=10_000, ge=100)
+    retain_revisions: int = Field(default=50, ge=2)
+    prune_interval: Duration = Field(default=3600.0, ge=1)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None

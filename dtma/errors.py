@@ -78,6 +78,13 @@ class PreconditionFailed(DtmaError):
     code = "precondition_failed"
 
 
+class TooManyRequests(DtmaError):
+    """A bounded resource (such as live event streams) is at its limit; retry later."""
+
+    transient = True
+    code = "too_many_requests"
+
+
 class SecretsError(DtmaError):
     """A secret could not be read. Messages name mount, path and key, never a value."""
 

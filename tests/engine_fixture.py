@@ -24,7 +24,7 @@ from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer
 from dtma.domain.records import EventRecord, OperationRecord
 from dtma.engine.agent import Agent
 from dtma.engine.secrets import SecretInjector
-from dtma.observability.redaction import REDACTOR
+from dtma.observability.redaction import REDACTOR, Redactor
 from dtma.spec.validate import SpecPolicy
 
 MCP_TIME = "dtma-examples/mcp-time:latest"
@@ -108,6 +108,7 @@ async def engine_harness(
     reap_grace: float = 60,
     vault: VaultClient | None = None,
     secrets_dir: Path | None = None,
+    redactor: Redactor = REDACTOR,
 ) -> AsyncIterator[EngineHarness]:
     """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull.
 
@@ -123,7 +124,7 @@ async def engine_harness(
         files = SecretFileStore(secrets_dir, allow_disk=False)
         await files.prepare()
         assert files.unavailable is None, files.unavailable
-        injector = SecretInjector(vault, files, REDACTOR, b"k" * 32)
+        injector = SecretInjector(vault, files, redactor, b"k" * 32)
     agent = build_agent(
         engine,
         store,

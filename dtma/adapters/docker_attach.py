@@ -22,10 +22,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 
 from dtma.adapters.docker_client import call
+from dtma.adapters.stdio_lines import LineAssembler, LineTooLong
 from dtma.errors import ProbeTransportError
 
 STDOUT = 1
-MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSON-RPC message; a longer line ends the session
+READ_CHUNK = 64 * 1024
 
 Streams = tuple[
     MemoryObjectReceiveStream[SessionMessage | Exception],
@@ -59,14 +61,19 @@ def open_attach_socket(client: Any, container_id: str) -> socket.socket:
 
 
 @asynccontextmanager
-async def attached_stdio_transport(sock: socket.socket) -> AsyncIterator[Streams]:
-    """Yield (read, write) streams for mcp.ClientSession over an attach socket. Closes `sock`."""
-    reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES)
+async def attached_stdio_transport(
+    sock: socket.socket, max_line: int = MAX_LINE_BYTES
+) -> AsyncIterator[Streams]:
+    """Yield (read, write) streams for mcp.ClientSession over an attach socket. Closes `sock`.
+
+    A stdout line longer than `max_line` ends the read stream after a ProbeTransportError.
+    """
+    reader, writer = await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
     to_session, from_server = anyio.create_memory_object_stream[SessionMessage | Exception](16)
     to_server, from_session = anyio.create_memory_object_stream[SessionMessage](16)
 
     async def pump_stdout() -> None:
-        buffered = b""
+        lines = LineAssembler(max_line)
         async with to_session:
             with suppress(
                 asyncio.IncompleteReadError,
@@ -76,17 +83,24 @@ async def attached_stdio_transport(sock: socket.socket) -> AsyncIterator[Streams
             ):
                 while True:
                     header = await reader.readexactly(8)
-                    payload = await reader.readexactly(int.from_bytes(header[4:8], "big"))
-                    if header[0] != STDOUT:
-                        continue
-                    buffered += payload
-                    *lines, buffered = buffered.split(b"\n")
-                    if len(buffered) > MAX_LINE_BYTES:
-                        await to_session.send(ValueError("stdout line too long"))
-                        buffered = b""
-                    for line in lines:
-                        if line.strip():
-                            await to_session.send(_parse(line))
+                    remaining = int.from_bytes(header[4:8], "big")
+                    # A frame may be large: read it in chunks, never all of it at once.
+                    while remaining:
+                        chunk = await reader.read(min(remaining, READ_CHUNK))
+                        if not chunk:
+                            raise asyncio.IncompleteReadError(b"", remaining)
+                        remaining -= len(chunk)
+                        if header[0] != STDOUT:
+                            continue
+                        try:
+                            complete = lines.feed(chunk)
+                        except LineTooLong as exc:
+                            # The message boundary is lost: end the session with a clear error.
+                            await to_session.send(ProbeTransportError(str(exc)))
+                            return
+                        for line in complete:
+                            if line.strip():
+                                await to_session.send(_parse(line))
 
     async def pump_stdin() -> None:
         async with from_session:

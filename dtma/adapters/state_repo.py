@@ -11,13 +11,14 @@ import sqlite3
 from typing import Any, TypeVar
 
 from dtma.adapters.state_repo_journals import ErrorRecords, IdempotencyRecords, _tx
+from dtma.adapters.state_repo_retention import RetentionRecords
 from dtma.domain.records import EventRecord, OperationRecord, RevisionRecord, ToolboxRecord
 from dtma.errors import PreconditionFailed
 
 T = TypeVar("T")
 
 
-class StateRepository(IdempotencyRecords, ErrorRecords):
+class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords):
     """Typed state access; construct with (store, clock=time.time)."""
 
     # -- toolboxes and revisions ------------------------------------------------------------

@@ -14,6 +14,7 @@ from dtma.errors import (
     NotFound,
     PreconditionFailed,
     SpecInvalid,
+    TooManyRequests,
 )
 
 STATUS_BY_ERROR: tuple[tuple[type[DtmaError], int], ...] = (
@@ -21,6 +22,7 @@ STATUS_BY_ERROR: tuple[tuple[type[DtmaError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (PreconditionFailed, 412),
+    (TooManyRequests, 429),
     (DockerUnavailable, 503),
     (DockerError, 503),
 )

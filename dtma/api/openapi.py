@@ -125,8 +125,8 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/v1/events",
-        "The event journal; SSE with Accept: text/event-stream",
-        {200: s.EventsPageOut},
+        "The event journal; SSE with Accept: text/event-stream (429 beyond the stream limit)",
+        {200: s.EventsPageOut, 429: s.ErrorOut},
         query=(
             ("since", "integer", "cursor to start after"),
             ("toolbox", "string", "only this toolbox's events"),

@@ -3,11 +3,15 @@
 The stream subscribes to the journal before it replays the backlog from the database, and it
 only ever sends cursors greater than the last one sent; if a live event skips cursors, the
 missing ones are read from the database first. Each SSE `id` is the event's cursor.
+
+Bounds: the journal caps live streams (429 beyond). The replay reads PAGE events at a time; if
+live events overflow the subscription meanwhile, they are dropped and read from the database
+instead. Once live, a client that falls a whole queue behind is dropped with a final `resume`
+event naming the cursor to reconnect from (Last-Event-ID or ?since=).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict
 
@@ -15,8 +19,10 @@ from aiohttp import web
 
 from dtma.domain.records import EventRecord
 from dtma.engine.agent import Agent
+from dtma.engine.journal import Subscription
 
 KEEPALIVE_S = 15.0
+POLL_S = 1.0  # how soon an idle stream notices that its client left
 PAGE = 500
 
 
@@ -30,37 +36,61 @@ async def stream_events(
             "X-Accel-Buffering": "no",
         }
     )
-    await resp.prepare(request)
-    queue = agent.journal.subscribe()
+    sub = agent.journal.subscribe()  # before prepare(): at the cap this is a plain 429
     last = since
     try:
-        last = await _backfill(resp, agent, last, toolbox)
+        await resp.prepare(request)
+        last = await _backfill(resp, agent, last, toolbox, sub)
+        idle = 0.0
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                event = await sub.get(POLL_S)
             except TimeoutError:
-                await resp.write(b": keepalive\n\n")
+                if _client_gone(request):
+                    break  # free the slot now, not at the next keepalive
+                idle += POLL_S
+                if idle >= KEEPALIVE_S:
+                    idle = 0.0
+                    await resp.write(b": keepalive\n\n")
                 continue
+            idle = 0.0
+            if sub.overflowed:
+                await _send_resume(resp, last, sub.maxsize)
+                break
             if event is None:
                 break  # the agent is stopping
             if event.cursor <= last:
                 continue
             if event.cursor > last + 1:  # a live event overtook others: read them first
-                last = await _backfill(resp, agent, last, toolbox, until=event.cursor)
+                last = await _backfill(resp, agent, last, toolbox, None, until=event.cursor)
             if toolbox is None or event.toolbox == toolbox:
                 await _send(resp, event)
             last = max(last, event.cursor)
     except ConnectionResetError:
         pass  # the client went away: a normal end for a stream
     finally:
-        agent.journal.unsubscribe(queue)
+        agent.journal.unsubscribe(sub)
     return resp
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def _backfill(
-    resp: web.StreamResponse, agent: Agent, last: int, toolbox: str | None, until: int | None = None
+    resp: web.StreamResponse,
+    agent: Agent,
+    last: int,
+    toolbox: str | None,
+    sub: Subscription | None,
+    until: int | None = None,
 ) -> int:
+    """Send stored events after `last` (before `until`), a page at a time. With `sub`, live
+    events that overflowed its queue meanwhile are dropped: the next pages hold them."""
     while True:
+        if sub is not None and sub.overflowed:
+            sub.reset()
         page = await agent.repo.events(last, toolbox, PAGE)
         for event in page:
             if until is not None and event.cursor >= until:
@@ -69,6 +99,19 @@ async def _backfill(
             last = event.cursor
         if len(page) < PAGE:
             return last
+
+
+async def _send_resume(resp: web.StreamResponse, cursor: int, behind: int) -> None:
+    data = json.dumps(
+        {
+            "reason": "slow_consumer",
+            "cursor": cursor,
+            "message": f"this stream fell {behind} events behind and is closed; reconnect with "
+            f"Last-Event-ID: {cursor} (or ?since={cursor}) to resume",
+        },
+        separators=(",", ":"),
+    )
+    await resp.write(f"id: {cursor}\nevent: resume\ndata: {data}\n\n".encode())
 
 
 async def _send(resp: web.StreamResponse, event: EventRecord) -> None:

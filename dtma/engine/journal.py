@@ -7,14 +7,19 @@ logged. Messages must never contain secret values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
 
 from dtma.domain.records import EventRecord
+from dtma.errors import TooManyRequests
 
 log = structlog.get_logger("dtma.events")
+
+MAX_SUBSCRIBERS = 64
+SUBSCRIBER_QUEUE = 1000
 
 
 class EventStore(Protocol):
@@ -37,19 +42,71 @@ class EventObserver(Protocol):
     async def observe(self, event: EventRecord) -> None: ...
 
 
+class Subscription:
+    """One live reader's bounded queue of new events. Loop-only, not thread-safe.
+
+    When the reader falls `maxsize` events behind, the journal stops queueing for it and sets
+    `overflowed`: the reader must end (a slow client is dropped; it resumes from its cursor) or,
+    if it can re-read what it missed from the store, `reset()` and go on.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self.overflowed = False
+        self.closed = False
+
+    def offer(self, event: EventRecord) -> None:
+        if self.overflowed or self.closed:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    def close(self) -> None:
+        """Wake the reader so that it ends. Idempotent."""
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    def reset(self) -> None:
+        """Drop what is queued and clear `overflowed` (the reader re-reads from the store)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.overflowed = False
+        if self.closed:
+            self._queue.put_nowait(None)
+
+    async def get(self, timeout: float) -> EventRecord | None:
+        """The next event; None once closed. Raises TimeoutError after `timeout` seconds."""
+        if self.closed:
+            return None
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+
 class Journal:
-    """Appends events and wakes subscribers. Safe to call from any task on the loop."""
+    """Appends events and wakes subscribers. Safe to call from any task on the loop.
+
+    At most `max_subscribers` live subscriptions at once (TooManyRequests beyond), each with a
+    queue of `queue_size` events.
+    """
 
     def __init__(
         self,
         store: EventStore,
         redact: Callable[[str], str] = lambda s: s,
         observers: Sequence[EventObserver] = (),
+        *,
+        max_subscribers: int = MAX_SUBSCRIBERS,
+        queue_size: int = SUBSCRIBER_QUEUE,
     ) -> None:
         self._store = store
         self._redact = redact
         self._observers = tuple(observers)
-        self._subscribers: set[asyncio.Queue[EventRecord | None]] = set()
+        self._subscribers: set[Subscription] = set()
+        self.max_subscribers = max_subscribers
+        self.queue_size = queue_size
 
     def redact(self, text: str, limit: int | None = None, *, tail: bool = False) -> str:
         """Mask known secret values, then cut to `limit` characters (never the other way)."""
@@ -89,22 +146,31 @@ class Journal:
             message=message or None,
             cursor=event.cursor,
         )
-        for queue in list(self._subscribers):
-            queue.put_nowait(event)
+        for sub in list(self._subscribers):
+            sub.offer(event)
         for observer in self._observers:
             await observer.observe(event)
         return event
 
-    def subscribe(self) -> asyncio.Queue[EventRecord | None]:
-        """A queue of new events; None means the journal is closing (the agent is stopping)."""
-        queue: asyncio.Queue[EventRecord | None] = asyncio.Queue()
-        self._subscribers.add(queue)
-        return queue
+    def subscribe(self) -> Subscription:
+        """A bounded subscription to new events. Raises TooManyRequests at the cap."""
+        if len(self._subscribers) >= self.max_subscribers:
+            raise TooManyRequests(
+                f"too many live event streams (the limit is {self.max_subscribers}, "
+                "DTMA_SSE_MAX_SUBSCRIBERS); retry later or poll GET /v1/events?since=CURSOR"
+            )
+        sub = Subscription(self.queue_size)
+        self._subscribers.add(sub)
+        return sub
 
-    def unsubscribe(self, queue: asyncio.Queue[EventRecord | None]) -> None:
-        self._subscribers.discard(queue)
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
 
     def close_subscribers(self) -> None:
         """Wake every live stream so that it ends (agent shutdown). Idempotent."""
-        for queue in list(self._subscribers):
-            queue.put_nowait(None)
+        for sub in list(self._subscribers):
+            sub.close()

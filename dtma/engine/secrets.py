@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,11 +63,16 @@ class SecretInjector:
                     raise result
                 raise SecretsError(f"reading secrets failed: {type(result).__name__}")
         values = {s.name: str(v) for s, v in zip(server.secrets, results, strict=True)}
+        fingerprint = self.fingerprint(values)
         for value in values.values():
-            self._redactor.add(value)
+            self._redactor.add(value, fingerprint)
         env = {s.name: values[s.name] for s in server.secrets if s.as_ == "env"}
         files = {s.name: values[s.name] for s in server.secrets if s.as_ == "file"}
-        return ResolvedSecrets(env, files, self.fingerprint(values))
+        return ResolvedSecrets(env, files, fingerprint)
+
+    def forget_unused(self, live_fingerprints: Collection[str]) -> int:
+        """Stop masking values that no live container holds (after the redactor's grace)."""
+        return self._redactor.retain(live_fingerprints)
 
     def fingerprint(self, values: dict[str, str]) -> str:
         blob = json.dumps(sorted(values.items()), separators=(",", ":")).encode()

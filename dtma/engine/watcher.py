@@ -106,6 +106,8 @@ class ContainerWatcher:
                 del self._unwanted_since[cid]
         if self._secrets is not None:  # backstop: secret files of containers that are gone
             await self._secrets.files.sweep({c.name for c in containers})
+            # Values every listed container (running or not) holds stay masked.
+            self._secrets.forget_unused({c.secrets_hash for c in containers if c.secrets_hash})
 
     async def _reap(self, c: ObservedContainer) -> None:
         await self._runtime.remove(c.id)

@@ -16,6 +16,7 @@ import pytest
 from dtma.adapters.secret_files import mount_point_fstype
 from dtma.adapters.vault import VaultClient, VaultConfig
 from dtma.domain import gate
+from dtma.observability.redaction import MASK, REDACTOR, Redactor
 from tests.conftest import BaoServer, bao_binary, die_with_parent, free_port, in_thread, wait_until
 from tests.engine_fixture import EngineHarness, engine_harness, new_toolbox_id, notes_server, spec
 
@@ -31,11 +32,13 @@ def put(bao: BaoServer, path: str, **data: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _harness(tmp_path: Path, addr: str, token: str) -> AsyncIterator[EngineHarness]:
+async def _harness(
+    tmp_path: Path, addr: str, token: str, redactor: Redactor = REDACTOR
+) -> AsyncIterator[EngineHarness]:
     vault = VaultClient(VaultConfig(addr=addr, token=token))
     await vault.login()
     async with contextlib.asynccontextmanager(engine_harness)(
-        tmp_path / "state", vault=vault, secrets_dir=tmp_path / "secrets"
+        tmp_path / "state", vault=vault, secrets_dir=tmp_path / "secrets", redactor=redactor
     ) as h:
         yield h
 
@@ -214,3 +217,21 @@ async def test_refresh_restarts_only_the_servers_whose_values_changed(
     op = await harness.wait(await harness.agent.refresh_secrets(tb))  # nothing changed now
     assert op.state == "succeeded"
     assert [e.server for e in await harness.events(tb) if e.kind == "secrets_rotated"] == ["na"]
+
+
+async def test_the_redactor_forgets_a_value_once_no_container_holds_it(
+    tmp_path: Path, images: dict[str, str], bao: BaoServer
+) -> None:
+    redactor = Redactor(grace=0)  # no grace: only the containers' labels keep a value
+    path, value = f"app/{secrets.token_hex(3)}", "bounded-" + secrets.token_hex(12)
+    await in_thread(put, bao, path, token=value)
+    async with _harness(tmp_path, bao.addr, bao.root_token, redactor) as h:
+        tb = new_toolbox_id()
+        body = spec(notes_server("notes", secrets=[secret_ref("TOKEN", path, "token", "env")]))
+        assert (await h.apply_and_wait(tb, body)).state == "succeeded"
+        await h.agent.watcher.relist_once()
+        assert redactor.redact(f"x {value} y") == f"x {MASK} y"  # a live container holds it
+        assert (await h.wait(await h.agent.delete(tb))).state == "succeeded"
+        await h.agent.watcher.relist_once()
+        assert redactor.redact(value) == value
+        assert len(redactor) == 0

@@ -79,3 +79,46 @@ def test_excerpt_redacts_before_it_cuts() -> None:
     assert value[:8] not in r.excerpt(text, 18)
     assert r.excerpt(text, 18) == "x" * 10 + MASK + "y" * 5
     assert value[-8:] not in r.excerpt(text, 16, tail=True)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_set_is_bounded_to_values_that_live_containers_hold() -> None:
+    clock = _Clock()
+    r = Redactor(clock=clock, grace=60)
+    for i in range(1000):  # 1000 rotations of one server's token
+        r.add(f"token-{i:04d}-value", fingerprint=f"fp{i}")
+    r.add("shared-value", fingerprint="fp-dead")
+    r.add("shared-value", fingerprint="fp999")
+    assert len(r) == 1001
+    assert r.retain({"fp999"}) == 0  # within the grace period nothing is forgotten
+    clock.now += 61
+    assert r.retain({"fp999"}) == 999
+    assert len(r) == 2
+    assert r.redact("token-0999-value shared-value") == f"{MASK} {MASK}"
+    assert r.redact("token-0000-value") == "token-0000-value"  # no container holds it any more
+
+
+def test_a_live_value_is_never_forgotten_and_a_fresh_read_has_a_grace_period() -> None:
+    clock = _Clock()
+    r = Redactor(clock=clock, grace=60)
+    r.add("held-by-a-container", fingerprint="fp-live")
+    r.add("read-but-no-container-yet", fingerprint="fp-new")
+    r.add("added-without-owner")
+    clock.now += 3600
+    r.add("read-but-no-container-yet", fingerprint="fp-new")  # read again just now
+    for _ in range(3):
+        r.retain({"fp-live"})
+    text = "held-by-a-container read-but-no-container-yet added-without-owner"
+    assert r.redact(text) == f"{MASK} {MASK} added-without-owner"
+    clock.now += 61
+    r.retain({"fp-live"})
+    assert r.redact(text) == f"{MASK} read-but-no-container-yet added-without-owner"
+    r.retain(set())
+    assert len(r) == 0
