@@ -151,9 +151,15 @@ class StdioProbeSession:
         self._stop = asyncio.Event()
         self._failure: str | None = None
         self.initialized = False
+        self.modern = False  # the negotiated era is 2026-07-28 (stateless; no ping)
 
     async def run(self, *, initialize: bool, timeout: float) -> None:
-        """Attach, optionally initialize, then hold the session until close() or a failure."""
+        """Attach, optionally negotiate the era (`server/discover`, or the `initialize` handshake
+        with a server that predates it), then hold the session until close() or a failure.
+
+        Without negotiation the session talks handshake-era JSON-RPC, which is what a live
+        handshake-era server expects after a re-attach; a 2026-07-28 server needs the (stateless)
+        negotiation again."""
         try:
             sock = await asyncio.to_thread(
                 lambda: open_attach_socket(self._docker_client(), self.container_id)
@@ -166,6 +172,7 @@ class StdioProbeSession:
                     with anyio.fail_after(timeout):
                         await negotiate_auto(session)
                     self.initialized = True
+                    self.modern = is_modern(session)
                 self._session = session
                 self._ready.set()
                 await self._stop.wait()

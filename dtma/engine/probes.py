@@ -3,7 +3,8 @@
 stdio: holds a StdioProbeSession (attach). A fresh container is initialized once; an adopted one
 (after an agent restart) is not, unless it does not answer, in which case it gets one initialize.
 A session that ends (the attach or the first initialize failed, say on a loaded host) is opened
-again on the next probe; it is initialized again only if it never was.
+again on the next probe. It negotiates again if it never did, or if the server speaks 2026-07-28
+(discovery is stateless there); a live handshake-era session is never initialized twice.
 streamable-http: a fresh session per probe against the container's address on the toolbox network.
 health.mcp = false: healthy while the container runs (the runner tracks that).
 """
@@ -41,6 +42,7 @@ class ContainerProbe:
         self._stdio_task: asyncio.Task[None] | None = None
         self._reinitialized = False
         self._initialized_once = False
+        self._modern = False
 
     @property
     def endpoint(self) -> str | None:
@@ -66,10 +68,14 @@ class ContainerProbe:
         health = self._server.health
         if self._stdio_task is not None and self._stdio_task.done():
             # The previous session ended; its failure was reported by the last probe.
-            self._initialized_once |= self._stdio is not None and self._stdio.initialized
+            if self._stdio is not None:
+                self._initialized_once |= self._stdio.initialized
+                self._modern |= self._stdio.modern
             await self.close()
         if self._stdio is None:
-            self._open_stdio(initialize=self._fresh and not self._initialized_once)
+            self._open_stdio(
+                initialize=(self._fresh and not self._initialized_once) or self._modern
+            )
         assert self._stdio is not None
         result = await self._stdio.probe(
             timeout=health.timeout, expect_tools=health.expect_tools, list_tools=full
@@ -80,8 +86,9 @@ class ContainerProbe:
             and not self._reinitialized
             and result.reason in (reasons.TOOLS_LIST_FAILED, reasons.PING_FAILED)
         ):
-            # An adopted server that was never initialized (the agent died before it could):
-            # give it the one initialize it is owed.
+            # An adopted server that was never initialized (the agent died before it could), or
+            # one that speaks 2026-07-28 (no ping, and every request carries the negotiated
+            # envelope): give it the one negotiation it is owed.
             self._reinitialized = True
             await self.close()
             self._open_stdio(initialize=True)

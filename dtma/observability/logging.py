@@ -58,3 +58,6 @@ def configure_logging(fmt: Literal["console", "json"], level: str = "info") -> N
     root.setLevel(max(_LEVELS[level], logging.INFO))
     # aiohttp's access log duplicates our own request log lines.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The MCP SDK's HTTP client logs every request at INFO: one line per probe is noise.
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

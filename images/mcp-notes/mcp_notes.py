@@ -5,7 +5,8 @@ It keeps notes in memory and serves them at http://0.0.0.0:$PORT$MCP_PATH (defau
 FAIL_MODE makes it misbehave on purpose, so that health gates and restarts can be tested against
 a real server:
   exit_at_start       exit with status 1 before listening
-  hang_initialize     accept connections but never answer `initialize`
+  hang_initialize     accept connections but never answer the handshake of either era
+                      (`initialize`, or 2026-07-28's `server/discover`)
   crash_after:<s>     serve normally, then exit with status 3 after <s> seconds
   drop_tool:<name>    serve without the tool <name>
   slow_start:<s>      wait <s> seconds before listening (or before reading stdin)
@@ -135,7 +136,8 @@ def build_server(mode: FailMode) -> MCPServer:
 
 
 class HangOnInitialize:
-    """ASGI wrapper that swallows `initialize` requests: the connection stays open, no answer."""
+    """ASGI wrapper that swallows handshake requests (`initialize`, `server/discover`): the
+    connection stays open, no answer."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -209,7 +211,7 @@ def _request_for(body: bytes, method: str) -> dict[str, Any] | None:
 
 
 def _is_initialize(body: bytes) -> bool:
-    return _request_for(body, "initialize") is not None
+    return any(_request_for(body, m) is not None for m in ("initialize", "server/discover"))
 
 
 def leaked_values(items: str) -> str:

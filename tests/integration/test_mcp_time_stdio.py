@@ -56,25 +56,38 @@ async def test_initialize_and_tools_list_over_stdio(
         await task
 
 
-async def test_reattach_reuses_the_live_session_without_initialize(
+async def test_reattach_to_a_2026_server_rediscovers_and_never_restarts_it(
     images: dict[str, str], make_container: Any, docker_client: Any
 ) -> None:
-    """What an agent restart does: detach, attach again, and talk without a new initialize."""
+    """What an agent restart does: detach and attach again. mcp-server-time speaks 2026-07-28,
+    so the first session is a modern one; a re-attached session that does not negotiate sends
+    handshake-era requests (what a live handshake-era server wants) and is refused, and the
+    stateless discovery that follows works on the same, never restarted, process."""
     c = await in_thread(_stdio_container, make_container, images["mcp-time"])
     first = StdioProbeSession(lambda: docker_client, c.id)
     task = await _hold(first, initialize=True)
     assert (await first.probe(timeout=10, expect_tools=TIME_TOOLS)).healthy
+    assert first.modern
     first.close()
     await task
 
     second = StdioProbeSession(lambda: docker_client, c.id)
     task = await _hold(second, initialize=False)
     try:
-        assert (await second.probe(timeout=5, list_tools=False)).healthy
-        result = await second.probe(timeout=10, expect_tools=TIME_TOOLS)
-        assert result.healthy, result
+        refused = await second.probe(timeout=5, list_tools=False)
+        assert refused.reason == reasons.PING_FAILED, refused
     finally:
         second.close()
+        await task
+
+    third = StdioProbeSession(lambda: docker_client, c.id)
+    task = await _hold(third, initialize=True)
+    try:
+        assert (await third.probe(timeout=5, list_tools=False)).healthy
+        result = await third.probe(timeout=10, expect_tools=TIME_TOOLS)
+        assert result.healthy, result
+    finally:
+        third.close()
         await task
     await in_thread(c.reload)
     assert c.status == "running"
