@@ -49,6 +49,31 @@ def test_alert_rules_pass_promtool() -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def _github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_links_a_runbook_section_and_has_a_quiet_case() -> None:
+    import yaml
+
+    rules = yaml.safe_load((REPO / "deploy/prometheus/alerts.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"]]
+    runbook = (REPO / "docs/runbook.md").read_text()
+    anchors = {_github_anchor(h) for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
+    tests = yaml.safe_load((REPO / "deploy/prometheus/alerts_test.yml").read_text())["tests"]
+    cases = [c for t in tests for c in t["alert_rule_test"]]
+    assert alerts
+    for alert in alerts:
+        name, url = alert["alert"], alert["annotations"]["runbook_url"]
+        page, _, anchor = url.partition("#")
+        assert page == "docs/runbook.md", (name, url)
+        assert anchor in anchors, (name, url, sorted(anchors))
+        mine = [c for c in cases if c["alertname"] == name]
+        assert any(c.get("exp_alerts") for c in mine), f"{name}: no case where it fires"
+        assert any(not c.get("exp_alerts") for c in mine), f"{name}: no case where it stays quiet"
+
+
 def test_compose_file_validates() -> None:
     env = {**os.environ, "DTMA_API_TOKEN": "t" * 32}
     run = subprocess.run(
