@@ -1,5 +1,6 @@
-"""deploy/ and compose/: alert rules pass promtool's unit tests, the compose file validates, the
-compose agent service answers /v1/health, and every metric the alerts and the dashboard use
+"""deploy/ and compose/: alert rules pass promtool's unit tests (firing and quiet) and link real
+runbook sections, the systemd units pass `systemd-analyze verify`, the compose file validates,
+the compose agent service answers /v1/health, and every metric the alerts and the dashboard use
 exists."""
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import secrets
 import shutil
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dtma.adapters.secret_files import TMPFS_OPTIONS
 from dtma.observability.metrics import METRICS
 from tests.conftest import REPO, build_images, free_port, wait_until
 
@@ -47,6 +50,56 @@ def test_alert_rules_pass_promtool() -> None:
         timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    """A unit file's settings as {key: [values]} (sections merged; enough for these checks)."""
+    settings: dict[str, list[str]] = {}
+    for line in (REPO / "deploy/systemd" / name).read_text().splitlines():
+        key, sep, val = line.partition("=")
+        if sep and not line.startswith(("#", "[")):
+            settings.setdefault(key.strip(), []).append(val.strip())
+    return settings
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The units as installed, with ExecStart pointed at this checkout's dtma (verify checks
+    that the binary exists). Any warning counts as a failure: verify exits 0 on unknown keys."""
+    for unit in ("dtma.service", "run-dtma-secrets.mount"):
+        text = (REPO / "deploy/systemd" / unit).read_text()
+        text = text.replace("/opt/dtma/.venv/bin/dtma", str(REPO / ".venv/bin/dtma"))
+        (tmp_path / unit).write_text(text)
+    run = subprocess.run(
+        [_tool("systemd-analyze"), "verify", "dtma.service", "run-dtma-secrets.mount"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout + run.stderr == "", run.stdout + run.stderr
+
+
+def test_systemd_unit_mounts_the_secrets_tmpfs_outside_the_sandbox() -> None:
+    service, mount = _unit("dtma.service"), _unit("run-dtma-secrets.mount")
+    # The tmpfs is systemd's (host namespace), with the options the agent would use itself.
+    assert mount["Where"] == ["/run/dtma/secrets"]
+    assert mount["Type"] == ["tmpfs"]
+    assert mount["Options"] == [TMPFS_OPTIONS]
+    assert service["RequiresMountsFor"] == ["/run/dtma/secrets"]
+    assert "DTMA_SECRETS_DIR=/run/dtma/secrets" in service["Environment"]
+    # So the agent mounts nothing: no CAP_SYS_ADMIN, no mount syscalls.
+    assert "CAP_SYS_ADMIN" not in service["CapabilityBoundingSet"][0]
+    assert "~@mount" in service["SystemCallFilter"]
+    # A Docker restart does not restart the agent.
+    assert "Requires" not in service
+    assert "docker.service" in service["Wants"][0]
+    assert "docker.service" in service["After"][0]
+    # Paths that may be missing on a host are optional; the rest must exist.
+    rw = service["ReadWritePaths"][0].split()
+    assert [p for p in rw if "docker.sock" in p] == ["-/run/docker.sock", "-/var/run/docker.sock"]
+    assert "/run/dtma/secrets" in rw
 
 
 def _github_anchor(heading: str) -> str:
