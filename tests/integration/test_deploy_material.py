@@ -102,6 +102,47 @@ def test_systemd_unit_mounts_the_secrets_tmpfs_outside_the_sandbox() -> None:
     assert "/run/dtma/secrets" in rw
 
 
+def test_cloud_init_takes_the_repo_in_one_place_and_picks_python_3_11(tmp_path: Path) -> None:
+    import yaml
+
+    doc = yaml.safe_load((REPO / "deploy/cloud-init/user-data.yaml").read_text())
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    assert "/etc/dtma/install.env" in files
+    assert "DTMA_REPO=\n" in files["/etc/dtma/install.env"]
+    assert ["/usr/local/sbin/dtma-install"] in doc["runcmd"]
+    text = (REPO / "deploy/cloud-init/user-data.yaml").read_text()
+    assert "example.invalid" not in text
+    assert text.count("DTMA_REPO=") == 1  # the one place to edit
+    script, env_file = tmp_path / "dtma-install", tmp_path / "install.env"
+    script.write_text(files["/usr/local/sbin/dtma-install"])
+    script.chmod(0o755)
+    env_file.write_text(files["/etc/dtma/install.env"])
+    env = {**os.environ, "DTMA_INSTALL_ENV": str(env_file)}
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args], env={**env, **extra}, capture_output=True, text=True, timeout=60
+        )
+
+    assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+    unset = run()  # DTMA_REPO left empty: a clear message, nothing cloned
+    assert unset.returncode == 1
+    assert "set DTMA_REPO in /etc/dtma/install.env" in unset.stderr
+    chosen = run("--print-python").stdout.strip()
+    version = subprocess.run(
+        [chosen, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert version.stdout.strip() == "True"
+    old = tmp_path / "bin"  # a host whose only python3 is too old (Ubuntu 22.04's 3.10)
+    old.mkdir()
+    (old / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (old / "python3").chmod(0o755)
+    assert run("--print-python", PATH=str(old)).stdout.strip() == "none (would install python3.11)"
+
+
 def _github_anchor(heading: str) -> str:
     """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to -."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
