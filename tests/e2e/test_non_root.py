@@ -101,12 +101,12 @@ def test_secret_files_live_under_xdg_runtime_dir(
     try:
         agent.start()
         agent.made.append(tb)
-        body = json.loads(spec(notes_server("notes", secrets=[secret])))
+        body = json.loads(spec(notes_server("notes", secrets=[secret]), deadline="60s"))
         status, _, resp = agent.request(
-            "PUT", f"/v1/toolboxes/{tb}?wait=60", token=agent.token, body=body, timeout=90
+            "PUT", f"/v1/toolboxes/{tb}?wait=90", token=agent.token, body=body, timeout=120
         )
         assert status == 200, resp
-        assert resp["operation"]["state"] == "succeeded", resp
+        assert resp["operation"]["state"] == "succeeded", resp["operation"]
         (container,) = docker_client.containers.list(filters={"label": f"dtma.toolbox={tb}"})
         out = container.exec_run(["python3", "-c", "print(open('/run/secrets/API_KEY').read())"])
         assert out.exit_code == 0, out.output
