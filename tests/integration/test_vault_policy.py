@@ -112,7 +112,8 @@ def test_every_example_uses_the_path_convention() -> None:
     run_dev = (REPO / "scripts/run_dev.py").read_text()
     assert re.search(r'DEMO_SECRET_PATH = "dtma/demo/notes"', run_dev)
     assert {r["path"] for r in refs} == {"dtma/demo/notes"}
-    files = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), *(REPO / "compose").iterdir()]
+    files = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), *(REPO / "compose").rglob("*")]
+    files = [f for f in files if f.is_file()]
     for f in files:
         for path in re.findall(r"\bsecret/(?!data/|metadata/)[\w./<>-]+", f.read_text()):
             assert path.startswith("secret/dtma/"), (f.name, path)
