@@ -56,8 +56,13 @@ async def serve(settings: Settings) -> None:
 
     Containers keep running when the agent stops; the next start adopts them.
     """
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    token = resolve_api_token(settings)
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        token = resolve_api_token(settings)
+    except PermissionError as exc:
+        raise ConfigError(
+            f"DTMA_STATE_DIR={settings.state_dir}: cannot write {exc.filename} ({exc.strerror})"
+        ) from None
     store = SqliteStateStore.in_state_dir(settings.state_dir)
     engine = DockerEngine(settings.docker_host)
     readiness = ReadinessMonitor(engine)

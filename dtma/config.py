@@ -29,6 +29,8 @@ from dtma.errors import ConfigError
 from dtma.spec.models import CAPABILITY
 from dtma.spec.units import Duration, Size
 
+ROOT_SECRETS_DIR = Path("/run/dtma/secrets")
+
 # The escape hatches a host may open (spec/policy.py); each is DTMA_POLICY_<KEY>.
 POLICY_KEYS = (
     "allow_public_publish",
@@ -125,7 +127,7 @@ class Settings(BaseModel):
     state_dir: Path = Path(".dtma")
     api_token: str | None = Field(default=None, repr=False)
     api_token_file: Path | None = None
-    secrets_dir: Path = Path("/run/dtma/secrets")
+    secrets_dir: Path = ROOT_SECRETS_DIR  # load_settings picks the default: default_secrets_dir
     allow_disk_secrets: bool = False
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -215,11 +217,23 @@ def load_settings(
     for var, key in ENV_KEYS.items():
         if env.get(var):
             values[key] = env[var]
+    values.setdefault("secrets_dir", default_secrets_dir(env, os.geteuid()))
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(f"invalid agent configuration: {problems}") from None
+
+
+def default_secrets_dir(env: Mapping[str, str], euid: int) -> Path:
+    """Where secret files go when DTMA_SECRETS_DIR is unset: /run/dtma/secrets for root; for
+    anyone else (a user in the docker group running `make run`), $XDG_RUNTIME_DIR/dtma/secrets,
+    which is theirs and usually a tmpfs already. Without XDG_RUNTIME_DIR, the root default, and
+    the agent then stops with exit 2 naming DTMA_SECRETS_DIR if it cannot create it."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if euid != 0 and runtime and Path(runtime).is_absolute():
+        return Path(runtime) / "dtma" / "secrets"
+    return ROOT_SECRETS_DIR
 
 
 def _problem(err: Any) -> str:

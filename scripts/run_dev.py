@@ -1,9 +1,9 @@
 """`make run`: the agent on the embedded defaults, plus a dev OpenBao when VAULT_ADDR is unset.
 
 Starts (each in its own session, so Ctrl-C reaches only this script, which then stops them in
-order): `bao server -dev` holding a demo secret at secret/demo, then `dtma serve`. Prints where the
-API token is and a curl to try. Ctrl-C or SIGTERM stops the agent, then OpenBao, and exits.
-Honours DTMA_LISTEN and DTMA_STATE_DIR like the agent does.
+order): `bao server -dev` holding a demo secret at secret/dtma/demo/notes, then `dtma serve`.
+Prints where the API token is and a curl to try. Ctrl-C or SIGTERM stops the agent, then
+OpenBao, and exits. Honours DTMA_LISTEN and DTMA_STATE_DIR like the agent does.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 VENV_BIN = Path(sys.executable).parent
-DEMO_SECRET_PATH = "demo"  # noqa: S105 - a Vault path, not a secret
+DEMO_SECRET_PATH = "dtma/demo/notes"  # noqa: S105 - a Vault path, not a secret
 
 
 def say(msg: str) -> None:

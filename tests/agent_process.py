@@ -29,6 +29,7 @@ class AgentProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     made: list[str] = field(default_factory=list)
+    argv_prefix: list[str] = field(default_factory=list)  # e.g. setpriv, to run as another user
 
     @property
     def base_url(self) -> str:
@@ -53,7 +54,7 @@ class AgentProcess:
         env.pop("VAULT_ADDR", None) if "VAULT_ADDR" not in self.extra_env else None
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [DTMA, "serve"],
+                [*self.argv_prefix, DTMA, "serve"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

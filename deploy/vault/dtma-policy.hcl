@@ -1,11 +1,13 @@
-# What a dtma agent may read: the KV v2 paths its toolboxes reference, nothing else.
-# Narrow "dtma/*" to the paths your toolboxes use.
-path "secret/data/dtma/*" {
-  capabilities = ["read"]
-}
-path "secret/metadata/dtma/*" {
-  capabilities = ["read"]
-}
+# The part of every dtma host's Vault policy that does not depend on its toolboxes.
+# approle-setup.sh writes one policy per host, `dtma-<host>`: this file plus, for each toolbox
+# the host runs, read access to that toolbox's secrets and nothing else:
+#
+#   path "secret/data/dtma/<toolbox>/*" { capabilities = ["read"] }
+#
+# The path convention (docs/secrets.md): a toolbox's secrets live under dtma/<toolbox id>/ in the
+# KV v2 mount "secret", e.g. {mount: secret, path: dtma/demo/notes, key: api_key}. A host can
+# therefore read the secrets of the toolboxes it runs and is denied every other toolbox's.
+
 # The agent detects a mount's KV version through this endpoint.
 path "sys/internal/ui/mounts/secret" {
   capabilities = ["read"]

@@ -3,12 +3,16 @@
 The base directory (DTMA_SECRETS_DIR) must be a tmpfs; if it is not, the agent mounts one there
 (size=16m,mode=0700,noexec,nosuid,nodev, as Nomad does). Without the privilege to mount, file
 secrets are refused unless DTMA_ALLOW_DISK_SECRETS is set. Files are mode 0400 and owned by the
-container's user when the image names a numeric one. All file I/O runs in threads.
+container's user when the image names a numeric one. An agent that may not chown (not root) makes
+a container's directory and files readable by all instead (0555/0444): the base directory stays
+0700 and its own, so on the host only it and root reach them. A base directory it cannot create
+is a ConfigError naming DTMA_SECRETS_DIR. All file I/O runs in threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from dtma.errors import SecretsError
+from dtma.errors import ConfigError, SecretsError
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +57,26 @@ def mount_point_fstype(path: Path) -> str:
     return fstype
 
 
+def _rmtree(directory: Path) -> None:
+    """Remove a container's directory, also one left read-only (0555) by a non-root agent."""
+    with contextlib.suppress(OSError):
+        directory.chmod(0o700)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _give(directory: Path, owner: tuple[int, int]) -> bool:
+    """chown the directory and its files to `owner`; False if this process may not."""
+    if (os.geteuid(), os.getegid()) == owner:
+        return True
+    try:
+        for path in directory.iterdir():
+            os.chown(path, *owner)
+        os.chown(directory, *owner)
+    except PermissionError:
+        return False
+    return True
+
+
 class SecretFileStore:
     def __init__(self, base: Path, allow_disk: bool) -> None:
         self.base = base
@@ -66,8 +90,15 @@ class SecretFileStore:
             log.warning("secret_files_unavailable", reason=self.unavailable)
 
     def _prepare(self) -> str | None:
-        self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.base.chmod(0o700)
+        try:
+            self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.base.chmod(0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"DTMA_SECRETS_DIR={self.base}: cannot create it ({exc.strerror}); set "
+                "DTMA_SECRETS_DIR to a directory of yours on a tmpfs, such as "
+                "$XDG_RUNTIME_DIR/dtma/secrets, or run the agent as root"
+            ) from None
         if mount_point_fstype(self.base) == "tmpfs":
             return None
         proc = subprocess.run(
@@ -107,20 +138,20 @@ class SecretFileStore:
         self, container_name: str, files: dict[str, str], owner: tuple[int, int] | None
     ) -> Path:
         directory = self.dir_for(container_name)
-        shutil.rmtree(directory, ignore_errors=True)
+        _rmtree(directory)
         directory.mkdir(mode=0o700)
         for name, value in files.items():
             fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "w") as f:
                 f.write(value)
-            if owner:
-                os.chown(directory / name, *owner)
-        if owner:
-            os.chown(directory, *owner)
+        if owner and not _give(directory, owner):
+            for path in directory.iterdir():
+                path.chmod(0o444)
+            directory.chmod(0o555)
         return directory
 
     async def remove(self, container_name: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.dir_for(container_name), True)
+        await asyncio.to_thread(_rmtree, self.dir_for(container_name))
 
     async def sweep(
         self, keep: set[str], prefix: str = "dtma-", min_age: float = SWEEP_MIN_AGE_S
@@ -142,7 +173,7 @@ class SecretFileStore:
                 and now - p.stat().st_mtime >= min_age
             ]
             for name in gone:
-                shutil.rmtree(self.base / name, ignore_errors=True)
+                _rmtree(self.base / name)
             return gone
 
         return await asyncio.to_thread(go)

@@ -27,8 +27,13 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.rollouts = Counter("dtma_rollouts_total", "Rollouts by result", ["result"], registry=r)
         self.rollbacks = Counter(
-            "dtma_rollbacks_total", "Rollbacks started (automatic or asked)", registry=r
+            "dtma_rollbacks_total",
+            "Rollbacks: trigger=auto when a failed gate reverted a rollout, manual when asked",
+            ["trigger"],
+            registry=r,
         )
+        for trigger in ("auto", "manual"):
+            self.rollbacks.labels(trigger)  # both series exist from the start, at 0
         self.rollout_duration = Histogram(
             "dtma_rollout_duration_seconds",
             "From rollout start to its end",
@@ -131,7 +136,7 @@ class MetricsObserver:
         if event.kind in ("rollout_started", "rollback_started"):
             self._started.setdefault(op, event.ts)
             if event.kind == "rollback_started" and event.reason != "stop_first_revert":
-                m.rollbacks.inc()  # an explicit rollback; a stop_first revert ends rolled_back
+                m.rollbacks.labels("manual").inc()  # a stop_first revert ends rolled_back
         elif event.kind in ("server_started", "container_adopted"):
             self._last_start[op] = event.ts
         elif event.kind in ("rollout_passed", "rollout_failed"):
@@ -142,7 +147,7 @@ class MetricsObserver:
             m.rollout_duration.observe(event.ts - self._started.pop(op))
             m.rollouts.labels(event.reason or "unknown").inc()
             if event.reason == "rolled_back":
-                m.rollbacks.inc()  # an automatic rollback
+                m.rollbacks.labels("auto").inc()
             self._last_start.pop(op, None)
         elif event.kind == "server_restarted" and event.toolbox and event.server:
             m.restarts.labels(event.toolbox, event.server).inc()

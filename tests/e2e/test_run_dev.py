@@ -75,7 +75,7 @@ def test_run_dev_starts_agent_and_openbao_and_ctrl_c_stops_both(
         assert (tmp_path / "state/dev-vault.env").stat().st_mode & 0o077 == 0
         vault = hvac.Client(url=creds["VAULT_ADDR"], token=creds["VAULT_TOKEN"])
         demo = vault.secrets.kv.v2.read_secret_version(
-            path="demo", mount_point="secret", raise_on_deleted_version=True
+            path="dtma/demo/notes", mount_point="secret", raise_on_deleted_version=True
         )
         assert demo["data"]["data"]["api_key"].startswith("demo-")
         assert creds["VAULT_TOKEN"] not in text  # the root token is not printed

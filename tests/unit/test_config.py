@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dtma.config import load_settings
+from dtma.config import default_secrets_dir, load_settings
 from dtma.errors import ConfigError
 
 
@@ -63,3 +63,22 @@ def test_config_file_must_be_a_mapping(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings({"DTMA_CONFIG": str(tmp_path / "nope.yaml")})
+
+
+@pytest.mark.parametrize(
+    ("env", "euid", "expected"),
+    [
+        ({}, 0, "/run/dtma/secrets"),
+        ({"XDG_RUNTIME_DIR": "/run/user/1000"}, 0, "/run/dtma/secrets"),  # root keeps /run
+        ({"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000, "/run/user/1000/dtma/secrets"),
+        ({}, 1000, "/run/dtma/secrets"),  # no XDG dir: serve then exits 2 naming the setting
+        ({"XDG_RUNTIME_DIR": "relative"}, 1000, "/run/dtma/secrets"),
+    ],
+)
+def test_default_secrets_dir(env: dict[str, str], euid: int, expected: str) -> None:
+    assert default_secrets_dir(env, euid) == Path(expected)
+
+
+def test_an_explicit_secrets_dir_wins_over_the_default() -> None:
+    env = {"DTMA_SECRETS_DIR": "/srv/s", "XDG_RUNTIME_DIR": "/run/user/1000"}
+    assert load_settings(env).secrets_dir == Path("/srv/s")
