@@ -17,10 +17,12 @@ from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
 from dtma.adapters.vault import TokenReport, VaultClient, vault_config_from
+from dtma.agent_id import resolve_agent_id
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
+from dtma.domain.subnets import DEFAULT_POOL
 from dtma.engine import event_kinds as ev
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.errors_journal import ErrorJournal
@@ -55,7 +57,10 @@ async def serve(settings: Settings) -> None:
     """
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     token = resolve_api_token(settings)
+    identity = resolve_agent_id(settings)
     store = SqliteStateStore.in_state_dir(settings.state_dir)
+    # No state DB yet: whatever our id left on the engine is held from the reaper (agent.py).
+    fresh_state = not store.path.exists()
     engine = DockerEngine(settings.docker_host)
     readiness = ReadinessMonitor(engine)
     vault_cfg = vault_config_from(settings)
@@ -70,6 +75,9 @@ async def serve(settings: Settings) -> None:
         policy=spec_policy(settings, vault_configured=vault is not None),
         reap_grace=settings.reap_grace,
         secrets=injector,
+        agent_id=identity.value,
+        subnet_pool=settings.subnet_pool,
+        hold_orphans=fresh_state and not settings.adopt_orphans,
     )
     METRICS.watch_state(agent.metrics_state)
     runner: web.AppRunner | None = None
@@ -102,6 +110,9 @@ async def serve(settings: Settings) -> None:
         log.info(
             "agent_started",
             version=__version__,
+            agent_id=identity.value,
+            agent_id_source=identity.source,
+            subnet_pool=settings.subnet_pool,
             listen=settings.listen,
             state_db=str(store.path),
             schema_version=schema,
@@ -154,9 +165,14 @@ def build_agent(
     relist_interval: float = RELIST_INTERVAL_S,
     pull_timeout: float = PULL_TIMEOUT_S,
     secrets: SecretInjector | None = None,
+    agent_id: str,
+    subnet_pool: str = DEFAULT_POOL,
+    hold_orphans: bool = False,
 ) -> Agent:
     """Wire the Docker, MCP and SQLite adapters into an Agent (tests use this too)."""
-    runtime = DockerRuntime(engine, pull_timeout=pull_timeout)
+    runtime = DockerRuntime(
+        engine, agent_id=agent_id, subnet_pool=subnet_pool, pull_timeout=pull_timeout
+    )
     repo = StateRepository(store)
 
     def probe_factory(
@@ -174,6 +190,8 @@ def build_agent(
         relist_interval=relist_interval,
         events_source=runtime.events,
         secrets=secrets,
+        agent_id=agent_id,
+        hold_orphans=hold_orphans,
     )
 
 

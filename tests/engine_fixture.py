@@ -108,8 +108,13 @@ async def engine_harness(
     reap_grace: float = 60,
     vault: VaultClient | None = None,
     secrets_dir: Path | None = None,
+    agent_id: str | None = None,
+    hold_orphans: bool = False,
 ) -> AsyncIterator[EngineHarness]:
     """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull.
+
+    Each harness has its own agent id (random unless given), so it never sees, let alone
+    reaps, another test's containers.
 
     With `vault`, secrets are injected for real: the agent mounts a tmpfs on `secrets_dir`
     (unmounted again at the end).
@@ -132,6 +137,8 @@ async def engine_harness(
         relist_interval=2,
         pull_timeout=20,
         secrets=injector,
+        agent_id=agent_id or "test-" + secrets.token_hex(4),
+        hold_orphans=hold_orphans,
     )
     runtime, repo = agent.runtime, agent.repo
     assert isinstance(runtime, DockerRuntime)
