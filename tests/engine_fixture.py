@@ -6,12 +6,13 @@ import asyncio
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import DockerRuntime
@@ -165,6 +166,15 @@ def remove_toolboxes(client: Any, toolboxes: Iterable[str]) -> None:
     """Remove every container and network labelled with one of these toolbox ids. Blocking."""
     for tb in toolboxes:
         for c in client.containers.list(all=True, filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
-            c.remove(force=True, v=True)
+            _gone_is_fine(lambda c=c: c.remove(force=True, v=True))
         for n in client.networks.list(filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
-            n.remove()
+            _gone_is_fine(n.remove)
+
+
+def _gone_is_fine(remove: Callable[[], Any]) -> None:
+    """Another cleanup (two agents with one toolbox id) may have got there first."""
+    try:
+        remove()
+    except docker.errors.APIError as exc:
+        if exc.status_code not in (404, 409):
+            raise

@@ -134,6 +134,7 @@ async def test_orphans_are_reaped_only_after_the_grace_period(harness: EngineHar
             "dtma.toolbox": ghost,
             "dtma.server": "x",
             "dtma.revision": "1",
+            "dtma.agent": harness.runtime.agent_id,
             TEST_LABEL: "reaper",
         },
     )
