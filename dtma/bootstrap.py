@@ -65,7 +65,9 @@ async def serve(settings: Settings) -> None:
     readiness = ReadinessMonitor(engine)
     vault_cfg = vault_config_from(settings)
     vault = VaultClient(vault_cfg) if vault_cfg else None
-    files = SecretFileStore(settings.secrets_dir, settings.allow_disk_secrets)
+    files = SecretFileStore(
+        settings.secrets_dir, settings.allow_disk_secrets, namespace=identity.value
+    )
     injector = SecretInjector(
         vault, files, REDACTOR, load_or_create_key(settings.state_dir / HMAC_KEY_FILE)
     )

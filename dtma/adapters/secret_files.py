@@ -54,8 +54,11 @@ def mount_point_fstype(path: Path) -> str:
 
 
 class SecretFileStore:
-    def __init__(self, base: Path, allow_disk: bool) -> None:
+    def __init__(self, base: Path, allow_disk: bool, namespace: str = "") -> None:
+        """`namespace` (the agent id) is a subdirectory of its own: agents sharing
+        DTMA_SECRETS_DIR never sweep or remove each other's files."""
         self.base = base
+        self.root = base / namespace if namespace else base
         self._allow_disk = allow_disk
         self.unavailable: str | None = "not prepared"
 
@@ -66,6 +69,12 @@ class SecretFileStore:
             log.warning("secret_files_unavailable", reason=self.unavailable)
 
     def _prepare(self) -> str | None:
+        problem = self._prepare_base()
+        if problem is None:
+            self.root.mkdir(exist_ok=True, mode=0o700)
+        return problem
+
+    def _prepare_base(self) -> str | None:
         self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.base.chmod(0o700)
         if mount_point_fstype(self.base) == "tmpfs":
@@ -94,7 +103,7 @@ class SecretFileStore:
         )
 
     def dir_for(self, container_name: str) -> Path:
-        return self.base / container_name
+        return self.root / container_name
 
     async def write(
         self, container_name: str, files: dict[str, str], owner: tuple[int, int] | None
@@ -130,19 +139,19 @@ class SecretFileStore:
         created, so a young one may belong to a container that is not listed yet)."""
 
         def go() -> list[str]:
-            if not self.base.is_dir():
+            if not self.root.is_dir():
                 return []
             now = time.time()
             gone = [
                 p.name
-                for p in self.base.iterdir()
+                for p in self.root.iterdir()
                 if p.is_dir()
                 and p.name.startswith(prefix)
                 and p.name not in keep
                 and now - p.stat().st_mtime >= min_age
             ]
             for name in gone:
-                shutil.rmtree(self.base / name, ignore_errors=True)
+                shutil.rmtree(self.root / name, ignore_errors=True)
             return gone
 
         return await asyncio.to_thread(go)
