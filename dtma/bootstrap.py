@@ -18,11 +18,13 @@ from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
 from dtma.adapters.vault import TokenReport, VaultClient, vault_config_from
+from dtma.agent_id import resolve_agent_id
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.retention import RetentionPolicy
+from dtma.domain.subnets import DEFAULT_POOL
 from dtma.engine import event_kinds as ev
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.errors_journal import ErrorJournal
@@ -59,16 +61,21 @@ async def serve(settings: Settings) -> None:
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         token = resolve_api_token(settings)
+        identity = resolve_agent_id(settings)
     except PermissionError as exc:
         raise ConfigError(
             f"DTMA_STATE_DIR={settings.state_dir}: cannot write {exc.filename} ({exc.strerror})"
         ) from None
     store = SqliteStateStore.in_state_dir(settings.state_dir)
+    # No state DB yet: whatever our id left on the engine is held from the reaper (agent.py).
+    fresh_state = not store.path.exists()
     engine = DockerEngine(settings.docker_host)
     readiness = ReadinessMonitor(engine)
     vault_cfg = vault_config_from(settings)
     vault = VaultClient(vault_cfg) if vault_cfg else None
-    files = SecretFileStore(settings.secrets_dir, settings.allow_disk_secrets)
+    files = SecretFileStore(
+        settings.secrets_dir, settings.allow_disk_secrets, namespace=identity.value
+    )
     injector = SecretInjector(
         vault, files, REDACTOR, load_or_create_key(settings.state_dir / HMAC_KEY_FILE)
     )
@@ -81,6 +88,9 @@ async def serve(settings: Settings) -> None:
         agent_container=settings.agent_container,
         sse_max_subscribers=settings.sse_max_subscribers,
         sse_queue=settings.sse_queue,
+        agent_id=identity.value,
+        subnet_pool=settings.subnet_pool,
+        hold_orphans=fresh_state and not settings.adopt_orphans,
     )
     retention = RetentionPolicy(
         max_age=settings.retain_age,
@@ -119,6 +129,9 @@ async def serve(settings: Settings) -> None:
         log.info(
             "agent_started",
             version=__version__,
+            agent_id=identity.value,
+            agent_id_source=identity.source,
+            subnet_pool=settings.subnet_pool,
             listen=settings.listen,
             state_db=str(store.path),
             schema_version=schema,
@@ -179,10 +192,17 @@ def build_agent(
     agent_container: str | None = None,
     sse_max_subscribers: int = MAX_SUBSCRIBERS,
     sse_queue: int = SUBSCRIBER_QUEUE,
+    agent_id: str,
+    subnet_pool: str = DEFAULT_POOL,
+    hold_orphans: bool = False,
 ) -> Agent:
     """Wire the Docker, MCP and SQLite adapters into an Agent (tests use this too)."""
     runtime = DockerRuntime(
-        engine, pull_timeout=pull_timeout, agent_container=AgentContainer(agent_container)
+        engine,
+        agent_id=agent_id,
+        subnet_pool=subnet_pool,
+        pull_timeout=pull_timeout,
+        agent_container=AgentContainer(agent_container),
     )
     repo = StateRepository(store)
 
@@ -207,6 +227,8 @@ def build_agent(
         relist_interval=relist_interval,
         events_source=runtime.events,
         secrets=secrets,
+        agent_id=agent_id,
+        hold_orphans=hold_orphans,
     )
 
 

@@ -78,6 +78,7 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--toolbox")
     p.add_argument("--category")
     p.add_argument("--open", action="store_true", help="only unresolved entries")
+    cmd("adopt", "let the reaper have the orphans held at start (see GET /v1/agent)")
     p = cmd("events", "the event journal")
     p.add_argument("--toolbox")
     p.add_argument("--since", type=int, default=0)
@@ -156,6 +157,7 @@ async def _dispatch(args: argparse.Namespace, token: str) -> int:
             "tools": _tools,
             "events": _events,
             "errors": _errors,
+            "adopt": _adopt,
         }[args.command]
         return await handler(client, args)
 
@@ -240,6 +242,17 @@ async def _cursor_before(client: DtmaClient, toolbox: str, op: str) -> int:
         if len(page.items) < 1000:
             return newest
         since = page.next
+
+
+async def _adopt(client: DtmaClient, args: argparse.Namespace) -> int:
+    out = await client.adopt()
+    print(
+        out.model_dump_json()
+        if args.json
+        else f"released to the reaper: {out.containers} "
+        f"containers, {out.networks} networks (removed after DTMA_REAP_GRACE)"
+    )
+    return EXIT_OK
 
 
 async def _ls(client: DtmaClient, args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from dtma.api.schemas import (
+    AdoptOut,
     AgentOut,
     ApplyAcceptedOut,
     ErrorsOut,
@@ -165,6 +166,9 @@ class DtmaClient:
 
     async def agent(self) -> AgentOut:
         return self._as(AgentOut, (await self._call("GET", "/v1/agent"))[1])
+
+    async def adopt(self) -> AdoptOut:
+        return self._as(AdoptOut, (await self._call("POST", "/v1/agent/adopt"))[1])
 
     async def toolboxes(self) -> list[ToolboxStatusOut]:
         return self._as(ToolboxListOut, (await self._call("GET", "/v1/toolboxes"))[1]).items

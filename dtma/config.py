@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from dtma.domain.subnets import DEFAULT_POOL, parse_pool
 from dtma.errors import ConfigError
 from dtma.spec.models import CAPABILITY
 from dtma.spec.units import Duration, Size
@@ -63,6 +64,21 @@ def _capabilities(caps: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c.upper().removeprefix("CAP_") for c in caps)
 
 
+def valid_agent_id(value: str) -> str:
+    """`value` if it is a usable agent id (a DNS label of at most 32 characters: it goes into
+    label values and network names); ValueError naming the rule otherwise."""
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", value):
+        raise ValueError(
+            f"{value!r} is not an agent id: 1-32 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _subnet_pool(value: str) -> str:
+    return str(parse_pool(value))
+
+
 NameList = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
 PathPrefixes = Annotated[NameList, AfterValidator(_absolute_paths)]
 Capabilities = Annotated[NameList, AfterValidator(_capabilities)]
@@ -77,6 +93,9 @@ ENV_KEYS = {
     "DTMA_LOG_FORMAT": "log_format",
     "DTMA_LOG_LEVEL": "log_level",
     "DTMA_REAP_GRACE": "reap_grace",
+    "DTMA_AGENT_ID": "agent_id",
+    "DTMA_ADOPT_ORPHANS": "adopt_orphans",
+    "DTMA_SUBNET_POOL": "subnet_pool",
     "DTMA_MAX_BODY": "max_body",
     "DTMA_METRICS_AUTH": "metrics_auth",
     "DTMA_SSE_MAX_SUBSCRIBERS": "sse_max_subscribers",
@@ -132,6 +151,9 @@ class Settings(BaseModel):
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     reap_grace: Duration = 60.0
+    agent_id: Annotated[str, AfterValidator(valid_agent_id)] | None = None
+    adopt_orphans: bool = False
+    subnet_pool: Annotated[str, AfterValidator(_subnet_pool)] = DEFAULT_POOL
     max_body: Size = 1024 * 1024
     metrics_auth: bool = False
     # Bounds (docs/security.md "Bounds"): live event streams and what the state DB keeps.

@@ -6,12 +6,13 @@ import asyncio
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import DockerRuntime
@@ -109,8 +110,13 @@ async def engine_harness(
     vault: VaultClient | None = None,
     secrets_dir: Path | None = None,
     redactor: Redactor = REDACTOR,
+    agent_id: str | None = None,
+    hold_orphans: bool = False,
 ) -> AsyncIterator[EngineHarness]:
     """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull.
+
+    Each harness has its own agent id (random unless given), so it never sees, let alone
+    reaps, another test's containers.
 
     With `vault`, secrets are injected for real: the agent mounts a tmpfs on `secrets_dir`
     (unmounted again at the end).
@@ -133,6 +139,8 @@ async def engine_harness(
         relist_interval=2,
         pull_timeout=20,
         secrets=injector,
+        agent_id=agent_id or "test-" + secrets.token_hex(4),
+        hold_orphans=hold_orphans,
     )
     runtime, repo = agent.runtime, agent.repo
     assert isinstance(runtime, DockerRuntime)
@@ -159,6 +167,15 @@ def remove_toolboxes(client: Any, toolboxes: Iterable[str]) -> None:
     """Remove every container and network labelled with one of these toolbox ids. Blocking."""
     for tb in toolboxes:
         for c in client.containers.list(all=True, filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
-            c.remove(force=True, v=True)
+            _gone_is_fine(lambda c=c: c.remove(force=True, v=True))
         for n in client.networks.list(filters={"label": f"{LABEL_TOOLBOX}={tb}"}):
-            n.remove()
+            _gone_is_fine(n.remove)
+
+
+def _gone_is_fine(remove: Callable[[], Any]) -> None:
+    """Another cleanup (two agents with one toolbox id) may have got there first."""
+    try:
+        remove()
+    except docker.errors.APIError as exc:
+        if exc.status_code not in (404, 409):
+            raise

@@ -18,8 +18,9 @@ import docker.types
 from dtma.adapters.agent_container import AgentContainer
 from dtma.adapters.docker_client import call
 from dtma.adapters.docker_engine import DockerEngine
+from dtma.adapters.docker_networks import NetworkAllocator
 from dtma.domain.containers import (
-    LABEL_NETWORK,
+    LABEL_AGENT,
     LABEL_REVISION,
     LABEL_SECRETS_HASH,
     LABEL_SERVER,
@@ -30,8 +31,11 @@ from dtma.domain.containers import (
     TMP_SIZE,
     ContainerRequest,
     ObservedContainer,
+    ObservedNetwork,
+    legacy_network_name,
     network_name,
 )
+from dtma.domain.subnets import DEFAULT_POOL, MIN_PREFIX, parse_pool
 from dtma.errors import ContainerNotFound, DockerError, DtmaError, ImageNotFound
 
 STOP_TIMEOUT_S = 10
@@ -42,11 +46,16 @@ class DockerRuntime:
     def __init__(
         self,
         engine: DockerEngine,
+        *,
+        agent_id: str,
+        subnet_pool: str = DEFAULT_POOL,
         pull_timeout: float = PULL_TIMEOUT_S,
         agent_container: AgentContainer | None = None,
     ) -> None:
         self._engine = engine
         self._pull_timeout = pull_timeout
+        self.agent_id = agent_id
+        self._networks = NetworkAllocator(self._c, agent_id, parse_pool(subnet_pool))
         self._me = agent_container or AgentContainer(None)
 
     def _c(self) -> Any:
@@ -59,29 +68,15 @@ class DockerRuntime:
 
     # -- networks -----------------------------------------------------------------------------
 
-    async def ensure_network(self, toolbox: str, internal: bool) -> str:
-        """Create the toolbox network if missing, and join it when the agent runs in a
-        container (agent_container.py). Returns its name. Idempotent."""
-        name = network_name(toolbox)
+    async def ensure_network(self, toolbox: str, internal: bool, prefix: int = MIN_PREFIX) -> str:
+        """Create the toolbox network if missing, on a /prefix subnet from the agent's pool, and
+        join it when the agent runs in a container (agent_container.py). Returns its name.
+        Idempotent; allocations of this runtime are serialized."""
+        name = network_name(toolbox, self.agent_id)
 
         def go() -> str:
-            existing = self._c().networks.list(names=[name])
-            for net in existing:
-                if net.name == name:
-                    if bool(net.attrs.get("Internal")) != internal:
-                        raise DockerError(
-                            f"network {name} exists with internal="
-                            f"{net.attrs.get('Internal')}; delete the toolbox first"
-                        )
-                    self._me.join(self._c(), net.id)
-                    return name
-            net = self._c().networks.create(
-                name,
-                driver="bridge",
-                internal=internal,
-                labels={LABEL_TOOLBOX: toolbox, LABEL_NETWORK: "true"},
-            )
-            self._me.join(self._c(), net.id)
+            self._networks.ensure(toolbox, internal, prefix)
+            self._me.join(self._c(), name)
             return name
 
         return await asyncio.to_thread(call, f"network {name}", go)
@@ -89,27 +84,29 @@ class DockerRuntime:
     async def join_network(self, toolbox: str) -> None:
         """Join the toolbox network if it exists and the agent runs in a container (adoption
         after an agent restart). Idempotent; a missing network is not an error."""
-        name = network_name(toolbox)
+        name = network_name(toolbox, self.agent_id)
 
         def go() -> None:
-            for net in self._c().networks.list(names=[name]):
-                if net.name == name:
-                    self._me.join(self._c(), net.id)
+            with contextlib.suppress(docker.errors.NotFound):
+                self._me.join(self._c(), name)
 
         await asyncio.to_thread(call, f"join network {name}", go)
 
-    async def remove_network(self, toolbox: str) -> None:
-        """Leave (when in a container) and remove the toolbox network. Idempotent."""
-        name = network_name(toolbox)
+    async def remove_network(self, toolbox: str, legacy: bool = True) -> None:
+        """Leave (when in a container) and remove the toolbox network (its subnet goes back to
+        the pool). With `legacy`, also the network an older version made for this toolbox, if
+        nothing is attached to it. A network already gone is fine."""
+        name = network_name(toolbox, self.agent_id)
 
         def go() -> None:
-            for net in self._c().networks.list(names=[name]):
-                if net.name == name:
-                    self._me.leave(self._c(), net.id)
-                    with contextlib.suppress(docker.errors.NotFound):
-                        net.remove()
+            self._me.leave(self._c(), name)
+            self._networks.remove(toolbox, legacy)
 
         await asyncio.to_thread(call, f"remove network {name}", go)
+
+    async def list_networks(self) -> list[ObservedNetwork]:
+        """The toolbox networks of this agent (filtered by its id at the Docker query)."""
+        return await asyncio.to_thread(call, "list networks", self._networks.list_own)
 
     # -- images -------------------------------------------------------------------------------
 
@@ -167,6 +164,7 @@ class DockerRuntime:
     def _create_and_start(self, req: ContainerRequest) -> ObservedContainer:
         client = self._c()
         kwargs = _create_kwargs(req)
+        kwargs["labels"] = {**req.labels, LABEL_AGENT: self.agent_id}
         if req.network and not req.host_network:
             kwargs["networking_config"] = {
                 req.network: client.api.create_endpoint_config(aliases=[req.network_alias])
@@ -179,7 +177,7 @@ class DockerRuntime:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
             raise
-        return _observe(container.attrs)
+        return _observe(container.attrs, self.agent_id)
 
     async def start(self, container_id: str) -> None:
         await asyncio.to_thread(
@@ -213,33 +211,34 @@ class DockerRuntime:
     async def inspect(self, container_id: str) -> ObservedContainer | None:
         def go() -> ObservedContainer | None:
             try:
-                return _observe(self._c().api.inspect_container(container_id))
+                return _observe(self._c().api.inspect_container(container_id), self.agent_id)
             except docker.errors.NotFound:
                 return None
 
         return await asyncio.to_thread(call, f"inspect {container_id[:12]}", go)
 
     async def list_managed(self, toolbox: str | None = None) -> list[ObservedContainer]:
-        """Every container carrying dtma labels (optionally of one toolbox), any state."""
+        """This agent's containers (optionally of one toolbox), any state, plus containers made
+        before agent ids (dtma labels, no dtma.agent; `agent` is "" on those). Containers of
+        another agent id are never returned, nor inspected."""
         label = f"{LABEL_TOOLBOX}={toolbox}" if toolbox else LABEL_TOOLBOX
+        own = [label, f"{LABEL_AGENT}={self.agent_id}"]
 
         def go() -> list[ObservedContainer]:
+            api = self._c().api
+            ids = [s["Id"] for s in api.containers(all=True, filters={"label": own})]
+            ids += [
+                s["Id"]
+                for s in api.containers(all=True, filters={"label": label})
+                if LABEL_AGENT not in (s.get("Labels") or {})
+            ]
             out = []
-            for summary in self._c().api.containers(all=True, filters={"label": label}):
+            for cid in ids:
                 with contextlib.suppress(docker.errors.NotFound):
-                    out.append(_observe(self._c().api.inspect_container(summary["Id"])))
+                    out.append(_observe(api.inspect_container(cid), self.agent_id))
             return out
 
         return await asyncio.to_thread(call, "list containers", go)
-
-    async def list_networks(self) -> list[str]:
-        """Toolbox ids whose dtma network exists."""
-
-        def go() -> list[str]:
-            nets = self._c().networks.list(filters={"label": LABEL_NETWORK})
-            return [n.attrs["Labels"].get(LABEL_TOOLBOX, "") for n in nets]
-
-        return await asyncio.to_thread(call, "list networks", go)
 
     async def logs(self, container_id: str, tail: int) -> str:
         def go() -> str:
@@ -275,7 +274,11 @@ class DockerRuntime:
         def pump() -> None:
             try:
                 for event in stream:
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                    # Another agent's containers are not ours to watch; no label = made
+                    # before agent ids (adopted if a toolbox of ours wants it).
+                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                    if attrs.get(LABEL_AGENT, self.agent_id) == self.agent_id:
+                        loop.call_soon_threadsafe(queue.put_nowait, event)
             except Exception as exc:  # the stream broke (engine restart) or was closed
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             else:
@@ -343,14 +346,15 @@ def _create_kwargs(req: ContainerRequest) -> dict[str, Any]:
     return kwargs
 
 
-def _observe(attrs: dict[str, Any]) -> ObservedContainer:
+def _observe(attrs: dict[str, Any], agent_id: str) -> ObservedContainer:
     labels = attrs["Config"].get("Labels") or {}
     state = attrs.get("State") or {}
     networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
     toolbox = labels.get(LABEL_TOOLBOX, "")
+    ours = (network_name(toolbox, agent_id), legacy_network_name(toolbox))
     ip = None
     for name, net in networks.items():
-        if name == network_name(toolbox) and net.get("IPAddress"):
+        if name in ours and net.get("IPAddress"):
             ip = net["IPAddress"]
     host_port = None
     for bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).values():
@@ -374,4 +378,5 @@ def _observe(attrs: dict[str, Any]) -> ObservedContainer:
         host_port=host_port,
         started_at=str(state.get("StartedAt", "")),
         secrets_hash=labels.get(LABEL_SECRETS_HASH, ""),
+        agent=labels.get(LABEL_AGENT, ""),
     )

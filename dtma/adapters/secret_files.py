@@ -78,8 +78,11 @@ def _give(directory: Path, owner: tuple[int, int]) -> bool:
 
 
 class SecretFileStore:
-    def __init__(self, base: Path, allow_disk: bool) -> None:
+    def __init__(self, base: Path, allow_disk: bool, namespace: str = "") -> None:
+        """`namespace` (the agent id) is a subdirectory of its own: agents sharing
+        DTMA_SECRETS_DIR never sweep or remove each other's files."""
         self.base = base
+        self.root = base / namespace if namespace else base
         self._allow_disk = allow_disk
         self.unavailable: str | None = "not prepared"
 
@@ -90,6 +93,12 @@ class SecretFileStore:
             log.warning("secret_files_unavailable", reason=self.unavailable)
 
     def _prepare(self) -> str | None:
+        problem = self._prepare_base()
+        if problem is None:
+            self.root.mkdir(exist_ok=True, mode=0o700)
+        return problem
+
+    def _prepare_base(self) -> str | None:
         try:
             self.base.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.base.chmod(0o700)
@@ -125,7 +134,7 @@ class SecretFileStore:
         )
 
     def dir_for(self, container_name: str) -> Path:
-        return self.base / container_name
+        return self.root / container_name
 
     async def write(
         self, container_name: str, files: dict[str, str], owner: tuple[int, int] | None
@@ -161,19 +170,19 @@ class SecretFileStore:
         created, so a young one may belong to a container that is not listed yet)."""
 
         def go() -> list[str]:
-            if not self.base.is_dir():
+            if not self.root.is_dir():
                 return []
             now = time.time()
             gone = [
                 p.name
-                for p in self.base.iterdir()
+                for p in self.root.iterdir()
                 if p.is_dir()
                 and p.name.startswith(prefix)
                 and p.name not in keep
                 and now - p.stat().st_mtime >= min_age
             ]
             for name in gone:
-                _rmtree(self.base / name)
+                _rmtree(self.root / name)
             return gone
 
         return await asyncio.to_thread(go)

@@ -54,6 +54,13 @@ ROUTES: tuple[Route, ...] = (
         {200: s.AgentOut},
         tags=("agent",),
     ),
+    Route(
+        "POST",
+        "/v1/agent/adopt",
+        "Release the orphans held at start (an empty state dir) to the reaper",
+        {200: s.AdoptOut},
+        tags=("agent",),
+    ),
     Route("GET", "/v1/openapi.json", "This document", {200: "object"}, tags=("agent",)),
     Route("GET", "/v1/toolboxes", "Every toolbox's status", {200: s.ToolboxListOut}),
     Route(

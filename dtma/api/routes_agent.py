@@ -6,7 +6,7 @@ from aiohttp import web
 
 from dtma.api.openapi import build_document
 from dtma.api.routes_toolboxes import agent_of, query_int
-from dtma.api.schemas import AgentOut, ErrorsOut
+from dtma.api.schemas import AdoptOut, AgentOut, ErrorsOut
 from dtma.domain.errors_journal import CATEGORIES
 from dtma.errors import SpecInvalid
 
@@ -16,6 +16,7 @@ OPENAPI = web.AppKey("openapi", dict)
 def add_agent_routes(app: web.Application) -> None:
     app[OPENAPI] = build_document()
     app.router.add_get("/v1/agent", get_agent)
+    app.router.add_post("/v1/agent/adopt", post_adopt)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/v1/errors", get_errors)
 
@@ -23,6 +24,11 @@ def add_agent_routes(app: web.Application) -> None:
 async def get_agent(request: web.Request) -> web.Response:
     info = AgentOut.model_validate(await agent_of(request).info())
     return web.json_response(info.model_dump(mode="json"))
+
+
+async def post_adopt(request: web.Request) -> web.Response:
+    adopted = AdoptOut.model_validate(agent_of(request).adopt_orphans())
+    return web.json_response(adopted.model_dump(mode="json"))
 
 
 async def get_openapi(request: web.Request) -> web.Response:

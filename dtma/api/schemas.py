@@ -137,8 +137,26 @@ class PolicyOut(Out):
     allow_cap_add: list[str]
 
 
+class OrphansOut(Out):
+    """Containers and networks of this agent's id held from the reaper (empty state dir)."""
+
+    held: bool
+    containers: int
+    networks: int
+    hint: str | None
+
+
+class AdoptOut(Out):
+    """What `POST /v1/agent/adopt` handed to the reaper."""
+
+    containers: int
+    networks: int
+
+
 class AgentOut(Out):
     version: str
+    agent_id: str
+    orphans: OrphansOut
     host: str
     docker: DockerInfoOut | None
     toolboxes: int

@@ -1,6 +1,8 @@
 """What the agent asks Docker for, as pure data: labels, names, and the hardened container request.
 
-Labels (the reserved `dtma.` namespace) are how the agent owns and re-adopts containers.
+Labels (the reserved `dtma.` namespace) are how the agent owns and re-adopts containers;
+`dtma.agent` names the agent that made a container or network, so agents sharing an engine
+leave each other's alone.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from dtma.domain.subnets import prefix_for
 from dtma.spec.models import ServerSpec, ToolboxSpec, publish_address
 
 LABEL_TOOLBOX = "dtma.toolbox"
@@ -17,14 +20,26 @@ LABEL_SPEC_HASH = "dtma.spec-hash"
 LABEL_TRANSPORT = "dtma.transport"
 LABEL_NETWORK = "dtma.network"
 LABEL_SECRETS_HASH = "dtma.secrets-hash"
+LABEL_AGENT = "dtma.agent"
 
 TMP_SIZE = "64m"
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
 
 
-def network_name(toolbox: str) -> str:
+def network_name(toolbox: str, agent: str) -> str:
+    """The toolbox network's name; the agent id keeps two agents' same-named toolboxes apart."""
+    return f"dtma-{agent}-{toolbox}"
+
+
+def legacy_network_name(toolbox: str) -> str:
+    """The name used before agent ids (its containers may still be attached to it)."""
     return f"dtma-{toolbox}"
+
+
+def subnet_prefix(spec: ToolboxSpec) -> int:
+    """The prefix of the toolbox network's subnet (start_first holds two revisions at once)."""
+    return prefix_for(len(spec.servers), spec.rollout.order == "start_first")
 
 
 @dataclass(frozen=True)
@@ -69,10 +84,21 @@ class ObservedContainer:
     host_port: int | None
     started_at: str
     secrets_hash: str = ""
+    agent: str = ""  # the dtma.agent label; "" on containers made before agent ids
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+
+@dataclass(frozen=True)
+class ObservedNetwork:
+    """A toolbox network of this agent as Docker reports it."""
+
+    id: str
+    name: str
+    toolbox: str
+    subnet: str | None
 
 
 def container_request(
@@ -82,7 +108,10 @@ def container_request(
     server: ServerSpec,
     server_hash: str,
     extra_labels: dict[str, str] | None = None,
+    network: str = "",
 ) -> ContainerRequest:
+    """The hardened request for one server; `network` is the toolbox network's name (the
+    runtime's ensure_network gives it)."""
     labels = {
         **server.labels,
         LABEL_TOOLBOX: toolbox,
@@ -99,7 +128,7 @@ def container_request(
         command=server.command,
         env=dict(server.env),
         labels=labels,
-        network=None if server.network_mode == "host" else network_name(toolbox),
+        network=None if server.network_mode == "host" else network,
         network_alias=server.name,
         internal_network=not spec.network.egress,
         stdin_open=server.transport == "stdio",

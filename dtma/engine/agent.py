@@ -63,7 +63,12 @@ class Agent:
         reap_grace: float = REAP_GRACE_S,
         events_source: Callable[[], Any] | None = None,
         secrets: SecretInjector | None = None,
+        agent_id: str = "",
+        hold_orphans: bool = False,
     ) -> None:
+        self.agent_id = agent_id
+        # An empty state dir: orphans of our id found at start are held from the reaper.
+        self._hold_orphans = hold_orphans
         self.secrets = secrets
         self.runtime = runtime
         self.repo = repo
@@ -116,8 +121,33 @@ class Agent:
                 )
 
         await asyncio.gather(*(one(r) for r in records))
+        if self._hold_orphans:
+            await self._hold(observed, known)
         self._loops.append(asyncio.create_task(self.watcher.relist_loop(), name="relist"))
         self.started = True
+
+    async def _hold(self, observed: list[Any], known: set[str]) -> None:
+        """Keep the reaper off what our id left running before the state dir was emptied."""
+        containers = [c for c in observed if c.agent == self.agent_id and c.toolbox not in known]
+        networks = [n for n in await self.runtime.list_networks() if n.toolbox not in known]
+        if not containers and not networks:
+            return
+        self.watcher.hold.hold(containers, networks)
+        log.warning(
+            "orphans_held",
+            agent_id=self.agent_id,
+            containers=len(containers),
+            networks=len(networks),
+            toolboxes=sorted({c.toolbox for c in containers} | {n.toolbox for n in networks}),
+            message="started on an empty state dir while containers of this agent id exist: "
+            "they are NOT reaped until `dtma adopt` (POST /v1/agent/adopt) releases them",
+        )
+
+    def adopt_orphans(self) -> dict[str, int]:
+        """Release the orphan hold: the reaper treats those like any container of ours."""
+        containers, networks = self.watcher.hold.release()
+        log.warning("orphans_released", containers=containers, networks=networks)
+        return {"containers": containers, "networks": networks}
 
     async def stop(self) -> None:
         """Stop supervising; containers keep running (the next start adopts them)."""
@@ -308,6 +338,8 @@ class Agent:
             phases[tb.phase] = phases.get(tb.phase, 0) + 1
         return {
             "version": __version__,
+            "agent_id": self.agent_id,
+            "orphans": self.watcher.hold.describe(),
             "host": socket.gethostname(),
             "docker": docker,
             "toolboxes": len(self._runners),

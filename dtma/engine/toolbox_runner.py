@@ -20,7 +20,9 @@ from dtma.domain.containers import (
     LABEL_SECRETS_HASH,
     ContainerRequest,
     ObservedContainer,
+    ObservedNetwork,
     container_request,
+    subnet_prefix,
 )
 from dtma.domain.records import RevisionRecord
 from dtma.engine import event_kinds as ev
@@ -35,9 +37,10 @@ log = structlog.get_logger(__name__)
 
 
 class Runtime(Protocol):
-    async def ensure_network(self, toolbox: str, internal: bool) -> str: ...
+    async def ensure_network(self, toolbox: str, internal: bool, prefix: int) -> str: ...
     async def join_network(self, toolbox: str) -> None: ...
-    async def remove_network(self, toolbox: str) -> None: ...
+    async def remove_network(self, toolbox: str, legacy: bool = True) -> None: ...
+    async def list_networks(self) -> list[ObservedNetwork]: ...
     async def engine_version(self) -> tuple[str, str]: ...
     async def ensure_image(self, image: str) -> None: ...
     async def image_owner(self, image: str) -> tuple[int, int] | None: ...
@@ -132,13 +135,15 @@ class ToolboxRunner:
         group = spec or self.spec
         assert group is not None
         async with self._network_lock:
-            await self.runtime.ensure_network(self.id, internal=not group.network.egress)
+            network = await self.runtime.ensure_network(
+                self.id, internal=not group.network.egress, prefix=subnet_prefix(group)
+            )
         if server.secrets and self.secrets is None:
             raise SecretsError("this agent has no Vault configured (VAULT_ADDR)")
         resolved = await self.secrets.resolve(server) if (server.secrets and self.secrets) else None
         labels = {LABEL_SECRETS_HASH: resolved.fingerprint} if resolved else None
         req = container_request(
-            self.id, revision, group, server, server_hash(group, server.name), labels
+            self.id, revision, group, server, server_hash(group, server.name), labels, network
         )
         if resolved and resolved.env:
             req = replace(req, env={**req.env, **resolved.env})

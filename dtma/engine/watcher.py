@@ -1,6 +1,12 @@
 """Watching containers after the gate: the Docker event stream (a crash is seen within about a
 second), a periodic re-list as a backstop for missed events, and the orphan reaper.
 
+The reaper sees only this agent's containers and networks (the runtime filters by the
+dtma.agent label) and removes those no toolbox wants after the grace period. Containers made
+before agent ids (no dtma.agent) are reaped only when they belong to a toolbox of this agent;
+others are left alone and logged once. What the hold names (orphans of this agent's id found
+when it started on an empty state dir) is never reaped until the hold is released.
+
 Concurrency: both loops run on the event loop and only call runners' synchronous
 `on_container_exit`, which never blocks.
 """
@@ -13,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer
+from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer, ObservedNetwork
 from dtma.engine import event_kinds as ev
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
@@ -45,6 +51,8 @@ class ContainerWatcher:
         self._relist_interval = relist_interval
         self._reap_grace = reap_grace
         self._unwanted_since: dict[str, float] = {}
+        self._ignored_legacy: set[str] = set()
+        self.hold = OrphanHold()
 
     async def watch_events(self, source: Callable[[], AsyncIterator[dict[str, Any]]]) -> None:
         """Dispatch exit events until cancelled; reconnect when the stream breaks."""
@@ -94,6 +102,11 @@ class ContainerWatcher:
         for c in containers:
             seen.add(c.id)
             owner = self._runners.get(c.toolbox)
+            if c.id in self.hold.containers:
+                continue
+            if not c.agent and owner is None:
+                self._ignore_legacy(c)
+                continue
             if owner is not None and c.id in owner.known_container_ids():
                 continue
             if owner is not None and owner.lock.locked():
@@ -101,13 +114,51 @@ class ContainerWatcher:
             first = self._unwanted_since.setdefault(c.id, now)
             if now - first >= self._reap_grace:
                 await self._reap(c)
-        for cid in list(self._unwanted_since):
-            if cid not in seen:
-                del self._unwanted_since[cid]
+        seen |= await self._reap_networks(now)
+        for key in list(self._unwanted_since):
+            if key not in seen:
+                del self._unwanted_since[key]
         if self._secrets is not None:  # backstop: secret files of containers that are gone
             await self._secrets.files.sweep({c.name for c in containers})
             # Values every listed container (running or not) holds stay masked.
             self._secrets.forget_unused({c.secrets_hash for c in containers if c.secrets_hash})
+
+    async def _reap_networks(self, now: float) -> set[str]:
+        """Reap this agent's toolbox networks that no toolbox owns, after the grace period.
+        Returns the keys it tracks. A network still in use is retried on the next pass."""
+        seen = set()
+        for net in await self._runtime.list_networks():
+            key = "net:" + net.id
+            seen.add(key)
+            if net.toolbox in self._runners or net.name in self.hold.networks:
+                continue
+            first = self._unwanted_since.setdefault(key, now)
+            if now - first < self._reap_grace:
+                continue
+            try:
+                await self._runtime.remove_network(net.toolbox, legacy=False)
+            except DtmaError as exc:
+                log.warning("orphan_network_not_removed", network=net.name, error=exc.message)
+                continue
+            self._unwanted_since.pop(key, None)
+            await self._journal.emit(
+                ev.ORPHAN_REAPED,
+                toolbox=net.toolbox or None,
+                reason="not_wanted",
+                message=f"network {net.name} ({net.subnet}) after {self._reap_grace:g}s",
+            )
+        return seen
+
+    def _ignore_legacy(self, c: ObservedContainer) -> None:
+        if c.id not in self._ignored_legacy:
+            self._ignored_legacy.add(c.id)
+            log.warning(
+                "legacy_container_ignored",
+                container=c.name,
+                toolbox=c.toolbox,
+                message="dtma labels without dtma.agent and no toolbox of this agent wants it: "
+                "left alone (never reaped); remove it by hand if it is nobody's",
+            )
 
     async def _reap(self, c: ObservedContainer) -> None:
         await self._runtime.remove(c.id)
@@ -122,3 +173,40 @@ class ContainerWatcher:
             reason="not_wanted",
             message=f"container {c.id[:12]} ({c.name}) after {self._reap_grace:g}s",
         )
+
+
+class OrphanHold:
+    """Containers and networks of this agent's id that no toolbox wanted when the agent
+    started on an empty state dir: they may be serving (the state was lost, not the
+    workload), so the reaper keeps off them until an operator releases the hold
+    (`dtma adopt`, POST /v1/agent/adopt, or DTMA_ADOPT_ORPHANS=true at start)."""
+
+    def __init__(self) -> None:
+        self.containers: set[str] = set()
+        self.networks: set[str] = set()
+
+    def hold(self, containers: list[ObservedContainer], networks: list[ObservedNetwork]) -> None:
+        self.containers |= {c.id for c in containers}
+        self.networks |= {n.name for n in networks}
+
+    def release(self) -> tuple[int, int]:
+        """Hand the held orphans to the reaper; returns (containers, networks) released."""
+        counts = len(self.containers), len(self.networks)
+        self.containers.clear()
+        self.networks.clear()
+        return counts
+
+    def describe(self) -> dict[str, Any]:
+        held = bool(self.containers or self.networks)
+        return {
+            "held": held,
+            "containers": len(self.containers),
+            "networks": len(self.networks),
+            "hint": (
+                "the agent started on an empty state dir and found these of its own id: they "
+                "are not reaped until `dtma adopt` (or POST /v1/agent/adopt) hands them to the "
+                "reaper; re-apply the toolboxes you want to keep first"
+                if held
+                else None
+            ),
+        }

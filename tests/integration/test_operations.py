@@ -10,6 +10,7 @@ import secrets
 import docker.errors
 import pytest
 
+from dtma.domain.containers import network_name
 from dtma.errors import NotFound
 from tests.conftest import TEST_LABEL
 from tests.engine_fixture import (
@@ -90,7 +91,9 @@ async def test_delete_removes_containers_network_and_state(harness: EngineHarnes
     op = await harness.wait(await harness.agent.delete(tb))
     assert op.state == "succeeded"
     assert await harness.containers(tb) == []
-    nets = await asyncio.to_thread(harness.docker_client.networks.list, names=[f"dtma-{tb}"])
+    nets = await asyncio.to_thread(
+        harness.docker_client.networks.list, names=[network_name(tb, harness.runtime.agent_id)]
+    )
     assert nets == []
     with pytest.raises(NotFound):
         await harness.agent.status(tb)
@@ -131,6 +134,7 @@ async def test_orphans_are_reaped_only_after_the_grace_period(harness: EngineHar
             "dtma.toolbox": ghost,
             "dtma.server": "x",
             "dtma.revision": "1",
+            "dtma.agent": harness.runtime.agent_id,
             TEST_LABEL: "reaper",
         },
     )

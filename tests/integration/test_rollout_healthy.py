@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
 
 from dtma.adapters.mcp_probe import probe_http
+from dtma.domain.containers import network_name
+from dtma.domain.subnets import DEFAULT_POOL
 from tests.engine_fixture import (
     MCP_NOTES,
     NOTES_TOOLS,
@@ -74,8 +77,12 @@ async def test_containers_are_hardened_and_labelled(harness: EngineHarness) -> N
     assert labels["dtma.server"] == "time"
     assert labels["dtma.revision"] == "1"
     assert len(labels["dtma.spec-hash"]) == 64
-    net = harness.docker_client.networks.get(f"dtma-{tb}")
+    assert labels["dtma.agent"] == harness.runtime.agent_id
+    net = harness.docker_client.networks.get(network_name(tb, harness.runtime.agent_id))
     assert net.attrs["Internal"] is True
+    assert net.attrs["Labels"]["dtma.agent"] == harness.runtime.agent_id
+    subnet = ipaddress.ip_network(net.attrs["IPAM"]["Config"][0]["Subnet"])
+    assert subnet.subnet_of(ipaddress.ip_network(DEFAULT_POOL))  # type: ignore[arg-type]
 
 
 async def test_an_identical_spec_is_a_no_op(harness: EngineHarness) -> None:
