@@ -82,9 +82,14 @@ def _agent_id(env: dict[str, str]) -> str:
     return _compose(env, "ps", "-q", "agent").strip()
 
 
+def _toolbox_network(docker_client: Any) -> dict[str, Any]:
+    """The example toolbox's network (named dtma-<agent id>-<toolbox>; found by its label)."""
+    (found,) = docker_client.api.networks(filters={"label": f"dtma.toolbox={TOOLBOX}"})
+    return dict(docker_client.api.inspect_network(found["Id"]))
+
+
 def _on_network(docker_client: Any, container_id: str) -> bool:
-    net = docker_client.api.inspect_network(f"dtma-{TOOLBOX}")
-    return container_id in (net.get("Containers") or {})
+    return container_id in (_toolbox_network(docker_client).get("Containers") or {})
 
 
 def _teardown(env: dict[str, str], docker_client: Any, secrets_dir: Path) -> None:
@@ -99,7 +104,7 @@ def _teardown(env: dict[str, str], docker_client: Any, secrets_dir: Path) -> Non
     )
     for c in docker_client.containers.list(all=True, filters={"label": f"dtma.toolbox={TOOLBOX}"}):
         c.remove(force=True, v=True)
-    for net in docker_client.networks.list(names=[f"dtma-{TOOLBOX}"]):
+    for net in docker_client.networks.list(filters={"label": f"dtma.toolbox={TOOLBOX}"}):
         net.remove()
     if subprocess.run(["mountpoint", "-q", str(secrets_dir)], check=False).returncode == 0:
         subprocess.run(["umount", str(secrets_dir)], check=False)
@@ -127,8 +132,8 @@ def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> N
     for tool in ("docker-compose", "mountpoint"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing; `make test` installs it (scripts/ensure-tools)")
-    if docker_client.networks.list(names=[f"dtma-{TOOLBOX}"]):
-        pytest.fail(f"a network dtma-{TOOLBOX} exists already: is another compose stack up?")
+    if docker_client.networks.list(filters={"label": f"dtma.toolbox={TOOLBOX}"}):
+        pytest.fail(f"a network of toolbox {TOOLBOX} exists already: is another compose stack up?")
     secrets_dir = Path(f"/run/dtma-test-{secrets.token_hex(4)}/secrets")
     start, cleanup = (b.replace(SECRETS_DIR, str(secrets_dir)) for b in _blocks())
     env = {
@@ -156,7 +161,7 @@ def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> N
         assert out.decode() == "dev-only-example-token"
         assert _on_network(docker_client, _agent_id(env))
         # The agent listens on the compose network only: a server cannot reach its API.
-        net = docker_client.api.inspect_network(f"dtma-{TOOLBOX}")
+        net = _toolbox_network(docker_client)
         agent_ip = net["Containers"][_agent_id(env)]["IPv4Address"].split("/")[0]
         code, out = notes.exec_run(["python3", "-c", REFUSED, agent_ip])
         assert (code, out.decode().strip()) == (0, "refused")
@@ -175,7 +180,7 @@ def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> N
         done = _bash(cleanup, env, timeout=300)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         assert "delete succeeded" in done.stdout
-        assert not docker_client.networks.list(names=[f"dtma-{TOOLBOX}"])
+        assert not docker_client.networks.list(filters={"label": f"dtma.toolbox={TOOLBOX}"})
         assert not docker_client.containers.list(
             all=True, filters={"label": f"dtma.toolbox={TOOLBOX}"}
         )

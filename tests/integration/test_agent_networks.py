@@ -19,6 +19,7 @@ from dtma.errors import DockerError
 from tests.conftest import in_thread, wait_until
 
 pytestmark = pytest.mark.integration
+AGENT_ID = "test-" + secrets.token_hex(4)
 
 PROBE = (
     "import sys, urllib.request, urllib.error\n"
@@ -59,9 +60,9 @@ async def test_the_agent_container_joins_reaches_and_leaves(
     engine: DockerEngine, docker_client: Any, images: dict[str, str], make_container: Any
 ) -> None:
     agent = await in_thread(make_container, images["mcp-notes"])  # plays the agent's container
-    runtime = DockerRuntime(engine, agent_container=AgentContainer(agent.name))
+    runtime = DockerRuntime(engine, agent_id=AGENT_ID, agent_container=AgentContainer(agent.name))
     toolbox = "nettest-" + secrets.token_hex(3)
-    name = network_name(toolbox)
+    name = network_name(toolbox, AGENT_ID)
     try:
         assert await runtime.ensure_network(toolbox, internal=True) == name
         assert agent.id in await in_thread(_attached, docker_client, name)
@@ -96,14 +97,16 @@ async def test_outside_a_container_nothing_joins(
 ) -> None:
     bystander = await in_thread(make_container, images["mcp-notes"])
     toolbox = "nettest-" + secrets.token_hex(3)
-    name = network_name(toolbox)
+    name = network_name(toolbox, AGENT_ID)
     try:
         for setting in ("none", None):  # None: auto-detect; the test runs on the host
-            runtime = DockerRuntime(engine, agent_container=AgentContainer(setting))
+            runtime = DockerRuntime(
+                engine, agent_id=AGENT_ID, agent_container=AgentContainer(setting)
+            )
             await runtime.ensure_network(toolbox, internal=True)
             assert await in_thread(_attached, docker_client, name) == set()
         assert bystander.id not in await in_thread(_attached, docker_client, name)
-        await DockerRuntime(engine).remove_network(toolbox)
+        await DockerRuntime(engine, agent_id=AGENT_ID).remove_network(toolbox)
     finally:
         await in_thread(_remove_network, docker_client, name)
 
@@ -113,10 +116,10 @@ async def test_a_named_container_that_does_not_exist_is_a_clear_error(
 ) -> None:
     missing = "no-such-agent-" + secrets.token_hex(3)
     toolbox = "nettest-" + secrets.token_hex(3)
-    runtime = DockerRuntime(engine, agent_container=AgentContainer(missing))
+    runtime = DockerRuntime(engine, agent_id=AGENT_ID, agent_container=AgentContainer(missing))
     try:
         with pytest.raises(DockerError) as caught:
             await runtime.ensure_network(toolbox, internal=True)
         assert f"DTMA_AGENT_CONTAINER={missing}" in caught.value.message
     finally:
-        await in_thread(_remove_network, docker_client, network_name(toolbox))
+        await in_thread(_remove_network, docker_client, network_name(toolbox, AGENT_ID))
