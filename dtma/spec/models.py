@@ -15,19 +15,29 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from dtma.spec.units import Duration, Size
 
+# Patterns are written for the OpenAPI document (ECMA regex, where `$` is the end of the text) and
+# for pydantic's `pattern=` (Rust regex: the same). Python's `re` lets `$` match before a final
+# "\n", so Python code matches them with fullmatch() only (is_dns_label), never match().
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DNS_LABEL_SCHEMA = {"type": "string", "pattern": DNS_LABEL, "minLength": 1, "maxLength": 63}
 _DNS_RE = re.compile(DNS_LABEL)
 
 
+def is_dns_label(v: str) -> bool:
+    """True for a DNS label; a trailing newline is refused (fullmatch, not match)."""
+    return _DNS_RE.fullmatch(v) is not None
+
+
 def _dns_label(v: str) -> str:
-    if not _DNS_RE.match(v):
+    if not is_dns_label(v):
         raise ValueError(
             "must be a DNS label: lowercase letters, digits and '-', 1-63 characters, "
             "starting and ending with a letter or digit"
@@ -35,7 +45,7 @@ def _dns_label(v: str) -> str:
     return v
 
 
-Name = Annotated[str, AfterValidator(_dns_label)]
+Name = Annotated[str, AfterValidator(_dns_label), WithJsonSchema(DNS_LABEL_SCHEMA)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=255)]
 _PUBLISH = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<port>\d{1,5})$")
 
@@ -131,7 +141,7 @@ class ServerSpec(Strict):
     def _publish_format(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        m = _PUBLISH.match(v)
+        m = _PUBLISH.fullmatch(v)
         if not m or int(m.group("port")) > 65535:
             raise ValueError(
                 'must be "IP:PORT" (PORT 0 picks a free host port), e.g. "127.0.0.1:0"'

@@ -4,7 +4,6 @@ problem as {loc, msg}. Pure: the agent's policy is passed in."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +12,8 @@ import yaml
 from pydantic import ValidationError
 
 from dtma.errors import SpecInvalid
-from dtma.spec.models import DNS_LABEL, ToolboxSpec
+from dtma.spec.models import ToolboxSpec, is_dns_label
 
-_DNS = re.compile(DNS_LABEL)
 DOCKER_SOCKET_PATHS = ("/var/run/docker.sock", "/run/docker.sock")
 RESERVED_LABEL_PREFIX = "dtma."
 
@@ -33,7 +31,7 @@ class SpecPolicy:
 
 
 def validate_toolbox_id(toolbox_id: str) -> None:
-    if not _DNS.match(toolbox_id):
+    if not is_dns_label(toolbox_id):
         raise SpecInvalid(
             "invalid toolbox id",
             [
@@ -158,7 +156,7 @@ def _mount_problems(
         yield {"loc": [*loc, "source"], "msg": "must not contain NUL or '..'"}
         return
     if kind == "volume":
-        if "/" in source or not _DNS.match(source.replace("_", "-").replace(".", "-").lower()):
+        if "/" in source or not is_dns_label(source.replace("_", "-").replace(".", "-").lower()):
             yield {"loc": [*loc, "source"], "msg": "a volume mount's source is a volume name"}
         return
     if _exposes_docker_socket(source):
