@@ -45,8 +45,9 @@ async def get_errors(request: web.Request) -> web.Response:
             [{"loc": ["query", "resolved"], "msg": "must be true or false"}],
         )
     limit = query_int(request, "limit", 1, 1000, 200)
+    toolbox = query_label(request, "toolbox")
     rows = await agent_of(request).repo.errors(
-        toolbox=query_label(request, "toolbox"),
+        toolbox=toolbox,
         category=category,
         resolved=None if resolved_raw is None else resolved_raw == "true",
         limit=limit,

@@ -94,7 +94,6 @@ async def list_toolboxes(request: web.Request) -> web.Response:
 
 
 async def apply_toolbox(request: web.Request) -> web.Response:
-    agent = agent_of(request)
     toolbox_id = path_label(request, "id")
     wait = query_float(request, "wait", 0, MAX_WAIT_S)
     if_match = request.headers.get("If-Match")
@@ -106,6 +105,7 @@ async def apply_toolbox(request: web.Request) -> web.Response:
                 [{"loc": ["header", "If-Match"], "msg": "must be a revision number"}],
             )
         expected = int(if_match.strip().strip('"'))
+    agent = agent_of(request)
     result = await agent.apply(toolbox_id, await request.read(), expected)
     if result.unchanged:
         return web.json_response({**await agent.status(toolbox_id), "unchanged": True})
@@ -178,7 +178,8 @@ async def list_revisions(request: web.Request) -> web.Response:
 
 
 async def get_tools(request: web.Request) -> web.Response:
-    tools = await agent_of(request).tools(path_label(request, "id"))
+    toolbox_id = path_label(request, "id")
+    tools = await agent_of(request).tools(toolbox_id)
     return web.json_response(
         {"servers": [{"name": n, "tools": t} for n, t in sorted(tools.items())]}
     )

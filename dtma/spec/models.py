@@ -99,7 +99,7 @@ class Health(Strict):
 
 class Mount(Strict):
     type: Literal["volume", "bind", "tmpfs"]
-    target: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)]
+    target: Annotated[str, StringConstraints(pattern=r"^/[^\x00-\x1f\x7f]*$", max_length=4096)]
     source: Annotated[str, StringConstraints(max_length=4096)] | None = None
     read_only: bool = True
 

@@ -136,3 +136,15 @@ def test_schemathesis_all_checks_find_no_failure(agent: AgentProcess, tmp_path: 
     status, body = agent.get("/v1/toolboxes", token=agent.token)
     assert (status, body) == (200, {"items": []}), json.dumps(body)[:2000]
     assert agent.get("/v1/ready")[0] == 200
+
+
+def test_a_toolbox_id_with_a_trailing_newline_is_refused(agent: AgentProcess) -> None:
+    """Python's `$` matches before a final newline; the id check must not (it once gave 202)."""
+    spec = {"servers": [{"name": "time", "image": "dtma-examples/mcp-time:latest"}]}
+    for path in ("/v1/toolboxes/x%0A", "/v1/toolboxes/x%0D%0A", "/v1/toolboxes/%0Ax"):
+        status, _, body = agent.request("PUT", path, token=agent.token, body=spec)
+        assert status == 422, (path, body)
+        assert body["error"]["details"][0]["loc"] == ["path", "id"]
+    status, _, _ = agent.request("GET", "/v1/toolboxes/x%0A/tools", token=agent.token)
+    assert status == 422
+    assert agent.get("/v1/toolboxes", token=agent.token) == (200, {"items": []})
