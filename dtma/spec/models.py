@@ -51,7 +51,8 @@ _PUBLISH = re.compile(r"^(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:]+\]):)?(?P<port>\d{1,5}
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # strict: no coercion ("8000" is not a port, 1 is not true), as the OpenAPI document says.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, strict=True)
 
 
 class VaultRef(Strict):
@@ -73,7 +74,7 @@ class SecretSpec(Strict):
     vault: VaultRef
     as_: Literal["file", "env"] = Field("file", alias="as")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 class Resources(Strict):

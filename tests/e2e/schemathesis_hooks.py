@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
+from schemathesis.core.parameters import ParameterLocation
 
 GUARD_SECRET = {
     "name": "DTMA_SCHEMATHESIS_GUARD",
@@ -31,3 +32,26 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             secrets = server.setdefault("secrets", [])
             if isinstance(secrets, list):
                 secrets.append(dict(GUARD_SECRET))
+
+
+GUARD_MESSAGE = "this agent has no Vault configured"
+
+
+@schemathesis.check
+def schema_invalid_spec_refused_by_its_own_fault(ctx: Any, response: Any, case: Any) -> bool | None:
+    """The guard must not hide a lax validator: a schema-invalid spec has to be refused for
+    what is wrong with it, not only because of the guard's secret."""
+    meta = case.meta
+    if case.method.upper() != "PUT" or meta is None:
+        return None
+    if not meta.is_negative_at(ParameterLocation.BODY):
+        return None  # e.g. an unknown extra header: not the spec's fault
+    if response.status_code != 422:
+        return None
+    details = response.json().get("error", {}).get("details", [])
+    if details and all(str(d.get("msg", "")).startswith(GUARD_MESSAGE) for d in details):
+        raise AssertionError(
+            "a schema-invalid spec passed the agent's validation; only the guard's secret "
+            "(no Vault) refused it"
+        )
+    return None
