@@ -115,7 +115,7 @@ def test_schemathesis_all_checks_find_no_failure(agent: AgentProcess, tmp_path: 
         capture_output=True,
         text=True,
         timeout=840,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+        env={**os.environ, "NO_COLOR": "1"},
         check=False,
     )
     output = proc.stdout + proc.stderr
