@@ -17,6 +17,7 @@ from dtma.engine.agent import Agent
 from dtma.engine.journal import Journal
 from dtma.errors import SpecInvalid
 from dtma.spec.models import is_dns_label
+from dtma.spec.units import parse_duration, parse_size
 from dtma.spec.validate import SpecPolicy, parse_spec, validate_toolbox_id
 from tests.fakes import StaticReadiness
 
@@ -158,3 +159,15 @@ async def test_a_wrong_method_gets_405_with_allow(client: TestClient[Any, Any]) 
     assert resp.status == 405
     assert set(resp.headers["Allow"].split(",")) >= {"GET", "PUT", "DELETE"}
     assert (await resp.json())["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("bad", ["5s\n", " 5s", "5 s", "5s ", "\u0665s", "5S", ""])
+def test_durations_match_the_documented_pattern_only(bad: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize("bad", ["64m\n", " 64m", "64 m", "\u0665m", "64mbb", ""])
+def test_sizes_match_the_documented_pattern_only(bad: str) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(bad)
