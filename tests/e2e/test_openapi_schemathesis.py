@@ -148,3 +148,13 @@ def test_a_toolbox_id_with_a_trailing_newline_is_refused(agent: AgentProcess) ->
     status, _, _ = agent.request("GET", "/v1/toolboxes/x%0A/tools", token=agent.token)
     assert status == 422
     assert agent.get("/v1/toolboxes", token=agent.token) == (200, {"items": []})
+
+
+def test_a_refused_request_does_not_hold_its_idempotency_key(agent: AgentProcess) -> None:
+    """Only successes are replayed: a key first used on a 404 may be used again (schemathesis
+    reuses short keys such as "0" across operations)."""
+    key = {"Idempotency-Key": "k-" + agent.token[:8]}
+    first = agent.request("POST", "/v1/toolboxes/absent/restart", token=agent.token, headers=key)
+    again = agent.request("POST", "/v1/toolboxes/other/stop", token=agent.token, headers=key)
+    assert (first[0], again[0]) == (404, 404), (first, again)
+    assert "Idempotent-Replayed" not in again[1]
