@@ -1,5 +1,6 @@
 """Idempotency-Key for the POST routes: a repeated request with the same key gets the first
-response (the same operation) instead of starting a second operation.
+successful response (the same operation) instead of starting a second operation. Refusals
+(4xx) are not kept.
 
 Keys are kept in the state DB for KEEP_S, so a retry after an agent restart is still
 recognised. The same key with a different method, path or body is refused (422). Requests with
@@ -17,11 +18,11 @@ from weakref import WeakValueDictionary
 from aiohttp import web
 
 from dtma.adapters.state_repo import StateRepository
+from dtma.api.params import IDEMPOTENCY_KEY_PATTERN, MAX_KEY, matches
 from dtma.errors import SpecInvalid
 
 HEADER = "Idempotency-Key"
 KEEP_S = 24 * 3600.0
-MAX_KEY = 255
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,10 +37,10 @@ class IdempotencyKeys:
             key = request.headers.get(HEADER)
             if key is None:
                 return await handler(request)
-            if not 0 < len(key) <= MAX_KEY or not key.isprintable():
+            if len(key) > MAX_KEY or not matches(IDEMPOTENCY_KEY_PATTERN, key):
                 raise SpecInvalid(
                     "invalid Idempotency-Key",
-                    [{"loc": ["header", HEADER], "msg": f"1-{MAX_KEY} printable characters"}],
+                    [{"loc": ["header", HEADER], "msg": f"1-{MAX_KEY} visible ASCII characters"}],
                 )
             body = await request.read()
             fingerprint = hashlib.sha256(
@@ -63,7 +64,9 @@ class IdempotencyKeys:
                         json.loads(seen[2]), status=seen[1], headers={"Idempotent-Replayed": "true"}
                     )
                 response = await handler(request)
-                if isinstance(response, web.Response) and response.status < 500 and response.text:
+                # Only successes are kept: a refused request started nothing, so a retry
+                # with the same key (say, once the toolbox exists) is judged afresh.
+                if isinstance(response, web.Response) and response.status < 400 and response.text:
                     await self._repo.store_idempotent_response(
                         key, fingerprint, response.status, response.text, KEEP_S
                     )

@@ -32,7 +32,15 @@ def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
-                response = error_response(exc.status, _code_for(exc.status), exc.reason)
+                # Keep the exception's own headers: 405 must say which methods are allowed.
+                kept = {
+                    k: v
+                    for k, v in exc.headers.items()
+                    if k.lower() not in ("content-type", "content-length")
+                }
+                response = error_response(
+                    exc.status, _code_for(exc.status), exc.reason, headers=kept
+                )
             response.headers[REQUEST_ID_HEADER] = rid
             return response
 

@@ -10,9 +10,29 @@ from pydantic import BaseModel
 
 from dtma import __version__
 from dtma.api import schemas as s
-from dtma.spec.models import ToolboxSpec
+from dtma.api.params import (
+    IDEMPOTENCY_KEY_PATTERN,
+    IF_MATCH_PATTERN,
+    LAST_EVENT_ID_PATTERN,
+    MAX_CURSOR,
+    MAX_KEY,
+    MAX_LOG_TAIL,
+    MAX_WAIT_S,
+    OPERATION_ID,
+)
+from dtma.domain.errors_journal import CATEGORIES
+from dtma.spec.models import DNS_LABEL_SCHEMA, ToolboxSpec
 
 REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query or header parameter: its JSON Schema is exactly what the handler accepts."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
 
 
 @dataclass(frozen=True)
@@ -23,28 +43,68 @@ class Route:
     responses: dict[int, type[BaseModel] | str]
     body: type[BaseModel] | None = None
     auth: bool = True
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
-    headers: tuple[tuple[str, str], ...] = ()
+    agent: bool = True  # served through the Agent: 503 while it is still starting
+    query: tuple[Param, ...] = ()
+    headers: tuple[Param, ...] = ()
     tags: tuple[str, ...] = field(default=("toolboxes",))
 
 
-OP: dict[int, type[BaseModel] | str] = {202: s.OperationRefOut}
+def _int(lo: int, hi: int, default: int | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": lo, "maximum": hi}
+    return schema if default is None else {**schema, "default": default}
+
+
+# The path parameters' schemas; the handlers refuse anything else with 422 (404 for {op}).
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "id": {**DNS_LABEL_SCHEMA, "description": "toolbox id (a DNS label)"},
+    "name": {**DNS_LABEL_SCHEMA, "description": "server name (a DNS label)"},
+    "op": {"type": "string", "pattern": OPERATION_ID, "description": "operation id"},
+}
+TOOLBOX_FILTER = Param("toolbox", DNS_LABEL_SCHEMA, "only this toolbox")
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN, "maxLength": MAX_KEY},
+    "a repeated request with this key gets the first successful response",
+)
+# Why each status is returned; the same words for every route.
+STATUS_TEXT = {
+    200: "OK",
+    202: "accepted: an operation was started",
+    401: "missing or wrong bearer token",
+    404: "no such toolbox, server, revision or operation",
+    409: "there is no stable revision to roll back to",
+    412: "If-Match does not name the newest revision",
+    413: "the body is larger than DTMA_MAX_BODY",
+    422: "invalid input (path, query, header or body); details name each problem",
+    503: "the agent is still starting, or Docker is unreachable",
+}
+OP: dict[int, type[BaseModel] | str] = {202: s.OperationRefOut, 404: s.ErrorOut}
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/health", "Liveness", {200: s.HealthOut}, auth=False, tags=("agent",)),
+    Route(
+        "GET",
+        "/v1/health",
+        "Liveness",
+        {200: s.HealthOut},
+        auth=False,
+        agent=False,
+        tags=("agent",),
+    ),
     Route(
         "GET",
         "/v1/ready",
         "Readiness: Docker reachable and state recovered",
         {200: s.ReadyOut, 503: s.ErrorOut},
         auth=False,
+        agent=False,
         tags=("agent",),
     ),
     Route(
         "GET",
         "/metrics",
-        "Prometheus metrics (no token unless DTMA_METRICS_AUTH=true)",
-        {200: "text"},
+        "Prometheus metrics (401 without the token only when DTMA_METRICS_AUTH=true)",
+        {200: "text", 401: s.ErrorOut},
         auth=False,
+        agent=False,
         tags=("agent",),
     ),
     Route(
@@ -61,34 +121,39 @@ ROUTES: tuple[Route, ...] = (
         {200: s.AdoptOut},
         tags=("agent",),
     ),
-    Route("GET", "/v1/openapi.json", "This document", {200: "object"}, tags=("agent",)),
+    Route(
+        "GET", "/v1/openapi.json", "This document", {200: "object"}, agent=False, tags=("agent",)
+    ),
     Route("GET", "/v1/toolboxes", "Every toolbox's status", {200: s.ToolboxListOut}),
     Route(
         "PUT",
         "/v1/toolboxes/{id}",
-        "Apply a spec (JSON or YAML)",
-        {200: s.ToolboxStatusOut, 202: s.ApplyAcceptedOut, 412: s.ErrorOut, 422: s.ErrorOut},
+        "Apply a spec (JSON or YAML). 422 also covers rules a JSON Schema cannot state: "
+        "cross-field rules, unique names, and the agent's policy (secrets need Vault, ...)",
+        {200: s.ToolboxStatusOut, 202: s.ApplyAcceptedOut, 412: s.ErrorOut},
         body=ToolboxSpec,
-        query=(("wait", "number", "seconds to wait for the rollout to end"),),
-        headers=(("If-Match", "the newest revision number expected"),),
+        query=(
+            Param(
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                "seconds to wait for the rollout to end",
+            ),
+        ),
+        headers=(
+            Param(
+                "If-Match",
+                {"type": "string", "pattern": IF_MATCH_PATTERN},
+                "the newest revision number expected",
+            ),
+        ),
     ),
-    Route(
-        "GET",
-        "/v1/toolboxes/{id}",
-        "A toolbox's status",
-        {200: s.ToolboxStatusOut, 404: s.ErrorOut},
-    ),
-    Route(
-        "DELETE",
-        "/v1/toolboxes/{id}",
-        "Remove containers, network and secret files",
-        {**OP, 404: s.ErrorOut},
-    ),
+    Route("GET", "/v1/toolboxes/{id}", "A toolbox's status", {200: s.ToolboxStatusOut}),
+    Route("DELETE", "/v1/toolboxes/{id}", "Remove containers, network and secret files", OP),
     Route(
         "POST",
         "/v1/toolboxes/{id}/rollback",
         "Roll back (default: previous stable revision)",
-        {**OP, 404: s.ErrorOut, 409: s.ErrorOut},
+        {**OP, 409: s.ErrorOut},
         body=s.RollbackIn,
     ),
     Route("POST", "/v1/toolboxes/{id}/restart", "Restart servers", OP, body=s.ServersIn),
@@ -107,7 +172,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/toolboxes/{id}/servers/{name}/logs",
         "A server's container log tail",
         {200: "text"},
-        query=(("tail", "integer", "lines, 1-10000, default 100"),),
+        query=(Param("tail", _int(1, MAX_LOG_TAIL, 100), "lines"),),
     ),
     Route(
         "GET",
@@ -122,10 +187,10 @@ ROUTES: tuple[Route, ...] = (
         "The error journal: deduplicated, categorized",
         {200: s.ErrorsOut},
         query=(
-            ("toolbox", "string", "only this toolbox"),
-            ("category", "string", "network|resource|config|dependency|auth|image|runtime"),
-            ("resolved", "boolean", "true: resolved only; false: open only"),
-            ("limit", "integer", "1-1000, default 200"),
+            TOOLBOX_FILTER,
+            Param("category", {"type": "string", "enum": list(CATEGORIES)}, "only this category"),
+            Param("resolved", {"type": "boolean"}, "true: resolved only; false: open only"),
+            Param("limit", _int(1, 1000, 200), "page size"),
         ),
         tags=("errors",),
     ),
@@ -135,14 +200,38 @@ ROUTES: tuple[Route, ...] = (
         "The event journal; SSE with Accept: text/event-stream (429 beyond the stream limit)",
         {200: s.EventsPageOut, 429: s.ErrorOut},
         query=(
-            ("since", "integer", "cursor to start after"),
-            ("toolbox", "string", "only this toolbox's events"),
-            ("limit", "integer", "page size, 1-1000"),
+            Param("since", _int(0, MAX_CURSOR, 0), "cursor to start after"),
+            TOOLBOX_FILTER,
+            Param("limit", _int(1, 1000, 500), "page size"),
         ),
-        headers=(("Last-Event-ID", "SSE: resume after this cursor"),),
+        headers=(
+            Param(
+                "Last-Event-ID",
+                {"type": "string", "pattern": LAST_EVENT_ID_PATTERN},
+                "SSE: resume after this cursor",
+            ),
+        ),
         tags=("events",),
     ),
 )
+
+
+def responses_of(route: Route) -> dict[int, type[BaseModel] | str]:
+    """Every status the route can answer: its own, plus those its shape implies."""
+    out = dict(route.responses)
+    if route.auth:
+        out[401] = s.ErrorOut
+    if route.agent:
+        out[503] = s.ErrorOut
+    if _path_params(route.path):
+        out.setdefault(404, s.ErrorOut)
+        if route.path.startswith("/v1/toolboxes/"):
+            out[422] = s.ErrorOut
+    if route.query or route.headers or route.body is not None or route.method == "POST":
+        out[422] = s.ErrorOut
+    if route.method in ("PUT", "POST"):
+        out[413] = s.ErrorOut  # POST bodies are read for Idempotency-Key even without a model
+    return dict(sorted(out.items()))
 
 
 def build_document() -> dict[str, Any]:
@@ -150,13 +239,7 @@ def build_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         if route.method == "POST":
-            route = replace(
-                route,
-                headers=(
-                    *route.headers,
-                    ("Idempotency-Key", "a repeated request with this key gets the first response"),
-                ),
-            )
+            route = replace(route, headers=(*route.headers, IDEMPOTENCY_KEY))
         op: dict[str, Any] = {
             "summary": route.summary,
             "tags": list(route.tags),
@@ -164,43 +247,26 @@ def build_document() -> dict[str, Any]:
             "responses": {},
         }
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": PATH_PARAMS[name]}
             for name in _path_params(route.path)
         ]
-        params += [
-            {"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
-            for n, t, d in route.query
-        ]
-        params += [
-            {
-                "name": n,
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": d,
-            }
-            for n, d in route.headers
-        ]
+        params += [_param(p, "query") for p in route.query]
+        params += [_param(p, "header") for p in route.headers]
         if params:
             op["parameters"] = params
         if route.body is not None:
             models.add(route.body)
             ref = {"$ref": REF.format(model=route.body.__name__)}
+            # A spec may be YAML; the small POST bodies are JSON only.
+            types = ("application/json", "application/yaml") if route.method == "PUT" else ()
             op["requestBody"] = {
                 "required": route.method == "PUT",
-                "content": {
-                    "application/json": {"schema": ref},
-                    "application/yaml": {"schema": ref},
-                },
+                "content": {t: {"schema": ref} for t in types or ("application/json",)},
             }
-        for status, out in route.responses.items():
-            op["responses"][str(status)] = _response(out, models)
-        if route.auth:
-            op["responses"]["401"] = _response(s.ErrorOut, models)
-        else:
+        for status, out in responses_of(route).items():
+            op["responses"][str(status)] = _response(status, out, models)
+        if not route.auth:
             op["security"] = []
-        if route.query:
-            op["responses"].setdefault("422", _response(s.ErrorOut, models))
         paths.setdefault(route.path, {})[route.method.lower()] = op
     schemas: dict[str, Any] = {}
     for model in sorted(models, key=lambda m: m.__name__):
@@ -223,18 +289,31 @@ def build_document() -> dict[str, Any]:
     }
 
 
-def _response(out: type[BaseModel] | str, models: set[type[BaseModel]]) -> dict[str, Any]:
+def _param(param: Param, where: str) -> dict[str, Any]:
+    return {
+        "name": param.name,
+        "in": where,
+        "required": False,
+        "schema": param.schema,
+        "description": param.description,
+    }
+
+
+def _response(
+    status: int, out: type[BaseModel] | str, models: set[type[BaseModel]]
+) -> dict[str, Any]:
+    text = STATUS_TEXT.get(status, out if isinstance(out, str) else out.__name__)
     if out == "text":
-        return {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        return {"description": text, "content": {"text/plain": {"schema": {"type": "string"}}}}
     if out == "object":
         return {
-            "description": "object",
+            "description": text,
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
     assert isinstance(out, type)
     models.add(out)
     return {
-        "description": out.__name__,
+        "description": text,
         "content": {"application/json": {"schema": {"$ref": REF.format(model=out.__name__)}}},
     }
 

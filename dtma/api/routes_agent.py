@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from dtma.api.openapi import build_document
-from dtma.api.routes_toolboxes import agent_of, query_int
+from dtma.api.params import query_int, query_label
+from dtma.api.routes_toolboxes import agent_of
 from dtma.api.schemas import AdoptOut, AgentOut, ErrorsOut
 from dtma.domain.errors_journal import CATEGORIES
 from dtma.errors import SpecInvalid
@@ -50,8 +51,9 @@ async def get_errors(request: web.Request) -> web.Response:
             [{"loc": ["query", "resolved"], "msg": "must be true or false"}],
         )
     limit = query_int(request, "limit", 1, 1000, 200)
+    toolbox = query_label(request, "toolbox")
     rows = await agent_of(request).repo.errors(
-        toolbox=q.get("toolbox"),
+        toolbox=toolbox,
         category=category,
         resolved=None if resolved_raw is None else resolved_raw == "true",
         limit=limit,

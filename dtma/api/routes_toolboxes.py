@@ -4,15 +4,27 @@ shape JSON; they never touch adapters."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from dtma.api.errors import error_response
 from dtma.api.idempotency import IdempotencyKeys
-from dtma.api.schemas import OperationOut
+from dtma.api.params import (
+    IF_MATCH_PATTERN,
+    LAST_EVENT_ID_PATTERN,
+    MAX_CURSOR,
+    MAX_LOG_TAIL,
+    MAX_WAIT_S,
+    matches,
+    path_label,
+    query_float,
+    query_int,
+    query_label,
+)
+from dtma.api.schemas import OperationOut, RollbackIn, ServersIn
 from dtma.api.sse import stream_events
 from dtma.domain.records import OperationRecord
 from dtma.engine.agent import Agent
@@ -20,8 +32,7 @@ from dtma.errors import DockerUnavailable, SpecInvalid
 from dtma.spec.document import load_json
 
 AGENT = web.AppKey("agent", Agent)
-MAX_WAIT_S = 3600.0
-MAX_LOG_TAIL = 10000
+M = TypeVar("M", bound=BaseModel)
 
 
 def add_routes(app: web.Application, agent: Agent) -> None:
@@ -58,42 +69,21 @@ def agent_of(request: web.Request) -> Agent:
     return agent
 
 
-def query_float(request: web.Request, name: str, lo: float, hi: float) -> float | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not lo <= value <= hi:
-        raise SpecInvalid(
-            f"invalid query parameter {name}",
-            [{"loc": ["query", name], "msg": f"must be a number from {lo:g} to {hi:g}"}],
-        )
-    return value
-
-
-def query_int(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
-    value = query_float(request, name, lo, hi)
-    if value is None:
-        return default
-    if value != int(value):
-        raise SpecInvalid(
-            f"invalid query parameter {name}",
-            [{"loc": ["query", name], "msg": "must be an integer"}],
-        )
-    return int(value)
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def _json_body(request: web.Request, model: type[M]) -> M:
+    """The body as `model` (strict: no coercion, no unknown fields); an empty body is {}."""
     raw = await request.read()
     if not raw.strip():
-        return {}
+        return model()
     body = load_json(raw)
     if not isinstance(body, dict):
         raise SpecInvalid("invalid body", [{"loc": ["body"], "msg": "must be a JSON object"}])
-    return body
+    try:
+        return model.model_validate(body, strict=True)
+    except ValidationError as exc:
+        details: list[dict[str, object]] = [
+            {"loc": ["body", *e["loc"]], "msg": e["msg"]} for e in exc.errors()
+        ]
+        raise SpecInvalid("invalid body", details) from None
 
 
 async def list_toolboxes(request: web.Request) -> web.Response:
@@ -101,19 +91,18 @@ async def list_toolboxes(request: web.Request) -> web.Response:
 
 
 async def apply_toolbox(request: web.Request) -> web.Response:
-    agent = agent_of(request)
-    toolbox_id = request.match_info["id"]
+    toolbox_id = path_label(request, "id")
     wait = query_float(request, "wait", 0, MAX_WAIT_S)
     if_match = request.headers.get("If-Match")
     expected = None
     if if_match is not None:
-        try:
-            expected = int(if_match.strip().strip('"'))
-        except ValueError:
+        if not matches(IF_MATCH_PATTERN, if_match.strip()):
             raise SpecInvalid(
                 "invalid If-Match",
                 [{"loc": ["header", "If-Match"], "msg": "must be a revision number"}],
-            ) from None
+            )
+        expected = int(if_match.strip().strip('"'))
+    agent = agent_of(request)
     result = await agent.apply(toolbox_id, await request.read(), expected)
     if result.unchanged:
         return web.json_response({**await agent.status(toolbox_id), "unchanged": True})
@@ -131,52 +120,42 @@ async def apply_toolbox(request: web.Request) -> web.Response:
 
 
 async def get_toolbox(request: web.Request) -> web.Response:
-    return web.json_response(await agent_of(request).status(request.match_info["id"]))
+    toolbox_id = path_label(request, "id")
+    return web.json_response(await agent_of(request).status(toolbox_id))
 
 
 async def delete_toolbox(request: web.Request) -> web.Response:
-    op = await agent_of(request).delete(request.match_info["id"])
-    return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
+    toolbox_id = path_label(request, "id")
+    op = await agent_of(request).delete(toolbox_id)
+    return web.json_response({"toolbox": toolbox_id, "operation": op}, status=202)
 
 
 async def rollback_toolbox(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    revision = body.get("revision")
-    if revision is not None and (
-        not isinstance(revision, int) or isinstance(revision, bool) or not 1 <= revision <= 2**31
-    ):
-        raise SpecInvalid(
-            "invalid body", [{"loc": ["body", "revision"], "msg": "must be a positive integer"}]
-        )
-    op = await agent_of(request).rollback(request.match_info["id"], revision)
-    return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
+    toolbox_id = path_label(request, "id")
+    body = await _json_body(request, RollbackIn)
+    op = await agent_of(request).rollback(toolbox_id, body.revision)
+    return web.json_response({"toolbox": toolbox_id, "operation": op}, status=202)
 
 
 def _server_op(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        servers = body.get("servers")
-        if servers is not None and (
-            not isinstance(servers, list) or not all(isinstance(s, str) for s in servers)
-        ):
-            raise SpecInvalid(
-                "invalid body",
-                [{"loc": ["body", "servers"], "msg": "must be a list of server names"}],
-            )
-        op = await agent_of(request).server_operation(request.match_info["id"], kind, servers)
-        return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
+        toolbox_id = path_label(request, "id")
+        body = await _json_body(request, ServersIn)
+        op = await agent_of(request).server_operation(toolbox_id, kind, body.servers)
+        return web.json_response({"toolbox": toolbox_id, "operation": op}, status=202)
 
     return handler
 
 
 async def refresh_secrets(request: web.Request) -> web.Response:
-    op = await agent_of(request).refresh_secrets(request.match_info["id"])
-    return web.json_response({"toolbox": request.match_info["id"], "operation": op}, status=202)
+    toolbox_id = path_label(request, "id")
+    op = await agent_of(request).refresh_secrets(toolbox_id)
+    return web.json_response({"toolbox": toolbox_id, "operation": op}, status=202)
 
 
 async def list_revisions(request: web.Request) -> web.Response:
+    toolbox_id = path_label(request, "id")
     agent = agent_of(request)
-    toolbox_id = request.match_info["id"]
     await agent.status(toolbox_id)  # 404 for an unknown toolbox
     revs = await agent.repo.revisions(toolbox_id)
     return web.json_response(
@@ -196,15 +175,17 @@ async def list_revisions(request: web.Request) -> web.Response:
 
 
 async def get_tools(request: web.Request) -> web.Response:
-    tools = await agent_of(request).tools(request.match_info["id"])
+    toolbox_id = path_label(request, "id")
+    tools = await agent_of(request).tools(toolbox_id)
     return web.json_response(
         {"servers": [{"name": n, "tools": t} for n, t in sorted(tools.items())]}
     )
 
 
 async def get_logs(request: web.Request) -> web.Response:
+    toolbox_id, server = path_label(request, "id"), path_label(request, "name")
     tail = query_int(request, "tail", 1, MAX_LOG_TAIL, 100)
-    text = await agent_of(request).logs(request.match_info["id"], request.match_info["name"], tail)
+    text = await agent_of(request).logs(toolbox_id, server, tail)
     return web.Response(text=text, content_type="text/plain")
 
 
@@ -228,20 +209,19 @@ def _operation_json(record: OperationRecord) -> dict[str, Any]:
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    since = query_int(request, "since", 0, 2**62, 0)
+    since = query_int(request, "since", 0, MAX_CURSOR, 0)
+    toolbox = query_label(request, "toolbox")
+    last_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_id and not matches(LAST_EVENT_ID_PATTERN, last_id):
+        raise SpecInvalid(
+            "invalid Last-Event-ID",
+            [{"loc": ["header", "Last-Event-ID"], "msg": "must be an event cursor"}],
+        )
     if "text/event-stream" in request.headers.get("Accept", ""):
-        last_id = request.headers.get("Last-Event-ID", "").strip()
         if last_id:
-            if not last_id.isdigit() or len(last_id) > 18:
-                raise SpecInvalid(
-                    "invalid Last-Event-ID",
-                    [{"loc": ["header", "Last-Event-ID"], "msg": "must be an event cursor"}],
-                )
             since = int(last_id)
-        toolbox = request.query.get("toolbox")
         return await stream_events(request, agent_of(request), since, toolbox)
     limit = query_int(request, "limit", 1, 1000, 500)
-    toolbox = request.query.get("toolbox")
     events = await agent_of(request).repo.events(since, toolbox, limit)
     items = [asdict(e) for e in events]
     return web.json_response({"items": items, "next": items[-1]["cursor"] if items else since})

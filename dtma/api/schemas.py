@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dtma.spec.models import Name
 
 
 class Out(BaseModel):
@@ -168,9 +170,17 @@ class AgentOut(Out):
 class RollbackIn(Out):
     revision: int | None = Field(None, ge=1, le=2**31)
 
+    @field_validator("revision", mode="before")
+    @classmethod
+    def _integral_number(cls, v: Any) -> Any:
+        """JSON Schema counts 3.0 as an integer; bodies are validated strictly otherwise."""
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
 
 class ServersIn(Out):
-    servers: list[str] | None = None
+    servers: Annotated[list[Name], Field(max_length=64)] | None = Field(
+        None, description="only these servers (default: all)"
+    )
 
 
 class ErrorEntryOut(Out):

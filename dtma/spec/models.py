@@ -16,19 +16,29 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from dtma.spec.units import Duration, Size
 
+# Patterns are written for the OpenAPI document (ECMA regex, where `$` is the end of the text) and
+# for pydantic's `pattern=` (Rust regex: the same). Python's `re` lets `$` match before a final
+# "\n", so Python code matches them with fullmatch() only (is_dns_label), never match().
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DNS_LABEL_SCHEMA = {"type": "string", "pattern": DNS_LABEL, "minLength": 1, "maxLength": 63}
 _DNS_RE = re.compile(DNS_LABEL)
 
 
+def is_dns_label(v: str) -> bool:
+    """True for a DNS label; a trailing newline is refused (fullmatch, not match)."""
+    return _DNS_RE.fullmatch(v) is not None
+
+
 def _dns_label(v: str) -> str:
-    if not _DNS_RE.match(v):
+    if not is_dns_label(v):
         raise ValueError(
             "must be a DNS label: lowercase letters, digits and '-', 1-63 characters, "
             "starting and ending with a letter or digit"
@@ -36,7 +46,7 @@ def _dns_label(v: str) -> str:
     return v
 
 
-Name = Annotated[str, AfterValidator(_dns_label)]
+Name = Annotated[str, AfterValidator(_dns_label), WithJsonSchema(DNS_LABEL_SCHEMA)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=255)]
 _PUBLISH = re.compile(r"(?:(?P<ip>[0-9.]+|\[[0-9a-fA-F:.]+\]):)?(?P<port>[0-9]{1,5})")
 CAPABILITY = r"^(CAP_)?[A-Z][A-Z0-9_]{1,63}$"
@@ -76,7 +86,8 @@ def is_loopback_publish(value: str) -> bool:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # strict: no coercion ("8000" is not a port, 1 is not true), as the OpenAPI document says.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, strict=True)
 
 
 class VaultRef(Strict):
@@ -98,7 +109,7 @@ class SecretSpec(Strict):
     vault: VaultRef
     as_: Literal["file", "env"] = Field("file", alias="as")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 class Resources(Strict):
@@ -129,7 +140,7 @@ class Health(Strict):
 
 class Mount(Strict):
     type: Literal["volume", "bind", "tmpfs"]
-    target: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$", max_length=4096)]
+    target: Annotated[str, StringConstraints(pattern=r"^/[^\x00-\x1f\x7f]*$", max_length=4096)]
     source: Annotated[str, StringConstraints(max_length=4096)] | None = None
     read_only: bool = True
 

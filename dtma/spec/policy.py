@@ -5,12 +5,11 @@ default. Pure. Each refusal names the setting that would allow it, so an operato
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dtma.spec.models import DNS_LABEL, ServerSpec, ToolboxSpec, is_loopback_publish
+from dtma.spec.models import ServerSpec, ToolboxSpec, is_dns_label, is_loopback_publish
 
 DOCKER_SOCKET_PATHS = ("/var/run/docker.sock", "/run/docker.sock")
 RESERVED_LABEL_PREFIX = "dtma."
@@ -120,7 +119,7 @@ def _mount_problems(
         return
     at = [*loc, "source"]
     if kind == "volume":
-        if not re.fullmatch(DNS_LABEL, source.replace("_", "-").replace(".", "-").lower()):
+        if not is_dns_label(source.replace("_", "-").replace(".", "-").lower()):
             yield {"loc": at, "msg": "a volume mount's source is a volume name"}
         elif ANY_VOLUME not in policy.allow_volumes and source not in policy.allow_volumes:
             yield _refused(at, f"mounting volume {source!r}", "allow_volumes", " to include it")

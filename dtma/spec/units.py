@@ -7,11 +7,15 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)b?\s*$", re.IGNORECASE)
+# The very patterns the OpenAPI document states (ASCII digits, no spaces); fullmatch only.
+DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)?$"
+SIZE_PATTERN = r"^[0-9]+[kmgKMG]?[bB]?$"
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?")
+_SIZE = re.compile(r"([0-9]+)([kmgKMG]?)[bB]?")
 _DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MAX_DURATION_S = 7 * 24 * 3600.0
+MAX_SIZE = 1024**4
 
 
 def parse_duration(value: object) -> float:
@@ -20,7 +24,7 @@ def parse_duration(value: object) -> float:
         raise ValueError("must be a duration like 250ms, 5s, 5m or 1h")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         seconds = float(m.group(1)) * _DURATION_FACTORS[m.group(2)]
     else:
         raise ValueError("must be a duration like 250ms, 5s, 5m or 1h")
@@ -35,11 +39,11 @@ def parse_size(value: object) -> int:
         raise ValueError("must be a size like 256m or 1g")
     if isinstance(value, int):
         size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value)):
         size = int(m.group(1)) * _SIZE_FACTORS[m.group(2).lower()]
     else:
         raise ValueError("must be a size like 256m or 1g")
-    if not 0 < size <= 1024**4:
+    if not 0 < size <= MAX_SIZE:
         raise ValueError("must be between 1 byte and 1 TiB")
     return size
 
@@ -50,8 +54,8 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)?$"},
+                {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
+                {"type": "string", "pattern": DURATION_PATTERN},
             ],
             "description": "seconds, or a duration like 250ms, 5s, 5m, 1h",
         }
@@ -63,8 +67,8 @@ Size = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "pattern": r"^\d+[kmgKMG]?[bB]?$"},
+                {"type": "integer", "minimum": 1, "maximum": MAX_SIZE},
+                {"type": "string", "pattern": SIZE_PATTERN},
             ],
             "description": "bytes, or a size like 256m, 1g",
         }

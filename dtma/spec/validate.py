@@ -5,7 +5,6 @@ a worker thread. The agent's policy is passed in.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any
@@ -14,17 +13,16 @@ from pydantic import ValidationError
 
 from dtma.errors import SpecInvalid
 from dtma.spec.document import DEFAULT_LIMITS, DocumentLimits, load_document
-from dtma.spec.models import DNS_LABEL, ToolboxSpec
+from dtma.spec.models import ToolboxSpec, is_dns_label
 from dtma.spec.policy import SpecPolicy, policy_problems
 
 __all__ = ["MAX_PROBLEMS", "SpecPolicy", "parse_spec", "validate_toolbox_id"]
 
-_DNS = re.compile(DNS_LABEL)
 MAX_PROBLEMS = 100
 
 
 def validate_toolbox_id(toolbox_id: str) -> None:
-    if not _DNS.fullmatch(toolbox_id):
+    if not is_dns_label(toolbox_id):
         raise SpecInvalid(
             "invalid toolbox id",
             [

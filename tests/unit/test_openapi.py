@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 from dtma.api.app import create_app
 from dtma.api.openapi import ROUTES, build_document
+from dtma.domain.errors_journal import CATEGORIES
 from dtma.engine.agent import Agent
+from dtma.spec.models import DNS_LABEL
 from dtma.spec.validate import SpecPolicy
 from tests.fakes import StaticReadiness
 
@@ -64,3 +67,72 @@ def test_the_document_is_openapi_3_1_with_resolvable_refs() -> None:
     assert "401" in doc["paths"]["/v1/events"]["get"]["responses"]
     interval = schemas["Health"]["properties"]["interval"]
     assert [alt["type"] for alt in interval["anyOf"]] == ["number", "string"]
+
+
+def _patterns(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return own + [p for v in node.values() for p in _patterns(v)]
+    if isinstance(node, list):
+        return [p for v in node for p in _patterns(v)]
+    return []
+
+
+def test_patterns_are_anchored_and_ecma_compatible() -> None:
+    """JSON Schema patterns are ECMA regexes: no Python-only syntax such as \\Z or (?P<...>)."""
+    patterns = _patterns(build_document())
+    assert len(patterns) >= 10
+    for pattern in patterns:
+        assert pattern.startswith("^"), pattern
+        assert pattern.endswith("$"), pattern
+        assert not re.search(r"\\[AZz]|\(\?P|\(\?<[=!]", pattern), pattern
+        re.compile(pattern)
+
+
+def test_every_status_a_route_can_return_is_documented() -> None:
+    doc = build_document()
+    for route in ROUTES:
+        op = doc["paths"][route.path][route.method.lower()]
+        codes = set(op["responses"])
+        if route.auth:
+            assert "401" in codes, route.path
+        if route.agent:
+            assert "503" in codes, route.path
+        if route.path.startswith("/v1/toolboxes/{id}"):
+            assert {"404", "422"} <= codes, (route.method, route.path)
+        if route.method in ("PUT", "POST"):
+            assert {"413", "422"} <= codes, (route.method, route.path)
+        if route.query:
+            assert "422" in codes, route.path
+        for code, response in op["responses"].items():
+            if code.startswith("4") or code.startswith("5"):
+                schema = response["content"]["application/json"]["schema"]
+                assert schema["$ref"].endswith("/ErrorOut"), (route.path, code)
+
+
+def test_parameters_carry_the_constraints_the_handlers_enforce() -> None:
+    doc = build_document()
+
+    def param(path: str, method: str, name: str) -> dict[str, Any]:
+        params = doc["paths"][path][method]["parameters"]
+        return dict(next(p["schema"] for p in params if p["name"] == name))
+
+    toolbox_id = param("/v1/toolboxes/{id}", "put", "id")
+    assert toolbox_id["pattern"] == DNS_LABEL
+    assert toolbox_id["maxLength"] == 63
+    assert param("/v1/toolboxes/{id}/servers/{name}/logs", "get", "name")["pattern"] == DNS_LABEL
+    assert param("/v1/errors", "get", "category")["enum"] == list(CATEGORIES)
+    assert param("/v1/errors", "get", "toolbox")["pattern"] == DNS_LABEL
+    assert param("/v1/toolboxes/{id}/servers/{name}/logs", "get", "tail") == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 10000,
+        "default": 100,
+    }
+    assert param("/v1/events", "get", "since")["maximum"] == 2**62
+    assert param("/v1/toolboxes/{id}", "put", "wait")["maximum"] == 3600
+    assert "pattern" in param("/v1/toolboxes/{id}/restart", "post", "Idempotency-Key")
+    servers = doc["components"]["schemas"]["ServersIn"]["properties"]["servers"]
+    assert servers["anyOf"][0]["items"]["pattern"] == DNS_LABEL
+    body = doc["paths"]["/v1/toolboxes/{id}/rollback"]["post"]["requestBody"]["content"]
+    assert list(body) == ["application/json"]
