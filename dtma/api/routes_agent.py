@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dtma.api.idempotency import IdempotencyKeys
 from dtma.api.openapi import build_document
 from dtma.api.params import query_int, query_label
-from dtma.api.routes_toolboxes import AGENT, agent_of
+from dtma.api.routes_toolboxes import agent_of
 from dtma.api.schemas import AdoptOut, AgentOut, ErrorsOut
 from dtma.domain.errors_journal import CATEGORIES
 from dtma.errors import SpecInvalid
@@ -16,10 +15,9 @@ OPENAPI = web.AppKey("openapi", dict)
 
 
 def add_agent_routes(app: web.Application) -> None:
-    """Needs add_routes() first (the agent). Every POST honours Idempotency-Key."""
     app[OPENAPI] = build_document()
     app.router.add_get("/v1/agent", get_agent)
-    app.router.add_post("/v1/agent/adopt", IdempotencyKeys(app[AGENT].repo).wrap(post_adopt))
+    app.router.add_post("/v1/agent/adopt", post_adopt)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/v1/errors", get_errors)
 
