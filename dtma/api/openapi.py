@@ -47,6 +47,7 @@ class Route:
     query: tuple[Param, ...] = ()
     headers: tuple[Param, ...] = ()
     tags: tuple[str, ...] = field(default=("toolboxes",))
+    idempotency_key: bool = True  # a POST that honours Idempotency-Key
 
 
 def _int(lo: int, hi: int, default: int | None = None) -> dict[str, Any]:
@@ -117,9 +118,10 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/v1/agent/adopt",
-        "Release the orphans held at start (an empty state dir) to the reaper",
+        "Release the orphans held at start (an empty state dir) to the reaper (idempotent)",
         {200: s.AdoptOut},
         tags=("agent",),
+        idempotency_key=False,
     ),
     Route(
         "GET", "/v1/openapi.json", "This document", {200: "object"}, agent=False, tags=("agent",)
@@ -238,7 +240,7 @@ def build_document() -> dict[str, Any]:
     models: set[type[BaseModel]] = {s.ErrorOut}
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
-        if route.method == "POST":
+        if route.method == "POST" and route.idempotency_key:
             route = replace(route, headers=(*route.headers, IDEMPOTENCY_KEY))
         op: dict[str, Any] = {
             "summary": route.summary,
