@@ -72,6 +72,7 @@ async def serve(settings: Settings) -> None:
         secrets=injector,
     )
     METRICS.watch_state(agent.metrics_state)
+    readiness.add_check(agent.supervisor.down)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:

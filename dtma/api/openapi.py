@@ -75,7 +75,8 @@ ROUTES: tuple[Route, ...] = (
         "DELETE",
         "/v1/toolboxes/{id}",
         "Remove containers, network and secret files",
-        {**OP, 404: s.ErrorOut},
+        {**OP, 200: s.DeleteDoneOut, 404: s.ErrorOut},
+        query=(("wait", "number", "seconds to wait for the delete to end"),),
     ),
     Route(
         "POST",
