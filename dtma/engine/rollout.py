@@ -129,7 +129,8 @@ async def _roll(
             await tb.set_phase("failed")
             return FAILED, f"{failure}; restarting revision {old_rev} failed too"
     if not old_servers:
-        await tb.set_phase("failed")
+        if decision.reason != gate_reasons.SUPERSEDED:  # else the newer revision deploys next
+            await tb.set_phase("failed")
         return FAILED, failure
     if is_rollback or not spec.rollout.auto_revert or decision.reason == gate_reasons.SUPERSEDED:
         return FAILED, failure

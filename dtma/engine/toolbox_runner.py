@@ -279,6 +279,7 @@ class ToolboxRunner:
                 finally:
                     self.busy_with = None
                 error = self.journal.redact(error, 2000) if error else error
+                superseded = revision is not None and self.superseding(revision) is not None
                 await self.repo.finish_operation(op_id, state, error, revision)
                 await self.emit(
                     ev.OPERATION_FINISHED,
@@ -289,7 +290,7 @@ class ToolboxRunner:
                 )
                 if self.servers or self.stopped:
                     await self.set_phase(self.steady_phase())
-                elif state == "failed" and self.phase == "deploying":
+                elif state == "failed" and self.phase == "deploying" and not superseded:
                     await self.set_phase("failed", reason=error or "")
                 return state
 
