@@ -210,7 +210,6 @@ class Agent:
         elif await self.repo.revision(toolbox_id, revision) is None:
             raise NotFound(f"toolbox {toolbox_id} has no revision {revision}")
         number = revision
-        tb.wanted_revision = number  # last write wins: a queued apply no longer runs
         return await self._submit(
             tb, "rollback", number, lambda op_id: run_rollout(tb, number, op_id, is_rollback=True)
         )

@@ -104,7 +104,7 @@ class ToolboxRunner:
         self.phase = "deploying"
         self.stopped = False
         self.busy_with: str | None = None
-        # The newest revision asked for (apply or rollback): last write wins over older ones.
+        # The newest applied revision: last write wins over older applies (rollbacks queue).
         self.wanted_revision: int | None = None
         # Docker accepts several networks with one name, so creation must not race.
         self._network_lock = asyncio.Lock()
