@@ -88,20 +88,13 @@ async def _roll(
     abort = None if is_rollback else (lambda: tb.superseding(to_rev))
     decision, new_runners = await deploy_and_gate(tb, spec, to_rev, abort=abort)
     if decision.state is GateState.PASSED:
-        for runner in old_servers.values():
-            await runner.remove()
-            await tb.emit(
-                ev.CONTAINER_REMOVED,
-                server=runner.name,
-                revision=runner.revision,
-                reason="superseded",
-                message=runner.container.id[:12],
-            )
+        # Commit first: from here on a crash must keep the new revision, not remove it.
         tb.servers, tb.spec, tb.revision, tb.stopped = new_runners, spec, to_rev, False
-        await tb.repo.mark_stable(tb.id, to_rev)
-        await tb.repo.update_toolbox(tb.id, stopped=0)
         for runner in new_runners.values():
             runner.start_steady()
+        await tb.repo.mark_stable(tb.id, to_rev)
+        await tb.repo.update_toolbox(tb.id, stopped=0)
+        await _remove_superseded(tb, old_servers)
         await tb.emit(
             passed,
             revision=to_rev,
@@ -137,6 +130,18 @@ async def _roll(
     return ROLLED_BACK, failure
 
 
+async def _remove_superseded(tb: ToolboxRunner, old_servers: dict[str, ServerRunner]) -> None:
+    for runner in old_servers.values():
+        await runner.remove()
+        await tb.emit(
+            ev.CONTAINER_REMOVED,
+            server=runner.name,
+            revision=runner.revision,
+            reason="superseded",
+            message=runner.container.id[:12],
+        )
+
+
 async def _clean_up_crashed(
     tb: ToolboxRunner,
     to_rev: int,
@@ -146,7 +151,15 @@ async def _clean_up_crashed(
 ) -> None:
     """After an unexpected exception: remove every container of `to_rev` (tracked or not),
     clear the target, and start a stop_first revision again. Each step is tried; failures are
-    logged, and the caller re-raises the original exception."""
+    logged, and the caller re-raises the original exception. Once the gate has passed (the
+    revision is committed), the new revision stays and the old one goes instead."""
+    if tb.revision == to_rev and old_rev != to_rev:
+        try:
+            await tb.repo.mark_stable(tb.id, to_rev)
+            await _remove_superseded(tb, old_servers)
+        except Exception:
+            log.exception("rollout_cleanup_failed", step="finish_committed", revision=to_rev)
+        return
     try:
         await _remove_revision(tb, to_rev, {})
     except Exception:
@@ -271,6 +284,9 @@ async def hold_gate(
     tasks = [asyncio.create_task(probe_loop(r), name=f"gate-{r.name}") for r in runners.values()]
     try:
         while True:
+            for task in tasks:  # a probe loop that crashed is not a silent stop of its probes
+                if task.done() and (crash := task.exception()) is not None:
+                    raise crash
             for runner in runners.values():
                 if runner.exited:
                     tracker.container_exited(runner.name, runner.exit_code)
