@@ -22,7 +22,7 @@ from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
 from dtma.domain.records import OperationRecord
 from dtma.engine.journal import Journal
-from dtma.engine.recovery import recover_or_fail
+from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 RELIST_INTERVAL_S = 10.0
 REAP_GRACE_S = 60.0
+RECOVERY_WAIT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,10 @@ class Agent:
         reap_grace: float = REAP_GRACE_S,
         events_source: Callable[[], Any] | None = None,
         secrets: SecretInjector | None = None,
+        recovery_wait: float = RECOVERY_WAIT_S,
     ) -> None:
         self.secrets = secrets
+        self._recovery_wait = recovery_wait
         self.runtime = runtime
         self.repo = repo
         self.journal = journal
@@ -104,30 +107,10 @@ class Agent:
                     name="events",
                 )
             )
-        observed = await self.runtime.list_managed()
-        interrupted: dict[str, list[str]] = {}
-        for op in await self.repo.running_operations():
-            interrupted.setdefault(op.toolbox, []).append(op.id)
-        records = await self.repo.toolboxes()
-        known = {r.id for r in records}
-        for op_toolbox, op_ids in interrupted.items():
-            if op_toolbox not in known:  # e.g. a delete that finished its work
-                for op_id in op_ids:
-                    await self.repo.finish_operation(
-                        op_id, "succeeded", "finished before the agent restarted"
-                    )
-
-        async def one(record: Any) -> None:
-            tb = self._runner(record.id)
-            async with tb.lock:
-                await recover_or_fail(
-                    tb,
-                    record,
-                    [c for c in observed if c.toolbox == record.id],
-                    interrupted.get(record.id, []),
-                )
-
-        await asyncio.gather(*(one(r) for r in records))
+        slow = await recover_all(self.runtime, self.repo, self._runner, self._recovery_wait)
+        for task in slow:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self._loops.append(
             asyncio.create_task(
                 self.supervisor.run("re-list loop", "relist", self.watcher.relist_loop),

@@ -11,23 +11,81 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.gate import GateState
 from dtma.domain.planner import EXITED, complete_revision, plan_serving
-from dtma.domain.records import RestartState, ToolboxRecord
+from dtma.domain.records import OperationRecord, RestartState, ToolboxRecord
 from dtma.domain.restart import RestartTracker, Verdict, from_wall
 from dtma.engine import event_kinds as ev
 from dtma.engine.rollout import ROLLED_BACK, SUCCEEDED, deploy_and_gate
-from dtma.engine.toolbox_runner import ToolboxRunner
+from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
 from dtma.errors import DtmaError
 from dtma.spec.models import ToolboxSpec
 
 INTERRUPTED = "interrupted by an agent restart"
+FINISHED_BEFORE = "finished before the agent restarted"
 
 log = structlog.get_logger(__name__)
+
+
+class RecoveryRepo(Protocol):
+    async def running_operations(self) -> list[OperationRecord]: ...
+    async def toolboxes(self) -> list[ToolboxRecord]: ...
+    async def finish_operation(
+        self, op_id: str, state: str, error: str | None = None, revision: int | None = None
+    ) -> None: ...
+
+
+async def recover_all(
+    runtime: Runtime,
+    repo: RecoveryRepo,
+    runner_for: Callable[[str], ToolboxRunner],
+    wait: float,
+) -> set[asyncio.Task[None]]:
+    """Recover every known toolbox, each under its own lock and in a task of its own. Returns
+    the recoveries still running after `wait` seconds (an image pull, say): the agent serves
+    meanwhile, and those toolboxes' operations queue behind their recovery. Raises DtmaError
+    if Docker or the state cannot be read at all (the caller retries)."""
+    observed = await runtime.list_managed()
+    interrupted: dict[str, list[str]] = {}
+    for op in await repo.running_operations():
+        interrupted.setdefault(op.toolbox, []).append(op.id)
+    records = await repo.toolboxes()
+    known = {r.id for r in records}
+    for op_toolbox, op_ids in interrupted.items():
+        if op_toolbox not in known:  # e.g. a delete that finished its work
+            for op_id in op_ids:
+                await repo.finish_operation(op_id, "succeeded", FINISHED_BEFORE)
+
+    async def one(record: ToolboxRecord) -> None:
+        tb = runner_for(record.id)
+        async with tb.lock:
+            await recover_or_fail(
+                tb,
+                record,
+                [c for c in observed if c.toolbox == record.id],
+                interrupted.get(record.id, []),
+            )
+
+    tasks = [asyncio.create_task(one(r), name=f"recover-{r.id}") for r in records]
+    if not tasks:
+        return set()
+    try:
+        done, slow = await asyncio.wait(tasks, timeout=wait)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    for task in slow:
+        log.warning("recovery_continues_in_background", task=task.get_name())
+    for task in done:
+        task.result()  # recover_or_fail ends every toolbox; this only re-raises the unexpected
+    return slow
 
 
 async def recover_or_fail(
