@@ -45,7 +45,7 @@ async def test_the_serving_spec_applied_during_another_rollout_is_a_new_revision
     await repo.mark_stable("tb", one.number)
     assert (await repo.add_revision("tb", "{a}", "A"))[1] is False  # serving, idle: unchanged
     two, created = await repo.add_revision("tb", "{b}", "B")
-    assert created
+    assert (two.number, created) == (2, True)
     assert (await repo.toolbox("tb")).target_revision == 2  # type: ignore[union-attr]
     assert (await repo.add_revision("tb", "{b}", "B"))[1] is False  # B is the target
     three, created = await repo.add_revision("tb", "{a}", "A")  # last write wins
