@@ -4,12 +4,17 @@ serving, and re-applying the same spec runs again (it is not a silent no-op)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from dtma.adapters.docker_runtime import DockerRuntime
 from dtma.domain.containers import LABEL_SERVER, ContainerRequest, ObservedContainer
+from dtma.observability.metrics import METRICS
 from tests.engine_fixture import EngineHarness, new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.integration
@@ -92,3 +97,45 @@ async def test_an_exception_in_the_gate_removes_the_new_revision_and_keeps_the_o
     assert again.operation is not None
     assert (await harness.wait(again.operation)).state == "succeeded"
     assert {c.revision for c in await harness.containers(tb)} == {again.revision}
+
+
+async def test_a_crashed_server_supervision_is_reported_and_restarted(
+    harness: EngineHarness,
+) -> None:
+    faulty = _faulty(harness)
+    tb = new_toolbox_id()
+    restart = {"attempts": 5, "interval": "10m", "delay": "0.2s", "max_delay": "1s"}
+    body = spec(time_server("a"), restart=restart)
+    assert (await harness.apply_and_wait(tb, body)).state == "succeeded"
+    before = METRICS.task_failures.labels("server")._value.get()
+    (first,) = await harness.containers(tb)
+
+    faulty.fail_create_of = "a"  # the restart after the crash raises OSError, not a DtmaError
+    await asyncio.to_thread(lambda: harness.docker_client.containers.get(first.id).kill())
+    down = await _until(lambda: harness.agent.supervisor.down(), 30, "supervision down")
+    assert down == [f"task: server {tb}/a failed (OSError); restarting in 1s"]
+    assert METRICS.task_failures.labels("server")._value.get() == before + 1
+
+    faulty.fail_create_of = None  # the supervision runs again and restarts the server
+
+    async def back() -> bool:
+        (server,) = (await harness.agent.status(tb))["servers"]
+        return (
+            not harness.agent.supervisor.down()
+            and server["container_id"] != first.id
+            and server["health"] == "healthy"
+        )
+
+    await _until(back, 30, "supervision back and the server restarted")
+
+
+async def _until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
