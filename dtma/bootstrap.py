@@ -99,6 +99,7 @@ async def serve(settings: Settings) -> None:
         max_revisions=settings.retain_revisions,
     )
     METRICS.watch_state(agent.metrics_state)
+    readiness.add_check(agent.supervisor.down)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:

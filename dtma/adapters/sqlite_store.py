@@ -104,6 +104,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX errors_by_toolbox ON errors (toolbox, resolved_at);
     """,
+    """
+    CREATE TABLE server_restarts (
+        toolbox TEXT NOT NULL,
+        server TEXT NOT NULL,
+        revision INTEGER NOT NULL,         -- the revision the count belongs to
+        restarts INTEGER NOT NULL,
+        attempts TEXT NOT NULL DEFAULT '[]', -- wall-clock times of restarts inside the window
+        gave_up INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (toolbox, server)
+    );
+    """,
 )
 
 

@@ -11,6 +11,7 @@ import sqlite3
 from typing import Any, TypeVar
 
 from dtma.adapters.state_repo_journals import ErrorRecords, IdempotencyRecords, _tx
+from dtma.adapters.state_repo_restarts import RestartRecords
 from dtma.adapters.state_repo_retention import RetentionRecords
 from dtma.domain.records import EventRecord, OperationRecord, RevisionRecord, ToolboxRecord
 from dtma.errors import PreconditionFailed
@@ -18,7 +19,7 @@ from dtma.errors import PreconditionFailed
 T = TypeVar("T")
 
 
-class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords):
+class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords, RestartRecords):
     """Typed state access; construct with (store, clock=time.time)."""
 
     # -- toolboxes and revisions ------------------------------------------------------------
@@ -36,13 +37,22 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords):
         )
 
     async def add_revision(
-        self, toolbox_id: str, spec_json: str, spec_hash: str, if_match: int | None = None
+        self,
+        toolbox_id: str,
+        spec_json: str,
+        spec_hash: str,
+        if_match: int | None = None,
+        *,
+        retry: bool = False,
     ) -> tuple[RevisionRecord, bool]:
-        """Store a new revision, atomically. Returns (revision, created).
+        """Store a new revision, atomically, and make it the target. Returns (revision, created).
 
-        Not created (a no-op) when the spec's hash equals that of the revision that is serving
-        or being rolled out. Re-applying the spec of a failed revision makes a new revision (a
-        retry). `if_match` must equal the newest revision number, else PreconditionFailed.
+        Not created (a no-op) when the spec's hash equals that of the wanted revision: the one
+        being rolled out (or queued), else the serving one. So the serving spec applied while
+        another revision rolls out is a new revision (last write wins), and re-applying the
+        spec of a failed revision makes a new revision (a retry), as does any apply with
+        `retry` (the toolbox failed). `if_match` must equal the newest revision number, else
+        PreconditionFailed.
         """
         now = self._now()
 
@@ -57,13 +67,19 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords):
                     f"({last['number'] if last else 'none'})"
                 )
             tb = c.execute("SELECT * FROM toolboxes WHERE id = ?", (toolbox_id,)).fetchone()
-            live = {tb["current_revision"], tb["target_revision"]} if tb else set()
-            same = c.execute(
-                "SELECT * FROM revisions WHERE toolbox = ? AND spec_hash = ? ORDER BY number DESC",
-                (toolbox_id, spec_hash),
-            ).fetchall()
-            for row in same:
-                if row["number"] in live:
+            wanted = None
+            if tb is not None:
+                wanted = (
+                    tb["target_revision"]
+                    if tb["target_revision"] is not None
+                    else tb["current_revision"]
+                )
+            if wanted is not None and not retry:
+                row = c.execute(
+                    "SELECT * FROM revisions WHERE toolbox = ? AND number = ?",
+                    (toolbox_id, wanted),
+                ).fetchone()
+                if row is not None and row["spec_hash"] == spec_hash:
                     return _revision(row), False
             number = (last["number"] + 1) if last else 1
             c.execute(
@@ -75,6 +91,10 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords):
                 "INSERT INTO toolboxes (id, phase, created_at, updated_at) "
                 "VALUES (?, 'deploying', ?, ?) ON CONFLICT(id) DO NOTHING",
                 (toolbox_id, now, now),
+            )
+            c.execute(
+                "UPDATE toolboxes SET target_revision = ?, updated_at = ? WHERE id = ?",
+                (number, now, toolbox_id),
             )
             row = c.execute(
                 "SELECT * FROM revisions WHERE toolbox = ? AND number = ?", (toolbox_id, number)
@@ -144,11 +164,22 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords):
             )
             c.execute(
                 "UPDATE toolboxes SET stable_revision = ?, current_revision = ?, "
-                "target_revision = NULL, updated_at = ? WHERE id = ?",
-                (number, number, self._now(), toolbox_id),
+                "target_revision = CASE WHEN target_revision = ? THEN NULL "
+                "ELSE target_revision END, updated_at = ? WHERE id = ?",
+                (number, number, number, self._now(), toolbox_id),
             )
 
         await self._store.run(lambda c: _tx(c, q))
+
+    async def clear_target(self, toolbox_id: str, number: int) -> None:
+        """Forget the target if it is still `number` (a newer apply keeps its own). Idempotent."""
+        await self._store.run(
+            lambda c: c.execute(
+                "UPDATE toolboxes SET target_revision = NULL, updated_at = ? "
+                "WHERE id = ? AND target_revision = ?",
+                (self._now(), toolbox_id, number),
+            )
+        )
 
     async def delete_toolbox(self, toolbox_id: str) -> None:
         def q(c: sqlite3.Connection) -> None:
@@ -156,6 +187,7 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords):
                 ("toolboxes", "id"),
                 ("revisions", "toolbox"),
                 ("server_tools", "toolbox"),
+                ("server_restarts", "toolbox"),
             ):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (toolbox_id,))  # noqa: S608
 

@@ -132,7 +132,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/toolboxes/{id}",
         "Apply a spec (JSON or YAML). 422 also covers rules a JSON Schema cannot state: "
         "cross-field rules, unique names, and the agent's policy (secrets need Vault, ...)",
-        {200: s.ToolboxStatusOut, 202: s.ApplyAcceptedOut, 412: s.ErrorOut},
+        {200: s.ToolboxStatusOut, 202: s.ApplyAcceptedOut, 409: s.ErrorOut, 412: s.ErrorOut},
         body=ToolboxSpec,
         query=(
             Param(
@@ -150,7 +150,19 @@ ROUTES: tuple[Route, ...] = (
         ),
     ),
     Route("GET", "/v1/toolboxes/{id}", "A toolbox's status", {200: s.ToolboxStatusOut}),
-    Route("DELETE", "/v1/toolboxes/{id}", "Remove containers, network and secret files", OP),
+    Route(
+        "DELETE",
+        "/v1/toolboxes/{id}",
+        "Remove containers, network and secret files; ?wait=S waits like PUT does",
+        {**OP, 200: s.DeleteDoneOut},
+        query=(
+            Param(
+                "wait",
+                {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+                "seconds to wait for the delete to end",
+            ),
+        ),
+    ),
     Route(
         "POST",
         "/v1/toolboxes/{id}/rollback",

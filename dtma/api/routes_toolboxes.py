@@ -125,9 +125,15 @@ async def get_toolbox(request: web.Request) -> web.Response:
 
 
 async def delete_toolbox(request: web.Request) -> web.Response:
+    """202 with the operation id; with `?wait=S`, wait like PUT does: 200 with the finished
+    operation, or 202 (the id) when S passes first."""
     toolbox_id = path_label(request, "id")
-    op = await agent_of(request).delete(toolbox_id)
-    return web.json_response({"toolbox": toolbox_id, "operation": op}, status=202)
+    wait = query_float(request, "wait", 0, MAX_WAIT_S)
+    agent = agent_of(request)
+    op_id = await agent.delete(toolbox_id)
+    if wait and (op := await agent.wait(op_id, wait)).state != "running":
+        return web.json_response({"toolbox": toolbox_id, "operation": _operation_json(op)})
+    return web.json_response({"toolbox": toolbox_id, "operation": op_id}, status=202)
 
 
 async def rollback_toolbox(request: web.Request) -> web.Response:

@@ -85,6 +85,13 @@ class OperationRefOut(Out):
     operation: str
 
 
+class DeleteDoneOut(Out):
+    """DELETE ?wait=S once the delete has ended."""
+
+    toolbox: str
+    operation: OperationOut
+
+
 class EventOut(Out):
     cursor: int
     ts: float

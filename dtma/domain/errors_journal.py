@@ -81,5 +81,6 @@ FAILURE_KINDS = frozenset(
         "server_failed",
         "secrets_rotation_failed",
         "vault_auth_failed",
+        "recovery_failed",
     }
 )

@@ -28,6 +28,7 @@ START_FAILED = "start_failed"
 SECRETS_FAILED = "secrets_failed"
 PROBE_FAILED = "probe_failed"
 DEADLINE_EXCEEDED = "healthy_deadline_exceeded"
+SUPERSEDED = "superseded"  # a newer spec was applied while this revision was in its gate
 
 # Answers from a live server: these count toward the threshold even before the first success.
 _ANSWERED = frozenset({probe_reasons.MISSING_TOOLS, probe_reasons.UNAUTHENTICATED})

@@ -52,3 +52,14 @@ class EventRecord:
     operation: str | None
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class RestartState:
+    """A server's restart count and the wall-clock times of the restarts inside its restart
+    window, for the revision it was saved under. Survives agent restarts."""
+
+    revision: int
+    restarts: int
+    attempts: tuple[float, ...] = ()
+    gave_up: bool = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -63,3 +64,21 @@ class RestartTracker:
 
     def reset(self) -> None:
         self._attempts.clear()
+
+    def history(self) -> tuple[float, ...]:
+        """The clock times of the attempts inside the window (what must survive a crash)."""
+        return tuple(self._attempts)
+
+    def restore(self, attempts: Iterable[float]) -> None:
+        """Load a saved history, so that an agent restart does not refill the budget."""
+        self._attempts = deque(sorted(attempts))
+
+
+def to_wall(times: Iterable[float], now: float, wall_now: float) -> list[float]:
+    """Monotonic clock times as wall-clock times (the monotonic clock restarts with the host)."""
+    return [round(wall_now - (now - t), 3) for t in times]
+
+
+def from_wall(times: Iterable[float], now: float, wall_now: float) -> list[float]:
+    """Wall-clock times (saved by an earlier agent process) as times on this process's clock."""
+    return [now - (wall_now - w) for w in times]

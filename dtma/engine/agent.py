@@ -22,12 +22,13 @@ from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
 from dtma.domain.records import OperationRecord
 from dtma.engine.journal import Journal
-from dtma.engine.recovery import recover
+from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.spec_parser import SpecParser
+from dtma.engine.supervisor import Supervisor
 from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from dtma.errors import Conflict, DtmaError, NotFound
@@ -38,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 RELIST_INTERVAL_S = 10.0
 REAP_GRACE_S = 60.0
+RECOVERY_WAIT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,13 @@ class Agent:
         secrets: SecretInjector | None = None,
         agent_id: str = "",
         hold_orphans: bool = False,
+        recovery_wait: float = RECOVERY_WAIT_S,
     ) -> None:
         self.agent_id = agent_id
         # An empty state dir: orphans of our id found at start are held from the reaper.
         self._hold_orphans = hold_orphans
         self.secrets = secrets
+        self._recovery_wait = recovery_wait
         self.runtime = runtime
         self.repo = repo
         self.journal = journal
@@ -84,6 +88,11 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._op_done: dict[str, asyncio.Event] = {}
+        # Toolboxes with a delete queued or running (its operation id), and a count of deletes
+        # submitted per toolbox: an apply that races a delete is refused, never lost.
+        self._deleting: dict[str, str] = {}
+        self._deletes: dict[str, int] = {}
+        self.supervisor = Supervisor()
         self.started = False
         self.watcher = ContainerWatcher(
             runtime, self._runners, journal, secrets, clock, relist_interval, reap_grace
@@ -94,36 +103,30 @@ class Agent:
     async def start(self) -> None:
         """Recover every known toolbox, then start the watcher and the re-list loop."""
         if self._events_source is not None:
+            source = self._events_source
             self._loops.append(
-                asyncio.create_task(self.watcher.watch_events(self._events_source), name="events")
-            )
-        observed = await self.runtime.list_managed()
-        interrupted: dict[str, list[str]] = {}
-        for op in await self.repo.running_operations():
-            interrupted.setdefault(op.toolbox, []).append(op.id)
-        records = await self.repo.toolboxes()
-        known = {r.id for r in records}
-        for op_toolbox, op_ids in interrupted.items():
-            if op_toolbox not in known:  # e.g. a delete that finished its work
-                for op_id in op_ids:
-                    await self.repo.finish_operation(
-                        op_id, "succeeded", "finished before the agent restarted"
-                    )
-
-        async def one(record: Any) -> None:
-            tb = self._runner(record.id)
-            async with tb.lock:
-                await recover(
-                    tb,
-                    record,
-                    [c for c in observed if c.toolbox == record.id],
-                    interrupted.get(record.id, []),
+                asyncio.create_task(
+                    self.supervisor.run(
+                        "event watcher", "events", lambda: self.watcher.watch_events(source)
+                    ),
+                    name="events",
                 )
-
-        await asyncio.gather(*(one(r) for r in records))
+            )
         if self._hold_orphans:
-            await self._hold(observed, known)
-        self._loops.append(asyncio.create_task(self.watcher.relist_loop(), name="relist"))
+            # Before recovery and before the reaper: what the engine holds now that no toolbox
+            # of the (empty) state knows.
+            known = {r.id for r in await self.repo.toolboxes()}
+            await self._hold(await self.runtime.list_managed(), known)
+        slow = await recover_all(self.runtime, self.repo, self._runner, self._recovery_wait)
+        for task in slow:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._loops.append(
+            asyncio.create_task(
+                self.supervisor.run("re-list loop", "relist", self.watcher.relist_loop),
+                name="relist",
+            )
+        )
         self.started = True
 
     async def _hold(self, observed: list[Any], known: set[str]) -> None:
@@ -173,6 +176,7 @@ class Agent:
                 clock=self._clock,
                 rng=self._rng,
                 secrets=self.secrets,
+                supervisor=self.supervisor,
             )
             self._runners[toolbox_id] = tb
         return tb
@@ -184,12 +188,24 @@ class Agent:
     ) -> ApplyResult:
         validate_toolbox_id(toolbox_id)
         spec = await self._specs.parse(body)
+        self._refuse_while_deleting(toolbox_id)
+        deletes = self._deletes.get(toolbox_id, 0)
+        current = self._runners.get(toolbox_id)
         rev, created = await self.repo.add_revision(
-            toolbox_id, canonical_json(spec), spec_hash(spec), if_match
+            toolbox_id,
+            canonical_json(spec),
+            spec_hash(spec),
+            if_match,
+            retry=current is not None and current.phase == "failed" and not current.lock.locked(),
         )
+        if self._deletes.get(toolbox_id, 0) != deletes:  # a delete came in meanwhile
+            if created:
+                await self.repo.clear_target(toolbox_id, rev.number)
+            self._refuse_while_deleting(toolbox_id, raced=True)
         if not created:
             return ApplyResult(toolbox_id, rev.number, None, True)
         tb = self._runner(toolbox_id)
+        tb.wanted_revision = rev.number
         op = await self._submit(
             tb,
             "apply",
@@ -242,14 +258,38 @@ class Agent:
 
     async def delete(self, toolbox_id: str) -> str:
         tb = await self._existing(toolbox_id)
+        pending = self._deleting.get(toolbox_id)
+        if pending is not None and pending != "pending":
+            return pending  # already queued: the same operation
 
-        async def work(_op: str) -> tuple[str, str | None]:
-            state, error = await tb.delete()
-            if state == "succeeded":
-                self._runners.pop(toolbox_id, None)
-            return state, error
+        async def work(op_id: str) -> tuple[str, str | None]:
+            try:
+                state, error = await tb.delete()
+                if state == "succeeded":
+                    self._runners.pop(toolbox_id, None)
+                return state, error
+            finally:
+                if self._deleting.get(toolbox_id) == op_id:
+                    del self._deleting[toolbox_id]
 
-        return await self._submit(tb, "delete", tb.revision, work)
+        self._deletes[toolbox_id] = self._deletes.get(toolbox_id, 0) + 1
+        self._deleting[toolbox_id] = "pending"
+        try:
+            op = await self._submit(tb, "delete", tb.revision, work)
+        except BaseException:
+            self._deleting.pop(toolbox_id, None)
+            raise
+        self._deleting[toolbox_id] = op
+        return op
+
+    def _refuse_while_deleting(self, toolbox_id: str, raced: bool = False) -> None:
+        op = self._deleting.get(toolbox_id)
+        if op is not None or raced:
+            raise Conflict(
+                f"toolbox {toolbox_id} is being deleted"
+                + (f" (operation {op})" if op and op != "pending" else "")
+                + "; apply it again once the delete has finished"
+            )
 
     async def _submit(
         self,

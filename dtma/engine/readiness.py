@@ -7,6 +7,7 @@ engine hangs.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -25,6 +26,11 @@ class ReadinessMonitor:
         self._timeout = timeout
         self._docker_error: str | None = "not checked yet"
         self._state_loaded = False
+        self._checks: list[Callable[[], list[str]]] = []
+
+    def add_check(self, check: Callable[[], list[str]]) -> None:
+        """More reasons not to be ready ("area: why"), read synchronously on each check."""
+        self._checks.append(check)
 
     def mark_state_loaded(self) -> None:
         self._state_loaded = True
@@ -35,6 +41,8 @@ class ReadinessMonitor:
             reasons.append(f"docker: {self._docker_error}")
         if not self._state_loaded:
             reasons.append("state: not loaded")
+        for extra in self._checks:
+            reasons.extend(extra())
         return reasons
 
     async def probe_once(self) -> None:

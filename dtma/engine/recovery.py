@@ -9,16 +9,120 @@ steps for the serving revision (domain/planner.py).
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.gate import GateState
-from dtma.domain.planner import complete_revision, plan_serving
-from dtma.domain.records import ToolboxRecord
+from dtma.domain.planner import EXITED, complete_revision, plan_serving
+from dtma.domain.records import OperationRecord, RestartState, ToolboxRecord
+from dtma.domain.restart import RestartTracker, Verdict, from_wall
 from dtma.engine import event_kinds as ev
 from dtma.engine.rollout import ROLLED_BACK, SUCCEEDED, deploy_and_gate
-from dtma.engine.toolbox_runner import ToolboxRunner
+from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
+from dtma.errors import DtmaError
 from dtma.spec.models import ToolboxSpec
 
 INTERRUPTED = "interrupted by an agent restart"
+FINISHED_BEFORE = "finished before the agent restarted"
+
+log = structlog.get_logger(__name__)
+
+
+class RecoveryRepo(Protocol):
+    async def running_operations(self) -> list[OperationRecord]: ...
+    async def toolboxes(self) -> list[ToolboxRecord]: ...
+    async def finish_operation(
+        self, op_id: str, state: str, error: str | None = None, revision: int | None = None
+    ) -> None: ...
+
+
+async def recover_all(
+    runtime: Runtime,
+    repo: RecoveryRepo,
+    runner_for: Callable[[str], ToolboxRunner],
+    wait: float,
+) -> set[asyncio.Task[None]]:
+    """Recover every known toolbox, each under its own lock and in a task of its own. Returns
+    the recoveries still running after `wait` seconds (an image pull, say): the agent serves
+    meanwhile, and those toolboxes' operations queue behind their recovery. Raises DtmaError
+    if Docker or the state cannot be read at all (the caller retries)."""
+    observed = await runtime.list_managed()
+    interrupted: dict[str, list[str]] = {}
+    for op in await repo.running_operations():
+        interrupted.setdefault(op.toolbox, []).append(op.id)
+    records = await repo.toolboxes()
+    known = {r.id for r in records}
+    for op_toolbox, op_ids in interrupted.items():
+        if op_toolbox not in known:  # e.g. a delete that finished its work
+            for op_id in op_ids:
+                await repo.finish_operation(op_id, "succeeded", FINISHED_BEFORE)
+
+    async def one(record: ToolboxRecord) -> None:
+        tb = runner_for(record.id)
+        async with tb.lock:
+            await recover_or_fail(
+                tb,
+                record,
+                [c for c in observed if c.toolbox == record.id],
+                interrupted.get(record.id, []),
+            )
+
+    tasks = [asyncio.create_task(one(r), name=f"recover-{r.id}") for r in records]
+    if not tasks:
+        return set()
+    try:
+        done, slow = await asyncio.wait(tasks, timeout=wait)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    for task in slow:
+        log.warning("recovery_continues_in_background", task=task.get_name())
+    for task in done:
+        task.result()  # recover_or_fail ends every toolbox; this only re-raises the unexpected
+    return slow
+
+
+async def recover_or_fail(
+    tb: ToolboxRunner,
+    record: ToolboxRecord,
+    observed: list[ObservedContainer],
+    interrupted_ops: list[str],
+) -> None:
+    """recover(), but a toolbox that cannot be brought back (its image or secret is gone) ends
+    `failed` with the reason in an event (and so in the error journal) instead of keeping the
+    agent from starting. Its containers stay known (not reaped) and unsupervised; DELETE or a
+    new apply (always a new revision) fixes it. Caller holds tb.lock."""
+    try:
+        await recover(tb, record, observed, interrupted_ops)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, DtmaError):
+            reason = exc.message
+        else:
+            log.exception("recovery_crashed", toolbox=tb.id)
+            reason = f"internal error: {type(exc).__name__}"
+        reason = tb.journal.redact(reason, 1000)
+        await tb.halt()
+        await tb.emit(
+            ev.RECOVERY_FAILED,
+            revision=record.current_revision,
+            reason="recovery_failed",
+            message=f"cannot recreate the toolbox: {reason}",
+        )
+        await tb.repo.clear_target(tb.id, record.target_revision or -1)
+        for op_id in interrupted_ops:
+            await tb.repo.finish_operation(op_id, "failed", f"{INTERRUPTED}; {reason}")
+            await tb.emit(
+                ev.OPERATION_FINISHED, reason="failed", message=INTERRUPTED, operation=op_id
+            )
+        await tb.set_phase("failed", reason="recovery_failed")
 
 
 async def recover(
@@ -101,7 +205,24 @@ async def _reconcile_serving(
     servers = [s.name for s in spec.servers] if spec else []
     by_id = {c.id: c for c in observed}
     adopted = tb.known_container_ids()
+    saved = {
+        name: st
+        for name, st in (await tb.repo.restart_states(tb.id)).items()
+        if st.revision == revision
+    }
+    budgets: dict[str, RestartTracker] = {}
+    given_up: set[str] = set()
     for step in plan_serving(observed, revision if spec else None, servers, stopped=tb.stopped):
+        if step.action == "remove" and step.reason == EXITED and spec is not None:
+            assert step.server is not None
+            assert step.container_id is not None
+            assert revision is not None
+            budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
+            last = saved.get(step.server, RestartState(revision, 0))
+            if last.gave_up or budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP:
+                _adopt_failed(tb, spec, revision, by_id[step.container_id], last)
+                given_up.add(step.server)
+                continue
         if step.action == "remove":
             assert step.container_id is not None
             await tb.remove_container(by_id[step.container_id])
@@ -118,10 +239,26 @@ async def _reconcile_serving(
         assert step.server is not None
         server = spec.server(step.server)
         if step.action == "recreate":
+            if server.name in given_up:
+                continue  # its restart budget is spent: kept as failed, not recreated
+            tracker = budgets.get(server.name)
+            if tracker is None:  # missing, not crashed: still counts as a restart
+                tracker = _budget(tb, spec, server.name, saved)
+                tracker.on_failure(tb.clock())
+            await tb.runtime.ensure_image(server.image)
             fresh = await tb.create_container(server, revision, spec)
-            tb.servers[server.name] = tb.new_runner(
-                server, revision, fresh, fresh=True, spec=spec, restarts=1
+            before = saved.get(server.name)
+            runner = tb.new_runner(
+                server,
+                revision,
+                fresh,
+                fresh=True,
+                spec=spec,
+                restarts=(before.restarts if before else 0) + 1,
+                history=tracker.history(),
             )
+            tb.servers[server.name] = runner
+            await runner.save_restarts()
             await tb.emit(
                 ev.SERVER_RESTARTED,
                 server=server.name,
@@ -133,7 +270,16 @@ async def _reconcile_serving(
         assert step.container_id is not None
         if step.container_id in adopted:
             continue  # the kept revision's runners already hold it
-        runner = tb.new_runner(server, revision, by_id[step.container_id], fresh=False, spec=spec)
+        kept = saved.get(server.name)
+        runner = tb.new_runner(
+            server,
+            revision,
+            by_id[step.container_id],
+            fresh=False,
+            spec=spec,
+            restarts=kept.restarts if kept else 0,
+            history=from_wall(kept.attempts, tb.clock(), time.time()) if kept else (),
+        )
         if step.action == "adopt_stopped":
             runner.state = "stopped"
         tb.servers[server.name] = runner
@@ -146,3 +292,36 @@ async def _reconcile_serving(
     for runner in tb.servers.values():
         if runner.state != "stopped":
             runner.start_steady()
+
+
+def _budget(
+    tb: ToolboxRunner, spec: ToolboxSpec, server: str, saved: dict[str, RestartState]
+) -> RestartTracker:
+    """The server's restart tracker as the previous agent process left it."""
+    tracker = RestartTracker(spec.restart, tb.rng)
+    old = saved.get(server)
+    if old is not None:
+        tracker.restore(from_wall(old.attempts, tb.clock(), time.time()))
+    return tracker
+
+
+def _adopt_failed(
+    tb: ToolboxRunner,
+    spec: ToolboxSpec,
+    revision: int,
+    container: ObservedContainer,
+    saved: RestartState,
+) -> None:
+    """Keep a crashed server whose restart budget is spent as `failed` (not recreated)."""
+    runner = tb.new_runner(
+        spec.server(container.server),
+        revision,
+        container,
+        fresh=False,
+        spec=spec,
+        restarts=saved.restarts,
+        history=from_wall(saved.attempts, tb.clock(), time.time()),
+    )
+    runner.state, runner.health = "failed", "unhealthy"
+    runner.last_error = "restarts_exhausted: the budget was spent before the agent restarted"
+    tb.servers[runner.name] = runner

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import structlog
 
 from dtma.domain import gate as gate_reasons
 from dtma.domain.containers import ObservedContainer
@@ -27,16 +29,42 @@ EXIT_LOG_LINES = 3
 
 SUCCEEDED, ROLLED_BACK, FAILED = "succeeded", "rolled_back", "failed"
 
+log = structlog.get_logger(__name__)
+
 
 async def run_rollout(
     tb: ToolboxRunner, to_rev: int, op_id: str, *, is_rollback: bool
 ) -> tuple[str, str | None]:
-    """Roll `tb` to revision `to_rev`. Returns (operation state, error). Caller holds tb.lock."""
+    """Roll `tb` to revision `to_rev`. Returns (operation state, error). Caller holds tb.lock.
+
+    Last write wins: an apply whose revision is no longer the newest applied one does nothing
+    (queued) or fails its gate at once (in flight), and the newer one runs next. Any exception
+    removes what this rollout started, restores a stop_first revision and re-raises, so the
+    operation ends `failed` with the containers consistent."""
+    newer = None if is_rollback else tb.superseding(to_rev)
+    if newer is not None:
+        return FAILED, f"superseded by revision {newer} before it started"
     record = await tb.repo.revision(tb.id, to_rev)
     if record is None:
         raise DtmaError(f"revision {to_rev} does not exist")
     spec = ToolboxSpec.model_validate_json(record.spec)
     old_servers, old_rev = dict(tb.servers), tb.revision
+    try:
+        return await _roll(tb, spec, to_rev, old_servers, old_rev, is_rollback=is_rollback)
+    except Exception:
+        await _clean_up_crashed(tb, to_rev, old_servers, old_rev, spec)
+        raise
+
+
+async def _roll(
+    tb: ToolboxRunner,
+    spec: ToolboxSpec,
+    to_rev: int,
+    old_servers: dict[str, ServerRunner],
+    old_rev: int | None,
+    *,
+    is_rollback: bool,
+) -> tuple[str, str | None]:
     started, passed, failed = (
         (ev.ROLLBACK_STARTED, ev.ROLLBACK_PASSED, ev.ROLLBACK_FAILED)
         if is_rollback
@@ -57,22 +85,16 @@ async def run_rollout(
             await tb.stop_server(runner, reason="stop_first")
         stopped_old = True
 
-    decision, new_runners = await deploy_and_gate(tb, spec, to_rev)
+    abort = None if is_rollback else (lambda: tb.superseding(to_rev))
+    decision, new_runners = await deploy_and_gate(tb, spec, to_rev, abort=abort)
     if decision.state is GateState.PASSED:
-        for runner in old_servers.values():
-            await runner.remove()
-            await tb.emit(
-                ev.CONTAINER_REMOVED,
-                server=runner.name,
-                revision=runner.revision,
-                reason="superseded",
-                message=runner.container.id[:12],
-            )
+        # Commit first: from here on a crash must keep the new revision, not remove it.
         tb.servers, tb.spec, tb.revision, tb.stopped = new_runners, spec, to_rev, False
-        await tb.repo.mark_stable(tb.id, to_rev)
-        await tb.repo.update_toolbox(tb.id, stopped=0)
         for runner in new_runners.values():
             runner.start_steady()
+        await tb.repo.mark_stable(tb.id, to_rev)
+        await tb.repo.update_toolbox(tb.id, stopped=0)
+        await _remove_superseded(tb, old_servers)
         await tb.emit(
             passed,
             revision=to_rev,
@@ -83,7 +105,7 @@ async def run_rollout(
         await tb.set_phase("healthy")
         return SUCCEEDED, None
 
-    failure = f"{decision.server}: {decision.reason}: {decision.detail}"
+    failure = f"{decision.server or 'toolbox'}: {decision.reason}: {decision.detail}"
     await tb.emit(
         failed,
         server=decision.server,
@@ -92,7 +114,7 @@ async def run_rollout(
         message=decision.detail,
     )
     await _remove_revision(tb, to_rev, new_runners)
-    await tb.repo.update_toolbox(tb.id, target_revision=None)
+    await tb.repo.clear_target(tb.id, to_rev)
 
     if stopped_old and old_rev is not None:
         restored = await _restart_stopped(tb, old_servers, old_rev)
@@ -100,11 +122,58 @@ async def run_rollout(
             await tb.set_phase("failed")
             return FAILED, f"{failure}; restarting revision {old_rev} failed too"
     if not old_servers:
-        await tb.set_phase("failed")
+        if decision.reason != gate_reasons.SUPERSEDED:  # else the newer revision deploys next
+            await tb.set_phase("failed")
         return FAILED, failure
-    if is_rollback or not spec.rollout.auto_revert:
+    if is_rollback or not spec.rollout.auto_revert or decision.reason == gate_reasons.SUPERSEDED:
         return FAILED, failure
     return ROLLED_BACK, failure
+
+
+async def _remove_superseded(tb: ToolboxRunner, old_servers: dict[str, ServerRunner]) -> None:
+    for runner in old_servers.values():
+        await runner.remove()
+        await tb.emit(
+            ev.CONTAINER_REMOVED,
+            server=runner.name,
+            revision=runner.revision,
+            reason="superseded",
+            message=runner.container.id[:12],
+        )
+
+
+async def _clean_up_crashed(
+    tb: ToolboxRunner,
+    to_rev: int,
+    old_servers: dict[str, ServerRunner],
+    old_rev: int | None,
+    spec: ToolboxSpec,
+) -> None:
+    """After an unexpected exception: remove every container of `to_rev` (tracked or not),
+    clear the target, and start a stop_first revision again. Each step is tried; failures are
+    logged, and the caller re-raises the original exception. Once the gate has passed (the
+    revision is committed), the new revision stays and the old one goes instead."""
+    if tb.revision == to_rev and old_rev != to_rev:
+        try:
+            await tb.repo.mark_stable(tb.id, to_rev)
+            await _remove_superseded(tb, old_servers)
+        except Exception:
+            log.exception("rollout_cleanup_failed", step="finish_committed", revision=to_rev)
+        return
+    try:
+        await _remove_revision(tb, to_rev, {})
+    except Exception:
+        log.exception("rollout_cleanup_failed", step="remove_new_revision", revision=to_rev)
+    try:
+        await tb.repo.clear_target(tb.id, to_rev)
+    except Exception:
+        log.exception("rollout_cleanup_failed", step="clear_target", revision=to_rev)
+    stopped = [r for r in old_servers.values() if r.state == "stopped"]
+    if spec.rollout.order == "stop_first" and stopped and old_rev is not None and not tb.stopped:
+        try:
+            await _restart_stopped(tb, old_servers, old_rev)
+        except Exception:
+            log.exception("rollout_cleanup_failed", step="restart_old_revision", revision=old_rev)
 
 
 async def deploy_and_gate(
@@ -112,8 +181,10 @@ async def deploy_and_gate(
     spec: ToolboxSpec,
     revision: int,
     adopt: dict[str, ObservedContainer] | None = None,
+    abort: Callable[[], int | None] | None = None,
 ) -> tuple[Decision, dict[str, ServerRunner]]:
-    """Start (or adopt) every server of `revision` and hold the group gate over them."""
+    """Start (or adopt) every server of `revision` and hold the group gate over them. `abort`
+    names a newer revision that supersedes this one (the gate then fails at once)."""
     tracker = new_tracker(tb, spec)
     runners: dict[str, ServerRunner] = {}
     tb.gate_runners = runners
@@ -129,6 +200,10 @@ async def deploy_and_gate(
             except DtmaError as exc:
                 await _start_failed(tb, tracker, server_name, revision, exc)
                 return
+            except Exception as exc:  # e.g. OSError writing secret files: a failed start too
+                log.exception("server_start_crashed", server=server_name)
+                await _start_failed(tb, tracker, server_name, revision, _internal(exc))
+                return
             fresh = True
         runners[server_name] = tb.new_runner(server, revision, container, fresh=fresh, spec=spec)
         await tb.emit(
@@ -142,12 +217,21 @@ async def deploy_and_gate(
         await asyncio.gather(*(start_one(s.name) for s in spec.servers))
         decision = tracker.decide(tb.clock())
         if decision.state is GateState.PENDING:
-            decision = await hold_gate(tb, runners, tracker)
+            decision = await hold_gate(tb, runners, tracker, abort)
         if decision.state is GateState.FAILED and decision.reason == gate_reasons.CONTAINER_EXITED:
             decision = await _with_exit_logs(tb, runners, decision)
         return decision, runners
+    except Exception:
+        for runner in runners.values():
+            await runner.halt()
+        raise
     finally:
         tb.gate_runners = {}
+
+
+def _internal(exc: Exception) -> DtmaError:
+    """An unexpected exception as a start failure; the type only (its text may hold values)."""
+    return DtmaError(f"internal error: {type(exc).__name__}")
 
 
 async def _start_failed(
@@ -181,7 +265,10 @@ def new_tracker(
 
 
 async def hold_gate(
-    tb: ToolboxRunner, runners: dict[str, ServerRunner], tracker: GateTracker
+    tb: ToolboxRunner,
+    runners: dict[str, ServerRunner],
+    tracker: GateTracker,
+    abort: Callable[[], int | None] | None = None,
 ) -> Decision:
     async def probe_loop(runner: ServerRunner) -> None:
         while not runner.exited:
@@ -197,12 +284,20 @@ async def hold_gate(
     tasks = [asyncio.create_task(probe_loop(r), name=f"gate-{r.name}") for r in runners.values()]
     try:
         while True:
+            for task in tasks:  # a probe loop that crashed is not a silent stop of its probes
+                if task.done() and (crash := task.exception()) is not None:
+                    raise crash
             for runner in runners.values():
                 if runner.exited:
                     tracker.container_exited(runner.name, runner.exit_code)
             decision = tracker.decide(tb.clock())
             if decision.state is not GateState.PENDING:
                 return decision
+            newer = abort() if abort is not None else None
+            if newer is not None:
+                return Decision(
+                    GateState.FAILED, gate_reasons.SUPERSEDED, None, f"revision {newer} was applied"
+                )
             await asyncio.sleep(GATE_TICK)
     finally:
         for task in tasks:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -23,6 +23,7 @@ from dtma.domain.probe import ProbeResult
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
 from dtma.engine.probes import ContainerProbe
+from dtma.engine.supervisor import Supervisor
 from dtma.errors import DtmaError
 from dtma.observability.metrics import METRICS
 from dtma.spec.models import Restart, ServerSpec, publish_address
@@ -46,6 +47,9 @@ class ServerHost(Protocol):
     ) -> None: ...
     def server_changed(self) -> None: ...
     async def record_tools(self, server: str, revision: int, tools: list[str]) -> None: ...
+    async def save_restarts(
+        self, server: str, revision: int, restarts: int, history: Sequence[float], gave_up: bool
+    ) -> None: ...
 
 
 class ServerRunner:
@@ -63,6 +67,8 @@ class ServerRunner:
         rng: random.Random | None = None,
         restarts: int = 0,
         startup_deadline: float = 60.0,
+        history: Sequence[float] = (),
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.host = host
         self.spec = spec
@@ -78,6 +84,8 @@ class ServerRunner:
         self._probe = probe_factory(spec, container, fresh)
         self._clock = clock
         self._tracker = RestartTracker(restart_policy, rng or random.Random())
+        self._tracker.restore(history)
+        self._supervisor = supervisor or Supervisor()
         self._exited = asyncio.Event()
         self._expected_exit = False
         self._steady: asyncio.Task[None] | None = None
@@ -89,6 +97,17 @@ class ServerRunner:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def restart_history(self) -> tuple[float, ...]:
+        """Clock times of the restarts inside the restart window (carried to a replacement)."""
+        return self._tracker.history()
+
+    async def save_restarts(self) -> None:
+        """Persist the restart count and window, so an agent restart keeps the budget."""
+        await self.host.save_restarts(
+            self.name, self.revision, self.restarts, self._tracker.history(), self.state == "failed"
+        )
 
     @property
     def exited(self) -> bool:
@@ -141,7 +160,14 @@ class ServerRunner:
         that started it, so it must not carry that operation's id in its log lines."""
         if self._steady is None or self._steady.done():
             self._steady = asyncio.create_task(
-                self._run_steady_logged(), name=f"server-{self.name}", context=contextvars.Context()
+                self._supervisor.run(
+                    f"server {self.host.id}/{self.name}",
+                    "server",
+                    self._run_steady_logged,
+                    forever=False,
+                ),
+                name=f"server-{self.name}",
+                context=contextvars.Context(),
             )
 
     async def _run_steady_logged(self) -> None:
@@ -203,6 +229,7 @@ class ServerRunner:
                     message=f"gave up after {decision.attempt} restarts within "
                     f"{self._tracker.policy.interval:g}s",
                 )
+                await self.save_restarts()
                 self.host.server_changed()
                 return
             self.state = "restarting"
@@ -218,6 +245,7 @@ class ServerRunner:
             try:
                 await self._recreate()
             except DtmaError as exc:
+                await self.save_restarts()
                 self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
                 await self.host.emit(
                     ev.SERVER_START_FAILED,
@@ -228,6 +256,7 @@ class ServerRunner:
                 )
                 continue
             self.restarts += 1
+            await self.save_restarts()
             await self.host.emit(
                 ev.SERVER_RESTARTED,
                 server=self.name,

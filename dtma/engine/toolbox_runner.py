@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -24,11 +25,13 @@ from dtma.domain.containers import (
     container_request,
     subnet_prefix,
 )
-from dtma.domain.records import RevisionRecord
+from dtma.domain.records import RestartState, RevisionRecord
+from dtma.domain.restart import to_wall
 from dtma.engine import event_kinds as ev
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory, ServerRunner
+from dtma.engine.supervisor import Supervisor
 from dtma.errors import DtmaError, SecretsError
 from dtma.spec.hashing import server_hash
 from dtma.spec.models import ServerSpec, ToolboxSpec
@@ -67,6 +70,11 @@ class Repo(Protocol):
         self, op_id: str, state: str, error: str | None = None, revision: int | None = None
     ) -> None: ...
     async def delete_toolbox(self, toolbox_id: str) -> None: ...
+    async def save_restart_state(
+        self, toolbox_id: str, server: str, state: RestartState
+    ) -> None: ...
+    async def restart_states(self, toolbox_id: str) -> dict[str, RestartState]: ...
+    async def clear_target(self, toolbox_id: str, number: int) -> None: ...
 
 
 class ToolboxRunner:
@@ -81,8 +89,10 @@ class ToolboxRunner:
         clock: Callable[[], float],
         rng: random.Random | None = None,
         secrets: SecretInjector | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.id = toolbox_id
+        self.supervisor = supervisor or Supervisor()
         self.secrets = secrets
         self.runtime = runtime
         self.repo = repo
@@ -98,6 +108,8 @@ class ToolboxRunner:
         self.phase = "deploying"
         self.stopped = False
         self.busy_with: str | None = None
+        # The newest applied revision: last write wins over older applies (rollbacks queue).
+        self.wanted_revision: int | None = None
         # Docker accepts several networks with one name, so creation must not race.
         self._network_lock = asyncio.Lock()
 
@@ -110,6 +122,7 @@ class ToolboxRunner:
         fresh: bool,
         spec: ToolboxSpec,
         restarts: int = 0,
+        history: Sequence[float] = (),
     ) -> ServerRunner:
         return ServerRunner(
             self,
@@ -123,6 +136,8 @@ class ToolboxRunner:
             rng=self.rng,
             restarts=restarts,
             startup_deadline=spec.rollout.healthy_deadline,
+            history=history,
+            supervisor=self.supervisor,
         )
 
     # -- ServerHost ---------------------------------------------------------------------------
@@ -191,6 +206,20 @@ class ToolboxRunner:
     async def record_tools(self, server: str, revision: int, tools: list[str]) -> None:
         await self.repo.set_tools(self.id, server, revision, tools)
 
+    async def save_restarts(
+        self, server: str, revision: int, restarts: int, history: Sequence[float], gave_up: bool
+    ) -> None:
+        """Save a server's restart count and window (as wall-clock times). Idempotent."""
+        attempts = tuple(to_wall(history, self.clock(), time.time()))
+        await self.repo.save_restart_state(
+            self.id, server, RestartState(revision, restarts, attempts, gave_up)
+        )
+
+    def superseding(self, revision: int) -> int | None:
+        """The newer revision that replaces `revision` (last write wins), if there is one."""
+        wanted = self.wanted_revision
+        return wanted if wanted is not None and wanted != revision else None
+
     # -- phase --------------------------------------------------------------------------------
 
     def steady_phase(self) -> str:
@@ -256,6 +285,7 @@ class ToolboxRunner:
                 finally:
                     self.busy_with = None
                 error = self.journal.redact(error, 2000) if error else error
+                superseded = revision is not None and self.superseding(revision) is not None
                 await self.repo.finish_operation(op_id, state, error, revision)
                 await self.emit(
                     ev.OPERATION_FINISHED,
@@ -266,6 +296,8 @@ class ToolboxRunner:
                 )
                 if self.servers or self.stopped:
                     await self.set_phase(self.steady_phase())
+                elif state == "failed" and self.phase == "deploying" and not superseded:
+                    await self.set_phase("failed", reason=error or "")
                 return state
 
     async def stop_servers(self, names: list[str] | None) -> tuple[str, str | None]:
@@ -314,8 +346,10 @@ class ToolboxRunner:
             fresh=True,
             spec=self.spec,
             restarts=runner.restarts + 1,
+            history=runner.restart_history,  # an asked-for restart does not refill the budget
         )
         self.servers[runner.name] = fresh
+        await fresh.save_restarts()
         await self.emit(
             ev.SERVER_RESTARTED,
             server=runner.name,

@@ -87,6 +87,13 @@ class Metrics:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
+        self.task_failures = Counter(
+            "dtma_background_task_failures_total",
+            "Background tasks (re-list, event watcher, server supervision) that ended "
+            "unexpectedly and were restarted",
+            ["task"],
+            registry=r,
+        )
         self.errors = Counter(
             "dtma_errors_total", "Failures recorded in the error journal", ["category"], registry=r
         )

@@ -103,14 +103,21 @@ async def test_delete_removes_containers_network_and_state(harness: EngineHarnes
     ]
 
 
-async def test_operations_on_one_toolbox_run_one_at_a_time(harness: EngineHarness) -> None:
+async def test_operations_on_one_toolbox_run_one_at_a_time_and_the_last_apply_wins(
+    harness: EngineHarness,
+) -> None:
     tb = new_toolbox_id()
     first = await harness.agent.apply(tb, spec(time_server("time")))
     second = await harness.agent.apply(tb, spec(time_server("time", env={"A": "1"})))
     third = await harness.agent.apply(tb, spec(time_server("time", env={"A": "2"})))
     ops = [first.operation, second.operation, third.operation]
     results = [await harness.wait(op) for op in ops if op]  # type: ignore[arg-type]
-    assert [r.state for r in results] == ["succeeded"] * 3
+    # The first was in its gate and the second queued when the third came: both superseded.
+    assert [r.state for r in results] == ["failed", "failed", "succeeded"]
+    assert all(
+        "superseded by revision 3" in (r.error or "") or "revision 3 was applied" in (r.error or "")
+        for r in results[:2]
+    ), results
     events = await harness.events(tb)
     spans = []
     for op in ops:
