@@ -7,13 +7,12 @@ different ids; each one lists, adopts and reaps only what carries its own id.
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from dtma.config import Settings, valid_agent_id
 from dtma.errors import ConfigError
+from dtma.state_files import create_once
 
 AGENT_ID_FILE_NAME = "agent-id"
 
@@ -30,7 +29,7 @@ def resolve_agent_id(settings: Settings) -> AgentIdentity:
         return AgentIdentity(settings.agent_id, "env")
     path = settings.state_dir / AGENT_ID_FILE_NAME
     if not path.exists():
-        _write_new_id(path)
+        create_once(path, secrets.token_hex(6))
     try:
         value = path.read_text().strip()
     except OSError as exc:
@@ -39,13 +38,3 @@ def resolve_agent_id(settings: Settings) -> AgentIdentity:
         return AgentIdentity(valid_agent_id(value), str(path))
     except ValueError as exc:
         raise ConfigError(f"agent id file {path}: {exc}") from None
-
-
-def _write_new_id(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # another process won the race; its id stands
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(6) + "\n")

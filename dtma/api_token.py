@@ -6,7 +6,6 @@ generated (mode 0600, 256 random bits) on first start and reused after.
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from dtma.config import Settings
 from dtma.errors import ConfigError
+from dtma.state_files import create_once
 
 TOKEN_FILE_NAME = "api-token"  # noqa: S105 - a file name, not a secret
 MIN_TOKEN_LENGTH = 16
@@ -42,7 +42,7 @@ def resolve_api_token(settings: Settings) -> ApiToken:
         return ApiToken(_read_token(settings.api_token_file), str(settings.api_token_file))
     path = settings.state_dir / TOKEN_FILE_NAME
     if not path.exists():
-        _write_new_token(path)
+        create_once(path, secrets.token_urlsafe(32))
     return ApiToken(_read_token(path), str(path))
 
 
@@ -62,13 +62,3 @@ def _read_token(path: Path) -> str:
             f"run: chmod 600 {path}"
         )
     return value
-
-
-def _write_new_token(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # another process won the race; its token stands
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32) + "\n")
