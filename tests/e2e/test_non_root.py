@@ -111,7 +111,8 @@ def test_secret_files_live_under_xdg_runtime_dir(
         out = container.exec_run(["python3", "-c", "print(open('/run/secrets/API_KEY').read())"])
         assert out.exit_code == 0, out.output
         assert out.output.decode().strip() == value
-        on_host = runtime_dir / "dtma/secrets" / container.name / "API_KEY"
+        agent_id = (state / "agent-id").read_text().strip()  # secret files live per agent id
+        on_host = runtime_dir / "dtma/secrets" / agent_id / container.name / "API_KEY"
         assert on_host.stat().st_uid == NOBODY
         assert (runtime_dir / "dtma/secrets").stat().st_mode & 0o777 == 0o700
         status, _, _ = agent.request("DELETE", f"/v1/toolboxes/{tb}", token=agent.token)
