@@ -50,6 +50,12 @@ def classify(kind: str, reason: str, message: str) -> Classified:
         return Classified("auth", "give the agent a valid Vault token, or use AppRole login")
     if "image" in text and ("not present" in text or "not found" in text or "pull" in text):
         return Classified("image", "build or load the image on this host, or fix the image name")
+    if "file secrets are unavailable" in text:
+        return Classified(
+            "resource",
+            "make DTMA_SECRETS_DIR a tmpfs (or let the agent mount one), use `as: env`, or set "
+            "DTMA_ALLOW_DISK_SECRETS=true",
+        )
     if reason == "secrets_failed" or "vault" in text or "secret" in text:
         if "denied" in text or "permission" in text or "forbidden" in text:
             return Classified("auth", "grant the agent's Vault policy read on that path")

@@ -277,7 +277,9 @@ def main() -> None:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning")
+    # A bounded graceful shutdown: a request hung on purpose (hang_initialize) must not keep
+    # Ctrl-C or `docker stop` waiting.
+    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning", timeout_graceful_shutdown=2)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 README = REPO / "compose/README.md"
 COMPOSE = str(REPO / "compose/docker-compose.yml")
-SECRETS_DIR = "/run/dtma/secrets"
+SECRETS_DIR = "/run/dtma-compose/secrets"
 TOOLBOX = "example"
 REFUSED = (
     "import socket, sys\n"

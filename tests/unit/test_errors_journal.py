@@ -32,6 +32,11 @@ def test_ids_numbers_hex_and_paths_are_normalised_away() -> None:
             "dependency",
         ),
         ("secrets_failed", "the secret at secret/app has no key 'k'", "config"),
+        (
+            "secrets_failed",
+            "file secrets are unavailable: /run/user/1001/dtma/secrets is not a tmpfs",
+            "resource",
+        ),
         ("container_exited", "exit code 137", "resource"),
         ("probe_failed", "3 consecutive probe failures, last: connect_failed: refused", "network"),
         (
