@@ -2,20 +2,23 @@
 runs the example toolbox to healthy, with its secret file in the notes container; a recreated
 agent container joins the toolbox network again; everything is torn down even on failure.
 
-The README's commands run unchanged except for the secrets directory (a tmpfs of our own, so
-that no other agent's /run/dtma/secrets is touched); the compose project, the ports and the reap
-grace come from the environment (COMPOSE_PROJECT_NAME, DTMA_PORT, DTMA_OPENBAO_PORT,
-DTMA_REAP_GRACE), which the compose file reads.
+The README's commands run unchanged, as root and as a user in the docker group (nobody plus the
+docker group, with a tmpfs $XDG_RUNTIME_DIR as a login session has); the secrets directory
+follows $XDG_RUNTIME_DIR, which the test points at a directory of its own; the compose project,
+the ports and the reap grace come from the environment (COMPOSE_PROJECT_NAME, DTMA_PORT,
+DTMA_OPENBAO_PORT, DTMA_REAP_GRACE), which the compose file reads.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import re
 import secrets
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 README = REPO / "compose/README.md"
 COMPOSE = str(REPO / "compose/docker-compose.yml")
-SECRETS_DIR = "/run/dtma-compose/secrets"
+NOBODY = 65534
 TOOLBOX = "example"
 REFUSED = (
     "import socket, sys\n"
@@ -47,9 +50,11 @@ def _blocks() -> list[str]:
     return [str(b) for b in blocks]
 
 
-def _bash(script: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+def _bash(
+    script: str, env: dict[str, str], timeout: float, as_user: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
+        [*(as_user or []), "bash", "-euo", "pipefail", "-c", script],
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -108,7 +113,6 @@ def _teardown(env: dict[str, str], docker_client: Any, secrets_dir: Path) -> Non
         net.remove()
     if subprocess.run(["mountpoint", "-q", str(secrets_dir)], check=False).returncode == 0:
         subprocess.run(["umount", str(secrets_dir)], check=False)
-    shutil.rmtree(secrets_dir.parent, ignore_errors=True)
 
 
 def test_example_waits_for_a_ready_agent_and_dev_tokens_say_so() -> None:
@@ -126,31 +130,48 @@ def test_example_waits_for_a_ready_agent_and_dev_tokens_say_so() -> None:
     assert "DEV ONLY" in Path(COMPOSE).read_text()
 
 
-def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> None:
+def _docker_group_user() -> list[str]:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is missing")
+    docker_gid = grp.getgrnam("docker").gr_gid
+    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={docker_gid}"]
+
+
+@pytest.mark.parametrize("user", ["root", "docker-group"])
+def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any, user: str) -> None:
     if os.geteuid() != 0:
-        pytest.skip("compose/README.md is written for root (it mounts a tmpfs)")
+        pytest.skip("the test plays both users, which needs root")
     for tool in ("docker-compose", "mountpoint"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing; `make test` installs it (scripts/ensure-tools)")
     if docker_client.networks.list(filters={"label": f"dtma.toolbox={TOOLBOX}"}):
         pytest.fail(f"a network of toolbox {TOOLBOX} exists already: is another compose stack up?")
-    secrets_dir = Path(f"/run/dtma-test-{secrets.token_hex(4)}/secrets")
-    start, cleanup = (b.replace(SECRETS_DIR, str(secrets_dir)) for b in _blocks())
+    runtime = Path(tempfile.mkdtemp(prefix="dtma-compose-xdg-", dir="/run"))
+    as_user: list[str] = []
+    if user == "docker-group":  # a login session's /run/user/UID: a tmpfs of the user's own
+        as_user = _docker_group_user()
+        opts = f"size=16m,mode=0700,uid={NOBODY},gid={NOBODY}"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(runtime)], check=True)
+    secrets_dir = runtime / "dtma-compose/secrets"
+    start, cleanup = _blocks()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DTMA_", "XDG_"))},
+        "XDG_RUNTIME_DIR": str(runtime),
+        "HOME": str(runtime),
         "COMPOSE_PROJECT_NAME": "dtmatest" + secrets.token_hex(4),
         "DTMA_PORT": str(free_port()),
         "DTMA_OPENBAO_PORT": str(free_port()),
         "DTMA_REAP_GRACE": "24h",  # never reap other people's test containers
-        "DTMA_SECRETS_DIR": str(secrets_dir),
         "DTMA_API_TOKEN": "replaced-by-the-readme",  # compose needs it set, even to stop
     }
+    inspect_env = {**env, "DTMA_SECRETS_DIR": str(secrets_dir)}
     try:
-        run = _bash(start, env, timeout=600)
+        run = _bash(start, env, timeout=600, as_user=as_user)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
         assert "phase healthy" in run.stdout
 
-        status = _status(env)
+        status = _status(inspect_env)
         assert status["phase"] == "healthy"
         servers = {s["name"]: s for s in status["servers"]}
         assert set(servers) == {"time", "notes"}
@@ -159,32 +180,33 @@ def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> N
         code, out = notes.exec_run(["cat", "/run/secrets/NOTES_TOKEN"])
         assert code == 0, out
         assert out.decode() == "dev-only-example-token"
-        assert _on_network(docker_client, _agent_id(env))
+        assert _on_network(docker_client, _agent_id(inspect_env))
         # The agent listens on the compose network only: a server cannot reach its API.
         net = _toolbox_network(docker_client)
-        agent_ip = net["Containers"][_agent_id(env)]["IPv4Address"].split("/")[0]
+        agent_ip = net["Containers"][_agent_id(inspect_env)]["IPv4Address"].split("/")[0]
         code, out = notes.exec_run(["python3", "-c", REFUSED, agent_ip])
         assert (code, out.decode().strip()) == (0, "refused")
 
         # A new agent container (same state volume) adopts the toolbox and joins its network.
-        old_agent = _agent_id(env)
-        _compose(env, "up", "-d", "--force-recreate", "--no-deps", "agent", timeout=180)
-        new_agent = _agent_id(env)
+        old_agent = _agent_id(inspect_env)
+        _compose(inspect_env, "up", "-d", "--force-recreate", "--no-deps", "agent", timeout=180)
+        new_agent = _agent_id(inspect_env)
         assert new_agent != old_agent
         wait_until(lambda: _on_network(docker_client, new_agent), 90, "the new agent to join")
-        wait_until(lambda: _status(env)["phase"] == "healthy", 90, "the adopted toolbox")
-        adopted = {s["name"]: s for s in _status(env)["servers"]}
+        wait_until(lambda: _status(inspect_env)["phase"] == "healthy", 90, "the adopted toolbox")
+        adopted = {s["name"]: s for s in _status(inspect_env)["servers"]}
         assert adopted["notes"]["container_id"] == servers["notes"]["container_id"]
         assert adopted["notes"]["restarts"] == 0
 
-        done = _bash(cleanup, env, timeout=300)
+        # "In the same shell": what the start block exported (the secrets dir) is set again.
+        done = _bash(cleanup, inspect_env, 300, as_user)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
         assert "delete succeeded" in done.stdout
         assert not docker_client.networks.list(filters={"label": f"dtma.toolbox={TOOLBOX}"})
         assert not docker_client.containers.list(
             all=True, filters={"label": f"dtma.toolbox={TOOLBOX}"}
         )
-        project = env["COMPOSE_PROJECT_NAME"]
+        project = inspect_env["COMPOSE_PROJECT_NAME"]
         assert not docker_client.containers.list(
             all=True, filters={"label": f"com.docker.compose.project={project}"}
         )
@@ -192,4 +214,7 @@ def test_the_compose_readme_runs_the_example_to_healthy(docker_client: Any) -> N
             filters={"label": f"com.docker.compose.project={project}"}
         )
     finally:
-        _teardown(env, docker_client, secrets_dir)
+        _teardown(inspect_env, docker_client, secrets_dir)
+        if user == "docker-group":
+            subprocess.run(["umount", "-l", str(runtime)], check=False)
+        shutil.rmtree(runtime, ignore_errors=True)
