@@ -21,6 +21,7 @@ from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
 from dtma.observability.redaction import REDACTOR
@@ -30,6 +31,13 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_short(e) for e in exc.exceptions)
     return REDACTOR.excerpt(str(exc) or type(exc).__name__, 200)
+
+
+def _raise_if_transport(exc: MCPError, what: str) -> None:
+    """The SDK reports a closed connection or its own timeout as an MCPError: those are about the
+    session, not the server's answer, so they are retryable."""
+    if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+        raise UpstreamUnavailable(f"{what}: {_short(exc)}") from exc
 
 
 async def list_tool_defs(session: ClientSession, timeout: float) -> list[dict[str, Any]]:
@@ -50,7 +58,8 @@ async def list_tool_defs(session: ClientSession, timeout: float) -> list[dict[st
                 cursor = result.next_cursor
                 if not cursor:
                     return tools
-    except MCPError:
+    except MCPError as exc:
+        _raise_if_transport(exc, "tools/list")
         raise
     except TimeoutError as exc:
         raise UpstreamUnavailable(f"tools/list: no answer within {timeout:g}s") from exc
@@ -66,7 +75,8 @@ async def call_tool(
     try:
         with anyio.fail_after(timeout):
             result = await session.call_tool(name, arguments)
-    except MCPError:
+    except MCPError as exc:
+        _raise_if_transport(exc, f"tools/call {name}")
         raise
     except TimeoutError as exc:
         raise UpstreamUnavailable(f"tools/call {name}: no answer within {timeout:g}s") from exc
