@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import sys
 import time
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -24,6 +29,7 @@ from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 SERVER_UNAVAILABLE = -32003
+GATEWAY_DOC = Path(__file__).resolve().parents[2] / "docs/gateway.md"
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +247,18 @@ async def test_crashed_stdio_server_gives_a_retryable_error_not_a_hang(
         assert {e.code for e in refusals} == {SERVER_UNAVAILABLE}, refusals
         assert all(e.error.data == {"retryable": True, "retryAfterMs": 500} for e in refusals)
         assert recovered, "calls did not work again after the restart"
+
+
+async def test_the_docs_snippet_connects_lists_and_calls(agent: AgentProcess, mixed: str) -> None:
+    doc = await in_thread(GATEWAY_DOC.read_text)
+    snippet = re.findall(r"```python\n(.*?)```", doc, re.S)[0]
+    env = {**os.environ, "DTMA_URL": agent.base_url, "TOOLBOX": mixed, "DTMA_TOKEN": agent.token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", snippet, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    names, text = out.decode().split("\n", 1)
+    assert "'notes__add_note'" in names
+    assert "'time__get_current_time'" in names
+    assert json.loads(text)["timezone"] == "UTC"
