@@ -105,8 +105,13 @@ class ToolboxEndpoint:
                     await session.send_tool_list_changed()
 
     def _remember(self, ctx: Any) -> None:
-        with contextlib.suppress(TypeError, AttributeError):
-            self._sessions.add(ctx.session)
+        """Note the client's connection (weakly: it lives as long as its MCP session). The SDK
+        hands handlers a per-request ServerSession and exposes no public way to the connection
+        behind it, so this reads its one private attribute; without it, no notifications."""
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None and hasattr(connection, "send_tool_list_changed"):
+            with contextlib.suppress(TypeError):
+                self._sessions.add(connection)
 
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None

@@ -21,14 +21,23 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tests.agent_process import AgentProcess, running_agent
 from tests.conftest import in_thread
-from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
+from tests.engine_fixture import new_toolbox_id, notes_server, time_server
+from tests.engine_fixture import spec as base_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 SERVER_UNAVAILABLE = -32003
+
+
+def spec(*servers: dict[str, Any], **extra: Any) -> str:
+    """A spec with a deadline generous enough for a loaded shared machine."""
+    return base_spec(*servers, deadline="90s", **extra)
+
+
 GATEWAY_DOC = Path(__file__).resolve().parents[2] / "docs/gateway.md"
 
 
@@ -54,12 +63,19 @@ def apply(agent: AgentProcess, tb: str, body: str, wait: int = 120) -> dict[str,
 
 
 @asynccontextmanager
-async def mcp_client(agent: AgentProcess, tb: str, mode: str = "auto") -> AsyncIterator[Client]:
+async def mcp_client(
+    agent: AgentProcess, tb: str, mode: str = "auto", on_message: Any = None
+) -> AsyncIterator[Client]:
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {agent.token}"}, timeout=httpx2.Timeout(30)
     )
     url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
-    async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+    async with (
+        http,
+        Client(
+            streamable_http_client(url, http_client=http), mode=mode, message_handler=on_message
+        ) as client,
+    ):  # type: ignore[arg-type]
         yield client
 
 
@@ -80,6 +96,8 @@ async def test_one_endpoint_lists_and_calls_a_stdio_and_an_http_server(
     agent: AgentProcess, mixed: str, mode: str
 ) -> None:
     async with mcp_client(agent, mixed, mode) as client:
+        modern = client.session.protocol_version in MODERN_PROTOCOL_VERSIONS
+        assert modern == (mode == "auto"), client.session.protocol_version
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert {"time__get_current_time", "time__convert_time", "notes__add_note"} <= set(tools)
         assert not [n for n in tools if "__" not in n]
@@ -262,3 +280,23 @@ async def test_the_docs_snippet_connects_lists_and_calls(agent: AgentProcess, mi
     assert "'notes__add_note'" in names
     assert "'time__get_current_time'" in names
     assert json.loads(text)["timezone"] == "UTC"
+
+
+async def test_a_changed_tool_set_is_announced_to_handshake_sessions(agent: AgentProcess) -> None:
+    tb = new_toolbox_id()
+    await in_thread(apply, agent, tb, spec(time_server("time")))
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        seen.append(str(getattr(message, "method", type(message).__name__)))
+
+    async with mcp_client(agent, tb, "legacy", on_message) as client:
+        assert len((await client.list_tools()).tools) == 2
+        hidden = {"tools": {"deny": ["time__convert_time"]}}
+        await in_thread(apply, agent, tb, spec(time_server("time"), gateway=hidden))
+        for _ in range(50):
+            if "notifications/tools/list_changed" in seen:
+                break
+            await asyncio.sleep(0.1)
+        assert "notifications/tools/list_changed" in seen, seen
+        assert [t.name for t in (await client.list_tools()).tools] == ["time__get_current_time"]
