@@ -300,3 +300,20 @@ async def test_a_changed_tool_set_is_announced_to_handshake_sessions(agent: Agen
             await asyncio.sleep(0.1)
         assert "notifications/tools/list_changed" in seen, seen
         assert [t.name for t in (await client.list_tools()).tools] == ["time__get_current_time"]
+
+
+@pytest.fixture
+def own_agent(tmp_path: Path, docker_client: Any, images: dict[str, str]) -> Iterator[AgentProcess]:
+    with running_agent(tmp_path / "state", docker_client) as a:
+        yield a
+
+
+async def test_the_agent_stops_promptly_with_an_mcp_session_open(own_agent: AgentProcess) -> None:
+    tb = new_toolbox_id()
+    await in_thread(apply, own_agent, tb, spec(time_server("time")))
+    async with mcp_client(own_agent, tb, "legacy") as client:
+        await client.list_tools()  # a session with its GET stream open
+        t0 = time.monotonic()
+        code = await in_thread(own_agent.stop)
+        assert time.monotonic() - t0 < 10
+        assert code == 0, own_agent.logs()[-3000:]
