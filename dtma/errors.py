@@ -56,6 +56,14 @@ class ProbeTransportError(DtmaError):
     code = "probe_transport"
 
 
+class ServerUnavailable(DtmaError):
+    """A toolbox's server cannot take a tool call now (restarting, starting, its session ended,
+    no answer in time): the call may succeed when retried."""
+
+    transient = True
+    code = "server_unavailable"
+
+
 class SpecInvalid(DtmaError):
     """A toolbox spec (or its id) failed validation. `details` lists {loc, msg} for each problem."""
 

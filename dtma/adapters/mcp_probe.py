@@ -213,5 +213,10 @@ class StdioProbeSession:
             return ProbeResult.failed(reason, _ms_since(t0), _describe(exc))
         return check_expected_tools(tools, expect_tools, _ms_since(t0))
 
+    def client(self) -> ClientSession | None:
+        """The live session for the gateway's calls (shared with the probes), or None while it is
+        not open. Never opens or negotiates: that stays the probe's job."""
+        return self._session
+
     def close(self) -> None:
         self._stop.set()

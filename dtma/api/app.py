@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dtma import __version__
 from dtma.api.errors import error_response
+from dtma.api.mcp_endpoint import add_mcp_routes
 from dtma.api.middleware import (
     auth_middleware,
     error_middleware,
@@ -66,5 +67,6 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     if agent is not None:
         add_routes(app, agent)
+        add_mcp_routes(app, agent.gateway, lambda: agent.started)
         add_agent_routes(app)
     return app

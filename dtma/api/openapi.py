@@ -181,6 +181,23 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/v1/toolboxes/{id}/revisions", "Revisions", {200: s.RevisionsOut}),
     Route("GET", "/v1/toolboxes/{id}/tools", "Discovered MCP tools by server", {200: s.ToolsOut}),
+    # MCP over streamable HTTP (docs/gateway.md): JSON-RPC bodies and SSE streams whose shapes
+    # the MCP specification defines, not this document; schemathesis skips these three.
+    *(
+        Route(
+            method,
+            "/v1/toolboxes/{id}/mcp",
+            f"The toolbox's MCP endpoint (streamable HTTP): {what}",
+            {200: "mcp"},
+            tags=("mcp",),
+            idempotency_key=False,
+        )
+        for method, what in (
+            ("POST", "a JSON-RPC message"),
+            ("GET", "the session's server-to-client stream"),
+            ("DELETE", "end the session"),
+        )
+    ),
     Route(
         "GET",
         "/v1/toolboxes/{id}/servers/{name}/logs",
@@ -319,6 +336,13 @@ def _response(
     text = STATUS_TEXT.get(status, out if isinstance(out, str) else out.__name__)
     if out == "text":
         return {"description": text, "content": {"text/plain": {"schema": {"type": "string"}}}}
+    if out == "mcp":
+        body = {"schema": {"type": "object", "description": "a JSON-RPC message (MCP)"}}
+        stream = {"schema": {"type": "string", "description": "MCP messages as SSE events"}}
+        return {
+            "description": "an MCP answer (see the MCP specification)",
+            "content": {"application/json": body, "text/event-stream": stream},
+        }
     if out == "object":
         return {
             "description": text,

@@ -21,6 +21,7 @@ import structlog
 from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
 from dtma.domain.records import OperationRecord
+from dtma.engine.gateway import EngineGateway
 from dtma.engine.journal import Journal
 from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
@@ -85,6 +86,7 @@ class Agent:
 
         self._events_source = events_source
         self._runners: dict[str, ToolboxRunner] = {}
+        self.gateway = EngineGateway(self._runners)  # the MCP endpoint's port
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._op_done: dict[str, asyncio.Event] = {}

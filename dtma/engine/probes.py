@@ -16,10 +16,12 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from dtma.adapters import mcp_upstream
 from dtma.adapters.mcp_probe import StdioProbeSession, probe_http
 from dtma.domain import probe as reasons
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
+from dtma.errors import ServerUnavailable
 from dtma.spec.models import ServerSpec
 
 
@@ -43,6 +45,7 @@ class ContainerProbe:
         self._reinitialized = False
         self._initialized_once = False
         self._modern = False
+        self._http: mcp_upstream.HttpUpstream | None = None
 
     @property
     def endpoint(self) -> str | None:
@@ -97,6 +100,47 @@ class ContainerProbe:
             )
         return result
 
+    # -- the gateway's calls (raise ServerUnavailable when the session is not usable) ---------
+
+    async def _client(self) -> Any:
+        if self._server.transport == "streamable-http":
+            url = self.endpoint
+            if url is None:
+                raise ServerUnavailable("the container has no address")
+            if self._http is None:
+                self._http = mcp_upstream.HttpUpstream(
+                    url, connect_timeout=self._server.health.timeout
+                )
+            return await self._http.session()
+        session = self._stdio.client() if self._stdio is not None else None
+        if session is None:
+            raise ServerUnavailable("the server's stdio session is not open (starting)")
+        return session
+
+    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
+        """The server's tools as their wire JSON."""
+        defs: list[dict[str, Any]] = await self._upstream(
+            lambda s: mcp_upstream.list_tool_defs(s, timeout)
+        )
+        return defs
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._upstream(
+            lambda s: mcp_upstream.call_tool(s, name, arguments, timeout)
+        )
+        return result
+
+    async def _upstream(self, step: Callable[[Any], Any]) -> Any:
+        try:
+            return await step(await self._client())
+        except ServerUnavailable:
+            if self._http is not None:  # a broken HTTP session: open a fresh one next time
+                http, self._http = self._http, None
+                await http.close()
+            raise
+
     def _open_stdio(self, *, initialize: bool) -> None:
         self._stdio = StdioProbeSession(self._docker_client, self._container.id)
         self._stdio_task = asyncio.create_task(
@@ -105,6 +149,9 @@ class ContainerProbe:
         )
 
     async def close(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
         if self._stdio is not None:
             self._stdio.close()
         if self._stdio_task is not None:

@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -24,13 +24,15 @@ from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.supervisor import Supervisor
-from dtma.errors import DtmaError
+from dtma.errors import DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
 from dtma.spec.models import Restart, ServerSpec, publish_address
 
 log = structlog.get_logger(__name__)
 
 STARTUP_PROBE_INTERVAL = 0.5
+DRAIN_TIMEOUT_S = 30.0  # a removed server's calls in flight get this long to finish
+TOOL_CALL_TIMEOUT_S = 300.0
 
 ProbeFactory = Callable[[ServerSpec, ObservedContainer, bool], ContainerProbe]
 
@@ -93,6 +95,11 @@ class ServerRunner:
         self._startup_deadline = startup_deadline
         self._started_at = clock()
         self._ever_healthy = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
+        self._tool_defs: tuple[tuple[str, tuple[str, ...]], list[dict[str, Any]]] | None = None
 
     @property
     def name(self) -> str:
@@ -283,6 +290,71 @@ class ServerRunner:
         self.state = "running"
         self.health = "unknown"
 
+    # -- the gateway's calls ------------------------------------------------------------------
+
+    @property
+    def serving(self) -> bool:
+        """Takes tool calls now: running, healthy, not being removed."""
+        return self.state == "running" and self.health == "healthy" and not self._draining
+
+    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
+        """The server's tools (wire JSON), cached per container and advertised tool names (the
+        probe refreshes the names, so a changed tool set is fetched again)."""
+        key = (self.container.id, tuple(self.tools))
+        if self._tool_defs is not None and self._tool_defs[0] == key:
+            return self._tool_defs[1]
+        defs = await self._probe.tool_defs(timeout)
+        self._tool_defs = (key, defs)
+        return defs
+
+    async def call_tool(
+        self, tool: str, arguments: dict[str, Any] | None, timeout: float = TOOL_CALL_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """One tools/call. Concurrent calls share the server's session. Raises ServerUnavailable
+        (retryable) when the server is not serving, or exits or restarts during the call: a
+        crashed server's call never hangs. Counted in flight, so remove() can drain it."""
+        if not self.serving:
+            raise ServerUnavailable(
+                f"server {self.name} is {self._not_serving_because()}; retry shortly"
+            )
+        exited = self._exited
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            call = asyncio.ensure_future(self._probe.call_tool(tool, arguments, timeout))
+            watch = asyncio.ensure_future(exited.wait())
+            try:
+                await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watch.cancel()
+                if not call.done():  # the server exited, or our caller went away
+                    call.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await call
+            if call.cancelled():
+                raise ServerUnavailable(
+                    f"server {self.name} exited during the call; it is being restarted, retry"
+                )
+            return call.result()
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    def _not_serving_because(self) -> str:
+        if self._draining:
+            return "being replaced"
+        if self.state != "running":
+            return self.state
+        return "starting" if self.health == "unknown" else self.health
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Take no new calls and wait (at most `timeout`) for those in flight. Idempotent."""
+        self._draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def halt(self, *, expect_exit: bool = False) -> None:
@@ -298,7 +370,9 @@ class ServerRunner:
         await self._probe.close()
 
     async def remove(self) -> None:
-        """Halt, then remove the container (an expected exit). Idempotent."""
+        """Drain the calls in flight (bounded), halt, then remove the container (an expected
+        exit). Idempotent."""
+        await self.drain()
         await self.halt(expect_exit=True)
         await self.host.remove_container(self.container)
         self.state = "removed"

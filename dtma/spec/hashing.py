@@ -10,8 +10,11 @@ from dtma.spec.models import ToolboxSpec
 
 def canonical_json(spec: ToolboxSpec) -> str:
     """Sorted keys, no whitespace, defaults filled in: the form stored and hashed."""
+    body = spec.model_dump(mode="json", by_alias=True)
+    if body.get("gateway") is None:
+        body.pop("gateway", None)  # absent, as in specs written before the field existed
     return json.dumps(
-        spec.model_dump(mode="json", by_alias=True),
+        body,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

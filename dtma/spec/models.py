@@ -6,6 +6,7 @@ Policy checks that depend on the agent's configuration live in spec/policy.py.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 from typing import Annotated, Literal
@@ -271,11 +272,36 @@ class NetworkSpec(Strict):
     egress: bool = False
 
 
+ToolPattern = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.*?\[\]!-]+$")
+]
+
+
+class ToolFilter(Strict):
+    """Which of the toolbox's tools its MCP endpoint offers, by exported name
+    (`<server>__<tool>`) or shell-style pattern (`time__*`). Empty `allow` allows all; `deny`
+    wins over `allow`."""
+
+    allow: Annotated[list[ToolPattern], Field(max_length=256)] = []
+    deny: Annotated[list[ToolPattern], Field(max_length=256)] = []
+
+    def permits(self, name: str) -> bool:
+        if any(fnmatch.fnmatchcase(name, p) for p in self.deny):
+            return False
+        return not self.allow or any(fnmatch.fnmatchcase(name, p) for p in self.allow)
+
+
+class GatewaySpec(Strict):
+    tools: ToolFilter = ToolFilter()
+
+
 class ToolboxSpec(Strict):
     servers: Annotated[list[ServerSpec], Field(min_length=1, max_length=64)]
     rollout: Rollout = Rollout()
     restart: Restart = Restart()
     network: NetworkSpec = NetworkSpec()
+    # None (not a default GatewaySpec) so that specs written before it hash as they did.
+    gateway: GatewaySpec | None = None
 
     def server(self, name: str) -> ServerSpec:
         return next(s for s in self.servers if s.name == name)

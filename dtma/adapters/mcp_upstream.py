@@ -1,0 +1,143 @@
+"""The gateway's client side: tools/list and tools/call on a server's held MCP session.
+
+stdio calls share the probe's attach session (only one reader can own a container's stdout); the
+SDK's ClientSession multiplexes concurrent requests over it and matches answers by JSON-RPC id.
+HTTP calls use one `HttpUpstream` per container: a session held open by an owner task, opened on
+the first call and again after it ends. Results cross into the engine as plain JSON dicts, so
+nothing above the adapters sees the SDK's types. A transport failure (the session ended, the
+server went away) is an `UpstreamUnavailable`, which the endpoint answers as a retryable error;
+an MCP error the server itself returned propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import anyio
+import httpx2
+from mcp.client._probe import negotiate_auto
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+from dtma.errors import ServerUnavailable as UpstreamUnavailable
+from dtma.observability.redaction import REDACTOR
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_short(e) for e in exc.exceptions)
+    return REDACTOR.excerpt(str(exc) or type(exc).__name__, 200)
+
+
+def _raise_if_transport(exc: MCPError, what: str) -> None:
+    """The SDK reports a closed connection or its own timeout as an MCPError: those are about the
+    session, not the server's answer, so they are retryable."""
+    if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+        raise UpstreamUnavailable(f"{what}: {_short(exc)}") from exc
+
+
+async def list_tool_defs(session: ClientSession, timeout: float) -> list[dict[str, Any]]:
+    """Every tool of the server (all pages), each as its wire JSON (schemas untouched)."""
+    from mcp import types
+
+    tools: list[dict[str, Any]] = []
+    cursor: str | None = None
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+                result = await session.list_tools(params=params)
+                tools.extend(
+                    t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    for t in result.tools
+                )
+                cursor = result.next_cursor
+                if not cursor:
+                    return tools
+    except MCPError as exc:
+        _raise_if_transport(exc, "tools/list")
+        raise
+    except TimeoutError as exc:
+        raise UpstreamUnavailable(f"tools/list: no answer within {timeout:g}s") from exc
+    except Exception as exc:
+        raise UpstreamUnavailable(f"tools/list failed: {_short(exc)}") from exc
+
+
+async def call_tool(
+    session: ClientSession, name: str, arguments: dict[str, Any] | None, timeout: float
+) -> dict[str, Any]:
+    """tools/call; the CallToolResult as wire JSON. A tool's own failure is a result with
+    `isError`, not an exception."""
+    try:
+        with anyio.fail_after(timeout):
+            result = await session.call_tool(name, arguments)
+    except MCPError as exc:
+        _raise_if_transport(exc, f"tools/call {name}")
+        raise
+    except TimeoutError as exc:
+        raise UpstreamUnavailable(f"tools/call {name}: no answer within {timeout:g}s") from exc
+    except Exception as exc:
+        raise UpstreamUnavailable(f"tools/call {name} failed: {_short(exc)}") from exc
+    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class HttpUpstream:
+    """One held MCP session with a streamable-HTTP server, reopened after it ends.
+
+    Concurrency: `session()` may be called from any task; the first caller starts the owner task
+    (which enters and exits the transport, as anyio requires) and all wait for it. `close()` is
+    idempotent; the object is not usable afterwards."""
+
+    def __init__(self, url: str, *, connect_timeout: float) -> None:
+        self.url = url
+        self._connect_timeout = connect_timeout
+        self._session: ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._failure = ""
+        self._closed = False
+
+    async def session(self) -> ClientSession:
+        if self._closed:
+            raise UpstreamUnavailable("the server is being removed")
+        if self._task is None or self._task.done():
+            self._ready = asyncio.Event()
+            self._session = None
+            self._task = asyncio.create_task(self._run(), name=f"upstream {self.url}")
+        await self._ready.wait()
+        if self._session is None:
+            raise UpstreamUnavailable(f"cannot reach the server: {self._failure}")
+        return self._session
+
+    async def _run(self) -> None:
+        try:
+            http = httpx2.AsyncClient(timeout=httpx2.Timeout(self._connect_timeout, read=None))
+            async with (
+                http,
+                streamable_http_client(self.url, http_client=http) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                with anyio.fail_after(self._connect_timeout):
+                    await negotiate_auto(session)
+                self._session = session
+                self._ready.set()
+                await self._stop.wait()
+        except Exception as exc:
+            self._failure = _short(exc)
+        finally:
+            self._session = None
+            self._ready.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None

@@ -1,0 +1,127 @@
+"""The engine's narrow port for a toolbox's MCP endpoint: which servers serve which tools now,
+and "call this server".
+
+"Now" is the serving revision (`ToolboxRunner.servers`), which a rollout swaps at the moment its
+gate passes and never touches when a revision fails; only servers that are running, healthy and
+not draining count. A removed server drains its calls in flight first (`ServerRunner.remove`).
+Tools are exported as `<server>__<tool>` (a server name is a DNS label, so it holds no `__` and
+the first `__` splits unambiguously), filtered by the serving spec's `gateway.tools`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from dtma.engine.server_runner import ServerRunner
+from dtma.engine.toolbox_runner import ToolboxRunner
+from dtma.errors import NotFound
+from dtma.spec.models import ToolFilter
+
+SEPARATOR = "__"
+LIST_TIMEOUT_S = 10.0
+
+
+class ToolNotFound(NotFound):
+    """No serving server offers this tool, or the toolbox's gateway filter hides it."""
+
+    code = "tool_not_found"
+
+
+@dataclass(frozen=True)
+class GatewayTool:
+    name: str  # exported: <server>__<tool>
+    server: str
+    tool: str
+    definition: dict[str, Any]  # the server's own tool JSON (schemas, annotations) unchanged
+
+
+def exported_name(server: str, tool: str) -> str:
+    return f"{server}{SEPARATOR}{tool}"
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    server, sep, tool = name.partition(SEPARATOR)
+    return (server, tool) if sep and server and tool else None
+
+
+class ToolGateway(Protocol):
+    """What the API's MCP endpoint may ask of the engine."""
+
+    def knows(self, toolbox_id: str) -> bool: ...
+    def signature(self, toolbox_id: str) -> frozenset[str]: ...
+    async def tools(self, toolbox_id: str) -> list[GatewayTool]: ...
+    async def call(
+        self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
+    ) -> dict[str, Any]: ...
+
+
+class EngineGateway:
+    """ToolGateway over the agent's toolbox runners. Reads them live on every request; holds no
+    state of its own. Safe to call from any task on the loop."""
+
+    def __init__(self, runners: Mapping[str, ToolboxRunner]) -> None:
+        self._runners = runners
+
+    def knows(self, toolbox_id: str) -> bool:
+        return toolbox_id in self._runners
+
+    def _serving(self, toolbox_id: str) -> tuple[list[ServerRunner], ToolFilter]:
+        tb = self._runners.get(toolbox_id)
+        if tb is None:
+            raise NotFound(f"toolbox {toolbox_id} not found")
+        gateway = tb.spec.gateway if tb.spec is not None else None
+        allowed = gateway.tools if gateway is not None else ToolFilter()
+        return [r for r in tb.servers.values() if r.serving], allowed
+
+    def signature(self, toolbox_id: str) -> frozenset[str]:
+        """The exported names offered now, from the probes' tool names (cheap, no I/O): when it
+        changes, clients are told the list changed."""
+        if toolbox_id not in self._runners:
+            return frozenset()
+        runners, allowed = self._serving(toolbox_id)
+        names = (exported_name(r.name, t) for r in runners for t in r.tools)
+        return frozenset(n for n in names if allowed.permits(n))
+
+    async def tools(self, toolbox_id: str) -> list[GatewayTool]:
+        """Every permitted tool of every serving server, in server order. A server whose list
+        cannot be read right now is left out (it is restarting or going away)."""
+        runners, allowed = self._serving(toolbox_id)
+        lists = await asyncio.gather(
+            *(r.tool_defs(LIST_TIMEOUT_S) for r in runners), return_exceptions=True
+        )
+        found: list[GatewayTool] = []
+        for runner, defs in zip(runners, lists, strict=True):
+            if isinstance(defs, BaseException):
+                if isinstance(defs, Exception):
+                    continue
+                raise defs
+            for d in defs:
+                name = exported_name(runner.name, str(d.get("name", "")))
+                if allowed.permits(name):
+                    found.append(GatewayTool(name, runner.name, str(d["name"]), d))
+        return found
+
+    async def call(
+        self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Route one tools/call to the server that serves it now. Raises ToolNotFound (unknown or
+        filtered out) or ServerUnavailable (retryable)."""
+        parts = split_name(name)
+        if parts is None:
+            raise ToolNotFound(f"unknown tool {name!r}: names are <server>{SEPARATOR}<tool>")
+        tb = self._runners.get(toolbox_id)
+        if tb is None:
+            raise NotFound(f"toolbox {toolbox_id} not found")
+        _, allowed = self._serving(toolbox_id)
+        if not allowed.permits(name):
+            raise ToolNotFound(f"unknown tool {name!r}")
+        server, tool = parts
+        runner = tb.servers.get(server)
+        if runner is None:
+            raise ToolNotFound(f"unknown tool {name!r}: no server {server!r} in this toolbox")
+        if runner.serving and runner.tools and tool not in runner.tools:
+            raise ToolNotFound(f"unknown tool {name!r}")
+        return await runner.call_tool(tool, arguments)  # ServerUnavailable when not serving

@@ -1,0 +1,144 @@
+"""ServerRunner's call bookkeeping (pure logic over hand-written fakes): a removed server drains
+its calls in flight within a bound, refuses new ones meanwhile, and a call on a server that exits
+ends with a retryable error instead of hanging. The gateway's name routing and filter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+import pytest
+
+from dtma.domain.containers import ObservedContainer
+from dtma.domain.probe import ProbeResult
+from dtma.engine.gateway import exported_name, split_name
+from dtma.engine.probes import ContainerProbe
+from dtma.engine.server_runner import ServerRunner
+from dtma.errors import ServerUnavailable
+from dtma.spec.models import Restart, ServerSpec, ToolFilter
+
+
+class BlockingProbe:
+    """A probe whose tool calls wait until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        self.closed = False
+
+    endpoint = None
+
+    async def check(self, *, full: bool) -> ProbeResult:
+        return ProbeResult.ok(1.0)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]:
+        self.started.set()
+        await self.release.wait()
+        return {"content": [{"type": "text", "text": name}]}
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Host:
+    id = "tb"
+
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    async def create_container(self, server: ServerSpec, revision: int) -> ObservedContainer:
+        raise AssertionError("not used")
+
+    async def remove_container(self, container: ObservedContainer) -> None:
+        self.removed.append(container.id)
+
+    async def emit(
+        self, kind: str, *, server: str, revision: int, reason: str = "", message: str = ""
+    ) -> None:
+        return None
+
+    def server_changed(self) -> None:
+        return None
+
+    async def record_tools(self, server: str, revision: int, tools: list[str]) -> None:
+        return None
+
+    async def save_restarts(
+        self, server: str, revision: int, restarts: int, history: Sequence[float], gave_up: bool
+    ) -> None:
+        return None
+
+
+def make_runner(probe: BlockingProbe, host: Host) -> ServerRunner:
+    container = ObservedContainer(
+        "c1", "dtma-tb-time-r1-x", "tb", "time", 1, "h", "running", None, None, None, ""
+    )
+    runner = ServerRunner(
+        host,
+        ServerSpec(name="time", image="i"),
+        1,
+        container,
+        fresh=True,
+        restart_policy=Restart(),
+        probe_factory=lambda *_: cast(ContainerProbe, probe),
+        clock=lambda: 0.0,
+    )
+    runner.health = "healthy"
+    return runner
+
+
+async def test_remove_waits_for_a_call_in_flight_and_refuses_new_ones() -> None:
+    probe, host = BlockingProbe(), Host()
+    runner = make_runner(probe, host)
+    call = asyncio.create_task(runner.call_tool("get_current_time", {}))
+    await probe.started.wait()
+    removal = asyncio.create_task(runner.remove())
+    await asyncio.sleep(0.05)
+    assert not removal.done()  # the container is still there while the call runs
+    assert host.removed == []
+    with pytest.raises(ServerUnavailable, match="being replaced"):
+        await runner.call_tool("get_current_time", {})
+    probe.release.set()
+    assert (await call)["content"][0]["text"] == "get_current_time"
+    await asyncio.wait_for(removal, 1)
+    assert host.removed == ["c1"]
+
+
+async def test_drain_is_bounded() -> None:
+    probe, host = BlockingProbe(), Host()
+    runner = make_runner(probe, host)
+    call = asyncio.create_task(runner.call_tool("slow", {}))
+    await probe.started.wait()
+    await asyncio.wait_for(runner.drain(timeout=0.1), 1)
+    call.cancel()
+
+
+async def test_a_call_on_a_server_that_exits_is_retryable_not_a_hang() -> None:
+    probe, host = BlockingProbe(), Host()
+    runner = make_runner(probe, host)
+    call = asyncio.create_task(runner.call_tool("get_current_time", {}))
+    await probe.started.wait()
+    runner.on_container_exit("c1", 137)
+    with pytest.raises(ServerUnavailable, match="exited during the call"):
+        await asyncio.wait_for(call, 1)
+    runner.state = "restarting"
+    with pytest.raises(ServerUnavailable, match="restarting"):
+        await runner.call_tool("get_current_time", {})
+
+
+def test_names_split_on_the_first_separator() -> None:
+    assert exported_name("time", "get_current_time") == "time__get_current_time"
+    assert split_name("time__get__x") == ("time", "get__x")
+    assert split_name("time") is None
+    assert split_name("__x") is None
+
+
+def test_filter_deny_wins_and_empty_allow_allows_all() -> None:
+    assert ToolFilter().permits("a__b")
+    f = ToolFilter(allow=["time__*"], deny=["time__convert_time"])
+    assert f.permits("time__get_current_time")
+    assert not f.permits("time__convert_time")
+    assert not f.permits("notes__add_note")
