@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -62,17 +62,28 @@ def open_attach_socket(client: Any, container_id: str) -> socket.socket:
 
 @asynccontextmanager
 async def attached_stdio_transport(
-    sock: socket.socket, max_line: int = MAX_LINE_BYTES
+    sock: socket.socket,
+    max_line: int = MAX_LINE_BYTES,
+    on_end: Callable[[], None] | None = None,
 ) -> AsyncIterator[Streams]:
     """Yield (read, write) streams for mcp.ClientSession over an attach socket. Closes `sock`.
 
     A stdout line longer than `max_line` ends the read stream after a ProbeTransportError.
+    `on_end` is called once the read side has ended (the server exited, the attach dropped, or
+    that line), so that the session's owner can stop holding a session that can only fail.
     """
     reader, writer = await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
     to_session, from_server = anyio.create_memory_object_stream[SessionMessage | Exception](16)
     to_server, from_session = anyio.create_memory_object_stream[SessionMessage](16)
 
     async def pump_stdout() -> None:
+        try:
+            await read_frames()
+        finally:
+            if on_end is not None:
+                on_end()
+
+    async def read_frames() -> None:
         lines = LineAssembler(max_line)
         async with to_session:
             with suppress(

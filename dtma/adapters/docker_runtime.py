@@ -100,7 +100,14 @@ class DockerRuntime:
 
         def go() -> None:
             self._me.leave(self._c(), name)
-            self._networks.remove(toolbox, legacy)
+            try:
+                self._networks.remove(toolbox, legacy)
+            except Exception:
+                # Still in use (say a re-apply raced the reaper): stay on it, or its servers
+                # cannot be probed.
+                with contextlib.suppress(docker.errors.NotFound):
+                    self._me.join(self._c(), name)
+                raise
 
         await asyncio.to_thread(call, f"remove network {name}", go)
 

@@ -165,7 +165,7 @@ class StdioProbeSession:
                 lambda: open_attach_socket(self._docker_client(), self.container_id)
             )
             async with (
-                attached_stdio_transport(sock) as (read, write),
+                attached_stdio_transport(sock, on_end=self.close) as (read, write),
                 ClientSession(read, write, client_info=_client_info()) as session,
             ):
                 if initialize:

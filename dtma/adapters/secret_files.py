@@ -160,7 +160,15 @@ class SecretFileStore:
         return directory
 
     async def remove(self, container_name: str) -> None:
-        await asyncio.to_thread(_rmtree, self.dir_for(container_name))
+        """Remove a container's directory; also where versions before agent ids put it (directly
+        under DTMA_SECRETS_DIR), for an adopted container of theirs. Idempotent."""
+
+        def go() -> None:
+            _rmtree(self.dir_for(container_name))
+            if self.root != self.base:
+                _rmtree(self.base / container_name)
+
+        await asyncio.to_thread(go)
 
     async def sweep(
         self, keep: set[str], prefix: str = "dtma-", min_age: float = SWEEP_MIN_AGE_S

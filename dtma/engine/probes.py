@@ -77,7 +77,11 @@ class ContainerProbe:
             await self.close()
         if self._stdio is None:
             self._open_stdio(
-                initialize=(self._fresh and not self._initialized_once) or self._modern
+                # Never twice on a live handshake-era session; again after a negotiation that
+                # did not finish (fresh, or the one an adopted server was owed); always on a
+                # 2026-07-28 one (stateless).
+                initialize=(not self._initialized_once and (self._fresh or self._reinitialized))
+                or self._modern
             )
         assert self._stdio is not None
         result = await self._stdio.probe(

@@ -21,16 +21,21 @@ PARSE_TIMEOUT_S = 10.0
 class SpecParser:
     """Concurrency: any number of callers; at most PARSE_WORKERS parses run at once, the rest
     queue. A parse that outlives the time bound is answered with SpecInvalid; its thread runs to
-    completion (threads cannot be killed), bounded by the document limits."""
+    completion (threads cannot be killed), bounded by the document limits. close() is
+    idempotent and not final: the agent stops and starts again while Docker is not up yet, and
+    the next parse makes a new pool."""
 
     def __init__(
         self, policy: SpecPolicy, workers: int = PARSE_WORKERS, timeout: float = PARSE_TIMEOUT_S
     ) -> None:
         self.policy = policy
         self._timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dtma-spec")
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
 
     async def parse(self, body: bytes | str) -> ToolboxSpec:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dtma-spec")
         work = asyncio.get_running_loop().run_in_executor(self._pool, parse_spec, body, self.policy)
         try:
             return await asyncio.wait_for(work, self._timeout)
@@ -41,4 +46,6 @@ class SpecParser:
             ) from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -378,7 +378,10 @@ class ToolboxRunner:
             except DtmaError as exc:
                 errors.append(exc.message)
         if self.secrets is not None:
-            await self.secrets.files.sweep(set(), prefix=f"dtma-{self.id}-", min_age=0)
+            # The prefix also matches toolbox "<id>-x"'s containers: keep every container that
+            # is not ours.
+            others = {c.name for c in await self.runtime.list_managed() if c.toolbox != self.id}
+            await self.secrets.files.sweep(others, prefix=f"dtma-{self.id}-", min_age=0)
         with contextlib.suppress(DtmaError):
             await self.runtime.remove_network(self.id)
         if errors:

@@ -61,13 +61,16 @@ class Redactor:
     def retain(self, live_fingerprints: Collection[str]) -> int:
         """Forget values that no live fingerprint holds and that were read over `grace` ago.
 
-        Returns how many were forgotten. Idempotent; safe from any thread.
+        A value still in its grace keeps every owner: its container may not exist yet (an image
+        pull), or the listing behind `live_fingerprints` may predate it. Returns how many were
+        forgotten. Idempotent; safe from any thread.
         """
         live = set(live_fingerprints)
         with self._lock:
             now = self._clock()
-            for owners in self._owners.values():
-                owners &= live
+            for value, owners in self._owners.items():
+                if now - self._read_at.get(value, now) >= self._grace:
+                    owners &= live
             gone = [
                 value
                 for value, read_at in self._read_at.items()

@@ -105,3 +105,17 @@ async def test_an_exited_container_gives_a_failed_session(
     result = await session.probe(timeout=5)
     assert not result.healthy
     assert result.reason == reasons.SESSION_CLOSED
+
+
+async def test_a_session_ends_when_its_server_goes_away(
+    images: dict[str, str], make_container: Any, docker_client: Any
+) -> None:
+    """The attach reaching EOF ends the held session (so the probe opens a new one) instead of
+    holding a session whose every request can only fail."""
+    c = await in_thread(_stdio_container, make_container, images["mcp-time"])
+    session = StdioProbeSession(lambda: docker_client, c.id)
+    task = await _hold(session, initialize=True)
+    assert (await session.probe(timeout=10, expect_tools=TIME_TOOLS)).healthy
+    await in_thread(c.kill)
+    await asyncio.wait_for(task, 15)  # before the fix: held until close(), for ever
+    assert not (await session.probe(timeout=5)).healthy

@@ -122,3 +122,16 @@ def test_a_live_value_is_never_forgotten_and_a_fresh_read_has_a_grace_period() -
     assert r.redact(text) == f"{MASK} read-but-no-container-yet added-without-owner"
     r.retain(set())
     assert len(r) == 0
+
+
+def test_a_listing_taken_before_the_container_existed_does_not_forget_its_value() -> None:
+    """Read from Vault, a re-list runs before the container is created (an image pull), then
+    the container lives on: its value must stay masked past the grace period."""
+    clock = _Clock()
+    r = Redactor(clock=clock, grace=60)
+    r.add("live-secret-value", fingerprint="F")
+    assert r.retain(set()) == 0  # the container does not exist yet
+    clock.now += 700
+    assert r.retain({"F"}) == 0
+    assert r.redact("live-secret-value") == MASK
+    assert r.retain(set()) == 1  # now it is gone for good
