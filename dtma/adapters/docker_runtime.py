@@ -1,6 +1,7 @@
 """ContainerRuntime on docker-py: networks, hardened containers, listing by label, events.
 
-Every docker-py call runs in a worker thread. Errors come out as DtmaErrors (docker_client).
+Every docker-py call runs in the engine's bounded Docker pool (docker_engine.py). Errors come
+out as DtmaErrors (docker_client).
 Idempotency: remove_* and ensure_network may be repeated safely.
 """
 
@@ -79,7 +80,7 @@ class DockerRuntime:
             self._me.join(self._c(), name)
             return name
 
-        return await asyncio.to_thread(call, f"network {name}", go)
+        return await self._engine.run(call, f"network {name}", go)
 
     async def join_network(self, toolbox: str) -> None:
         """Join the toolbox network if it exists and the agent runs in a container (adoption
@@ -90,7 +91,7 @@ class DockerRuntime:
             with contextlib.suppress(docker.errors.NotFound):
                 self._me.join(self._c(), name)
 
-        await asyncio.to_thread(call, f"join network {name}", go)
+        await self._engine.run(call, f"join network {name}", go)
 
     async def remove_network(self, toolbox: str, legacy: bool = True) -> None:
         """Leave (when in a container) and remove the toolbox network (its subnet goes back to
@@ -102,11 +103,11 @@ class DockerRuntime:
             self._me.leave(self._c(), name)
             self._networks.remove(toolbox, legacy)
 
-        await asyncio.to_thread(call, f"remove network {name}", go)
+        await self._engine.run(call, f"remove network {name}", go)
 
     async def list_networks(self) -> list[ObservedNetwork]:
         """The toolbox networks of this agent (filtered by its id at the Docker query)."""
-        return await asyncio.to_thread(call, "list networks", self._networks.list_own)
+        return await self._engine.run(call, "list networks", self._networks.list_own)
 
     # -- images -------------------------------------------------------------------------------
 
@@ -120,11 +121,11 @@ class DockerRuntime:
                 return False
             return True
 
-        if await asyncio.to_thread(call, f"image {image}", present):
+        if await self._engine.run(call, f"image {image}", present):
             return
         try:
             async with asyncio.timeout(self._pull_timeout):
-                await asyncio.to_thread(call, f"pull {image}", lambda: self._c().images.pull(image))
+                await self._engine.run(call, f"pull {image}", lambda: self._c().images.pull(image))
         except TimeoutError:
             raise ImageNotFound(
                 f"image {image} is not present and pulling it timed out "
@@ -142,7 +143,7 @@ class DockerRuntime:
         def go() -> str:
             return str(self._c().api.inspect_image(image)["Config"].get("User") or "")
 
-        user = await asyncio.to_thread(call, f"image {image}", go)
+        user = await self._engine.run(call, f"image {image}", go)
         if user in ("", "root", "0", "0:0"):
             return None
         uid, _, gid = user.partition(":")
@@ -157,7 +158,7 @@ class DockerRuntime:
 
     async def create_and_start(self, req: ContainerRequest) -> ObservedContainer:
         """Create and start one container. On a failed start the container is removed."""
-        return await asyncio.to_thread(
+        return await self._engine.run(
             call, f"start {req.labels.get(LABEL_SERVER)}", lambda: self._create_and_start(req)
         )
 
@@ -180,7 +181,7 @@ class DockerRuntime:
         return _observe(container.attrs, self.agent_id)
 
     async def start(self, container_id: str) -> None:
-        await asyncio.to_thread(
+        await self._engine.run(
             call, f"start {container_id[:12]}", lambda: self._c().api.start(container_id)
         )
 
@@ -191,7 +192,7 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return
 
-        await asyncio.to_thread(call, f"stop {container_id[:12]}", go)
+        await self._engine.run(call, f"stop {container_id[:12]}", go)
 
     async def remove(self, container_id: str) -> None:
         """Force-remove; a container already gone is fine."""
@@ -206,7 +207,7 @@ class DockerRuntime:
                     return
                 raise
 
-        await asyncio.to_thread(call, f"remove {container_id[:12]}", go)
+        await self._engine.run(call, f"remove {container_id[:12]}", go)
 
     async def inspect(self, container_id: str) -> ObservedContainer | None:
         def go() -> ObservedContainer | None:
@@ -215,7 +216,7 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return None
 
-        return await asyncio.to_thread(call, f"inspect {container_id[:12]}", go)
+        return await self._engine.run(call, f"inspect {container_id[:12]}", go)
 
     async def list_managed(self, toolbox: str | None = None) -> list[ObservedContainer]:
         """This agent's containers (optionally of one toolbox), any state, plus containers made
@@ -238,7 +239,7 @@ class DockerRuntime:
                     out.append(_observe(api.inspect_container(cid), self.agent_id))
             return out
 
-        return await asyncio.to_thread(call, "list containers", go)
+        return await self._engine.run(call, "list containers", go)
 
     async def logs(self, container_id: str, tail: int) -> str:
         def go() -> str:
@@ -246,7 +247,7 @@ class DockerRuntime:
             return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
 
         try:
-            return await asyncio.to_thread(call, f"logs {container_id[:12]}", go)
+            return await self._engine.run(call, f"logs {container_id[:12]}", go)
         except ContainerNotFound:
             return ""
 
@@ -258,7 +259,7 @@ class DockerRuntime:
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
-        stream = await asyncio.to_thread(
+        stream = await self._engine.run(
             call,
             "events",
             lambda: self._c().events(
@@ -292,7 +293,7 @@ class DockerRuntime:
                     raise DockerError(f"Docker event stream ended: {item}")
                 yield item
         finally:
-            await asyncio.to_thread(stream.close)
+            await self._engine.run(stream.close)
 
 
 def _create_kwargs(req: ContainerRequest) -> dict[str, Any]:

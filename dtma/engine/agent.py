@@ -21,6 +21,7 @@ import structlog
 from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
 from dtma.domain.records import OperationRecord
+from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.journal import Journal
 from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
@@ -68,8 +69,11 @@ class Agent:
         agent_id: str = "",
         hold_orphans: bool = False,
         recovery_wait: float = RECOVERY_WAIT_S,
+        max_starts: int | None = None,
     ) -> None:
         self.agent_id = agent_id
+        # One bound for the whole agent on servers starting at once (engine/admission.py).
+        self.admission = Admission(max_starts or default_max_starts())
         # An empty state dir: orphans of our id found at start are held from the reaper.
         self._hold_orphans = hold_orphans
         self.secrets = secrets
@@ -177,6 +181,7 @@ class Agent:
                 rng=self._rng,
                 secrets=self.secrets,
                 supervisor=self.supervisor,
+                admission=self.admission,
             )
             self._runners[toolbox_id] = tb
         return tb

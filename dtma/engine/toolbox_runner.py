@@ -28,6 +28,7 @@ from dtma.domain.containers import (
 from dtma.domain.records import RestartState, RevisionRecord
 from dtma.domain.restart import to_wall
 from dtma.engine import event_kinds as ev
+from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory, ServerRunner
@@ -90,8 +91,11 @@ class ToolboxRunner:
         rng: random.Random | None = None,
         secrets: SecretInjector | None = None,
         supervisor: Supervisor | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.id = toolbox_id
+        # Shared by every toolbox of the agent: bounds the servers starting at once.
+        self.admission = admission or Admission(default_max_starts())
         self.supervisor = supervisor or Supervisor()
         self.secrets = secrets
         self.runtime = runtime
