@@ -122,6 +122,15 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords, Restar
 
         return await self._store.run(q)
 
+    async def latest_revision_numbers(self) -> dict[str, int]:
+        """The newest revision number of every toolbox, in one query (for listing)."""
+        return await self._store.run(
+            lambda c: {
+                str(r[0]): int(r[1])
+                for r in c.execute("SELECT toolbox, MAX(number) FROM revisions GROUP BY toolbox")
+            }
+        )
+
     async def revisions(self, toolbox_id: str) -> list[RevisionRecord]:
         return await self._store.run(
             lambda c: [
