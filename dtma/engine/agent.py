@@ -20,7 +20,7 @@ import structlog
 
 from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
-from dtma.domain.records import OperationRecord, ToolboxRecord
+from dtma.domain.records import OperationRecord, ToolboxListing
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.journal import Journal
 from dtma.engine.recovery import recover_all
@@ -347,16 +347,25 @@ class Agent:
         if record is None:
             raise NotFound(f"no toolbox {toolbox_id}")
         latest = await self.repo.latest_revision(toolbox_id)
-        return self._status(record, latest.number if latest else None)
+        return self._status(
+            (
+                toolbox_id,
+                record.phase,
+                record.stable_revision,
+                record.updated_at,
+                latest.number if latest else None,
+            )
+        )
 
-    def _status(self, record: ToolboxRecord, latest: int | None) -> dict[str, Any]:
-        tb = self._runners.get(record.id)
+    def _status(self, row: ToolboxListing) -> dict[str, Any]:
+        toolbox_id, phase, stable, updated_at, latest = row
+        tb = self._runners.get(toolbox_id)
         runners = [*tb.servers.values(), *tb.gate_runners.values()] if tb else []
         return {
-            "id": record.id,
+            "id": toolbox_id,
             "revision": latest,
-            "stable_revision": record.stable_revision,
-            "phase": tb.phase if tb else record.phase,
+            "stable_revision": stable,
+            "phase": tb.phase if tb else phase,
             "servers": [
                 {
                     "name": r.name,
@@ -371,7 +380,7 @@ class Agent:
                 }
                 for r in runners
             ],
-            "updated_at": record.updated_at,
+            "updated_at": updated_at,
         }
 
     async def info(self) -> dict[str, Any]:
@@ -404,10 +413,8 @@ class Agent:
         ]
 
     async def statuses(self) -> list[dict[str, Any]]:
-        """Every toolbox's status from two queries, whatever the number of toolboxes."""
-        records = await self.repo.toolboxes()
-        latest = await self.repo.latest_revision_numbers()
-        return [self._status(r, latest.get(r.id)) for r in records]
+        """Every toolbox's status from one query, whatever the number of toolboxes."""
+        return [self._status(row) for row in await self.repo.listing()]
 
     async def tools(self, toolbox_id: str) -> dict[str, list[str]]:
         await self._existing(toolbox_id)
