@@ -29,6 +29,7 @@ from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.spec_parser import SpecParser
+from dtma.engine.status_view import toolbox_status
 from dtma.engine.supervisor import Supervisor
 from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
@@ -358,30 +359,7 @@ class Agent:
         )
 
     def _status(self, row: ToolboxListing) -> dict[str, Any]:
-        toolbox_id, phase, stable, updated_at, latest = row
-        tb = self._runners.get(toolbox_id)
-        runners = [*tb.servers.values(), *tb.gate_runners.values()] if tb else []
-        return {
-            "id": toolbox_id,
-            "revision": latest,
-            "stable_revision": stable,
-            "phase": tb.phase if tb else phase,
-            "servers": [
-                {
-                    "name": r.name,
-                    "revision": r.revision,
-                    "container_id": r.container.id,
-                    "state": r.state,
-                    "health": r.health,
-                    "restarts": r.restarts,
-                    "endpoint": r.endpoint,
-                    "tools": r.tools,
-                    "last_error": self.journal.redact(r.last_error, 500) if r.last_error else None,
-                }
-                for r in runners
-            ],
-            "updated_at": updated_at,
-        }
+        return toolbox_status(row, self._runners.get(row[0]), self.journal.redact)
 
     async def info(self) -> dict[str, Any]:
         """Version, host, Docker version (None while unreachable) and counts."""
