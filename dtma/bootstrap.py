@@ -69,7 +69,7 @@ async def serve(settings: Settings) -> None:
     store = SqliteStateStore.in_state_dir(settings.state_dir)
     # No state DB yet: whatever our id left on the engine is held from the reaper (agent.py).
     fresh_state = not store.path.exists()
-    engine = DockerEngine(settings.docker_host)
+    engine = DockerEngine(settings.docker_host, threads=settings.docker_threads)
     readiness = ReadinessMonitor(engine)
     vault_cfg = vault_config_from(settings)
     vault = VaultClient(vault_cfg) if vault_cfg else None
@@ -91,6 +91,7 @@ async def serve(settings: Settings) -> None:
         agent_id=identity.value,
         subnet_pool=settings.subnet_pool,
         hold_orphans=fresh_state and not settings.adopt_orphans,
+        max_starts=settings.max_starts,
     )
     retention = RetentionPolicy(
         max_age=settings.retain_age,
@@ -196,6 +197,7 @@ def build_agent(
     agent_id: str,
     subnet_pool: str = DEFAULT_POOL,
     hold_orphans: bool = False,
+    max_starts: int | None = None,
 ) -> Agent:
     """Wire the Docker, MCP and SQLite adapters into an Agent (tests use this too)."""
     runtime = DockerRuntime(
@@ -210,7 +212,9 @@ def build_agent(
     def probe_factory(
         server: ServerSpec, container: ObservedContainer, fresh: bool
     ) -> ContainerProbe:
-        return ContainerProbe(engine.client, server, container, fresh=fresh)
+        return ContainerProbe(
+            engine.client, server, container, fresh=fresh, attach_pool=engine.attach_pool
+        )
 
     return Agent(
         runtime=runtime,
@@ -230,6 +234,7 @@ def build_agent(
         secrets=secrets,
         agent_id=agent_id,
         hold_orphans=hold_orphans,
+        max_starts=max_starts,
     )
 
 

@@ -97,6 +97,8 @@ ENV_KEYS = {
     "DTMA_ADOPT_ORPHANS": "adopt_orphans",
     "DTMA_SUBNET_POOL": "subnet_pool",
     "DTMA_MAX_BODY": "max_body",
+    "DTMA_MAX_STARTS": "max_starts",
+    "DTMA_DOCKER_THREADS": "docker_threads",
     "DTMA_METRICS_AUTH": "metrics_auth",
     "DTMA_SSE_MAX_SUBSCRIBERS": "sse_max_subscribers",
     "DTMA_SSE_QUEUE": "sse_queue",
@@ -155,6 +157,9 @@ class Settings(BaseModel):
     adopt_orphans: bool = False
     subnet_pool: Annotated[str, AfterValidator(_subnet_pool)] = DEFAULT_POOL
     max_body: Size = 1024 * 1024
+    # Host scale (docs/architecture.md "Host scale"); None: sized from the CPU count.
+    max_starts: int | None = Field(default=None, ge=1, le=10_000)
+    docker_threads: int | None = Field(default=None, ge=1, le=1_000)
     metrics_auth: bool = False
     # Bounds (docs/security.md "Bounds"): live event streams and what the state DB keeps.
     sse_max_subscribers: int = Field(default=64, ge=1, le=10_000)

@@ -112,6 +112,7 @@ async def engine_harness(
     redactor: Redactor = REDACTOR,
     agent_id: str | None = None,
     hold_orphans: bool = False,
+    max_starts: int | None = None,
 ) -> AsyncIterator[EngineHarness]:
     """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull.
 
@@ -141,6 +142,7 @@ async def engine_harness(
         secrets=injector,
         agent_id=agent_id or "test-" + secrets.token_hex(4),
         hold_orphans=hold_orphans,
+        max_starts=max_starts,
     )
     runtime, repo = agent.runtime, agent.repo
     assert isinstance(runtime, DockerRuntime)

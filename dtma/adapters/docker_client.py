@@ -24,8 +24,13 @@ T = TypeVar("T")
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
 
-def make_docker_client(docker_host: str | None, timeout: float = 60) -> Any:
+def make_docker_client(
+    docker_host: str | None, timeout: float = 60, max_pool_size: int = 10
+) -> Any:
     """A docker-py client for DOCKER_HOST (or docker-py's default). Blocking; call in a thread.
+
+    `max_pool_size` bounds the HTTP connections kept to the engine (docker-py's default of 10
+    makes more concurrent calls wait for a connection, so size it for the calling threads).
 
     A unix socket is tried first with a socket of our own: docker-py leaks its socket when the
     connection is refused, and our message names the path.
@@ -34,8 +39,10 @@ def make_docker_client(docker_host: str | None, timeout: float = 60) -> Any:
     if host.startswith("unix://"):
         _preflight_unix(host.removeprefix("unix://"))
     if docker_host:
-        return docker.DockerClient(base_url=docker_host, timeout=int(timeout))
-    return docker.from_env(timeout=int(timeout))
+        return docker.DockerClient(
+            base_url=docker_host, timeout=int(timeout), max_pool_size=max_pool_size
+        )
+    return docker.from_env(timeout=int(timeout), max_pool_size=max_pool_size)
 
 
 def _preflight_unix(path: str) -> None:

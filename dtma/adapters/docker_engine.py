@@ -1,13 +1,33 @@
-"""Engine-level Docker calls (ping, version), run in worker threads."""
+"""The shared docker-py client, the bounded thread pools its calls run in, and engine-level
+calls (ping, version).
+
+Two pools, so that a burst of container work cannot starve stdio attaches (and so the probes that
+wait on them), and neither competes with asyncio's default executor: `run()` for every Engine API
+call, `attach_pool` for opening attach sockets. docker-py's connection pool is sized for both, so
+a call never waits for a free HTTP connection while its thread is idle.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dtma.adapters.docker_client import call, make_docker_client
+
+T = TypeVar("T")
+
+
+def default_docker_threads() -> int:
+    """Concurrent Engine API calls: dockerd does the work, so a few per core, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+DEFAULT_ATTACH_THREADS = 8  # an attach is an HTTP upgrade: quick, but must never queue behind
 
 
 @dataclass(frozen=True)
@@ -25,24 +45,45 @@ class DockerEngine:
     client is thread-safe for independent requests, so calls may run concurrently in threads.
     """
 
-    def __init__(self, docker_host: str | None) -> None:
+    def __init__(
+        self,
+        docker_host: str | None,
+        *,
+        threads: int | None = None,
+        attach_threads: int = DEFAULT_ATTACH_THREADS,
+    ) -> None:
         self._docker_host = docker_host
         self._client: Any = None
         self._lock = threading.Lock()
+        self.threads = threads or default_docker_threads()
+        self._calls = ThreadPoolExecutor(self.threads, thread_name_prefix="dtma-docker")
+        # Sized per engine; used by StdioProbeSession (mcp_probe.py) to open attach sockets.
+        self.attach_pool = ThreadPoolExecutor(attach_threads, thread_name_prefix="dtma-attach")
+        # One HTTP connection per thread that may hold one, plus the event stream.
+        self._max_connections = self.threads + attach_threads + 2
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking docker-py call in the Docker pool (bounded; FIFO when all are busy)."""
+        return await asyncio.get_running_loop().run_in_executor(self._calls, fn, *args)
 
     def client(self) -> Any:
         """The docker-py client. Blocking on first call; call it from a worker thread."""
         with self._lock:
             if self._client is None:
-                self._client = call("connect", lambda: make_docker_client(self._docker_host))
+                self._client = call(
+                    "connect",
+                    lambda: make_docker_client(
+                        self._docker_host, max_pool_size=self._max_connections
+                    ),
+                )
             return self._client
 
     async def ping(self) -> None:
         """Raise DockerUnavailable unless the engine answers."""
-        await asyncio.to_thread(lambda: call("ping", lambda: self.client().ping()))
+        await self.run(lambda: call("ping", lambda: self.client().ping()))
 
     async def info(self) -> EngineInfo:
-        raw = await asyncio.to_thread(lambda: call("version", lambda: self.client().version()))
+        raw = await self.run(lambda: call("version", lambda: self.client().version()))
         return EngineInfo(
             version=str(raw.get("Version", "?")),
             api_version=str(raw.get("ApiVersion", "?")),
@@ -54,4 +95,4 @@ class DockerEngine:
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
-            await asyncio.to_thread(client.close)
+            await self.run(client.close)

@@ -1,6 +1,7 @@
 """ContainerRuntime on docker-py: networks, hardened containers, listing by label, events.
 
-Every docker-py call runs in a worker thread. Errors come out as DtmaErrors (docker_client).
+Every docker-py call runs in the engine's bounded Docker pool (docker_engine.py). Errors come
+out as DtmaErrors (docker_client).
 Idempotency: remove_* and ensure_network may be repeated safely.
 """
 
@@ -19,20 +20,14 @@ from dtma.adapters.agent_container import AgentContainer
 from dtma.adapters.docker_client import call
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_networks import NetworkAllocator
+from dtma.adapters.docker_shapes import create_kwargs, observe, observe_summary
 from dtma.domain.containers import (
     LABEL_AGENT,
-    LABEL_REVISION,
-    LABEL_SECRETS_HASH,
     LABEL_SERVER,
-    LABEL_SPEC_HASH,
     LABEL_TOOLBOX,
-    LOG_MAX_FILES,
-    LOG_MAX_SIZE,
-    TMP_SIZE,
     ContainerRequest,
     ObservedContainer,
     ObservedNetwork,
-    legacy_network_name,
     network_name,
 )
 from dtma.domain.subnets import DEFAULT_POOL, MIN_PREFIX, parse_pool
@@ -79,7 +74,7 @@ class DockerRuntime:
             self._me.join(self._c(), name)
             return name
 
-        return await asyncio.to_thread(call, f"network {name}", go)
+        return await self._engine.run(call, f"network {name}", go)
 
     async def join_network(self, toolbox: str) -> None:
         """Join the toolbox network if it exists and the agent runs in a container (adoption
@@ -90,7 +85,7 @@ class DockerRuntime:
             with contextlib.suppress(docker.errors.NotFound):
                 self._me.join(self._c(), name)
 
-        await asyncio.to_thread(call, f"join network {name}", go)
+        await self._engine.run(call, f"join network {name}", go)
 
     async def remove_network(self, toolbox: str, legacy: bool = True) -> None:
         """Leave (when in a container) and remove the toolbox network (its subnet goes back to
@@ -109,11 +104,11 @@ class DockerRuntime:
                     self._me.join(self._c(), name)
                 raise
 
-        await asyncio.to_thread(call, f"remove network {name}", go)
+        await self._engine.run(call, f"remove network {name}", go)
 
     async def list_networks(self) -> list[ObservedNetwork]:
         """The toolbox networks of this agent (filtered by its id at the Docker query)."""
-        return await asyncio.to_thread(call, "list networks", self._networks.list_own)
+        return await self._engine.run(call, "list networks", self._networks.list_own)
 
     # -- images -------------------------------------------------------------------------------
 
@@ -127,11 +122,11 @@ class DockerRuntime:
                 return False
             return True
 
-        if await asyncio.to_thread(call, f"image {image}", present):
+        if await self._engine.run(call, f"image {image}", present):
             return
         try:
             async with asyncio.timeout(self._pull_timeout):
-                await asyncio.to_thread(call, f"pull {image}", lambda: self._c().images.pull(image))
+                await self._engine.run(call, f"pull {image}", lambda: self._c().images.pull(image))
         except TimeoutError:
             raise ImageNotFound(
                 f"image {image} is not present and pulling it timed out "
@@ -149,7 +144,7 @@ class DockerRuntime:
         def go() -> str:
             return str(self._c().api.inspect_image(image)["Config"].get("User") or "")
 
-        user = await asyncio.to_thread(call, f"image {image}", go)
+        user = await self._engine.run(call, f"image {image}", go)
         if user in ("", "root", "0", "0:0"):
             return None
         uid, _, gid = user.partition(":")
@@ -164,13 +159,13 @@ class DockerRuntime:
 
     async def create_and_start(self, req: ContainerRequest) -> ObservedContainer:
         """Create and start one container. On a failed start the container is removed."""
-        return await asyncio.to_thread(
+        return await self._engine.run(
             call, f"start {req.labels.get(LABEL_SERVER)}", lambda: self._create_and_start(req)
         )
 
     def _create_and_start(self, req: ContainerRequest) -> ObservedContainer:
         client = self._c()
-        kwargs = _create_kwargs(req)
+        kwargs = create_kwargs(req)
         kwargs["labels"] = {**req.labels, LABEL_AGENT: self.agent_id}
         if req.network and not req.host_network:
             kwargs["networking_config"] = {
@@ -184,10 +179,10 @@ class DockerRuntime:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
             raise
-        return _observe(container.attrs, self.agent_id)
+        return observe(container.attrs, self.agent_id)
 
     async def start(self, container_id: str) -> None:
-        await asyncio.to_thread(
+        await self._engine.run(
             call, f"start {container_id[:12]}", lambda: self._c().api.start(container_id)
         )
 
@@ -198,7 +193,7 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return
 
-        await asyncio.to_thread(call, f"stop {container_id[:12]}", go)
+        await self._engine.run(call, f"stop {container_id[:12]}", go)
 
     async def remove(self, container_id: str) -> None:
         """Force-remove; a container already gone is fine."""
@@ -213,39 +208,48 @@ class DockerRuntime:
                     return
                 raise
 
-        await asyncio.to_thread(call, f"remove {container_id[:12]}", go)
+        await self._engine.run(call, f"remove {container_id[:12]}", go)
 
     async def inspect(self, container_id: str) -> ObservedContainer | None:
         def go() -> ObservedContainer | None:
             try:
-                return _observe(self._c().api.inspect_container(container_id), self.agent_id)
+                return observe(self._c().api.inspect_container(container_id), self.agent_id)
             except docker.errors.NotFound:
                 return None
 
-        return await asyncio.to_thread(call, f"inspect {container_id[:12]}", go)
+        return await self._engine.run(call, f"inspect {container_id[:12]}", go)
 
-    async def list_managed(self, toolbox: str | None = None) -> list[ObservedContainer]:
+    async def list_managed(
+        self, toolbox: str | None = None, *, brief: bool = False
+    ) -> list[ObservedContainer]:
         """This agent's containers (optionally of one toolbox), any state, plus containers made
         before agent ids (dtma labels, no dtma.agent; `agent` is "" on those). Containers of
-        another agent id are never returned, nor inspected."""
+        another agent id are never returned, nor inspected.
+
+        `brief` (the watcher's periodic backstop): running containers come from the listing
+        itself, without an inspect each, so they have no `started_at`; others are inspected
+        (for the exit code). One call instead of one per container at a hundred containers."""
         label = f"{LABEL_TOOLBOX}={toolbox}" if toolbox else LABEL_TOOLBOX
         own = [label, f"{LABEL_AGENT}={self.agent_id}"]
 
         def go() -> list[ObservedContainer]:
             api = self._c().api
-            ids = [s["Id"] for s in api.containers(all=True, filters={"label": own})]
-            ids += [
-                s["Id"]
+            found = api.containers(all=True, filters={"label": own})
+            found += [
+                s
                 for s in api.containers(all=True, filters={"label": label})
                 if LABEL_AGENT not in (s.get("Labels") or {})
             ]
             out = []
-            for cid in ids:
+            for summary in found:
+                if brief and summary.get("State") == "running":
+                    out.append(observe_summary(summary, self.agent_id))
+                    continue
                 with contextlib.suppress(docker.errors.NotFound):
-                    out.append(_observe(api.inspect_container(cid), self.agent_id))
+                    out.append(observe(api.inspect_container(summary["Id"]), self.agent_id))
             return out
 
-        return await asyncio.to_thread(call, "list containers", go)
+        return await self._engine.run(call, "list containers", go)
 
     async def logs(self, container_id: str, tail: int) -> str:
         def go() -> str:
@@ -253,7 +257,7 @@ class DockerRuntime:
             return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
 
         try:
-            return await asyncio.to_thread(call, f"logs {container_id[:12]}", go)
+            return await self._engine.run(call, f"logs {container_id[:12]}", go)
         except ContainerNotFound:
             return ""
 
@@ -265,7 +269,7 @@ class DockerRuntime:
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
-        stream = await asyncio.to_thread(
+        stream = await self._engine.run(
             call,
             "events",
             lambda: self._c().events(
@@ -299,91 +303,4 @@ class DockerRuntime:
                     raise DockerError(f"Docker event stream ended: {item}")
                 yield item
         finally:
-            await asyncio.to_thread(stream.close)
-
-
-def _create_kwargs(req: ContainerRequest) -> dict[str, Any]:
-    mounts = [
-        docker.types.Mount(target=t, source=s, type=kind, read_only=ro)
-        for kind, t, s, ro in req.mounts
-    ]
-    if req.bind_secrets_dir:
-        mounts.append(
-            docker.types.Mount(
-                target="/run/secrets", source=req.bind_secrets_dir, type="bind", read_only=True
-            )
-        )
-    kwargs: dict[str, Any] = {
-        "name": req.name,
-        "command": req.command,
-        "environment": req.env,
-        "labels": req.labels,
-        "stdin_open": req.stdin_open,
-        "tty": False,
-        "detach": True,
-        "init": True,
-        "read_only": True,
-        "tmpfs": {"/tmp": f"rw,noexec,nosuid,size={TMP_SIZE}"},  # noqa: S108 - in the container
-        "cap_drop": ["ALL"],
-        "cap_add": list(req.cap_add) or None,
-        "security_opt": ["no-new-privileges:true"],
-        "privileged": req.privileged,
-        "mem_limit": req.memory,
-        "memswap_limit": req.memory,
-        "nano_cpus": req.nano_cpus,
-        "pids_limit": req.pids,
-        "log_config": docker.types.LogConfig(
-            type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}
-        ),
-        "restart_policy": {"Name": "no"},
-        "mounts": mounts,
-        "network_mode": "host" if req.host_network else "none",
-    }
-    if req.pid_host:
-        kwargs["pid_mode"] = "host"
-    if req.ipc_host:
-        kwargs["ipc_mode"] = "host"
-    if req.publish and req.port:
-        ip, port = req.publish
-        kwargs["ports"] = {f"{req.port}/tcp": (ip, port or None)}
-    if req.network and not req.host_network:
-        # Created on the toolbox network directly (with the server's name as DNS alias).
-        kwargs["network"] = req.network
-        kwargs.pop("network_mode")
-    return kwargs
-
-
-def _observe(attrs: dict[str, Any], agent_id: str) -> ObservedContainer:
-    labels = attrs["Config"].get("Labels") or {}
-    state = attrs.get("State") or {}
-    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    toolbox = labels.get(LABEL_TOOLBOX, "")
-    ours = (network_name(toolbox, agent_id), legacy_network_name(toolbox))
-    ip = None
-    for name, net in networks.items():
-        if name in ours and net.get("IPAddress"):
-            ip = net["IPAddress"]
-    host_port = None
-    for bindings in ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).values():
-        if bindings:
-            host_port = int(bindings[0]["HostPort"])
-    try:
-        revision = int(labels.get(LABEL_REVISION, "0"))
-    except ValueError:
-        revision = 0
-    status = str(state.get("Status", "unknown"))
-    return ObservedContainer(
-        id=attrs["Id"],
-        name=attrs.get("Name", "").lstrip("/"),
-        toolbox=toolbox,
-        server=labels.get(LABEL_SERVER, ""),
-        revision=revision,
-        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
-        state=status,
-        exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
-        ip=ip,
-        host_port=host_port,
-        started_at=str(state.get("StartedAt", "")),
-        secrets_hash=labels.get(LABEL_SECRETS_HASH, ""),
-        agent=labels.get(LABEL_AGENT, ""),
-    )
+            await self._engine.run(stream.close)

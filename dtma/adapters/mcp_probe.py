@@ -13,8 +13,10 @@ has no ping).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import anyio
@@ -135,6 +137,11 @@ async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = 
     return failure
 
 
+def _close_late_socket(work: asyncio.Future[socket.socket]) -> None:
+    if not work.cancelled() and work.exception() is None:
+        work.result().close()
+
+
 class StdioProbeSession:
     """Holds one MCP session with a stdio container through an attach socket.
 
@@ -143,8 +150,16 @@ class StdioProbeSession:
     after `close()`. Idempotent close.
     """
 
-    def __init__(self, docker_client: Callable[[], Any], container_id: str) -> None:
+    def __init__(
+        self,
+        docker_client: Callable[[], Any],
+        container_id: str,
+        attach_pool: Executor | None = None,
+    ) -> None:
+        """`attach_pool` runs the blocking attach (docker_engine.py's pool sized for it); None
+        means asyncio's default executor."""
         self._docker_client = docker_client
+        self._attach_pool = attach_pool
         self.container_id = container_id
         self._session: ClientSession | None = None
         self._ready = asyncio.Event()
@@ -161,9 +176,7 @@ class StdioProbeSession:
         handshake-era server expects after a re-attach; a 2026-07-28 server needs the (stateless)
         negotiation again."""
         try:
-            sock = await asyncio.to_thread(
-                lambda: open_attach_socket(self._docker_client(), self.container_id)
-            )
+            sock = await self._attach()
             async with (
                 attached_stdio_transport(sock, on_end=self.close) as (read, write),
                 ClientSession(read, write, client_info=_client_info()) as session,
@@ -183,6 +196,19 @@ class StdioProbeSession:
         finally:
             self._session = None
             self._ready.set()
+
+    async def _attach(self) -> socket.socket:
+        """Open the attach socket in the attach pool. Cancelled while the thread still works,
+        the socket it opens is closed when it arrives, never left to the garbage collector."""
+        work = asyncio.get_running_loop().run_in_executor(
+            self._attach_pool,
+            lambda: open_attach_socket(self._docker_client(), self.container_id),
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_close_late_socket)
+            raise
 
     async def wait_ready(self) -> str | None:
         """Wait until the session is usable; return the failure text, or None when ready."""

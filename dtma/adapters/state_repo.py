@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 from dtma.adapters.state_repo_journals import ErrorRecords, IdempotencyRecords, _tx
 from dtma.adapters.state_repo_restarts import RestartRecords
 from dtma.adapters.state_repo_retention import RetentionRecords
-from dtma.domain.records import EventRecord, OperationRecord, RevisionRecord, ToolboxRecord
+from dtma.domain.records import (
+    EventRecord,
+    OperationRecord,
+    RevisionRecord,
+    ToolboxListing,
+    ToolboxRecord,
+)
 from dtma.errors import PreconditionFailed
 
 T = TypeVar("T")
@@ -119,6 +125,22 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords, Restar
                 (toolbox_id,),
             ).fetchone()
             return _revision(row) if row else None
+
+        return await self._store.run(q)
+
+    async def listing(self) -> list[ToolboxListing]:
+        """Every toolbox with its newest revision number, in one query of just the columns a
+        listing shows (GET /v1/toolboxes at a hundred toolboxes runs it a thousand times a
+        second, so it stays lean: tuples, no Row lookups)."""
+
+        def q(c: sqlite3.Connection) -> list[ToolboxListing]:
+            cur = c.cursor()
+            cur.row_factory = None
+            return cur.execute(
+                "SELECT t.id, t.phase, t.stable_revision, t.updated_at, "
+                "(SELECT MAX(number) FROM revisions r WHERE r.toolbox = t.id) "
+                "FROM toolboxes t ORDER BY t.id"
+            ).fetchall()
 
         return await self._store.run(q)
 

@@ -8,7 +8,9 @@ a Decision. Rules (DESIGN.md):
   lacks an expected tool counts from the first probe;
 - it passes when every server has been running and passing probes continuously for
   `min_healthy_time` (any failure resets that server's clock);
-- it fails when `healthy_deadline` passes.
+- it fails when a server's `healthy_deadline` passes, counted from that server's own container
+  start (`server_started`; with a `started_at`, every server counts from there instead), so a
+  server that waited for admission (engine/admission.py) loses none of its time.
 Not thread-safe; one tracker per rollout.
 """
 
@@ -61,21 +63,27 @@ class GateTracker:
         self,
         servers: Iterable[str],
         *,
-        started_at: float,
+        started_at: float | None,
         min_healthy_time: float,
         healthy_deadline: float,
         failure_threshold: dict[str, int],
     ) -> None:
         self._servers = {name: _Server() for name in servers}
-        self._started_at = started_at
+        # A server's deadline counts from its start; None: not started yet, so no deadline.
+        self._started: dict[str, float | None] = dict.fromkeys(self._servers, started_at)
         self._min_healthy = min_healthy_time
-        self._deadline = started_at + healthy_deadline
+        self._healthy_deadline = healthy_deadline
         self._threshold = failure_threshold
         self._failed: Decision | None = None
 
-    @property
-    def deadline(self) -> float:
-        return self._deadline
+    def server_started(self, server: str, now: float) -> None:
+        """`server`'s container started at `now`: its healthy_deadline counts from here."""
+        self._started[server] = now
+
+    def deadline(self, server: str) -> float | None:
+        """When `server` fails the gate unless healthy; None while it has not started."""
+        start = self._started[server]
+        return None if start is None else start + self._healthy_deadline
 
     def container_exited(self, server: str, exit_code: int | None, detail: str = "") -> None:
         self._fail(CONTAINER_EXITED, server, detail or f"exit code {exit_code}")
@@ -113,18 +121,18 @@ class GateTracker:
             for s in self._servers.values()
         ):
             return Decision(GateState.PASSED, GATE_PASSED)
-        if now >= self._deadline:
-            laggard = next(
-                n
-                for n, s in self._servers.items()
-                if s.healthy_since is None or now - s.healthy_since < self._min_healthy
-            )
-            last = self._servers[laggard].last_failure or "not yet healthy for min_healthy_time"
+        for name, s in self._servers.items():
+            deadline = self.deadline(name)
+            if deadline is None or now < deadline:
+                continue
+            if s.healthy_since is not None and now - s.healthy_since >= self._min_healthy:
+                continue
+            last = s.last_failure or "not yet healthy for min_healthy_time"
             self._failed = Decision(
                 GateState.FAILED,
                 DEADLINE_EXCEEDED,
-                laggard,
-                f"not healthy within {self._deadline - self._started_at:g}s (last: {last})",
+                name,
+                f"not healthy within {self._healthy_deadline:g}s of its start (last: {last})",
             )
             return self._failed
         return Decision(GateState.PENDING)

@@ -63,3 +63,7 @@ class RestartState:
     restarts: int
     attempts: tuple[float, ...] = ()
     gave_up: bool = False
+
+
+# One row of the toolbox listing: (id, phase, stable_revision, updated_at, newest revision).
+ToolboxListing = tuple[str, str, int | None, float, int | None]

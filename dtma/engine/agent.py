@@ -20,7 +20,8 @@ import structlog
 
 from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
-from dtma.domain.records import OperationRecord
+from dtma.domain.records import OperationRecord, ToolboxListing
+from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.gateway import EngineGateway
 from dtma.engine.journal import Journal
 from dtma.engine.recovery import recover_all
@@ -29,6 +30,7 @@ from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.spec_parser import SpecParser
+from dtma.engine.status_view import toolbox_status
 from dtma.engine.supervisor import Supervisor
 from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
@@ -69,8 +71,11 @@ class Agent:
         agent_id: str = "",
         hold_orphans: bool = False,
         recovery_wait: float = RECOVERY_WAIT_S,
+        max_starts: int | None = None,
     ) -> None:
         self.agent_id = agent_id
+        # One bound for the whole agent on servers starting at once (engine/admission.py).
+        self.admission = Admission(max_starts or default_max_starts())
         # An empty state dir: orphans of our id found at start are held from the reaper.
         self._hold_orphans = hold_orphans
         self.secrets = secrets
@@ -179,6 +184,7 @@ class Agent:
                 rng=self._rng,
                 secrets=self.secrets,
                 supervisor=self.supervisor,
+                admission=self.admission,
             )
             self._runners[toolbox_id] = tb
         return tb
@@ -344,29 +350,18 @@ class Agent:
         if record is None:
             raise NotFound(f"no toolbox {toolbox_id}")
         latest = await self.repo.latest_revision(toolbox_id)
-        tb = self._runners.get(toolbox_id)
-        runners = [*tb.servers.values(), *tb.gate_runners.values()] if tb else []
-        return {
-            "id": toolbox_id,
-            "revision": latest.number if latest else None,
-            "stable_revision": record.stable_revision,
-            "phase": tb.phase if tb else record.phase,
-            "servers": [
-                {
-                    "name": r.name,
-                    "revision": r.revision,
-                    "container_id": r.container.id,
-                    "state": r.state,
-                    "health": r.health,
-                    "restarts": r.restarts,
-                    "endpoint": r.endpoint,
-                    "tools": r.tools,
-                    "last_error": self.journal.redact(r.last_error, 500) if r.last_error else None,
-                }
-                for r in runners
-            ],
-            "updated_at": record.updated_at,
-        }
+        return self._status(
+            (
+                toolbox_id,
+                record.phase,
+                record.stable_revision,
+                record.updated_at,
+                latest.number if latest else None,
+            )
+        )
+
+    def _status(self, row: ToolboxListing) -> dict[str, Any]:
+        return toolbox_status(row, self._runners.get(row[0]), self.journal.redact)
 
     async def info(self) -> dict[str, Any]:
         """Version, host, Docker version (None while unreachable) and counts."""
@@ -398,7 +393,8 @@ class Agent:
         ]
 
     async def statuses(self) -> list[dict[str, Any]]:
-        return [await self.status(r.id) for r in await self.repo.toolboxes()]
+        """Every toolbox's status from one query, whatever the number of toolboxes."""
+        return [self._status(row) for row in await self.repo.listing()]
 
     async def tools(self, toolbox_id: str) -> dict[str, list[str]]:
         await self._existing(toolbox_id)

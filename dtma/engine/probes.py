@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from dtma.adapters import mcp_upstream
@@ -35,8 +36,10 @@ class ContainerProbe:
         container: ObservedContainer,
         *,
         fresh: bool,
+        attach_pool: Executor | None = None,
     ) -> None:
         self._docker_client = docker_client
+        self._attach_pool = attach_pool
         self._server = server
         self._container = container
         self._fresh = fresh
@@ -146,7 +149,7 @@ class ContainerProbe:
             raise
 
     def _open_stdio(self, *, initialize: bool) -> None:
-        self._stdio = StdioProbeSession(self._docker_client, self._container.id)
+        self._stdio = StdioProbeSession(self._docker_client, self._container.id, self._attach_pool)
         self._stdio_task = asyncio.create_task(
             self._stdio.run(initialize=initialize, timeout=self._server.health.timeout),
             name=f"stdio-session-{self._container.id[:12]}",

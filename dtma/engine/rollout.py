@@ -9,8 +9,7 @@ A rollback (explicit, or the stop_first revert) is never itself rolled back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import structlog
 
@@ -18,13 +17,13 @@ from dtma.domain import gate as gate_reasons
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.gate import Decision, GateState, GateTracker
 from dtma.engine import event_kinds as ev
+from dtma.engine.admission import Slot
+from dtma.engine.gating import hold_gate, new_tracker, start_probing, stop_probing
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError, SecretsError
 from dtma.spec.models import ToolboxSpec
 
-GATE_PROBE_INTERVAL = 0.25  # like Docker's start_interval: probe fast while the gate is open
-GATE_TICK = 0.1
 EXIT_LOG_LINES = 3
 
 SUCCEEDED, ROLLED_BACK, FAILED = "succeeded", "rolled_back", "failed"
@@ -185,27 +184,39 @@ async def deploy_and_gate(
 ) -> tuple[Decision, dict[str, ServerRunner]]:
     """Start (or adopt) every server of `revision` and hold the group gate over them. `abort`
     names a newer revision that supersedes this one (the gate then fails at once)."""
-    tracker = new_tracker(tb, spec)
+    tracker = new_tracker(tb, spec, from_each_start=True)
     runners: dict[str, ServerRunner] = {}
+    probes: list[asyncio.Task[None]] = []
     tb.gate_runners = runners
 
     async def start_one(server_name: str) -> None:
         server = spec.server(server_name)
+        slot: Slot | None = None
         if adopt and server_name in adopt:
-            container, fresh = adopt[server_name], False
+            container, fresh = adopt[server_name], False  # running already: no admission
         else:
+            slot = await tb.admission.acquire()
             try:
                 await tb.runtime.ensure_image(server.image)
                 container = await tb.create_container(server, revision, spec)
             except DtmaError as exc:
+                slot.release()
                 await _start_failed(tb, tracker, server_name, revision, exc)
                 return
             except Exception as exc:  # e.g. OSError writing secret files: a failed start too
+                slot.release()
                 log.exception("server_start_crashed", server=server_name)
                 await _start_failed(tb, tracker, server_name, revision, _internal(exc))
                 return
+            except BaseException:
+                slot.release()
+                raise
             fresh = True
-        runners[server_name] = tb.new_runner(server, revision, container, fresh=fresh, spec=spec)
+        tracker.server_started(server_name, tb.clock())
+        runner = tb.new_runner(server, revision, container, fresh=fresh, spec=spec)
+        runners[server_name] = runner
+        # Probe at once: the slot goes back on the first answer, not when all servers started.
+        probes.append(start_probing(tb, runner, tracker, slot))
         await tb.emit(
             ev.SERVER_STARTED if fresh else ev.CONTAINER_ADOPTED,
             server=server_name,
@@ -217,7 +228,7 @@ async def deploy_and_gate(
         await asyncio.gather(*(start_one(s.name) for s in spec.servers))
         decision = tracker.decide(tb.clock())
         if decision.state is GateState.PENDING:
-            decision = await hold_gate(tb, runners, tracker, abort)
+            decision = await hold_gate(tb, runners, tracker, abort, probes)
         if decision.state is GateState.FAILED and decision.reason == gate_reasons.CONTAINER_EXITED:
             decision = await _with_exit_logs(tb, runners, decision)
         return decision, runners
@@ -226,6 +237,7 @@ async def deploy_and_gate(
             await runner.halt()
         raise
     finally:
+        await stop_probing(probes)
         tb.gate_runners = {}
 
 
@@ -248,63 +260,6 @@ async def _start_failed(
     await tb.emit(
         ev.SERVER_START_FAILED, server=server, revision=revision, reason=reason, message=exc.message
     )
-
-
-def new_tracker(
-    tb: ToolboxRunner, spec: ToolboxSpec, only: Sequence[str] | None = None
-) -> GateTracker:
-    """A gate over every server of `spec`, or over the servers named in `only`."""
-    servers = [s for s in spec.servers if only is None or s.name in only]
-    return GateTracker(
-        [s.name for s in servers],
-        started_at=tb.clock(),
-        min_healthy_time=spec.rollout.min_healthy_time,
-        healthy_deadline=spec.rollout.healthy_deadline,
-        failure_threshold={s.name: s.health.failure_threshold for s in servers},
-    )
-
-
-async def hold_gate(
-    tb: ToolboxRunner,
-    runners: dict[str, ServerRunner],
-    tracker: GateTracker,
-    abort: Callable[[], int | None] | None = None,
-) -> Decision:
-    async def probe_loop(runner: ServerRunner) -> None:
-        while not runner.exited:
-            result = await runner.probe_once(full=True)
-            tracker.probe(runner.name, result, tb.clock())
-            if not result.healthy:
-                # The event stream may have reported the exit before this runner existed.
-                seen = await tb.runtime.inspect(runner.container.id)
-                if seen is None or not seen.running:
-                    runner.on_container_exit(runner.container.id, seen.exit_code if seen else None)
-            await asyncio.sleep(GATE_PROBE_INTERVAL)
-
-    tasks = [asyncio.create_task(probe_loop(r), name=f"gate-{r.name}") for r in runners.values()]
-    try:
-        while True:
-            for task in tasks:  # a probe loop that crashed is not a silent stop of its probes
-                if task.done() and (crash := task.exception()) is not None:
-                    raise crash
-            for runner in runners.values():
-                if runner.exited:
-                    tracker.container_exited(runner.name, runner.exit_code)
-            decision = tracker.decide(tb.clock())
-            if decision.state is not GateState.PENDING:
-                return decision
-            newer = abort() if abort is not None else None
-            if newer is not None:
-                return Decision(
-                    GateState.FAILED, gate_reasons.SUPERSEDED, None, f"revision {newer} was applied"
-                )
-            await asyncio.sleep(GATE_TICK)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 async def _with_exit_logs(
@@ -396,7 +351,8 @@ async def deploy_and_gate_fresh(
             container = running.get(server.name)
             if container is None:
                 try:
-                    container = await tb.create_container(server, revision, spec)
+                    async with tb.admission.hold():
+                        container = await tb.create_container(server, revision, spec)
                 except DtmaError as exc:
                     await _start_failed(tb, tracker, server.name, revision, exc)
                     continue

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dtma.domain.gate import GateState
 from dtma.engine import event_kinds as ev
-from dtma.engine.rollout import FAILED, SUCCEEDED, hold_gate, new_tracker
+from dtma.engine.gating import hold_gate, new_tracker
+from dtma.engine.rollout import FAILED, SUCCEEDED
 from dtma.engine.toolbox_runner import ToolboxRunner
 
 
@@ -28,7 +29,8 @@ async def refresh_secrets(tb: ToolboxRunner) -> tuple[str, str | None]:
         f"{', '.join(r.name for r in changed) or 'none'}",
     )
     for old in changed:
-        new_container = await tb.create_container(old.spec, revision, spec)
+        async with tb.admission.hold():
+            new_container = await tb.create_container(old.spec, revision, spec)
         new = tb.new_runner(
             old.spec, revision, new_container, fresh=True, spec=spec, restarts=old.restarts + 1
         )

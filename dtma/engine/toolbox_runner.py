@@ -28,6 +28,7 @@ from dtma.domain.containers import (
 from dtma.domain.records import RestartState, RevisionRecord
 from dtma.domain.restart import to_wall
 from dtma.engine import event_kinds as ev
+from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory, ServerRunner
@@ -52,7 +53,9 @@ class Runtime(Protocol):
     async def stop(self, container_id: str, timeout: int = 10) -> None: ...
     async def remove(self, container_id: str) -> None: ...
     async def inspect(self, container_id: str) -> ObservedContainer | None: ...
-    async def list_managed(self, toolbox: str | None = None) -> list[ObservedContainer]: ...
+    async def list_managed(
+        self, toolbox: str | None = None, *, brief: bool = False
+    ) -> list[ObservedContainer]: ...
     async def logs(self, container_id: str, tail: int) -> str: ...
 
 
@@ -90,8 +93,11 @@ class ToolboxRunner:
         rng: random.Random | None = None,
         secrets: SecretInjector | None = None,
         supervisor: Supervisor | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.id = toolbox_id
+        # Shared by every toolbox of the agent: bounds the servers starting at once.
+        self.admission = admission or Admission(default_max_starts())
         self.supervisor = supervisor or Supervisor()
         self.secrets = secrets
         self.runtime = runtime

@@ -85,7 +85,7 @@ class ContainerWatcher:
 
     async def relist_once(self) -> None:
         """Backstop for missed events, and the orphan reaper (after its grace period)."""
-        containers = await self._runtime.list_managed()
+        containers = await self._runtime.list_managed(brief=True)
         now = self._clock()
         by_id = {c.id: c for c in containers}
         for tb in list(self._runners.values()):

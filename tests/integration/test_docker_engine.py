@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
 
-from dtma.adapters.docker_engine import DockerEngine
+from dtma.adapters.docker_engine import DEFAULT_ATTACH_THREADS, DockerEngine
 from dtma.errors import DockerUnavailable
 from tests.conftest import wait_until
 
@@ -22,6 +24,26 @@ async def test_engine_ping_and_version(docker_client: Any) -> None:
         await engine.close()
     assert info.version == docker_client.version()["Version"]
     assert info.os == "linux"
+
+
+async def test_docker_calls_do_not_queue_behind_a_busy_default_executor() -> None:
+    """Engine calls have a pool of their own: asyncio's default executor (shared with every
+    to_thread in the process) fully blocked does not delay them, and docker-py keeps an HTTP
+    connection for every thread that may hold one."""
+    engine = DockerEngine(None, threads=4)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    blockers = [loop.run_in_executor(None, release.wait, 60) for _ in range(64)]
+    try:
+        async with asyncio.timeout(20):
+            await asyncio.gather(*(engine.ping() for _ in range(12)))
+        client = await engine.run(engine.client)
+        adapter = client.api.get_adapter("http+docker://localhost")
+        assert adapter.max_pool_size == 4 + DEFAULT_ATTACH_THREADS + 2
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+        await engine.close()
 
 
 async def test_unreachable_engine_is_a_transient_error(tmp_path: Any) -> None:

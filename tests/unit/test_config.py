@@ -82,3 +82,12 @@ def test_default_secrets_dir(env: dict[str, str], euid: int, expected: str) -> N
 def test_an_explicit_secrets_dir_wins_over_the_default() -> None:
     env = {"DTMA_SECRETS_DIR": "/srv/s", "XDG_RUNTIME_DIR": "/run/user/1000"}
     assert load_settings(env).secrets_dir == Path("/srv/s")
+
+
+def test_host_scale_settings_default_to_the_cpu_count_and_refuse_zero() -> None:
+    assert (load_settings({}).max_starts, load_settings({}).docker_threads) == (None, None)
+    s = load_settings({"DTMA_MAX_STARTS": "3", "DTMA_DOCKER_THREADS": "12"})
+    assert (s.max_starts, s.docker_threads) == (3, 12)
+    for var in ("DTMA_MAX_STARTS", "DTMA_DOCKER_THREADS"):
+        with pytest.raises(ConfigError, match=f"{var}: .*greater than or equal to 1"):
+            load_settings({var: "0"})

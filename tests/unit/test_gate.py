@@ -111,3 +111,41 @@ def test_first_failure_wins_and_the_decision_is_sticky() -> None:
     g.probe("b", OK, 0.0)
     assert g.decide(100.0).server == "a"
     assert g.decide(100.0).reason == gate.CONTAINER_EXITED
+
+
+def test_each_servers_deadline_counts_from_its_own_start() -> None:
+    g = GateTracker(
+        ("a", "b"),
+        started_at=None,
+        min_healthy_time=5.0,
+        healthy_deadline=30.0,
+        failure_threshold={"a": 3, "b": 3},
+    )
+    assert g.deadline("a") is None  # not started (waiting for admission): no deadline ticks
+    assert g.decide(1000.0).state is GateState.PENDING
+    g.server_started("a", 1000.0)
+    g.probe("a", OK, 1001.0)
+    assert g.decide(1040.0).state is GateState.PENDING  # b has not started yet
+    g.server_started("b", 1050.0)
+    g.probe("b", REFUSED, 1051.0)
+    assert g.deadline("b") == 1080.0
+    assert g.decide(1079.9).state is GateState.PENDING
+    d = g.decide(1080.0)
+    assert (d.state, d.reason, d.server) == (GateState.FAILED, gate.DEADLINE_EXCEEDED, "b")
+    assert "within 30s of its start" in d.detail
+
+
+def test_a_late_started_server_passes_after_its_own_min_healthy_time() -> None:
+    g = GateTracker(
+        ("a", "b"),
+        started_at=None,
+        min_healthy_time=5.0,
+        healthy_deadline=30.0,
+        failure_threshold={"a": 3, "b": 3},
+    )
+    g.server_started("a", 0.0)
+    g.probe("a", OK, 1.0)
+    g.server_started("b", 100.0)  # long after a's deadline would have passed from the start
+    g.probe("b", OK, 101.0)
+    assert g.decide(105.9).state is GateState.PENDING
+    assert g.decide(106.0).state is GateState.PASSED
