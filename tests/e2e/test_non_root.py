@@ -36,7 +36,13 @@ def _as_user() -> list[str]:
     if setpriv is None:
         pytest.fail("setpriv (util-linux) is missing")
     docker_gid = grp.getgrnam("docker").gr_gid
-    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={docker_gid}"]
+    prefix = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", f"--groups={docker_gid}"]
+    if subprocess.run([*prefix, "test", "-r", DTMA], check=False).returncode != 0:
+        pytest.skip(
+            f"{DTMA} is not readable by an unprivileged user: a parent of this checkout is "
+            "private (mktemp -d makes 0700); the non-root agent runs from a readable checkout"
+        )
+    return prefix
 
 
 @pytest.fixture
