@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from dtma.domain.containers import LABEL_TOOLBOX
 from tests.agent_process import AgentProcess, running_agent
+from tests.conftest import wait_until
 from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.e2e
@@ -46,20 +46,10 @@ def _events(a: AgentProcess, tb: str) -> list[dict[str, Any]]:
     return list(body["items"])
 
 
-def _wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 def _restart(a: AgentProcess) -> None:
     a.stop(signal.SIGKILL)
     a.start()
-    _wait_for(lambda: a.get("/v1/ready")[0] == 200, 90, "ready after restart")
+    wait_until(lambda: a.get("/v1/ready")[0] == 200, 90, "ready after restart")
 
 
 def _containers(docker_client: Any, tb: str) -> list[Any]:
@@ -90,7 +80,7 @@ def test_killed_once_stable_adopts_the_same_containers_with_zero_restarts(
     started = {c.id: c.attrs["State"]["StartedAt"] for c in _containers(docker_client, tb)}
 
     _restart(agent)
-    _wait_for(
+    wait_until(
         lambda: all(s["health"] == "healthy" for s in _status(agent, tb)["servers"]),
         30,
         "adopted servers probed healthy",
@@ -119,7 +109,7 @@ def test_killed_mid_rollout_of_a_good_revision_keeps_it_once_healthy(
         deadline="60s",
     )
     assert _put(agent, tb, two)[0] == 202
-    _wait_for(
+    wait_until(
         lambda: (
             sum(e["kind"] == "server_started" and e["revision"] == 2 for e in _events(agent, tb))
             == 2
@@ -128,7 +118,7 @@ def test_killed_mid_rollout_of_a_good_revision_keeps_it_once_healthy(
         "revision 2 started",
     )
     _restart(agent)
-    _wait_for(lambda: _status(agent, tb)["phase"] == "healthy", 90, "healthy after recovery")
+    wait_until(lambda: _status(agent, tb)["phase"] == "healthy", 90, "healthy after recovery")
     assert _assert_consistent(agent, docker_client, tb, 2) == 2
     kinds = [e["kind"] for e in _events(agent, tb)]
     assert "recovery_kept_new_revision" in kinds
@@ -142,7 +132,7 @@ def test_killed_mid_rollout_of_a_bad_revision_returns_to_the_stable_one(
     old_ids = {c.id for c in _containers(docker_client, tb)}
     bad = spec(time_server("time"), notes_server("notes", "hang_initialize"), deadline="8s")
     assert _put(agent, tb, bad)[0] == 202
-    _wait_for(
+    wait_until(
         lambda: any(
             e["kind"] == "server_started" and e["revision"] == 2 for e in _events(agent, tb)
         ),
@@ -150,12 +140,12 @@ def test_killed_mid_rollout_of_a_bad_revision_returns_to_the_stable_one(
         "revision 2 started",
     )
     _restart(agent)
-    _wait_for(
+    wait_until(
         lambda: not any(c.labels["dtma.revision"] == "2" for c in _containers(docker_client, tb)),
         60,
         "revision 2 removed",
     )
-    _wait_for(lambda: _status(agent, tb)["phase"] == "healthy", 60, "healthy")
+    wait_until(lambda: _status(agent, tb)["phase"] == "healthy", 60, "healthy")
     assert _assert_consistent(agent, docker_client, tb, 2) == 1
     assert {c.id for c in _containers(docker_client, tb)} == old_ids
     kinds = [e["kind"] for e in _events(agent, tb)]
@@ -180,7 +170,7 @@ def test_restart_recreates_a_vanished_server_and_removes_strays(
         labels={"dtma.toolbox": tb, "dtma.server": "time", "dtma.revision": "9"},
     )
     agent.start()
-    _wait_for(lambda: _status(agent, tb)["phase"] == "healthy", 60, "healthy")
+    wait_until(lambda: _status(agent, tb)["phase"] == "healthy", 60, "healthy")
     assert _assert_consistent(agent, docker_client, tb, 2) == 1
     servers = {s["name"]: s for s in _status(agent, tb)["servers"]}
     assert servers["time"]["container_id"] == by_server["time"].id

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import secrets
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from dtma.domain.containers import LABEL_TOOLBOX
 from tests.agent_process import AgentProcess, running_agent
+from tests.conftest import wait_until
 from tests.engine_fixture import MCP_NOTES, new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.e2e
@@ -54,22 +54,12 @@ def _events(a: AgentProcess, tb: str) -> list[dict[str, Any]]:
 
 
 def _operation(a: AgentProcess, op: str, timeout: float = 90) -> dict[str, Any]:
-    found = _wait_for(
+    found = wait_until(
         lambda: (r := _call(a, "GET", f"/v1/operations/{op}")[1])["state"] != "running" and r,
         timeout,
         f"operation {op} to end",
     )
     return dict(found)
-
-
-def _wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def _containers(docker_client: Any, tb: str) -> list[Any]:
@@ -93,7 +83,7 @@ def test_restart_counts_and_the_budget_survive_kill_9(
     assert status == 200, body
     for count in (1, 2):
         old = _kill_server(agent, docker_client, tb, "notes")
-        _wait_for(
+        wait_until(
             lambda old=old, count=count: (
                 (s := _server(agent, tb, "notes"))["restarts"] == count
                 and s["container_id"] != old
@@ -113,7 +103,7 @@ def test_restart_counts_and_the_budget_survive_kill_9(
     # Two restarts inside the 10 m window were spent before the agent died: a third crash now
     # exhausts the budget instead of finding a fresh one.
     _kill_server(agent, docker_client, tb, "notes")
-    failed = _wait_for(
+    failed = wait_until(
         lambda: (s := _server(agent, tb, "notes"))["state"] == "failed" and s, 30, "given up"
     )
     assert failed["restarts"] == 2
@@ -179,7 +169,7 @@ def test_the_last_write_wins_even_when_it_is_the_serving_spec(
     status, body = _put(agent, tb, slow)
     assert status == 202, body
     b_op = body["operation"]
-    _wait_for(
+    wait_until(
         lambda: any(
             e["kind"] == "server_started" and e["revision"] == 2 for e in _events(agent, tb)
         ),
