@@ -28,9 +28,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from dtma import __version__
 from dtma.adapters.docker_attach import attached_stdio_transport, open_attach_socket
+from dtma.cancellation import raise_if_cancelling
 from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult, check_expected_tools
-from dtma.errors import DtmaError
 from dtma.observability.redaction import REDACTOR
 
 CLIENT_INFO = {"name": "dtma-probe", "version": __version__}
@@ -122,6 +122,7 @@ async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = 
     except TimeoutError:
         failure = ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
     except Exception as exc:
+        raise_if_cancelling()
         step = _first_step_failure(exc)
         if step is not None:
             failure = ProbeResult.failed(step.reason, _ms_since(t0), _describe(step.cause))
@@ -191,7 +192,8 @@ class StdioProbeSession:
                 await self._stop.wait()
         except TimeoutError:
             self._failure = f"{reasons.INITIALIZE_FAILED}: no answer within {timeout}s"
-        except (DtmaError, OSError, Exception) as exc:
+        except Exception as exc:
+            raise_if_cancelling()
             self._failure = f"{reasons.CONNECT_FAILED}: {_describe(exc)}"
         finally:
             self._session = None
@@ -235,6 +237,7 @@ class StdioProbeSession:
                 reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s"
             )
         except Exception as exc:
+            raise_if_cancelling()
             reason = reasons.TOOLS_LIST_FAILED if list_tools else reasons.PING_FAILED
             return ProbeResult.failed(reason, _ms_since(t0), _describe(exc))
         return check_expected_tools(tools, expect_tools, _ms_since(t0))

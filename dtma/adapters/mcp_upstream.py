@@ -12,7 +12,6 @@ an MCP error the server itself returned propagates unchanged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import anyio
@@ -23,6 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
+from dtma.cancellation import cancel_and_wait, raise_if_cancelling
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
 from dtma.observability.redaction import REDACTOR
 
@@ -64,6 +64,7 @@ async def list_tool_defs(session: ClientSession, timeout: float) -> list[dict[st
     except TimeoutError as exc:
         raise UpstreamUnavailable(f"tools/list: no answer within {timeout:g}s") from exc
     except Exception as exc:
+        raise_if_cancelling()
         raise UpstreamUnavailable(f"tools/list failed: {_short(exc)}") from exc
 
 
@@ -81,6 +82,7 @@ async def call_tool(
     except TimeoutError as exc:
         raise UpstreamUnavailable(f"tools/call {name}: no answer within {timeout:g}s") from exc
     except Exception as exc:
+        raise_if_cancelling()
         raise UpstreamUnavailable(f"tools/call {name} failed: {_short(exc)}") from exc
     return result.model_dump(mode="json", by_alias=True, exclude_none=True)
 
@@ -128,6 +130,7 @@ class HttpUpstream:
                 self._ready.set()
                 await self._stop.wait()
         except Exception as exc:
+            raise_if_cancelling()
             self._failure = _short(exc)
         finally:
             self._session = None
@@ -136,8 +139,5 @@ class HttpUpstream:
     async def close(self) -> None:
         self._closed = True
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 from dtma import __version__
 from dtma.api.asgi import serve_asgi
 from dtma.api.params import path_label
+from dtma.cancellation import cancel_and_wait
 from dtma.engine.gateway import ToolGateway, ToolNotFound
 from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
 
@@ -140,10 +141,7 @@ class ToolboxEndpoint:
         return types.CallToolResult.model_validate(result)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait(self._task)
 
 
 class McpEndpoints:

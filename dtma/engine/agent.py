@@ -20,6 +20,7 @@ import structlog
 
 from dtma import __version__
 from dtma.adapters.state_repo import StateRepository
+from dtma.cancellation import cancel_and_wait
 from dtma.domain.records import OperationRecord, ToolboxListing
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.gateway import EngineGateway
@@ -164,8 +165,7 @@ class Agent:
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         for task in [*self._loops, *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         self._loops.clear()
         for tb in self._runners.values():
             await tb.halt()

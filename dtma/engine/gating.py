@@ -7,9 +7,9 @@ run on the event loop; hold_gate cancels them when it returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 
+from dtma.cancellation import cancel_and_wait
 from dtma.domain import gate as gate_reasons
 from dtma.domain.gate import Decision, GateState, GateTracker
 from dtma.engine.admission import Slot
@@ -72,8 +72,7 @@ async def stop_probing(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait(task)
 
 
 async def hold_gate(

@@ -12,13 +12,13 @@ health.mcp = false: healthy while the container runs (the runner tracks that).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
 from dtma.adapters import mcp_upstream
 from dtma.adapters.mcp_probe import StdioProbeSession, probe_http
+from dtma.cancellation import cancel_and_wait
 from dtma.domain import probe as reasons
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
@@ -161,9 +161,6 @@ class ContainerProbe:
             await http.close()
         if self._stdio is not None:
             self._stdio.close()
-        if self._stdio_task is not None:
-            self._stdio_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._stdio_task
+        await cancel_and_wait(self._stdio_task)
         self._stdio = None
         self._stdio_task = None

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from dtma.cancellation import cancel_and_wait
 from dtma.domain import gate as gate_reasons
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
@@ -328,9 +329,7 @@ class ServerRunner:
             finally:
                 watch.cancel()
                 if not call.done():  # the server exited, or our caller went away
-                    call.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await call
+                    await cancel_and_wait(call)
             if call.cancelled():
                 raise ServerUnavailable(
                     f"server {self.name} exited during the call; it is being restarted, retry"
@@ -362,11 +361,8 @@ class ServerRunner:
         container's coming exit is the agent's own doing, not a crash. Idempotent."""
         if expect_exit:
             self._expected_exit = True
-        if self._steady is not None:
-            self._steady.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._steady
-            self._steady = None
+        await cancel_and_wait(self._steady)
+        self._steady = None
         await self._probe.close()
 
     async def remove(self) -> None:

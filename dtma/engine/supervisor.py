@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from dtma.cancellation import raise_if_cancelling
 from dtma.observability.metrics import METRICS
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,7 @@ class Supervisor:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    raise_if_cancelling()  # a cancel the body swallowed still ends supervision
                     log.exception("background_task_failed", task=name)
                     why = f"failed ({type(exc).__name__})"
                 else:
