@@ -19,7 +19,6 @@ from typing import Any
 import structlog
 
 from dtma import __version__
-from dtma.adapters.state_repo import StateRepository
 from dtma.domain.records import OperationRecord, ToolboxListing
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.gateway import EngineGateway
@@ -28,13 +27,13 @@ from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
-from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.spec_parser import SpecParser
 from dtma.engine.status_view import toolbox_status
 from dtma.engine.supervisor import Supervisor
-from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
+from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from dtma.errors import Conflict, DtmaError, NotFound
+from dtma.ports import Clock, ContainerRuntime, ProbeFactory, StateStore
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, validate_toolbox_id
 
@@ -57,12 +56,12 @@ class Agent:
     def __init__(
         self,
         *,
-        runtime: Runtime,
-        repo: StateRepository,
+        runtime: ContainerRuntime,
+        repo: StateStore,
         journal: Journal,
         probe_factory: ProbeFactory,
         policy: SpecPolicy,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         relist_interval: float = RELIST_INTERVAL_S,
         reap_grace: float = REAP_GRACE_S,

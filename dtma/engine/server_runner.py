@@ -22,10 +22,10 @@ from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
-from dtma.engine.probes import ContainerProbe
 from dtma.engine.supervisor import Supervisor
 from dtma.errors import DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
+from dtma.ports import ProbeFactory
 from dtma.spec.models import Restart, ServerSpec, publish_address
 
 log = structlog.get_logger(__name__)
@@ -33,8 +33,6 @@ log = structlog.get_logger(__name__)
 STARTUP_PROBE_INTERVAL = 0.5
 DRAIN_TIMEOUT_S = 30.0  # a removed server's calls in flight get this long to finish
 TOOL_CALL_TIMEOUT_S = 300.0
-
-ProbeFactory = Callable[[ServerSpec, ObservedContainer, bool], ContainerProbe]
 
 
 class ServerHost(Protocol):
