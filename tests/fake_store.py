@@ -246,3 +246,18 @@ class FakeStore:
 
     def kinds(self, toolbox: str | None = None) -> list[str]:
         return [e.kind for e in self.event_rows if toolbox in (None, e.toolbox)]
+
+
+class FailingStore(FakeStore):
+    """A FakeStore whose next `fail_updates` toolbox updates raise OSError (a store that is
+    briefly failing); set it to a large number for an always-failing store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_updates = 0
+
+    async def update_toolbox(self, toolbox_id: str, **fields: Any) -> None:
+        if self.fail_updates > 0:
+            self.fail_updates -= 1
+            raise OSError("disk I/O error")
+        await super().update_toolbox(toolbox_id, **fields)

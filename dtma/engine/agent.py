@@ -29,7 +29,7 @@ from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.spec_parser import SpecParser
 from dtma.engine.status_view import toolbox_status
-from dtma.engine.supervisor import Supervisor
+from dtma.engine.supervisor import Supervisor, watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from dtma.errors import Conflict, DtmaError, NotFound
@@ -125,6 +125,7 @@ class Agent:
             await self._hold(await self.runtime.list_managed(), known)
         slow = await recover_all(self.runtime, self.repo, self._runner, self._recovery_wait)
         for task in slow:
+            watch_task(task, task.get_name(), "recovery")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._loops.append(
@@ -168,6 +169,7 @@ class Agent:
         self._loops.clear()
         for tb in self._runners.values():
             await tb.halt()
+        await self.supervisor.stop()
         self._specs.close()
 
     def _runner(self, toolbox_id: str) -> ToolboxRunner:
@@ -319,6 +321,7 @@ class Agent:
                 self._op_done.pop(op_id, None)
 
         task = asyncio.create_task(run(), name=f"{kind}-{tb.id}-{op_id}")
+        watch_task(task, f"operation {op_id}", "operation")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return op_id

@@ -203,10 +203,13 @@ class ToolboxRunner:
         return "healthy"
 
     async def set_phase(self, phase: str, reason: str = "") -> None:
+        """Write the phase, then take it (a failed write leaves both where they were)."""
         if phase == self.phase:
             return
-        previous, self.phase = self.phase, phase
         await self.repo.update_toolbox(self.id, phase=phase)
+        if phase == self.phase:  # a concurrent call took it meanwhile
+            return
+        previous, self.phase = self.phase, phase
         await self.emit(
             ev.TOOLBOX_PHASE,
             revision=self.revision,
@@ -216,9 +219,13 @@ class ToolboxRunner:
 
     def _schedule_phase(self, phase: str) -> None:
         if phase != self.phase:
-            task = asyncio.get_running_loop().create_task(self.set_phase(phase))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            # Supervised: a failed write is logged, counted and retried (with the phase as it
+            # is by then), never lost in a task nobody awaits.
+            self.supervisor.spawn(f"phase {self.id}", "phase", self._sync_phase, forever=False)
+
+    async def _sync_phase(self) -> None:
+        if self.busy_with is None:  # an operation sets the phase when it finishes
+            await self.set_phase(self.steady_phase())
 
     # -- events from the watcher --------------------------------------------------------------
 
@@ -363,6 +370,3 @@ class ToolboxRunner:
         """Agent shutdown: stop supervising, detach probes, leave every container running."""
         for runner in [*self.servers.values(), *self.gate_runners.values()]:
             await runner.halt()
-
-
-_background: set[asyncio.Task[None]] = set()
