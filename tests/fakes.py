@@ -166,7 +166,12 @@ class FakeRuntime:
     async def list_managed(
         self, toolbox: str | None = None, *, brief: bool = False
     ) -> list[ObservedContainer]:
-        return [c for c in self.containers.values() if toolbox in (None, c.toolbox)]
+        # As the real runtime: ours and those made before agent ids, never another agent's.
+        return [
+            c
+            for c in self.containers.values()
+            if toolbox in (None, c.toolbox) and c.agent in (self.agent_id, "")
+        ]
 
     async def logs(self, container_id: str, tail: int) -> str:
         return "\n".join(self.output.get(container_id, "").splitlines()[-tail:])
