@@ -80,6 +80,7 @@ class ToolboxRunner:
         self.wanted_revision: int | None = None
         # Docker accepts several networks with one name, so creation must not race.
         self._network_lock = asyncio.Lock()
+        self._phase_task: asyncio.Task[None] | None = None
 
     def new_runner(
         self,
@@ -218,10 +219,13 @@ class ToolboxRunner:
         )
 
     def _schedule_phase(self, phase: str) -> None:
-        if phase != self.phase:
+        if phase != self.phase and (self._phase_task is None or self._phase_task.done()):
             # Supervised: a failed write is logged, counted and retried (with the phase as it
-            # is by then), never lost in a task nobody awaits.
-            self.supervisor.spawn(f"phase {self.id}", "phase", self._sync_phase, forever=False)
+            # is by then), never lost in a task nobody awaits. One at a time: a change while
+            # it runs is caught by the next call (every probe calls server_changed).
+            self._phase_task = self.supervisor.spawn(
+                f"phase {self.id}", "phase", self._sync_phase, forever=False
+            )
 
     async def _sync_phase(self) -> None:
         if self.busy_with is None:  # an operation sets the phase when it finishes
