@@ -160,6 +160,9 @@ class ContainerProbe:
             http, self._http = self._http, None
             await http.close()
         if self._stdio is not None:
+            # A probe opened after this one must not negotiate a live session again.
+            self._initialized_once |= self._stdio.initialized
+            self._modern |= self._stdio.modern
             self._stdio.close()
         if self._stdio_task is not None:
             self._stdio_task.cancel()

@@ -365,6 +365,14 @@ class ServerRunner:
             self._steady = None
         await self._probe.close()
 
+    def resume(self) -> None:
+        """Undo halt(expect_exit=True) when the container kept running after all (a stop that
+        failed): its exits are crashes again, and it is supervised again. Idempotent."""
+        if self.state in ("failed", "removed") or self.exited:
+            return
+        self._expected_exit = False
+        self.start_steady()
+
     async def remove(self) -> None:
         """Drain the calls in flight (bounded), halt, then remove the container (an expected
         exit). Idempotent."""

@@ -289,7 +289,16 @@ class ToolboxRunner:
     async def stop_server(self, runner: ServerRunner, reason: str = "") -> None:
         """Stop one server's container without it counting as a crash. Idempotent."""
         await runner.halt(expect_exit=True)
-        await self.runtime.stop(runner.container.id)
+        try:
+            await self.runtime.stop(runner.container.id)
+        except Exception:
+            # Still running (as far as we can tell): it serves, so it is supervised again.
+            seen = await _inspect_quietly(self.runtime, runner.container.id)
+            if seen is None or seen.running:
+                runner.resume()
+            else:
+                runner.state, runner.health = "stopped", "unknown"
+            raise
         runner.state = "stopped"
         runner.health = "unknown"
         await self.emit(
@@ -374,3 +383,13 @@ class ToolboxRunner:
         """Agent shutdown: stop supervising, detach probes, leave every container running."""
         for runner in [*self.servers.values(), *self.gate_runners.values()]:
             await runner.halt()
+
+
+async def _inspect_quietly(
+    runtime: ContainerRuntime, container_id: str
+) -> ObservedContainer | None:
+    """inspect(), or None when even that fails (the caller is already handling a failure)."""
+    try:
+        return await runtime.inspect(container_id)
+    except Exception:
+        return None

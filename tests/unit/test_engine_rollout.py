@@ -8,7 +8,7 @@ import asyncio
 from dtma.domain import gate as gate_reasons
 from dtma.domain import probe as probe_reasons
 from dtma.engine import event_kinds as ev
-from tests.fakes import unhealthy
+from tests.fakes import FakeRuntime, unhealthy
 from tests.unit.engine_harness import Engine, server, spec_json
 from tests.virtual_time import eventually, run_virtual
 
@@ -192,6 +192,41 @@ def test_a_crash_in_the_gate_fails_it_at_once() -> None:
         assert gate_reasons.CONTAINER_EXITED in error
         assert "boom: cannot bind" in error
         assert e.live() == {"a": 1}
+        await tb.halt()
+
+    run_virtual(main)
+
+
+class _StopFails(FakeRuntime):
+    """A runtime whose stop() raises (the container keeps running)."""
+
+    fail_stop = False
+
+    async def stop(self, container_id: str, timeout: int = 10) -> None:
+        if self.fail_stop:
+            raise OSError("stop broke")
+        await super().stop(container_id, timeout)
+
+
+def test_a_stop_first_stop_that_raises_leaves_the_old_revision_supervised() -> None:
+    runtime = _StopFails()
+    e = Engine(runtime=runtime)
+
+    async def main() -> None:
+        tb = e.toolbox()
+        await e.apply(tb, spec_json(server("a"), order="stop_first"))
+        runtime.fail_stop = True
+        state = await e.apply(tb, spec_json(server("a", "img/v2:1"), order="stop_first"))
+        assert state == "failed"
+        assert "OSError" in (e.last_operation().error or "")
+        assert e.live() == {"a": 1}
+        assert not e.runtime.of("tb", revision=2)
+        assert tb.phase == "healthy"
+        # Still supervised: a crash now is restarted, not left behind a "healthy" phase.
+        first = e.runtime.of("tb")[0]
+        e.runtime.exit(first.id, 1)
+        tb.on_container_exit(first.id, 1)
+        await eventually(lambda: e.live() == {"a": 1} and first.id not in e.runtime.containers)
         await tb.halt()
 
     run_virtual(main)
