@@ -1,8 +1,36 @@
-"""Hand-written fakes for unit tests of pure logic. Typed, no mock library."""
+"""Hand-written fakes for unit tests of pure logic and of the engine's decisions (the ports in
+dtma/ports.py). Typed, no mock library. The state store's fake is in tests/fake_store.py; the
+virtual-time event loop the engine tests run on is in tests/virtual_time.py."""
 
 from __future__ import annotations
 
-from dtma.errors import DockerUnavailable
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dtma.domain import probe as probe_reasons
+from dtma.domain.containers import (
+    LABEL_REVISION,
+    LABEL_SECRETS_HASH,
+    LABEL_SERVER,
+    LABEL_SPEC_HASH,
+    LABEL_TOOLBOX,
+    ContainerRequest,
+    ObservedContainer,
+    ObservedNetwork,
+)
+from dtma.domain.probe import ProbeResult
+from dtma.errors import (
+    ContainerNotFound,
+    DockerError,
+    DockerUnavailable,
+    ImageNotFound,
+    SecretNotFound,
+)
+from dtma.spec.models import ServerSpec
 
 
 class StaticReadiness:
@@ -26,3 +54,276 @@ class FakeEnginePing:
         self.calls += 1
         if not self.up:
             raise DockerUnavailable("Docker engine unreachable: fake is down")
+
+
+# -- clocks ----------------------------------------------------------------------------------
+
+
+class ManualClock:
+    """A Clock that moves only when told to."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- the container runtime -------------------------------------------------------------------
+
+
+class FakeRuntime:
+    """A ContainerRuntime keeping containers and networks in dicts. Tell it what goes wrong:
+    `missing_images` (ensure_image raises ImageNotFound), `create_fails[server]` (the next
+    creates of that server raise it), `exit(container_id, code)` (the container exits now,
+    and a Docker-shaped `die` event goes to `events()`)."""
+
+    def __init__(self, agent_id: str = "fake") -> None:
+        self.agent_id = agent_id
+        self.containers: dict[str, ObservedContainer] = {}
+        self.requests: dict[str, ContainerRequest] = {}
+        self.networks: dict[str, ObservedNetwork] = {}
+        self.missing_images: set[str] = set()
+        self.create_fails: dict[str, BaseException] = {}
+        self.start_fails: set[str] = set()
+        self.output: dict[str, str] = {}  # container id -> its log tail
+        self.created = 0
+        self.removed: list[str] = []
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def ensure_network(self, toolbox: str, internal: bool, prefix: int) -> str:
+        name = f"dtma-{self.agent_id}-{toolbox}"
+        self.networks.setdefault(toolbox, ObservedNetwork("n-" + name, name, toolbox, None))
+        return name
+
+    async def join_network(self, toolbox: str) -> None:
+        return None
+
+    async def remove_network(self, toolbox: str, legacy: bool = True) -> None:
+        self.networks.pop(toolbox, None)
+
+    async def list_networks(self) -> list[ObservedNetwork]:
+        return list(self.networks.values())
+
+    async def engine_version(self) -> tuple[str, str]:
+        return "fake", "1.45"
+
+    async def ensure_image(self, image: str) -> None:
+        if image in self.missing_images:
+            raise ImageNotFound(f"image {image} not found")
+
+    async def image_owner(self, image: str) -> tuple[int, int] | None:
+        return None
+
+    async def create_and_start(self, req: ContainerRequest) -> ObservedContainer:
+        server = req.labels[LABEL_SERVER]
+        failure = self.create_fails.get(server)
+        if failure is not None:
+            raise failure
+        if req.image in self.missing_images:
+            raise ImageNotFound(f"image {req.image} not found")
+        self.created += 1
+        cid = f"{self.created:04d}" + secrets.token_hex(30)
+        container = ObservedContainer(
+            id=cid,
+            name=req.name,
+            toolbox=req.labels[LABEL_TOOLBOX],
+            server=server,
+            revision=int(req.labels[LABEL_REVISION]),
+            spec_hash=req.labels[LABEL_SPEC_HASH],
+            state="running",
+            exit_code=None,
+            ip=f"10.0.0.{self.created % 250 + 2}",
+            host_port=None,
+            started_at="now",
+            secrets_hash=req.labels.get(LABEL_SECRETS_HASH, ""),
+            agent=self.agent_id,
+        )
+        self.containers[cid] = container
+        self.requests[cid] = req
+        return container
+
+    async def start(self, container_id: str) -> None:
+        c = self._get(container_id)
+        if c.server in self.start_fails:
+            raise DockerError(f"cannot start {c.name}")
+        self.containers[container_id] = replace(c, state="running", exit_code=None)
+
+    async def stop(self, container_id: str, timeout: int = 10) -> None:
+        c = self._get(container_id)
+        self.containers[container_id] = replace(c, state="exited", exit_code=0)
+
+    async def remove(self, container_id: str) -> None:
+        if self.containers.pop(container_id, None) is not None:
+            self.removed.append(container_id)
+
+    async def inspect(self, container_id: str) -> ObservedContainer | None:
+        return self.containers.get(container_id)
+
+    async def list_managed(
+        self, toolbox: str | None = None, *, brief: bool = False
+    ) -> list[ObservedContainer]:
+        # As the real runtime: ours and those made before agent ids, never another agent's.
+        return [
+            c
+            for c in self.containers.values()
+            if toolbox in (None, c.toolbox) and c.agent in (self.agent_id, "")
+        ]
+
+    async def logs(self, container_id: str, tail: int) -> str:
+        return "\n".join(self.output.get(container_id, "").splitlines()[-tail:])
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            yield await self._events.get()
+
+    def _get(self, container_id: str) -> ObservedContainer:
+        c = self.containers.get(container_id)
+        if c is None:
+            raise ContainerNotFound(f"no container {container_id[:12]}")
+        return c
+
+    # -- what a test makes happen -------------------------------------------------------------
+
+    def exit(self, container_id: str, code: int = 1) -> None:
+        """The container's process exits now (a crash, as Docker would report it)."""
+        c = self._get(container_id)
+        self.containers[container_id] = replace(c, state="exited", exit_code=code)
+        self._events.put_nowait(
+            {
+                "Action": "die",
+                "id": container_id,
+                "Actor": {"Attributes": {LABEL_TOOLBOX: c.toolbox, "exitCode": str(code)}},
+            }
+        )
+
+    def add_container(self, container: ObservedContainer) -> None:
+        """A container left by a previous agent process (for recovery)."""
+        self.containers[container.id] = container
+
+    def of(self, toolbox: str, *, revision: int | None = None) -> list[ObservedContainer]:
+        return [
+            c
+            for c in self.containers.values()
+            if c.toolbox == toolbox and revision in (None, c.revision)
+        ]
+
+
+# -- the prober ------------------------------------------------------------------------------
+
+HEALTHY = ProbeResult.ok(1.0)
+TIMEOUT = ProbeResult.failed(probe_reasons.TIMEOUT, 0.0, "no answer")
+
+
+def unhealthy(reason: str = probe_reasons.CONNECT_FAILED, detail: str = "refused") -> ProbeResult:
+    return ProbeResult.failed(reason, 1.0, detail)
+
+
+class FakeProber:
+    """A ProbeFactory whose answers a test scripts per server: `script(key, *answers)`, where
+    key is "server@revision", an image, or a server name (the first that matches wins) and
+    the last answer repeats. TIMEOUT answers take the server's health.timeout (of the loop's
+    time). A container that is not running answers connect_failed, whatever the script."""
+
+    def __init__(self, runtime: FakeRuntime) -> None:
+        self.runtime = runtime
+        self.scripts: dict[str, list[ProbeResult]] = {}
+        self.checks = 0
+
+    def script(self, key: str, *answers: ProbeResult) -> None:
+        self.scripts[key] = list(answers)
+
+    def __call__(self, server: ServerSpec, container: ObservedContainer, fresh: bool) -> FakeProbe:
+        return FakeProbe(self, server, container)
+
+    def next_answer(self, server: ServerSpec, container: ObservedContainer) -> ProbeResult:
+        for key in (f"{server.name}@{container.revision}", server.image, server.name):
+            answers = self.scripts.get(key)
+            if answers:
+                return answers.pop(0) if len(answers) > 1 else answers[0]
+        return ProbeResult.ok(1.0, server.health.expect_tools)
+
+
+class FakeProbe:
+    def __init__(
+        self, prober: FakeProber, server: ServerSpec, container: ObservedContainer
+    ) -> None:
+        self._prober = prober
+        self._server = server
+        self._container = container
+        self.closed = False
+
+    @property
+    def endpoint(self) -> str | None:
+        return None
+
+    async def check(self, *, full: bool) -> ProbeResult:
+        self._prober.checks += 1
+        seen = self._prober.runtime.containers.get(self._container.id)
+        if seen is None or not seen.running:
+            return unhealthy(probe_reasons.CONNECT_FAILED, "container is not running")
+        answer = self._prober.next_answer(self._server, self._container)
+        if answer.reason == probe_reasons.TIMEOUT:
+            await asyncio.sleep(self._server.health.timeout)
+        if answer.healthy and not answer.tools:
+            return ProbeResult.ok(answer.latency_ms, self._server.health.expect_tools)
+        return answer
+
+    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
+        return [
+            {"name": t, "inputSchema": {"type": "object"}} for t in self._server.health.expect_tools
+        ]
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": name}], "isError": False}
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+class FakeSecretSource:
+    """A SecretSource over a dict of (mount, path, key) -> value; anything else is missing."""
+
+    def __init__(self, values: dict[tuple[str, str, str], str] | None = None) -> None:
+        self.values = dict(values or {})
+        self.reads = 0
+
+    async def read(self, mount: str, path: str, key: str, version: int | None = None) -> str:
+        self.reads += 1
+        value = self.values.get((mount, path, key))
+        if value is None:
+            raise SecretNotFound(f"secret {mount}/{path} has no key {key}")
+        return value
+
+
+class FakeSecretFiles:
+    """SecretFiles in memory: container name -> files. `fail_with` makes write() raise it."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[str, dict[str, str]] = {}
+        self.fail_with: BaseException | None = None
+
+    async def write(
+        self, container_name: str, files: dict[str, str], owner: tuple[int, int] | None
+    ) -> Path:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.dirs[container_name] = dict(files)
+        return Path("/fake/secrets") / container_name
+
+    async def remove(self, container_name: str) -> None:
+        self.dirs.pop(container_name, None)
+
+    async def sweep(self, keep: set[str], prefix: str = "dtma-", min_age: float = 0.0) -> list[str]:
+        gone = [n for n in self.dirs if n.startswith(prefix) and n not in keep]
+        for name in gone:
+            del self.dirs[name]
+        return gone

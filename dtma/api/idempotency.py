@@ -17,9 +17,9 @@ from weakref import WeakValueDictionary
 
 from aiohttp import web
 
-from dtma.adapters.state_repo import StateRepository
 from dtma.api.params import IDEMPOTENCY_KEY_PATTERN, MAX_KEY, matches
 from dtma.errors import SpecInvalid
+from dtma.ports import StateStore
 
 HEADER = "Idempotency-Key"
 KEEP_S = 24 * 3600.0
@@ -28,7 +28,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class IdempotencyKeys:
-    def __init__(self, repo: StateRepository) -> None:
+    def __init__(self, repo: StateStore) -> None:
         self._repo = repo
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
 

@@ -30,6 +30,7 @@ from dtma.api.asgi import serve_asgi
 from dtma.api.params import path_label
 from dtma.cancellation import cancel_and_wait
 from dtma.engine.gateway import ToolGateway, ToolNotFound
+from dtma.engine.supervisor import watch_task
 from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
 
 log = structlog.get_logger(__name__)
@@ -76,6 +77,8 @@ class ToolboxEndpoint:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._hold(), name=f"mcp-endpoint-{self.toolbox_id}")
+        # Not restarted here: the route makes a new endpoint when this one is not alive.
+        watch_task(self._task, f"mcp endpoint {self.toolbox_id}", "mcp_endpoint")
         await self._ready.wait()
 
     @property

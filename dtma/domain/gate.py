@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from dtma.domain import probe as probe_reasons
+from dtma.domain.health import HealthTracker
 from dtma.domain.probe import ProbeResult
 
 # Reasons: constants that appear verbatim in events.
@@ -31,9 +31,6 @@ SECRETS_FAILED = "secrets_failed"
 PROBE_FAILED = "probe_failed"
 DEADLINE_EXCEEDED = "healthy_deadline_exceeded"
 SUPERSEDED = "superseded"  # a newer spec was applied while this revision was in its gate
-
-# Answers from a live server: these count toward the threshold even before the first success.
-_ANSWERED = frozenset({probe_reasons.MISSING_TOOLS, probe_reasons.UNAUTHENTICATED})
 
 
 class GateState(Enum):
@@ -50,14 +47,6 @@ class Decision:
     detail: str = ""
 
 
-@dataclass
-class _Server:
-    healthy_since: float | None = None
-    ever_healthy: bool = False
-    failures: int = 0
-    last_failure: str = ""
-
-
 class GateTracker:
     def __init__(
         self,
@@ -68,12 +57,12 @@ class GateTracker:
         healthy_deadline: float,
         failure_threshold: dict[str, int],
     ) -> None:
-        self._servers = {name: _Server() for name in servers}
+        # Each server's probe results, under the rules shared with steady state (domain/health).
+        self._servers = {name: HealthTracker(failure_threshold.get(name, 3)) for name in servers}
         # A server's deadline counts from its start; None: not started yet, so no deadline.
         self._started: dict[str, float | None] = dict.fromkeys(self._servers, started_at)
         self._min_healthy = min_healthy_time
         self._healthy_deadline = healthy_deadline
-        self._threshold = failure_threshold
         self._failed: Decision | None = None
 
     def server_started(self, server: str, now: float) -> None:
@@ -96,22 +85,12 @@ class GateTracker:
 
     def probe(self, server: str, result: ProbeResult, now: float) -> None:
         s = self._servers[server]
-        if result.healthy:
-            s.ever_healthy = True
-            s.failures = 0
-            if s.healthy_since is None:
-                s.healthy_since = now
-            return
-        s.healthy_since = None
-        s.last_failure = f"{result.reason}: {result.detail}" if result.detail else result.reason
-        if s.ever_healthy or result.reason in _ANSWERED:
-            s.failures += 1
-            if s.failures >= self._threshold.get(server, 3):
-                self._fail(
-                    PROBE_FAILED,
-                    server,
-                    f"{s.failures} consecutive probe failures, last: {s.last_failure}",
-                )
+        if s.observe(result, now):
+            self._fail(
+                PROBE_FAILED,
+                server,
+                f"{s.failures} consecutive probe failures, last: {s.last_failure}",
+            )
 
     def decide(self, now: float) -> Decision:
         if self._failed:

@@ -19,7 +19,6 @@ from typing import Any
 import structlog
 
 from dtma import __version__
-from dtma.adapters.state_repo import StateRepository
 from dtma.cancellation import cancel_and_wait
 from dtma.domain.records import OperationRecord, ToolboxListing
 from dtma.engine.admission import Admission, default_max_starts
@@ -29,13 +28,13 @@ from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
-from dtma.engine.server_runner import ProbeFactory
 from dtma.engine.spec_parser import SpecParser
 from dtma.engine.status_view import toolbox_status
-from dtma.engine.supervisor import Supervisor
-from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
+from dtma.engine.supervisor import Supervisor, watch_task
+from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from dtma.errors import Conflict, DtmaError, NotFound
+from dtma.ports import Clock, ContainerRuntime, ProbeFactory, StateStore
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, validate_toolbox_id
 
@@ -58,12 +57,12 @@ class Agent:
     def __init__(
         self,
         *,
-        runtime: Runtime,
-        repo: StateRepository,
+        runtime: ContainerRuntime,
+        repo: StateStore,
         journal: Journal,
         probe_factory: ProbeFactory,
         policy: SpecPolicy,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         relist_interval: float = RELIST_INTERVAL_S,
         reap_grace: float = REAP_GRACE_S,
@@ -127,6 +126,7 @@ class Agent:
             await self._hold(await self.runtime.list_managed(), known)
         slow = await recover_all(self.runtime, self.repo, self._runner, self._recovery_wait)
         for task in slow:
+            watch_task(task, task.get_name(), "recovery")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._loops.append(
@@ -169,6 +169,7 @@ class Agent:
         self._loops.clear()
         for tb in self._runners.values():
             await tb.halt()
+        await self.supervisor.stop()
         self._specs.close()
 
     def _runner(self, toolbox_id: str) -> ToolboxRunner:
@@ -320,6 +321,7 @@ class Agent:
                 self._op_done.pop(op_id, None)
 
         task = asyncio.create_task(run(), name=f"{kind}-{tb.id}-{op_id}")
+        watch_task(task, f"operation {op_id}", "operation")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return op_id

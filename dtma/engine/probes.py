@@ -160,6 +160,9 @@ class ContainerProbe:
             http, self._http = self._http, None
             await http.close()
         if self._stdio is not None:
+            # A probe opened after this one must not negotiate a live session again.
+            self._initialized_once |= self._stdio.initialized
+            self._modern |= self._stdio.modern
             self._stdio.close()
         await cancel_and_wait(self._stdio_task)
         self._stdio = None

@@ -12,19 +12,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import structlog
 
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.gate import GateState
 from dtma.domain.planner import EXITED, complete_revision, plan_serving
-from dtma.domain.records import OperationRecord, RestartState, ToolboxRecord
+from dtma.domain.records import RestartState, ToolboxRecord
 from dtma.domain.restart import RestartTracker, Verdict, from_wall
 from dtma.engine import event_kinds as ev
 from dtma.engine.rollout import ROLLED_BACK, SUCCEEDED, deploy_and_gate
-from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
+from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError
+from dtma.ports import ContainerRuntime, RecoveryStore
 from dtma.spec.models import ToolboxSpec
 
 INTERRUPTED = "interrupted by an agent restart"
@@ -33,17 +33,9 @@ FINISHED_BEFORE = "finished before the agent restarted"
 log = structlog.get_logger(__name__)
 
 
-class RecoveryRepo(Protocol):
-    async def running_operations(self) -> list[OperationRecord]: ...
-    async def toolboxes(self) -> list[ToolboxRecord]: ...
-    async def finish_operation(
-        self, op_id: str, state: str, error: str | None = None, revision: int | None = None
-    ) -> None: ...
-
-
 async def recover_all(
-    runtime: Runtime,
-    repo: RecoveryRepo,
+    runtime: ContainerRuntime,
+    repo: RecoveryStore,
     runner_for: Callable[[str], ToolboxRunner],
     wait: float,
 ) -> set[asyncio.Task[None]]:

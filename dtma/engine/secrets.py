@@ -14,16 +14,14 @@ import hmac
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from dtma.adapters.secret_files import SecretFileStore
 from dtma.errors import SecretsError
 from dtma.observability.redaction import Redactor
+from dtma.ports import SecretFiles, SecretSource
 from dtma.spec.models import ServerSpec
 
-
-class SecretReader(Protocol):
-    async def read(self, mount: str, path: str, key: str, version: int | None = None) -> str: ...
+# The old name of the port (dtma/ports.py).
+SecretReader = SecretSource
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class SecretInjector:
     def __init__(
         self,
         reader: SecretReader | None,
-        files: SecretFileStore,
+        files: SecretFiles,
         redactor: Redactor,
         hmac_key: bytes,
     ) -> None:

@@ -20,13 +20,14 @@ import structlog
 from dtma.cancellation import cancel_and_wait
 from dtma.domain import gate as gate_reasons
 from dtma.domain.containers import ObservedContainer
+from dtma.domain.health import HealthTracker
 from dtma.domain.probe import ProbeResult
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
-from dtma.engine.probes import ContainerProbe
 from dtma.engine.supervisor import Supervisor
 from dtma.errors import DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
+from dtma.ports import ProbeFactory
 from dtma.spec.models import Restart, ServerSpec, publish_address
 
 log = structlog.get_logger(__name__)
@@ -34,8 +35,6 @@ log = structlog.get_logger(__name__)
 STARTUP_PROBE_INTERVAL = 0.5
 DRAIN_TIMEOUT_S = 30.0  # a removed server's calls in flight get this long to finish
 TOOL_CALL_TIMEOUT_S = 300.0
-
-ProbeFactory = Callable[[ServerSpec, ObservedContainer, bool], ContainerProbe]
 
 
 class ServerHost(Protocol):
@@ -92,10 +91,10 @@ class ServerRunner:
         self._exited = asyncio.Event()
         self._expected_exit = False
         self._steady: asyncio.Task[None] | None = None
-        self._failures = 0
+        # Probe results -> health, by the rules the gate uses too (domain/health.py).
+        self._health = HealthTracker(spec.health.failure_threshold)
         self._startup_deadline = startup_deadline
         self._started_at = clock()
-        self._ever_healthy = False
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -145,20 +144,17 @@ class ServerRunner:
         METRICS.probe_latency.labels(self.spec.transport).observe(result.latency_ms / 1000)
         if not result.healthy:
             METRICS.probe_failures.labels(self.spec.transport, result.reason).inc()
+        was_healthy = self._health.ever_healthy
+        self._health.observe(result, self._clock())
         if result.healthy:
-            self._failures = 0
-            if not self._ever_healthy:
+            if not was_healthy:
                 self.last_error = None  # refusals while it was starting are not errors
-            self._ever_healthy = True
             self.health = "healthy"
             if full and result.tools and list(result.tools) != self.tools:
                 self.tools = list(result.tools)
                 await self.host.record_tools(self.name, self.revision, self.tools)
         else:
-            self._failures += 1
-            self.last_error = (
-                f"{result.reason}: {result.detail}" if result.detail else result.reason
-            )
+            self.last_error = self._health.last_failure
         return result
 
     # -- steady state -------------------------------------------------------------------------
@@ -185,7 +181,6 @@ class ServerRunner:
             await self._run_steady()
 
     async def _run_steady(self) -> None:
-        threshold = self.spec.health.failure_threshold
         while self.state not in ("failed", "stopped"):
             if self.exited:
                 await self._on_failure(
@@ -194,29 +189,31 @@ class ServerRunner:
                 continue
             # Until the first healthy answer (a fresh or adopted container), probe quickly; after
             # that, at the configured interval.
-            wait = self.spec.health.interval if self._ever_healthy else STARTUP_PROBE_INTERVAL
+            wait = (
+                self.spec.health.interval if self._health.ever_healthy else STARTUP_PROBE_INTERVAL
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._exited.wait()
             if self.exited:
                 continue
             result = await self.probe_once(
-                full=not self._ever_healthy or self.spec.transport != "stdio"
+                full=not self._health.ever_healthy or self.spec.transport != "stdio"
             )
             self.host.server_changed()
             if result.healthy:
                 continue
-            starting = not self._ever_healthy
+            starting = not self._health.ever_healthy
             if starting and self._clock() - self._started_at < self._startup_deadline:
-                self._failures = 0  # still starting: not a failure yet (as in the gate)
+                self._health.forgive()  # still starting: not a failure yet (as in the gate)
                 continue
-            if (starting or self._failures >= threshold) and not self.exited:
+            if (starting or self._health.over_threshold) and not self.exited:
                 self.health = "unhealthy"
                 self.host.server_changed()
                 await self._on_failure(
                     ev.SERVER_UNHEALTHY,
                     gate_reasons.PROBE_FAILED,
-                    f"{self._failures} consecutive probe failures, last: {self.last_error}",
+                    f"{self._health.streak} consecutive probe failures, last: {self.last_error}",
                 )
 
     async def _on_failure(self, kind: str, reason: str, detail: str) -> None:
@@ -285,9 +282,8 @@ class ServerRunner:
         self._exited = asyncio.Event()
         self._expected_exit = False
         self.exit_code = None
-        self._failures = 0
+        self._health.reset()
         self._started_at = self._clock()
-        self._ever_healthy = False
         self.state = "running"
         self.health = "unknown"
 
@@ -364,6 +360,14 @@ class ServerRunner:
         await cancel_and_wait(self._steady)
         self._steady = None
         await self._probe.close()
+
+    def resume(self) -> None:
+        """Undo halt(expect_exit=True) when the container kept running after all (a stop that
+        failed): its exits are crashes again, and it is supervised again. Idempotent."""
+        if self.state in ("failed", "removed") or self.exited:
+            return
+        self._expected_exit = False
+        self.start_steady()
 
     async def remove(self) -> None:
         """Drain the calls in flight (bounded), halt, then remove the container (an expected

@@ -1,9 +1,13 @@
-"""Supervised background tasks (the re-list loop, the event watcher, each server's supervision).
+"""Supervised background tasks (the re-list loop, the event watcher, each server's supervision,
+a toolbox's phase write).
 
 A task body that raises, or a loop that returns although it should run forever, is logged with
 its traceback, counted in `dtma_background_task_failures_total`, reported by `down()` (which
 makes /v1/ready answer 503) until it runs again, and restarted after an exponential backoff.
 Nothing is swallowed. Cancellation (agent shutdown, a server halted) ends the task for good.
+One-shot tasks that must not be restarted (an operation, a slow recovery, the MCP endpoint's
+session manager, which its route recreates) go through `watch_task`: a failure is logged and
+counted, never left in an unretrieved task.
 Concurrency: one Supervisor per agent, used from the event loop only.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -41,10 +46,30 @@ class Supervisor:
         self._cap = cap
         self._clock = clock
         self._down: dict[str, str] = {}
+        self._spawned: set[asyncio.Task[None]] = set()
 
     def down(self) -> list[str]:
         """Readiness reasons, one per task that is down right now (empty when all run)."""
         return [f"task: {name} {why}" for name, why in sorted(self._down.items())]
+
+    def spawn(
+        self, name: str, kind: str, body: Callable[[], Awaitable[None]], *, forever: bool = True
+    ) -> asyncio.Task[None]:
+        """run() in a task of its own, held here until it ends (so it is never collected while
+        it runs); stop() cancels what is left."""
+        task = asyncio.get_running_loop().create_task(
+            self.run(name, kind, body, forever=forever), name=name
+        )
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Cancel every spawned task and wait for them. Idempotent."""
+        tasks = list(self._spawned)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run(
         self, name: str, kind: str, body: Callable[[], Awaitable[None]], *, forever: bool = True
@@ -78,3 +103,19 @@ class Supervisor:
                 log.info("background_task_restarted", task=name, attempt=failures)
         finally:
             self._down.pop(name, None)
+
+
+def watch_task(task: asyncio.Task[Any], name: str, kind: str) -> None:
+    """For a one-shot task that is not restarted: when it ends with an exception, log it with
+    its traceback and count it in dtma_background_task_failures_total. Cancellation is not a
+    failure."""
+
+    def done(t: asyncio.Task[Any]) -> None:
+        if t.cancelled():
+            return
+        exc = t.exception()
+        if exc is not None:
+            log.error("background_task_failed", task=name, exc_info=exc)
+            METRICS.task_failures.labels(kind).inc()
+
+    task.add_done_callback(done)

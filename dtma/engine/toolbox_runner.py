@@ -13,71 +13,33 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
 
 import structlog
 
 from dtma.domain.containers import (
     LABEL_SECRETS_HASH,
-    ContainerRequest,
     ObservedContainer,
-    ObservedNetwork,
     container_request,
     subnet_prefix,
 )
-from dtma.domain.records import RestartState, RevisionRecord
+from dtma.domain.records import RestartState
 from dtma.domain.restart import to_wall
 from dtma.engine import event_kinds as ev
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
-from dtma.engine.server_runner import ProbeFactory, ServerRunner
+from dtma.engine.server_runner import ServerRunner
 from dtma.engine.supervisor import Supervisor
 from dtma.errors import DtmaError, SecretsError
+from dtma.ports import ContainerRuntime, ProbeFactory, ToolboxStore
 from dtma.spec.hashing import server_hash
 from dtma.spec.models import ServerSpec, ToolboxSpec
 
 log = structlog.get_logger(__name__)
 
-
-class Runtime(Protocol):
-    async def ensure_network(self, toolbox: str, internal: bool, prefix: int) -> str: ...
-    async def join_network(self, toolbox: str) -> None: ...
-    async def remove_network(self, toolbox: str, legacy: bool = True) -> None: ...
-    async def list_networks(self) -> list[ObservedNetwork]: ...
-    async def engine_version(self) -> tuple[str, str]: ...
-    async def ensure_image(self, image: str) -> None: ...
-    async def image_owner(self, image: str) -> tuple[int, int] | None: ...
-    async def create_and_start(self, req: ContainerRequest) -> ObservedContainer: ...
-    async def start(self, container_id: str) -> None: ...
-    async def stop(self, container_id: str, timeout: int = 10) -> None: ...
-    async def remove(self, container_id: str) -> None: ...
-    async def inspect(self, container_id: str) -> ObservedContainer | None: ...
-    async def list_managed(
-        self, toolbox: str | None = None, *, brief: bool = False
-    ) -> list[ObservedContainer]: ...
-    async def logs(self, container_id: str, tail: int) -> str: ...
-
-
-class Repo(Protocol):
-    async def update_toolbox(self, toolbox_id: str, **fields: Any) -> None: ...
-    async def mark_stable(self, toolbox_id: str, number: int) -> None: ...
-    async def set_tools(
-        self, toolbox_id: str, server: str, revision: int, tools: list[str]
-    ) -> None: ...
-    async def revision(self, toolbox_id: str, number: int) -> RevisionRecord | None: ...
-    async def newest_stable_other_than(
-        self, toolbox_id: str, number: int | None
-    ) -> RevisionRecord | None: ...
-    async def finish_operation(
-        self, op_id: str, state: str, error: str | None = None, revision: int | None = None
-    ) -> None: ...
-    async def delete_toolbox(self, toolbox_id: str) -> None: ...
-    async def save_restart_state(
-        self, toolbox_id: str, server: str, state: RestartState
-    ) -> None: ...
-    async def restart_states(self, toolbox_id: str) -> dict[str, RestartState]: ...
-    async def clear_target(self, toolbox_id: str, number: int) -> None: ...
+# The ports under their old names here (they live in dtma/ports.py).
+Runtime = ContainerRuntime
+Repo = ToolboxStore
 
 
 class ToolboxRunner:
@@ -118,6 +80,7 @@ class ToolboxRunner:
         self.wanted_revision: int | None = None
         # Docker accepts several networks with one name, so creation must not race.
         self._network_lock = asyncio.Lock()
+        self._phase_task: asyncio.Task[None] | None = None
 
     def new_runner(
         self,
@@ -241,10 +204,13 @@ class ToolboxRunner:
         return "healthy"
 
     async def set_phase(self, phase: str, reason: str = "") -> None:
+        """Write the phase, then take it (a failed write leaves both where they were)."""
         if phase == self.phase:
             return
-        previous, self.phase = self.phase, phase
         await self.repo.update_toolbox(self.id, phase=phase)
+        if phase == self.phase:  # a concurrent call took it meanwhile
+            return
+        previous, self.phase = self.phase, phase
         await self.emit(
             ev.TOOLBOX_PHASE,
             revision=self.revision,
@@ -253,10 +219,17 @@ class ToolboxRunner:
         )
 
     def _schedule_phase(self, phase: str) -> None:
-        if phase != self.phase:
-            task = asyncio.get_running_loop().create_task(self.set_phase(phase))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+        if phase != self.phase and (self._phase_task is None or self._phase_task.done()):
+            # Supervised: a failed write is logged, counted and retried (with the phase as it
+            # is by then), never lost in a task nobody awaits. One at a time: a change while
+            # it runs is caught by the next call (every probe calls server_changed).
+            self._phase_task = self.supervisor.spawn(
+                f"phase {self.id}", "phase", self._sync_phase, forever=False
+            )
+
+    async def _sync_phase(self) -> None:
+        if self.busy_with is None:  # an operation sets the phase when it finishes
+            await self.set_phase(self.steady_phase())
 
     # -- events from the watcher --------------------------------------------------------------
 
@@ -316,7 +289,16 @@ class ToolboxRunner:
     async def stop_server(self, runner: ServerRunner, reason: str = "") -> None:
         """Stop one server's container without it counting as a crash. Idempotent."""
         await runner.halt(expect_exit=True)
-        await self.runtime.stop(runner.container.id)
+        try:
+            await self.runtime.stop(runner.container.id)
+        except Exception:
+            # Still running (as far as we can tell): it serves, so it is supervised again.
+            seen = await _inspect_quietly(self.runtime, runner.container.id)
+            if seen is None or seen.running:
+                runner.resume()
+            else:
+                runner.state, runner.health = "stopped", "unknown"
+            raise
         runner.state = "stopped"
         runner.health = "unknown"
         await self.emit(
@@ -403,4 +385,11 @@ class ToolboxRunner:
             await runner.halt()
 
 
-_background: set[asyncio.Task[None]] = set()
+async def _inspect_quietly(
+    runtime: ContainerRuntime, container_id: str
+) -> ObservedContainer | None:
+    """inspect(), or None when even that fails (the caller is already handling a failure)."""
+    try:
+        return await runtime.inspect(container_id)
+    except Exception:
+        return None

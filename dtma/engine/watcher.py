@@ -23,8 +23,9 @@ from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer, ObservedNet
 from dtma.engine import event_kinds as ev
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
-from dtma.engine.toolbox_runner import Runtime, ToolboxRunner
+from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError
+from dtma.ports import ContainerRuntime as Runtime
 
 log = structlog.get_logger(__name__)
 

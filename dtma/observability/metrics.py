@@ -89,8 +89,8 @@ class Metrics:
         )
         self.task_failures = Counter(
             "dtma_background_task_failures_total",
-            "Background tasks (re-list, event watcher, server supervision) that ended "
-            "unexpectedly and were restarted",
+            "Background tasks (re-list, event watcher, server supervision, phase writes, "
+            "operations, recoveries) that ended unexpectedly; supervised loops are restarted",
             ["task"],
             registry=r,
         )

@@ -1,0 +1,83 @@
+"""The orphan reaper (engine/watcher.py, ContainerWatcher.relist_once) over the fakes, with a
+manual clock: what no toolbox wants goes after the grace period; legacy, held and other
+agents' containers never do."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dtma.domain.containers import ObservedContainer
+from dtma.engine import event_kinds as ev
+from dtma.engine.journal import Journal
+from dtma.engine.toolbox_runner import ToolboxRunner
+from dtma.engine.watcher import ContainerWatcher
+from tests.fake_store import FakeStore
+from tests.fakes import FakeRuntime, ManualClock
+from tests.unit.engine_harness import Engine, server, spec_json
+from tests.virtual_time import eventually, run_virtual
+
+GRACE = 60.0
+
+
+def _container(cid: str, agent: str = "fake", toolbox: str = "gone") -> ObservedContainer:
+    return ObservedContainer(
+        id=cid,
+        name=f"dtma-{toolbox}-a-r1-{cid}",
+        toolbox=toolbox,
+        server="a",
+        revision=1,
+        spec_hash="h",
+        state="running",
+        exit_code=None,
+        ip=None,
+        host_port=None,
+        started_at="now",
+        agent=agent,
+    )
+
+
+async def test_orphans_are_reaped_after_the_grace_period_and_only_ours() -> None:
+    runtime, store, clock = FakeRuntime(), FakeStore(), ManualClock()
+    runners: dict[str, ToolboxRunner] = {}
+    watcher = ContainerWatcher(runtime, runners, Journal(store), None, clock, 10.0, GRACE)
+    orphan, legacy, other, held = (
+        _container("orphan"),
+        _container("legacy", agent=""),
+        _container("other", agent="someone-else"),
+        _container("held"),
+    )
+    for c in (orphan, legacy, other, held):
+        runtime.add_container(c)
+    await runtime.ensure_network("gone", internal=True, prefix=28)
+    watcher.hold.hold([held], [])
+
+    await watcher.relist_once()
+    clock.advance(GRACE - 1)
+    await watcher.relist_once()
+    assert set(runtime.containers) == {"orphan", "legacy", "other", "held"}
+    assert "gone" in runtime.networks
+
+    clock.advance(1)
+    await watcher.relist_once()
+    assert set(runtime.containers) == {"legacy", "other", "held"}
+    assert "gone" not in runtime.networks
+    reaped = [e for e in store.event_rows if e.kind == ev.ORPHAN_REAPED]
+    assert len(reaped) == 2
+
+
+def test_a_container_that_exited_without_an_event_is_restarted_after_the_relist() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        tb = e.toolbox()
+        assert await e.apply(tb, spec_json(server("a"))) == "succeeded"
+        watcher = ContainerWatcher(e.runtime, {"tb": tb}, e.journal, None, e.clock, 10.0, GRACE)
+        first = e.runtime.of("tb")[0]
+        e.runtime.containers[first.id] = replace(first, state="exited", exit_code=3)  # no event
+        await watcher.relist_once()
+        await eventually(lambda: e.live() == {"a": 1} and first.id not in e.runtime.containers)
+        crashed = [x for x in e.store.event_rows if x.kind == ev.SERVER_CRASHED]
+        assert [x.message for x in crashed] == ["exit code 3"]
+        await tb.halt()
+
+    run_virtual(main)
