@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from dtma.errors import ConfigError
 
@@ -148,8 +148,21 @@ class SqliteStateStore:
         self._executor.shutdown(wait=True)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(connection)` on the store's thread. For repositories; keep `fn` short."""
-        return await self._run(lambda: fn(self._connection()))
+        """Run `fn(connection)` on the store's thread. For repositories; keep `fn` short.
+
+        A cursor never leaves that thread: one that `fn` returns (`lambda c: c.execute(...)`)
+        is closed there and None comes back instead. Collected on the event loop's thread, its
+        statement would be reset there while this thread runs another one on the same
+        connection (SQLITE_MISUSE: "bad parameter or other API misuse")."""
+
+        def on_store_thread() -> T:
+            result = fn(self._connection())
+            if isinstance(result, sqlite3.Cursor):
+                result.close()
+                return cast(T, None)
+            return result
+
+        return await self._run(on_store_thread)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -40,3 +40,26 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="newer than this agent understands"):
         await store.open()
     await store.close()
+
+
+async def test_a_cursor_never_leaves_the_store_thread(tmp_path: Path) -> None:
+    """Statements returned as cursors (`lambda c: c.execute(...)`) used to be collected on the
+    event loop's thread while the store's thread ran the next statement on the same connection:
+    intermittent `sqlite3.InterfaceError: bad parameter or other API misuse`."""
+    store = SqliteStateStore.in_state_dir(tmp_path)
+    await store.open()
+    try:
+        returned = await store.run(
+            lambda c: c.execute("INSERT INTO events (ts, kind) VALUES (1, 'e')")
+        )
+        assert returned is None
+        for _ in range(30):  # the shape that failed about one run in three
+            await store.run(
+                lambda c: c.executemany(
+                    "INSERT INTO events (ts, kind) VALUES (?, 'e')", [(2.0,) for _ in range(2_000)]
+                )
+            )
+        count = await store.run(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        assert count == 1 + 30 * 2_000
+    finally:
+        await store.close()
