@@ -98,6 +98,7 @@ async def serve(settings: Settings) -> None:
         max_events=settings.retain_events,
         max_operations=settings.retain_operations,
         max_revisions=settings.retain_revisions,
+        max_calls=settings.retain_calls,
     )
     METRICS.watch_state(agent.metrics_state)
     readiness.add_check(agent.supervisor.down)

@@ -14,9 +14,12 @@ from dtma.api.middleware import (
     metrics_middleware,
     request_id_middleware,
 )
+from dtma.api.routes_access import add_access_routes
 from dtma.api.routes_agent import add_agent_routes
 from dtma.api.routes_toolboxes import add_routes
+from dtma.engine.access import AccessTokens
 from dtma.engine.agent import Agent
+from dtma.engine.call_journal import CallJournal
 from dtma.observability.metrics import METRICS
 from dtma.ports import Readiness
 
@@ -32,12 +35,17 @@ def create_app(
     metrics_auth: bool = False,
 ) -> web.Application:
     """Build the app. The handlers see only the narrow capabilities passed in here."""
+    access = AccessTokens(agent.repo) if agent is not None else None
     app = web.Application(
         client_max_size=max_body,
         middlewares=[
             metrics_middleware(),
             request_id_middleware(),
-            auth_middleware(token, public_metrics=not metrics_auth),
+            auth_middleware(
+                token,
+                public_metrics=not metrics_auth,
+                scoped=access.verify if access is not None else None,
+            ),
             error_middleware(),
         ],
     )
@@ -65,8 +73,10 @@ def create_app(
 
     app.router.add_get("/v1/ready", ready)
     app.router.add_get("/metrics", metrics)
-    if agent is not None:
+    if agent is not None and access is not None:
+        calls = CallJournal(agent.repo, METRICS, agent.gateway.signature)
         add_routes(app, agent)
-        add_mcp_routes(app, agent.gateway, lambda: agent.started)
+        add_mcp_routes(app, agent.gateway, lambda: agent.started, calls)
+        add_access_routes(app, agent, access, calls)
         add_agent_routes(app)
     return app
