@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from dtma.domain.access import ToolCall
 from dtma.errors import DockerUnavailable
 
 
@@ -26,3 +29,19 @@ class FakeEnginePing:
         self.calls += 1
         if not self.up:
             raise DockerUnavailable("Docker engine unreachable: fake is down")
+
+
+class FailingCallStore:
+    """A call store whose writes fail while `down` (the tool-call journal's error path)."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.rows: list[ToolCall] = []
+
+    async def append_calls(self, calls: Sequence[ToolCall]) -> None:
+        if self.down:
+            raise OSError("disk full (fake)")
+        self.rows.extend(calls)
+
+    async def calls(self, toolbox: str, since: int, limit: int) -> list[dict[str, object]]:
+        return []
