@@ -406,3 +406,53 @@ async def test_the_cursor_pages_and_the_journal_is_bounded(
     while not await in_thread(bounded):
         assert time.monotonic() < deadline, "the call journal was not pruned to its bound"
         await asyncio.sleep(0.5)
+
+
+def run_doc_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", line],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_docs_token_commands_run_as_written(agent: AgentProcess, toolbox: str) -> None:
+    doc = await in_thread(GATEWAY_DOC.read_text)
+    section = doc.split("## Tokens", 1)[1].split("\n## ", 1)[0]
+    lines = [
+        ln.split("  #", 1)[0].strip()
+        for ln in re.findall(r"```sh\n(.*?)```", section, re.S)[0].splitlines()
+    ]
+    assert [ln.split()[:3] for ln in lines] == [
+        ["dtma", "token", "create"],
+        ["dtma", "mcp-url", '"$TOOLBOX"'],
+        ["dtma", "token", "ls"],
+        ["dtma", "token", "rm"],
+    ]
+    env = {
+        **os.environ,
+        "PATH": f"{Path(DTMA).parent}:{os.environ['PATH']}",
+        "DTMA_URL": agent.base_url,
+        "DTMA_API_TOKEN": agent.token,
+        "TOOLBOX": toolbox,
+    }
+    made = await in_thread(run_doc_line, lines[0], env)
+    assert made.returncode == 0, made.stderr
+    token_id = re.search(r"tok-[0-9a-f]{16}", made.stderr)
+    assert token_id is not None, made.stderr
+    env["TOKEN_ID"] = token_id.group(0)
+    outputs = [await in_thread(run_doc_line, line, env) for line in lines[1:]]
+    assert [o.returncode for o in outputs] == [0, 0, 0], [o.stderr for o in outputs]
+    assert outputs[0].stdout.strip() == f"{agent.base_url}/v1/toolboxes/{toolbox}/mcp"
+    assert token_id.group(0) in outputs[1].stdout
+    status, _, _ = await in_thread(
+        agent.request,
+        "POST",
+        f"/v1/toolboxes/{toolbox}/mcp",
+        token=made.stdout.strip(),
+        raw=b"{}",
+    )
+    assert status == 401  # revoked by the last line
