@@ -33,9 +33,15 @@ def create_app(
     agent: Agent | None = None,
     max_body: int = MAX_BODY_BYTES,
     metrics_auth: bool = False,
+    access: AccessTokens | None = None,
+    calls: CallJournal | None = None,
 ) -> web.Application:
-    """Build the app. The handlers see only the narrow capabilities passed in here."""
-    access = AccessTokens(agent.repo) if agent is not None else None
+    """Build the app. The handlers see only the narrow capabilities passed in here. `access`
+    and `calls` default to fresh ones over the agent's repository (the caller loads the token
+    index and flushes the journal: bootstrap.py)."""
+    if agent is not None:
+        access = access or AccessTokens(agent.repo)
+        calls = calls or CallJournal(agent.repo, METRICS, agent.gateway.signature)
     app = web.Application(
         client_max_size=max_body,
         middlewares=[
@@ -73,10 +79,9 @@ def create_app(
 
     app.router.add_get("/v1/ready", ready)
     app.router.add_get("/metrics", metrics)
-    if agent is not None and access is not None:
-        calls = CallJournal(agent.repo, METRICS, agent.gateway.signature)
+    if agent is not None and access is not None and calls is not None:
         add_routes(app, agent)
         add_mcp_routes(app, agent.gateway, lambda: agent.started, calls)
-        add_access_routes(app, agent, access, calls)
+        add_access_routes(app, access, calls)
         add_agent_routes(app)
     return app

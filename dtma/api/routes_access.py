@@ -6,10 +6,6 @@ never stored for Idempotency-Key replay (the idempotency table would hold the va
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 from dtma.api.params import MAX_CURSOR, invalid, matches, path_label, query_int
@@ -24,34 +20,17 @@ from dtma.api.schemas import (
 )
 from dtma.domain.access import TOKEN_ID_PATTERN, ClientToken
 from dtma.engine.access import AccessTokens
-from dtma.engine.agent import Agent
-from dtma.engine.call_journal import CallJournal, flush_loop
+from dtma.engine.call_journal import CallJournal
 from dtma.errors import NotFound
 
 ACCESS = web.AppKey("access", AccessTokens)
 CALLS = web.AppKey("calls", CallJournal)
 
 
-def add_access_routes(
-    app: web.Application, agent: Agent, access: AccessTokens, calls: CallJournal
-) -> None:
-    """Mount the routes. On start: load the token index and flush the journals periodically;
-    on cleanup: a last flush."""
+def add_access_routes(app: web.Application, access: AccessTokens, calls: CallJournal) -> None:
+    """Mount the routes. Loading the token index and flushing the journals is the caller's
+    (bootstrap.py)."""
     app[ACCESS], app[CALLS] = access, calls
-
-    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
-        await access.load()
-        agent.journal.add_observer(access)
-        task = asyncio.create_task(flush_loop(calls.flush, access.flush_usage), name="flush")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        with contextlib.suppress(Exception):
-            await calls.flush()
-            await access.flush_usage()
-
-    app.cleanup_ctx.append(lifecycle)
     r = app.router
     r.add_post("/v1/toolboxes/{id}/tokens", create_token)
     r.add_get("/v1/toolboxes/{id}/tokens", list_tokens)
