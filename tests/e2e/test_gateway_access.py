@@ -456,3 +456,34 @@ async def test_the_docs_token_commands_run_as_written(agent: AgentProcess, toolb
         raw=b"{}",
     )
     assert status == 401  # revoked by the last line
+
+
+async def test_a_call_to_a_stopped_server_is_journalled_unavailable(
+    agent: AgentProcess, other: str
+) -> None:
+    """Last in this module: it stops the other toolbox's only server."""
+    status, _, ref = await in_thread(
+        agent.request,
+        "POST",
+        f"/v1/toolboxes/{other}/stop",
+        token=agent.token,
+        body={"servers": ["time"]},
+    )
+    assert status == 202, ref
+    op = ref["operation"]
+    deadline = time.monotonic() + 60
+    while (await in_thread(agent.get, f"/v1/operations/{op}", agent.token))[1][
+        "state"
+    ] == "running":
+        assert time.monotonic() < deadline, "stop did not finish"
+        await asyncio.sleep(0.5)
+    async with mcp_client(agent, other, agent.token) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+        assert refused.value.code == -32003
+    rows = await in_thread(all_calls, agent, other)
+    assert (rows[-1]["server"], rows[-1]["tool"], rows[-1]["outcome"]) == (
+        "time",
+        "get_current_time",
+        "unavailable",
+    )
