@@ -53,6 +53,7 @@ class AccessTokens:
         self._clock = clock
         self._by_hash: dict[str, Grant] = {}
         self._used: dict[str, float] = {}
+        self._deletions: dict[str, int] = {}  # toolbox -> deletions seen (for issue()'s race)
 
     async def load(self) -> int:
         """Read every token's hash from the store. Call once, after the store is open."""
@@ -64,6 +65,7 @@ class AccessTokens:
         NotFound for an unknown toolbox; Conflict past MAX_TOKENS_PER_TOOLBOX."""
         token_id, value = new_token()
         digest = token_hash(value)
+        deletions = self._deletions.get(toolbox, 0)
         try:
             record = await self._store.add_token(
                 token_id, toolbox, name, digest, MAX_TOKENS_PER_TOOLBOX
@@ -74,6 +76,9 @@ class AccessTokens:
             ) from None
         if record is None:
             raise NotFound(f"no toolbox {toolbox}")
+        if self._deletions.get(toolbox, 0) != deletions:  # deleted while the row was written
+            await self._store.delete_token(toolbox, token_id)
+            raise NotFound(f"toolbox {toolbox} was deleted meanwhile")
         self._by_hash[digest] = Grant(token_id, toolbox, digest)
         log.info("client_token_issued", toolbox=toolbox, token_id=token_id)
         return record, value
@@ -121,6 +126,7 @@ class AccessTokens:
         rows in the same transaction as the toolbox)."""
         if event.kind == ev.TOOLBOX_DELETED and event.toolbox:
             toolbox = event.toolbox
+            self._deletions[toolbox] = self._deletions.get(toolbox, 0) + 1
             self._forget(lambda g: g.toolbox == toolbox)
 
     def _forget(self, which: Callable[[Grant], bool]) -> None:
