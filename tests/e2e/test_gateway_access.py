@@ -11,32 +11,33 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.agent_process import DTMA, AgentProcess, running_agent
 from tests.conftest import in_thread
+from tests.e2e.access_support import (
+    all_calls,
+    apply,
+    cli,
+    issue,
+    mcp_client,
+    metric,
+    run_doc_line,
+    spec,
+    state_bytes,
+)
 from tests.engine_fixture import new_toolbox_id, notes_server, time_server
-from tests.engine_fixture import spec as base_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 RETAIN_CALLS = 100  # the smallest bound the agent accepts
 GATEWAY_DOC = Path(__file__).resolve().parents[2] / "docs/gateway.md"
-
-
-def spec(*servers: dict[str, Any], **extra: Any) -> str:
-    return base_spec(*servers, deadline="90s", **extra)
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +54,6 @@ def agent(
         yield a
 
 
-def apply(agent: AgentProcess, tb: str, body: str) -> dict[str, Any]:
-    agent.made.append(tb)
-    status, _, resp = agent.request(
-        "PUT", f"/v1/toolboxes/{tb}?wait=120", token=agent.token, raw=body.encode(), timeout=130
-    )
-    assert (status, resp["phase"]) == (200, "healthy"), resp
-    return dict(resp)
-
-
 @pytest.fixture(scope="module")
 def toolbox(agent: AgentProcess) -> str:
     """time (stdio) and notes (HTTP); convert_time is denied by the gateway filter."""
@@ -76,54 +68,6 @@ def other(agent: AgentProcess) -> str:
     tb = new_toolbox_id()
     apply(agent, tb, spec(time_server("time")))
     return tb
-
-
-@asynccontextmanager
-async def mcp_client(
-    agent: AgentProcess, tb: str, token: str, statuses: list[int] | None = None
-) -> AsyncIterator[Client]:
-    """The SDK's client; `statuses` collects the HTTP status of every answer."""
-
-    async def seen(response: httpx2.Response) -> None:
-        if statuses is not None:
-            statuses.append(response.status_code)
-
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=httpx2.Timeout(30),
-        event_hooks={"response": [seen]},
-    )
-    url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
-    async with http, Client(streamable_http_client(url, http_client=http)) as client:
-        yield client
-
-
-def issue(agent: AgentProcess, tb: str, name: str | None = None) -> dict[str, Any]:
-    body = {"name": name} if name else {}
-    status, _, created = agent.request(
-        "POST", f"/v1/toolboxes/{tb}/tokens", token=agent.token, body=body
-    )
-    assert status == 201, created
-    return dict(created)
-
-
-def all_calls(agent: AgentProcess, tb: str, limit: int = 1000) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    since = 0
-    while True:
-        status, page = agent.get(
-            f"/v1/toolboxes/{tb}/calls?since={since}&limit={limit}", agent.token
-        )
-        assert status == 200, page
-        items += page["items"]
-        if len(page["items"]) < limit:
-            return items
-        since = page["next"]
-
-
-def state_bytes(agent: AgentProcess) -> bytes:
-    """Every file of the state dir (the DB, its WAL, the agent's log)."""
-    return b"".join(p.read_bytes() for p in agent.state_dir.rglob("*") if p.is_file())
 
 
 async def test_a_scoped_token_opens_its_endpoint_and_nothing_else(
@@ -252,11 +196,6 @@ async def test_tokens_go_with_their_toolbox(agent: AgentProcess) -> None:
     assert status == 404, body
 
 
-def cli(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DTMA_URL": agent.base_url, "DTMA_API_TOKEN": agent.token}
-    return subprocess.run([DTMA, *args], env=env, capture_output=True, text=True, timeout=60)
-
-
 async def test_the_cli_creates_lists_and_revokes_tokens(agent: AgentProcess, toolbox: str) -> None:
     made = await in_thread(cli, agent, "token", "create", toolbox, "--name", "laptop")
     assert made.returncode == 0, made.stderr
@@ -292,16 +231,6 @@ async def test_the_cli_creates_lists_and_revokes_tokens(agent: AgentProcess, too
     assert (bad.returncode, "body.name" in bad.stderr) == (2, True), bad.stderr
     calls = await in_thread(cli, agent, "calls", toolbox)
     assert (calls.returncode, "OUTCOME" in calls.stdout) == (0, True), calls.stderr
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
-        if m and ",".join(sorted(m.group(1).split(","))) == want:
-            total += float(m.group(2))
-    return total
 
 
 async def test_calls_are_journalled_and_counted_without_their_values(
@@ -406,17 +335,6 @@ async def test_the_cursor_pages_and_the_journal_is_bounded(
     while not await in_thread(bounded):
         assert time.monotonic() < deadline, "the call journal was not pruned to its bound"
         await asyncio.sleep(0.5)
-
-
-def run_doc_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", line],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_the_docs_token_commands_run_as_written(agent: AgentProcess, toolbox: str) -> None:
