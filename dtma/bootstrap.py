@@ -26,7 +26,9 @@ from dtma.domain.containers import ObservedContainer
 from dtma.domain.retention import RetentionPolicy
 from dtma.domain.subnets import DEFAULT_POOL
 from dtma.engine import event_kinds as ev
+from dtma.engine.access import AccessTokens
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
+from dtma.engine.call_journal import CallJournal, flush_loop
 from dtma.engine.errors_journal import ErrorJournal
 from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
 from dtma.engine.probes import ContainerProbe
@@ -98,13 +100,18 @@ async def serve(settings: Settings) -> None:
         max_events=settings.retain_events,
         max_operations=settings.retain_operations,
         max_revisions=settings.retain_revisions,
+        max_calls=settings.retain_calls,
     )
     METRICS.watch_state(agent.metrics_state)
+    access = AccessTokens(agent.repo)  # client tokens of the MCP endpoints
+    agent.journal.add_observer(access)  # a deleted toolbox's tokens stop at once
+    calls = CallJournal(agent.repo, METRICS, agent.gateway.signature)
     readiness.add_check(agent.supervisor.down)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
         schema = await store.open()
+        await access.load()
         tasks.append(asyncio.create_task(readiness.run(), name="readiness"))
         runner = web.AppRunner(
             create_app(
@@ -113,6 +120,8 @@ async def serve(settings: Settings) -> None:
                 agent=agent,
                 max_body=settings.max_body,
                 metrics_auth=settings.metrics_auth,
+                access=access,
+                calls=calls,
             ),
             access_log=None,
             handle_signals=False,
@@ -145,6 +154,7 @@ async def serve(settings: Settings) -> None:
                 asyncio.create_task(vault.keep_alive(_vault_reporter(agent.journal)), name="vault")
             )
         tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
+        tasks.append(asyncio.create_task(flush_loop(calls.flush, access.flush_usage), name="flush"))
         tasks.append(
             asyncio.create_task(
                 retention_loop(agent.repo, retention, settings.prune_interval), name="retention"
@@ -160,6 +170,9 @@ async def serve(settings: Settings) -> None:
                 await task
         if runner is not None:
             await runner.cleanup()
+        with contextlib.suppress(Exception):  # the last calls and token uses, if the DB is open
+            await calls.flush()
+            await access.flush_usage()
         await agent.stop()
         await engine.close()
         await store.close()

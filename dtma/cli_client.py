@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dtma.api.schemas import ApplyAcceptedOut
+from dtma.cli_access import access_handlers, add_access_commands
 from dtma.cli_output import print_json, print_status, table
 from dtma.client import ApiError, DtmaClient, Unavailable, Unreachable
 
@@ -83,6 +84,7 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--toolbox")
     p.add_argument("--since", type=int, default=0)
     p.add_argument("--follow", action="store_true", help="stream live events (Ctrl-C to stop)")
+    add_access_commands(sub, cmd)
 
 
 def run_client_command(args: argparse.Namespace) -> int:
@@ -158,6 +160,7 @@ async def _dispatch(args: argparse.Namespace, token: str) -> int:
             "events": _events,
             "errors": _errors,
             "adopt": _adopt,
+            **access_handlers(),
         }[args.command]
         return await handler(client, args)
 

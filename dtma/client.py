@@ -23,6 +23,7 @@ from dtma.api.schemas import (
     AdoptOut,
     AgentOut,
     ApplyAcceptedOut,
+    CallsPageOut,
     ErrorsOut,
     EventOut,
     EventsPageOut,
@@ -30,6 +31,8 @@ from dtma.api.schemas import (
     OperationOut,
     OperationRefOut,
     RevisionsOut,
+    TokenCreatedOut,
+    TokensOut,
     ToolboxListOut,
     ToolboxStatusOut,
     ToolsOut,
@@ -258,6 +261,23 @@ class DtmaClient:
             "GET", f"/v1/toolboxes/{toolbox}/servers/{server}/logs", params={"tail": tail}
         )
         return str(body or "")
+
+    async def create_token(self, toolbox: str, name: str | None = None) -> TokenCreatedOut:
+        """A client token for the toolbox's MCP endpoint; the value is in this answer only."""
+        body = {"name": name} if name else {}
+        _, out = await self._call("POST", f"/v1/toolboxes/{toolbox}/tokens", body=body)
+        return self._as(TokenCreatedOut, out)
+
+    async def tokens(self, toolbox: str) -> TokensOut:
+        return self._as(TokensOut, (await self._call("GET", f"/v1/toolboxes/{toolbox}/tokens"))[1])
+
+    async def revoke_token(self, toolbox: str, token_id: str) -> None:
+        await self._call("DELETE", f"/v1/toolboxes/{toolbox}/tokens/{token_id}")
+
+    async def calls(self, toolbox: str, since: int = 0, limit: int = 500) -> CallsPageOut:
+        params = {"since": since, "limit": limit}
+        _, out = await self._call("GET", f"/v1/toolboxes/{toolbox}/calls", params=params)
+        return self._as(CallsPageOut, out)
 
     async def errors(self, **filters: Any) -> ErrorsOut:
         return self._as(ErrorsOut, (await self._call("GET", "/v1/errors", params=filters))[1])

@@ -19,10 +19,11 @@ Contracts shared by every implementation: methods are coroutines that never bloc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from dtma.domain.access import ClientToken, ToolCall
 from dtma.domain.containers import ContainerRequest, ObservedContainer, ObservedNetwork
 from dtma.domain.probe import ProbeResult
 from dtma.domain.records import (
@@ -108,7 +109,22 @@ class RecoveryStore(Protocol):
     ) -> None: ...
 
 
-class StateStore(ToolboxStore, RecoveryStore, Protocol):
+class TokenStore(Protocol):
+    async def add_token(
+        self, token_id: str, toolbox: str, name: str, digest: str, limit: int
+    ) -> ClientToken | None: ...
+    async def client_tokens(self, toolbox: str | None = None) -> list[ClientToken]: ...
+    async def token_hashes(self) -> list[tuple[str, str, str]]: ...
+    async def delete_token(self, toolbox: str, token_id: str) -> bool: ...
+    async def touch_tokens(self, last_used: Mapping[str, float]) -> None: ...
+
+
+class CallStore(Protocol):
+    async def append_calls(self, calls: Sequence[ToolCall]) -> None: ...
+    async def calls(self, toolbox: str, since: int, limit: int) -> list[dict[str, Any]]: ...
+
+
+class StateStore(ToolboxStore, RecoveryStore, TokenStore, CallStore, Protocol):
     """The whole state store as the Agent facade (and the API through it) uses it. Every
     method is one atomic transaction; rows never hold secret values."""
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dtma.domain import probe as probe_reasons
+from dtma.domain.access import ClientToken, ToolCall
 from dtma.domain.containers import (
     LABEL_REVISION,
     LABEL_SECRETS_HASH,
@@ -327,3 +328,55 @@ class FakeSecretFiles:
         for name in gone:
             del self.dirs[name]
         return gone
+
+
+class FailingCallStore:
+    """A call store whose writes fail while `down` (the tool-call journal's error path)."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.rows: list[ToolCall] = []
+
+    async def append_calls(self, calls: Sequence[ToolCall]) -> None:
+        if self.down:
+            raise OSError("disk full (fake)")
+        self.rows.extend(calls)
+
+    async def calls(self, toolbox: str, since: int, limit: int) -> list[dict[str, object]]:
+        return []
+
+
+class MemoryTokenStore:
+    """An in-memory TokenStore; `during_add` runs inside add_token, after the row is written
+    (to interleave a toolbox deletion with an issue)."""
+
+    def __init__(self, toolboxes: set[str]) -> None:
+        self.toolboxes = toolboxes
+        self.rows: dict[str, tuple[str, str, str]] = {}  # id -> (toolbox, name, hash)
+        self.during_add: Callable[[], Awaitable[None]] | None = None
+
+    async def add_token(
+        self, token_id: str, toolbox: str, name: str, digest: str, limit: int
+    ) -> ClientToken | None:
+        if toolbox not in self.toolboxes:
+            return None
+        self.rows[token_id] = (toolbox, name, digest)
+        if self.during_add is not None:
+            await self.during_add()
+        return ClientToken(token_id, toolbox, name, 0.0, None)
+
+    async def client_tokens(self, toolbox: str | None = None) -> list[ClientToken]:
+        return [
+            ClientToken(i, tb, n, 0.0, None)
+            for i, (tb, n, _) in self.rows.items()
+            if toolbox in (None, tb)
+        ]
+
+    async def token_hashes(self) -> list[tuple[str, str, str]]:
+        return [(h, i, tb) for i, (tb, _, h) in self.rows.items()]
+
+    async def delete_token(self, toolbox: str, token_id: str) -> bool:
+        return self.rows.pop(token_id, None) is not None
+
+    async def touch_tokens(self, last_used: Mapping[str, float]) -> None:
+        return None

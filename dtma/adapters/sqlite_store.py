@@ -116,6 +116,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (toolbox, server)
     );
     """,
+    """
+    CREATE TABLE client_tokens (
+        id TEXT PRIMARY KEY,
+        toolbox TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        hash TEXT NOT NULL UNIQUE,         -- sha256 of the value; the value is never stored
+        created_at REAL NOT NULL,
+        last_used REAL
+    );
+    CREATE INDEX client_tokens_by_toolbox ON client_tokens (toolbox, created_at);
+    CREATE TABLE tool_calls (
+        cursor INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        toolbox TEXT NOT NULL,
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        token TEXT NOT NULL,               -- a token id or 'agent'; never a token value
+        duration REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        request_bytes INTEGER NOT NULL,    -- sizes only: never arguments or results
+        response_bytes INTEGER NOT NULL
+    );
+    CREATE INDEX tool_calls_by_toolbox ON tool_calls (toolbox, cursor);
+    """,
 )
 
 

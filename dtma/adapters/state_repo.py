@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from dtma.adapters.state_repo_journals import ErrorRecords, IdempotencyRecords, _tx
 from dtma.adapters.state_repo_restarts import RestartRecords
 from dtma.adapters.state_repo_retention import RetentionRecords
+from dtma.adapters.state_repo_tokens import CallRecords, TokenRecords
 from dtma.domain.records import (
     EventRecord,
     OperationRecord,
@@ -25,7 +26,9 @@ from dtma.errors import PreconditionFailed
 T = TypeVar("T")
 
 
-class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords, RestartRecords):
+class StateRepository(
+    IdempotencyRecords, ErrorRecords, RetentionRecords, RestartRecords, TokenRecords, CallRecords
+):
     """Typed state access; construct with (store, clock=time.time)."""
 
     # -- toolboxes and revisions ------------------------------------------------------------
@@ -210,6 +213,8 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords, Restar
                 ("revisions", "toolbox"),
                 ("server_tools", "toolbox"),
                 ("server_restarts", "toolbox"),
+                ("client_tokens", "toolbox"),  # a toolbox's tokens and calls go with it
+                ("tool_calls", "toolbox"),
             ):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (toolbox_id,))  # noqa: S608
 

@@ -1,4 +1,4 @@
-"""Pruning of the events, operations and revisions tables: part of StateRepository.
+"""Pruning of the events, operations, revisions and tool_calls tables: part of StateRepository.
 
 Deletes run in batches of BATCH rows, one short transaction per batch on the store's thread, so
 other reads and writes interleave with a large prune. The rules are in dtma.domain.retention.
@@ -9,13 +9,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from dtma.adapters.state_repo_journals import _Rows, _tx
+from dtma.adapters.state_repo_journals import _tx
+from dtma.adapters.state_repo_tokens import CallRecords
 from dtma.domain.retention import Pruned, RetentionPolicy, RevisionInfo, revisions_to_prune
 
 BATCH = 5000
 
 
-class RetentionRecords(_Rows):
+class RetentionRecords(CallRecords):
     async def prune(self, policy: RetentionPolicy) -> Pruned:
         """Apply `policy` once. Idempotent; never touches running operations or a protected
         revision. Safe to run beside the agent's other work."""
@@ -29,7 +30,8 @@ class RetentionRecords(_Rows):
         revisions = await self._store.run(
             lambda c: _tx(c, lambda tx: _prune_revisions(tx, now, policy))
         )
-        return Pruned(events, operations, revisions)
+        calls = await self.prune_calls(cutoff, policy.max_calls)
+        return Pruned(events, operations, revisions, calls)
 
     async def _prune_events(self, cutoff: float, max_events: int) -> int:
         """Events go oldest first: every cursor up to the newest one that is too old or beyond

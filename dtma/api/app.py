@@ -14,9 +14,12 @@ from dtma.api.middleware import (
     metrics_middleware,
     request_id_middleware,
 )
+from dtma.api.routes_access import add_access_routes
 from dtma.api.routes_agent import add_agent_routes
 from dtma.api.routes_toolboxes import add_routes
+from dtma.engine.access import AccessTokens
 from dtma.engine.agent import Agent
+from dtma.engine.call_journal import CallJournal
 from dtma.observability.metrics import METRICS
 from dtma.ports import Readiness
 
@@ -30,14 +33,25 @@ def create_app(
     agent: Agent | None = None,
     max_body: int = MAX_BODY_BYTES,
     metrics_auth: bool = False,
+    access: AccessTokens | None = None,
+    calls: CallJournal | None = None,
 ) -> web.Application:
-    """Build the app. The handlers see only the narrow capabilities passed in here."""
+    """Build the app. The handlers see only the narrow capabilities passed in here. `access`
+    and `calls` default to fresh ones over the agent's repository (the caller loads the token
+    index and flushes the journal: bootstrap.py)."""
+    if agent is not None:
+        access = access or AccessTokens(agent.repo)
+        calls = calls or CallJournal(agent.repo, METRICS, agent.gateway.signature)
     app = web.Application(
         client_max_size=max_body,
         middlewares=[
             metrics_middleware(),
             request_id_middleware(),
-            auth_middleware(token, public_metrics=not metrics_auth),
+            auth_middleware(
+                token,
+                public_metrics=not metrics_auth,
+                scoped=access.verify if access is not None else None,
+            ),
             error_middleware(),
         ],
     )
@@ -65,8 +79,9 @@ def create_app(
 
     app.router.add_get("/v1/ready", ready)
     app.router.add_get("/metrics", metrics)
-    if agent is not None:
+    if agent is not None and access is not None and calls is not None:
         add_routes(app, agent)
-        add_mcp_routes(app, agent.gateway, lambda: agent.started)
+        add_mcp_routes(app, agent.gateway, lambda: agent.started, calls)
+        add_access_routes(app, access, calls)
         add_agent_routes(app)
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from typing import Any
 
@@ -24,12 +25,16 @@ from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
+from pydantic_core import to_json
 
 from dtma import __version__
 from dtma.api.asgi import serve_asgi
+from dtma.api.middleware import PRINCIPAL
 from dtma.api.params import path_label
 from dtma.cancellation import cancel_and_wait
-from dtma.engine.gateway import ToolGateway, ToolNotFound
+from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
+from dtma.engine.call_journal import CallJournal
+from dtma.engine.gateway import ToolDenied, ToolGateway, ToolNotFound, split_name
 from dtma.engine.supervisor import watch_task
 from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
 
@@ -39,6 +44,8 @@ WATCH_INTERVAL_S = 1.0
 NOTIFY_TIMEOUT_S = 2.0
 # JSON-RPC server-error range: the server behind this tool cannot answer now; retry.
 SERVER_UNAVAILABLE = -32003
+PRINCIPAL_SCOPE_KEY = "dtma.principal"  # the ASGI scope key the handler passes the caller in
+MAX_NAME_IN_JOURNAL = 128
 MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
 
 
@@ -61,9 +68,12 @@ class _ToolboxServer(Server[Any]):
 class ToolboxEndpoint:
     """One toolbox's MCP server and session manager. `start()` once, `close()` idempotent."""
 
-    def __init__(self, toolbox_id: str, gateway: ToolGateway) -> None:
+    def __init__(
+        self, toolbox_id: str, gateway: ToolGateway, audit: CallJournal | None = None
+    ) -> None:
         self.toolbox_id = toolbox_id
         self._gateway = gateway
+        self._audit = audit
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.server = _ToolboxServer(
             f"dtma-{toolbox_id}",
@@ -130,18 +140,53 @@ class ToolboxEndpoint:
         )
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
+        """Route the call, and journal it (outcome and sizes only) whatever happens."""
         self._remember(ctx)
+        started, outcome, answered = time.perf_counter(), "error", 0
         try:
             result = await self._gateway.call(self.toolbox_id, params.name, params.arguments)
+            out = types.CallToolResult.model_validate(result)
+            outcome, answered = ("error" if out.is_error else "ok"), len(to_json(result))
+            return out
         except ToolNotFound as exc:
+            outcome = "denied" if isinstance(exc, ToolDenied) else "not_found"
             raise MCPError(types.INVALID_PARAMS, exc.message) from None
         except ServerUnavailable as exc:
+            outcome = "unavailable"
             raise MCPError(
                 SERVER_UNAVAILABLE, exc.message, {"retryable": True, "retryAfterMs": 500}
             ) from None
         except NotFound as exc:
+            outcome = "not_found"
             raise MCPError(types.INVALID_REQUEST, exc.message) from None
-        return types.CallToolResult.model_validate(result)
+        finally:
+            if self._audit is not None:
+                self._journal(ctx, params, outcome, time.perf_counter() - started, answered)
+
+    def _journal(
+        self,
+        ctx: Any,
+        params: types.CallToolRequestParams,
+        outcome: str,
+        duration: float,
+        answered: int,
+    ) -> None:
+        assert self._audit is not None
+        scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
+        server, tool = split_name(params.name) or ("", params.name)
+        self._audit.record(
+            ToolCall(
+                ts=time.time(),
+                toolbox=self.toolbox_id,
+                server=server[:MAX_NAME_IN_JOURNAL],
+                tool=tool[:MAX_NAME_IN_JOURNAL],
+                token=str(scope.get(PRINCIPAL_SCOPE_KEY, AGENT_PRINCIPAL)),
+                duration=duration,
+                outcome=outcome,
+                request_bytes=len(to_json(params.arguments or {})),
+                response_bytes=answered,
+            )
+        )
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
@@ -150,8 +195,9 @@ class ToolboxEndpoint:
 class McpEndpoints:
     """The endpoints by toolbox id, made on first use and replaced once their toolbox is gone."""
 
-    def __init__(self, gateway: ToolGateway) -> None:
+    def __init__(self, gateway: ToolGateway, audit: CallJournal | None = None) -> None:
         self._gateway = gateway
+        self._audit = audit
         self._endpoints: dict[str, ToolboxEndpoint] = {}
         self._lock = asyncio.Lock()
 
@@ -162,7 +208,7 @@ class McpEndpoints:
         async with self._lock:
             endpoint = self._endpoints.get(toolbox_id)
             if endpoint is None or not endpoint.alive:
-                endpoint = ToolboxEndpoint(toolbox_id, self._gateway)
+                endpoint = ToolboxEndpoint(toolbox_id, self._gateway, self._audit)
                 await endpoint.start()
                 self._endpoints[toolbox_id] = endpoint
             return endpoint
@@ -173,9 +219,12 @@ class McpEndpoints:
         self._endpoints.clear()
 
 
-def add_mcp_routes(app: web.Application, gateway: ToolGateway, started: Any) -> None:
-    """Mount the endpoint. `started()` is False while the agent is still recovering."""
-    endpoints = McpEndpoints(gateway)
+def add_mcp_routes(
+    app: web.Application, gateway: ToolGateway, started: Any, audit: CallJournal | None = None
+) -> None:
+    """Mount the endpoint. `started()` is False while the agent is still recovering; `audit`
+    journals every tools/call."""
+    endpoints = McpEndpoints(gateway, audit)
     app[MCP_ENDPOINTS] = endpoints
 
     async def close(_: web.Application) -> None:
@@ -190,7 +239,10 @@ def add_mcp_routes(app: web.Application, gateway: ToolGateway, started: Any) -> 
         if not gateway.knows(toolbox_id):
             raise NotFound(f"toolbox {toolbox_id} not found")
         endpoint = await endpoints.get(toolbox_id)
-        return await serve_asgi(endpoint.manager.handle_request, request)
+        principal = request.get(PRINCIPAL, AGENT_PRINCIPAL)
+        return await serve_asgi(
+            endpoint.manager.handle_request, request, {PRINCIPAL_SCOPE_KEY: principal}
+        )
 
     path = "/v1/toolboxes/{id}/mcp"
     app.router.add_route("POST", path, handle)

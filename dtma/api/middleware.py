@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,8 @@ import structlog
 from aiohttp import web
 
 from dtma.api.errors import error_response, status_for
+from dtma.domain.access import AGENT_PRINCIPAL
+from dtma.engine.access import Grant
 from dtma.errors import DtmaError
 from dtma.observability.metrics import METRICS, route_label
 
@@ -20,6 +23,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/v1/health", "/v1/ready"})
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID = web.RequestKey("request_id", str)
+# Who made the request: AGENT_PRINCIPAL (the API token) or a client token's id.
+PRINCIPAL = web.RequestKey("principal", str)
+MCP_PATH = re.compile(r"/v1/toolboxes/([^/]+)/mcp")
 
 
 def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
@@ -69,7 +75,13 @@ def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
     return mw
 
 
-def auth_middleware(token: str, public_metrics: bool = True) -> web.middleware:  # type: ignore[valid-type]
+def auth_middleware(
+    token: str,
+    public_metrics: bool = True,
+    scoped: Callable[[str], Grant | None] | None = None,
+) -> web.middleware:  # type: ignore[valid-type]
+    """The API token opens everything; a client token (`scoped`) only its own toolbox's MCP
+    endpoint: 403 anywhere else, 401 once revoked or unknown."""
     expected = token.encode()
     public = PUBLIC_PATHS | ({"/metrics"} if public_metrics else set())
 
@@ -85,14 +97,28 @@ def auth_middleware(token: str, public_metrics: bool = True) -> web.middleware: 
                 "missing bearer token",
                 headers={"WWW-Authenticate": 'Bearer realm="dtma"'},
             )
-        if not hmac.compare_digest(presented.strip().encode(), expected):
-            return error_response(
-                401,
-                "unauthorized",
-                "invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="dtma", error="invalid_token"'},
-            )
-        return await handler(request)
+        presented = presented.strip()
+        if hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected):
+            request[PRINCIPAL] = AGENT_PRINCIPAL
+            return await handler(request)
+        grant = scoped(presented) if scoped is not None else None
+        if grant is not None:
+            mcp = MCP_PATH.fullmatch(request.path)
+            if mcp is None or mcp.group(1) != grant.toolbox:
+                return error_response(
+                    403,
+                    "forbidden",
+                    "a client token opens only the MCP endpoint of its own toolbox "
+                    f"(/v1/toolboxes/{grant.toolbox}/mcp)",
+                )
+            request[PRINCIPAL] = grant.token_id
+            return await handler(request)
+        return error_response(
+            401,
+            "unauthorized",
+            "invalid bearer token",
+            headers={"WWW-Authenticate": 'Bearer realm="dtma", error="invalid_token"'},
+        )
 
     return mw
 
@@ -124,6 +150,7 @@ def _code_for(status: int) -> str:
     return {
         400: "bad_request",
         401: "unauthorized",
+        403: "forbidden",
         404: "not_found",
         405: "method_not_allowed",
         413: "payload_too_large",

@@ -20,6 +20,7 @@ from dtma.api.params import (
     MAX_WAIT_S,
     OPERATION_ID,
 )
+from dtma.domain.access import TOKEN_ID_PATTERN
 from dtma.domain.errors_journal import CATEGORIES
 from dtma.spec.models import DNS_LABEL_SCHEMA, ToolboxSpec
 
@@ -60,6 +61,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "id": {**DNS_LABEL_SCHEMA, "description": "toolbox id (a DNS label)"},
     "name": {**DNS_LABEL_SCHEMA, "description": "server name (a DNS label)"},
     "op": {"type": "string", "pattern": OPERATION_ID, "description": "operation id"},
+    "token_id": {"type": "string", "pattern": TOKEN_ID_PATTERN, "description": "client token id"},
 }
 TOOLBOX_FILTER = Param("toolbox", DNS_LABEL_SCHEMA, "only this toolbox")
 IDEMPOTENCY_KEY = Param(
@@ -70,10 +72,13 @@ IDEMPOTENCY_KEY = Param(
 # Why each status is returned; the same words for every route.
 STATUS_TEXT = {
     200: "OK",
+    201: "created",
     202: "accepted: an operation was started",
+    204: "done; no content",
     401: "missing or wrong bearer token",
+    403: "a client token used anywhere but its own toolbox's MCP endpoint",
     404: "no such toolbox, server, revision or operation",
-    409: "there is no stable revision to roll back to",
+    409: "a conflict: no stable revision to roll back to, or a toolbox's token limit reached",
     412: "If-Match does not name the newest revision",
     413: "the body is larger than DTMA_MAX_BODY",
     422: "invalid input (path, query, header or body); details name each problem",
@@ -199,6 +204,40 @@ ROUTES: tuple[Route, ...] = (
         )
     ),
     Route(
+        "POST",
+        "/v1/toolboxes/{id}/tokens",
+        "Issue a client token for this toolbox's MCP endpoint; its value is in this answer only",
+        {201: s.TokenCreatedOut, 404: s.ErrorOut, 409: s.ErrorOut},
+        body=s.TokenIn,
+        tags=("access",),
+        idempotency_key=False,  # the answer holds the token: it is never stored for replay
+    ),
+    Route(
+        "GET",
+        "/v1/toolboxes/{id}/tokens",
+        "The toolbox's client tokens (never their values)",
+        {200: s.TokensOut},
+        tags=("access",),
+    ),
+    Route(
+        "DELETE",
+        "/v1/toolboxes/{id}/tokens/{token_id}",
+        "Revoke a client token: its next request is refused",
+        {204: "empty"},
+        tags=("access",),
+    ),
+    Route(
+        "GET",
+        "/v1/toolboxes/{id}/calls",
+        "The toolbox's tool-call journal (outcomes and sizes, never arguments or results)",
+        {200: s.CallsPageOut},
+        query=(
+            Param("since", _int(0, MAX_CURSOR, 0), "cursor to start after"),
+            Param("limit", _int(1, 1000, 500), "page size"),
+        ),
+        tags=("access",),
+    ),
+    Route(
         "GET",
         "/v1/toolboxes/{id}/servers/{name}/logs",
         "A server's container log tail",
@@ -252,6 +291,7 @@ def responses_of(route: Route) -> dict[int, type[BaseModel] | str]:
     out = dict(route.responses)
     if route.auth:
         out[401] = s.ErrorOut
+        out[403] = s.ErrorOut
     if route.agent:
         out[503] = s.ErrorOut
     if _path_params(route.path):
@@ -334,6 +374,8 @@ def _response(
     status: int, out: type[BaseModel] | str, models: set[type[BaseModel]]
 ) -> dict[str, Any]:
     text = STATUS_TEXT.get(status, out if isinstance(out, str) else out.__name__)
+    if out == "empty":
+        return {"description": text}
     if out == "text":
         return {"description": text, "content": {"text/plain": {"schema": {"type": "string"}}}}
     if out == "mcp":

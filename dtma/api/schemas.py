@@ -209,3 +209,52 @@ class ErrorEntryOut(Out):
 
 class ErrorsOut(Out):
     items: list[ErrorEntryOut]
+
+
+TOKEN_NAME_PATTERN = r"^[ -~]*$"  # noqa: S105 (a pattern, not a secret)
+
+
+class TokenIn(Out):
+    name: str | None = Field(
+        None, max_length=64, pattern=TOKEN_NAME_PATTERN, description="a label (printable ASCII)"
+    )
+
+
+class TokenCreatedOut(Out):
+    """The one answer that carries a client token's value: it is not stored, so keep it."""
+
+    id: str
+    token: str
+    toolbox: str
+    name: str
+    created_at: float
+
+
+class TokenOut(Out):
+    id: str
+    toolbox: str
+    name: str
+    created_at: float
+    last_used: float | None
+
+
+class TokensOut(Out):
+    items: list[TokenOut]
+
+
+class ToolCallOut(Out):
+    cursor: int
+    ts: float
+    toolbox: str
+    server: str
+    tool: str
+    token: str = Field(description="the client token's id, or 'agent' for the API token")
+    duration: float
+    outcome: Literal["ok", "error", "unavailable", "denied", "not_found"]
+    request_bytes: int
+    response_bytes: int
+
+
+class CallsPageOut(Out):
+    items: list[ToolCallOut]
+    next: int

@@ -22,6 +22,7 @@ class RetentionPolicy:
     max_events: int = 100_000
     max_operations: int = 10_000
     max_revisions: int = 50  # per toolbox
+    max_calls: int = 100_000  # the tool-call journal, all toolboxes
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,11 @@ class Pruned:
     events: int = 0
     operations: int = 0
     revisions: int = 0
+    calls: int = 0
 
     @property
     def total(self) -> int:
-        return self.events + self.operations + self.revisions
+        return self.events + self.operations + self.revisions + self.calls
 
 
 def protected_revisions(

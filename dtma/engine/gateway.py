@@ -30,6 +30,10 @@ class ToolNotFound(NotFound):
     code = "tool_not_found"
 
 
+class ToolDenied(ToolNotFound):
+    """The toolbox's gateway filter hides this tool (told to clients as an unknown tool)."""
+
+
 @dataclass(frozen=True)
 class GatewayTool:
     name: str  # exported: <server>__<tool>
@@ -117,7 +121,7 @@ class EngineGateway:
             raise NotFound(f"toolbox {toolbox_id} not found")
         _, allowed = self._serving(toolbox_id)
         if not allowed.permits(name):
-            raise ToolNotFound(f"unknown tool {name!r}")
+            raise ToolDenied(f"unknown tool {name!r}")
         server, tool = parts
         runner = tb.servers.get(server)
         if runner is None:

@@ -108,6 +108,10 @@ class Journal:
         self.max_subscribers = max_subscribers
         self.queue_size = queue_size
 
+    def add_observer(self, observer: EventObserver) -> None:
+        """See every later event too (wired once at start)."""
+        self._observers = (*self._observers, observer)
+
     def redact(self, text: str, limit: int | None = None, *, tail: bool = False) -> str:
         """Mask known secret values, then cut to `limit` characters (never the other way)."""
         text = self._redact(text)

@@ -1,4 +1,5 @@
-"""The retention loop: prunes the state DB's events, operations and revisions periodically.
+"""The retention loop: prunes the state DB's events, operations, revisions and tool calls
+periodically.
 
 The work runs on the SQLite store's own thread (in batches), never on the event loop. A failed
 pass is logged and retried at the next interval; cancellation ends the loop.
@@ -31,6 +32,7 @@ async def prune_once(repo: Prunable, policy: RetentionPolicy) -> Pruned:
             events=pruned.events,
             operations=pruned.operations,
             revisions=pruned.revisions,
+            calls=pruned.calls,
         )
     return pruned
 

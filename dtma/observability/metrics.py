@@ -19,6 +19,7 @@ from dtma.domain.records import EventRecord
 
 PHASES = ("deploying", "healthy", "degraded", "failed", "stopped", "deleting")
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 300)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -93,6 +94,20 @@ class Metrics:
             "operations, recoveries) that ended unexpectedly; supervised loops are restarted",
             ["task"],
             registry=r,
+        )
+        self.tool_calls = Counter(
+            "dtma_tool_calls_total",
+            "tools/call requests through the toolbox MCP endpoints, by outcome "
+            "(ok, error, unavailable, denied, not_found); unknown names count as 'other'",
+            ["toolbox", "server", "tool", "outcome"],
+            registry=r,
+        )
+        self.tool_call_duration = Histogram(
+            "dtma_tool_call_duration_seconds",
+            "tools/call latency through the toolbox MCP endpoints",
+            ["toolbox", "server"],
+            registry=r,
+            buckets=CALL_BUCKETS,
         )
         self.errors = Counter(
             "dtma_errors_total", "Failures recorded in the error journal", ["category"], registry=r

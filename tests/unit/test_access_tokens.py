@@ -1,0 +1,49 @@
+"""AccessTokens' own logic on an in-memory store: scoped values only, and a toolbox deleted
+while a token of it is being issued leaves no working token behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtma.domain.access import TOKEN_PREFIX, is_scoped, new_token, token_hash
+from dtma.domain.records import EventRecord
+from dtma.engine.access import AccessTokens
+from dtma.errors import NotFound
+from tests.fakes import MemoryTokenStore
+
+
+def deleted(toolbox: str) -> EventRecord:
+    return EventRecord(1, 1.0, "toolbox_deleted", toolbox, None, None, None, "", "")
+
+
+def test_token_values_are_prefixed_random_and_hashed() -> None:
+    (id_a, a), (id_b, b) = new_token(), new_token()
+    assert a.startswith(TOKEN_PREFIX)
+    assert len(a) >= len(TOKEN_PREFIX) + 43  # 32 random bytes, base64url
+    assert (a != b, id_a != id_b) == (True, True)
+    assert is_scoped(a)
+    assert not is_scoped("some-api-token")
+    assert token_hash(a) != token_hash(b)
+    assert len(token_hash(a)) == 64
+    assert a not in token_hash(a)
+
+
+async def test_a_deletion_during_issue_leaves_no_working_token() -> None:
+    store = MemoryTokenStore({"tb"})
+    access = AccessTokens(store)
+
+    async def delete_meanwhile() -> None:
+        store.rows.clear()  # the store drops a toolbox's tokens with it
+        await access.observe(deleted("tb"))
+
+    store.during_add = delete_meanwhile
+    with pytest.raises(NotFound, match="deleted meanwhile"):
+        await access.issue("tb")
+    assert store.rows == {}
+    assert await access.load() == 0
+
+    store.during_add = None
+    _, value = await access.issue("tb")  # the toolbox id in use again: fine
+    assert access.verify(value) is not None
+    await access.observe(deleted("tb"))
+    assert access.verify(value) is None
