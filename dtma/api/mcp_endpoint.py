@@ -63,11 +63,13 @@ class ToolboxEndpoint:
         self.toolbox_id = toolbox_id
         self._gateway = gateway
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._schemas: dict[str, dict[str, Any]] = {}
         self.server = _ToolboxServer(
             f"dtma-{toolbox_id}",
             version=__version__,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            get_tool_input_schema=self._input_schema,
         )
         self.manager = StreamableHTTPSessionManager(self.server)
         self._ready = asyncio.Event()
@@ -96,6 +98,7 @@ class ToolboxEndpoint:
             now = self._gateway.signature(self.toolbox_id)
             if now != last:
                 last = now
+                self._schemas = {}
                 await self._notify_list_changed()
 
     async def _notify_list_changed(self) -> None:
@@ -113,6 +116,14 @@ class ToolboxEndpoint:
             with contextlib.suppress(TypeError):
                 self._sessions.add(connection)
 
+    def _input_schema(self, name: str) -> dict[str, Any] | None:
+        """The SDK checks a 2026-07-28 call's `Mcp-Param-*` headers against the tool's input
+        schema before dispatch. Without this lookup it would run the whole tools/list handler
+        for every call (the largest per-call cost seen in bench/gateway_latency.py); it reads
+        the schemas of the last listing instead, emptied when the offered set changes. None (no
+        listing yet) skips that header check, as the SDK does when a listing fails."""
+        return self._schemas.get(name)
+
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -121,6 +132,7 @@ class ToolboxEndpoint:
             tools = await self._gateway.tools(self.toolbox_id)
         except NotFound as exc:
             raise MCPError(types.INVALID_REQUEST, exc.message) from None
+        self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
         return types.ListToolsResult(
             tools=[types.Tool.model_validate({**t.definition, "name": t.name}) for t in tools]
         )
@@ -137,6 +149,10 @@ class ToolboxEndpoint:
             ) from None
         except NotFound as exc:
             raise MCPError(types.INVALID_REQUEST, exc.message) from None
+        if params.name not in self._schemas:  # so that the next calls' headers are checked
+            with contextlib.suppress(Exception):
+                tools = await self._gateway.tools(self.toolbox_id)
+                self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
         return types.CallToolResult.model_validate(result)
 
     async def close(self) -> None:
