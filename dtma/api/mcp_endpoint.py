@@ -153,7 +153,11 @@ class ToolboxEndpoint:
             with contextlib.suppress(Exception):
                 tools = await self._gateway.tools(self.toolbox_id)
                 self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
-        return types.CallToolResult.model_validate(result)
+        # The wire JSON as is (typed Any: the SDK's hint names only models; its runner takes a
+        # dict too). The SDK validates a returned dict against the client's protocol version
+        # and shapes it for that version anyway, so a model made here would be built, dumped
+        # and validated again for nothing.
+        return result
 
     async def close(self) -> None:
         if self._task is not None:
