@@ -4,7 +4,8 @@ Usage: .venv/bin/python bench/gateway_latency.py [--calls N] [--warmup W] [--cli
                                                  [--seconds S] [--mode auto|legacy]
 Needs the example images (scripts/build-images mcp-time mcp-notes). Starts its own agent (free
 loopback port, private state dir, DTMA_REAP_GRACE=24h) with one toolbox: an mcp-notes HTTP
-server published on a loopback port and an mcp-time stdio server. Then, in one run:
+server published on a loopback port and an mcp-time stdio server, each allowed 2 CPUs (the
+default limit, 0.5, would measure the quota). Then, in one run:
 
 1. latency: one SDK client session on the endpoint and one on the notes server's published
    port, each held open; `list_notes` called N times sequentially on each, in alternating
@@ -52,11 +53,13 @@ SPEC = {
             "port": 8000,
             "publish": "127.0.0.1:0",
             "health": {"expect_tools": ["list_notes"]},
+            "resources": {"cpus": 2},  # not the default 0.5: measure the endpoint, not a quota
         },
         {
             "name": "time",
             "image": "dtma-examples/mcp-time:latest",
             "health": {"expect_tools": ["get_current_time"]},
+            "resources": {"cpus": 2},
         },
     ],
     "rollout": {"min_healthy_time": "1s"},
