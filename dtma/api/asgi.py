@@ -117,8 +117,6 @@ async def serve_asgi(
     if single is not None:
         return single
     if streamed is not None:
-        if not streamed.prepared:
-            await streamed.prepare(request)
         return streamed
     if start is None:
         raise RuntimeError("the ASGI app sent no response")
