@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -185,6 +186,10 @@ async def throughput(endpoint: str, token: str, args: argparse.Namespace, agent_
     )
 
 
+def interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
@@ -193,6 +198,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--mode", choices=["auto", "legacy"], default="auto")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, interrupted)  # `timeout` too cleans up (the finally below)
     state = Path(tempfile.mkdtemp(prefix="dtma-bench-gw-"))
     port = free_port()
     env = {
@@ -204,9 +210,14 @@ def main() -> int:
     }
     env.pop("VAULT_ADDR", None)
     log = (state / "agent.log").open("wb")
-    agent = subprocess.Popen([DTMA, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    # A session of its own: a signal to this script's group (`timeout`, Ctrl-C) must not stop
+    # the agent before the finally below has deleted the toolbox through it.
+    agent = subprocess.Popen(
+        [DTMA, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     token = ""
+    cleaned = False
     try:
         for _ in range(300):
             try:
@@ -229,13 +240,18 @@ def main() -> int:
         asyncio.run(throughput(endpoint, token, args, agent.pid))
     finally:
         if token:
-            op = api(base, token, "DELETE", f"/v1/toolboxes/{TOOLBOX}")["operation"]
-            while api(base, token, "GET", f"/v1/operations/{op}")["state"] == "running":
-                time.sleep(0.2)
+            try:
+                op = api(base, token, "DELETE", f"/v1/toolboxes/{TOOLBOX}")["operation"]
+                while api(base, token, "GET", f"/v1/operations/{op}")["state"] == "running":
+                    time.sleep(0.2)
+                cleaned = True
+            except (OSError, KeyError) as exc:
+                print(f"could not delete {TOOLBOX}: {exc}; its agent's state: {state}")
         agent.terminate()
         agent.wait(30)
         log.close()
-        shutil.rmtree(state, ignore_errors=True)
+        if cleaned or not token:
+            shutil.rmtree(state, ignore_errors=True)
     return 0
 
 
