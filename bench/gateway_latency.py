@@ -91,6 +91,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def container_cpu(container_id: str) -> float | None:
+    """CPU seconds a container has used (cgroup v1 cpuacct, as on this project's machines);
+    None where that file is not found."""
+    path = Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage")
+    return int(path.read_text()) / 1e9 if path.exists() else None
+
+
 def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -153,7 +160,9 @@ async def latency(
     )
 
 
-async def throughput(endpoint: str, token: str, args: argparse.Namespace, agent_pid: int) -> None:
+async def throughput(
+    endpoint: str, token: str, args: argparse.Namespace, agent_pid: int, server_id: str
+) -> None:
     stop = asyncio.Event()
     counts = [0] * args.clients
     measuring = asyncio.Event()
@@ -168,6 +177,7 @@ async def throughput(endpoint: str, token: str, args: argparse.Namespace, agent_
     tasks = [asyncio.create_task(one(i)) for i in range(args.clients)]
     await asyncio.sleep(2)  # sessions open, warm
     before, cpu0, own0 = load(), cpu_seconds(agent_pid), time.process_time()
+    server0 = container_cpu(server_id)
     measuring.set()
     t0 = time.perf_counter()
     await asyncio.sleep(args.seconds)
@@ -175,14 +185,20 @@ async def throughput(endpoint: str, token: str, args: argparse.Namespace, agent_
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds(agent_pid) - cpu0
     own = time.process_time() - own0
+    server1 = container_cpu(server_id)
     stop.set()
     await asyncio.gather(*tasks)
     total = sum(counts)
+    server = (
+        f"the stdio server's CPU {(server1 - server0) / total * 1000:.2f} ms per call; "
+        if server0 is not None and server1 is not None
+        else ""
+    )
     print(
         f"throughput: {args.clients} clients -> one stdio server (get_current_time), "
         f"{elapsed:.0f} s: {total / elapsed:.0f} calls/s; agent CPU {cpu / total * 1000:.2f} ms "
         f"per call ({cpu / elapsed * 100:.0f}% of a core); these SDK clients' CPU "
-        f"{own / total * 1000:.2f} ms per call; load {before} -> {load()}"
+        f"{own / total * 1000:.2f} ms per call; {server}load {before} -> {load()}"
     )
 
 
@@ -231,13 +247,14 @@ def main() -> int:
             print(f"the toolbox did not become healthy: {json.dumps(status)[:500]}")
             return 1
         direct = next(s["endpoint"] for s in status["servers"] if s["name"] == "notes")
+        time_id = next(s["container_id"] for s in status["servers"] if s["name"] == "time")
         endpoint = f"{base}/v1/toolboxes/{TOOLBOX}/mcp"
         print(
             f"machine: {os.cpu_count()} cores, load {load()}; protocol mode {args.mode}; "
             f"agent pid {agent.pid}"
         )
         asyncio.run(latency(endpoint, direct, token, args, agent.pid))
-        asyncio.run(throughput(endpoint, token, args, agent.pid))
+        asyncio.run(throughput(endpoint, token, args, agent.pid, time_id))
     finally:
         if token:
             try:
