@@ -24,6 +24,7 @@ from dtma.domain.containers import (
     ObservedNetwork,
 )
 from dtma.domain.probe import ProbeResult
+from dtma.engine.gateway import GatewayTool
 from dtma.errors import (
     ContainerNotFound,
     DockerError,
@@ -380,3 +381,29 @@ class MemoryTokenStore:
 
     async def touch_tokens(self, last_used: Mapping[str, float]) -> None:
         return None
+
+
+ONE_TOOL_SCHEMA = {"type": "object", "properties": {"timezone": {"type": "string"}}}
+
+
+class OneToolGateway:
+    """A ToolGateway (engine/gateway.py) with one fixed tool, `time__now`; counts listings."""
+
+    def __init__(self) -> None:
+        self.listings = 0
+
+    def knows(self, toolbox_id: str) -> bool:
+        return True
+
+    def signature(self, toolbox_id: str) -> frozenset[str]:
+        return frozenset({"time__now"})
+
+    async def tools(self, toolbox_id: str) -> list[GatewayTool]:
+        self.listings += 1
+        definition = {"name": "now", "inputSchema": ONE_TOOL_SCHEMA}
+        return [GatewayTool("time__now", "time", "now", definition)]
+
+    async def call(
+        self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return {"content": [{"type": "text", "text": str(arguments)}]}

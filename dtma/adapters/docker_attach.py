@@ -28,6 +28,7 @@ from dtma.errors import ProbeTransportError
 STDOUT = 1
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSON-RPC message; a longer line ends the session
 READ_CHUNK = 64 * 1024
+STDIN_BATCH = 64  # messages written to a server's stdin in one go, at most
 
 Streams = tuple[
     MemoryObjectReceiveStream[SessionMessage | Exception],
@@ -117,8 +118,13 @@ async def attached_stdio_transport(
         async with from_session:
             with suppress(ConnectionError, anyio.ClosedResourceError):
                 async for message in from_session:
-                    data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    writer.write(data.encode() + b"\n")
+                    # Whatever else is queued goes in the same write: concurrent calls on one
+                    # session cost one syscall per batch, not one per request.
+                    batch = [message]
+                    with suppress(anyio.WouldBlock, anyio.EndOfStream):
+                        while len(batch) < STDIN_BATCH:
+                            batch.append(from_session.receive_nowait())
+                    writer.write(b"".join(_line(m) for m in batch))
                     await writer.drain()
 
     try:
@@ -133,6 +139,10 @@ async def attached_stdio_transport(
         writer.close()
         with suppress(ConnectionError):
             await writer.wait_closed()
+
+
+def _line(message: SessionMessage) -> bytes:
+    return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
 
 
 def _parse(line: bytes) -> SessionMessage | Exception:

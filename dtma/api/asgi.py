@@ -1,6 +1,7 @@
 """Serve one ASGI application from one aiohttp handler (the MCP SDK's streamable-HTTP server is
 ASGI). Only what that server uses: the HTTP scope, a streamed request body, streamed response
-bodies (SSE), and `http.disconnect` once the response is done or the client has gone.
+bodies (SSE), and `http.disconnect` once the response is done or the client has gone. A
+response sent in one piece (most MCP answers) goes out in one write with its headers.
 
 Concurrency: one call per request; the ASGI app runs in the handler's task, so aiohttp's
 cancellation of a handler reaches it.
@@ -45,11 +46,26 @@ def _scope(request: web.Request, extra: dict[str, Any]) -> Scope:
     }
 
 
+def _single(request: web.Request, start: Message, body: bytes) -> web.Response:
+    """A whole response as one aiohttp Response: aiohttp writes its head and body together (one
+    send instead of two or three; most MCP answers are one small JSON body)."""
+    response = web.Response(status=start["status"], body=body)
+    for key, value in start.get("headers", []):
+        name = key.decode("latin-1")
+        if name.lower() != "content-length":  # aiohttp sets it from the body
+            response.headers.add(name, value.decode("latin-1"))
+    return response
+
+
 async def serve_asgi(
     app: ASGIApp, request: web.Request, extra_scope: dict[str, Any] | None = None
 ) -> web.StreamResponse:
-    """Run `app` for this request and return the (already sent) response."""
-    response: web.StreamResponse | None = None
+    """Run `app` for this request. A response sent in one body message is returned unsent (the
+    caller's middlewares may still add headers; aiohttp sends it); a streamed one (SSE) is sent
+    as it comes and returned already sent."""
+    start: Message | None = None
+    single: web.Response | None = None
+    streamed: web.StreamResponse | None = None
     finished = asyncio.Event()
     body_done = False
 
@@ -69,30 +85,39 @@ async def serve_asgi(
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
-        nonlocal response
+        nonlocal start, single, streamed
         if message["type"] == "http.response.start":
-            response = web.StreamResponse(status=message["status"])
-            for key, value in message.get("headers", []):
-                response.headers.add(key.decode("latin-1"), value.decode("latin-1"))
+            start = message
         elif message["type"] == "http.response.body":
-            if response is None:
+            if start is None:
                 raise RuntimeError("ASGI app sent a body before the response start")
-            if not response.prepared:
-                await response.prepare(request)
+            if single is not None or finished.is_set():
+                return  # the response is complete; ASGI says to ignore further messages
             body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if streamed is None and not more:
+                single = _single(request, start, body)
+                finished.set()
+                return
+            if streamed is None:
+                streamed = web.StreamResponse(status=start["status"])
+                for key, value in start.get("headers", []):
+                    streamed.headers.add(key.decode("latin-1"), value.decode("latin-1"))
+                await streamed.prepare(request)
             if body:
-                await response.write(body)
-            if not message.get("more_body", False):
-                await response.write_eof()
+                await streamed.write(body)
+            if not more:
+                await streamed.write_eof()
                 finished.set()
 
     try:
         await app(_scope(request, extra_scope or {}), receive, send)
     finally:
         finished.set()
-    if response is None:
+    if single is not None:
+        return single
+    if streamed is not None:
+        return streamed
+    if start is None:
         raise RuntimeError("the ASGI app sent no response")
-    if not response.prepared:
-        await response.prepare(request)
-        await response.write_eof()
-    return response
+    return _single(request, start, b"")

@@ -146,12 +146,21 @@ async def test_allow_list_hides_and_refuses_a_tool(agent: AgentProcess) -> None:
         assert not ok.is_error
 
 
+CLIENTS = 50
+CALLS_PER_CLIENT = 5
+
+
 async def test_concurrent_clients_get_their_own_answers(agent: AgentProcess, mixed: str) -> None:
-    async def one_client(i: int) -> list[tuple[str, str]]:
+    """50 SDK clients, each with its own session, call the one stdio server at once; every
+    request asks a different time, so an answer routed to the wrong request shows."""
+
+    async def one_client(i: int, start: asyncio.Barrier) -> list[tuple[str, str]]:
         seen = []
         async with mcp_client(agent, mixed) as client:
-            for j in range(5):
-                hhmm = f"{i % 24:02d}:{(j * 7 + i) % 60:02d}"
+            await start.wait()  # every client connected: the calls overlap
+            for j in range(CALLS_PER_CLIENT):
+                k = i * CALLS_PER_CLIENT + j
+                hhmm = f"{k // 60:02d}:{k % 60:02d}"
                 result = await client.call_tool(
                     "time__convert_time",
                     {"source_timezone": "UTC", "time": hhmm, "target_timezone": "UTC"},
@@ -161,10 +170,18 @@ async def test_concurrent_clients_get_their_own_answers(agent: AgentProcess, mix
                 seen.append((hhmm, source[11:16]))
         return seen
 
-    answers = await asyncio.gather(*(one_client(i) for i in range(20)))
+    async def all_clients() -> list[list[tuple[str, str]]]:
+        start = asyncio.Barrier(CLIENTS)
+        return await asyncio.gather(*(one_client(i, start) for i in range(CLIENTS)))
+
+    # The clients are load, not code under test (the agent is another process): they run on a
+    # loop of their own, in a thread, so that 50 SDK clients on a busy 2-core machine do not
+    # trip this test loop's blocked-callback check (asyncio debug mode times wall clock).
+    answers = await in_thread(asyncio.run, all_clients())
     pairs = [p for client in answers for p in client]
-    assert len(pairs) == 100
-    assert all(asked == got for asked, got in pairs), pairs
+    assert len(pairs) == CLIENTS * CALLS_PER_CLIENT
+    assert len({asked for asked, _ in pairs}) == len(pairs)  # no two requests alike
+    assert all(asked == got for asked, got in pairs), [p for p in pairs if p[0] != p[1]]
 
 
 class Caller:

@@ -1,0 +1,276 @@
+"""The toolbox MCP endpoint's cost: a tools/call through it vs the same call made directly.
+
+Usage: .venv/bin/python bench/gateway_latency.py [--calls N] [--warmup W] [--clients K]
+                                                 [--seconds S] [--mode auto|legacy]
+Needs the example images (scripts/build-images mcp-time mcp-notes). Starts its own agent (free
+loopback port, private state dir, DTMA_REAP_GRACE=24h) with one toolbox: an mcp-notes HTTP
+server published on a loopback port and an mcp-time stdio server, each allowed 2 CPUs (the
+default limit, 0.5, would measure the quota). Then, in one run:
+
+1. latency: one SDK client session on the endpoint and one on the notes server's published
+   port, each held open; `list_notes` called N times sequentially on each, in alternating
+   blocks of BLOCK calls so that both see the same machine load; W warm-up calls each first,
+   not counted. Prints median and p99 of both and the difference of medians.
+2. throughput: K SDK client sessions on the endpoint call the stdio server's
+   `get_current_time` back to back for S seconds (after a warm-up); prints calls/s.
+
+With every figure it prints the load average and the agent's CPU time per call, which is less
+sensitive to the other work on a shared machine than wall time. It deletes what it created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+DTMA = str(Path(sys.executable).parent / "dtma")
+BLOCK = 50
+TOOLBOX = "bench-gateway"
+SPEC = {
+    "servers": [
+        {
+            "name": "notes",
+            "image": "dtma-examples/mcp-notes:latest",
+            "transport": "streamable-http",
+            "port": 8000,
+            "publish": "127.0.0.1:0",
+            "health": {"expect_tools": ["list_notes"]},
+            "resources": {"cpus": 2},  # not the default 0.5: measure the endpoint, not a quota
+        },
+        {
+            "name": "time",
+            "image": "dtma-examples/mcp-time:latest",
+            "health": {"expect_tools": ["get_current_time"]},
+            "resources": {"cpus": 2},
+        },
+    ],
+    "rollout": {"min_healthy_time": "1s"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(  # noqa: S310 - loopback
+        base + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=300) as resp:  # noqa: S310
+        return json.loads(resp.read())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def container_cpu(container_id: str) -> float | None:
+    """CPU seconds a container has used (cgroup v1 cpuacct, as on this project's machines);
+    None where that file is not found."""
+    path = Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage")
+    return int(path.read_text()) / 1e9 if path.exists() else None
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+@asynccontextmanager
+async def session(url: str, token: str | None, mode: str) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30)) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+    ):
+        yield client
+
+
+async def timed(client: Client, tool: str, args: dict[str, Any]) -> float:
+    t0 = time.perf_counter()
+    result = await client.call_tool(tool, args)
+    elapsed = (time.perf_counter() - t0) * 1000
+    if result.is_error:
+        raise RuntimeError(f"{tool} failed: {result}")
+    return elapsed
+
+
+def p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100)[98]
+
+
+async def latency(
+    endpoint: str, direct: str, token: str, args: argparse.Namespace, agent_pid: int
+) -> None:
+    via: list[float] = []
+    straight: list[float] = []
+    async with (
+        session(endpoint, token, args.mode) as gw,
+        session(direct, None, args.mode) as dc,
+    ):
+        for _ in range(args.warmup):
+            await timed(gw, "notes__list_notes", {})
+            await timed(dc, "list_notes", {})
+        before, cpu0 = load(), cpu_seconds(agent_pid)
+        cpu_gw = 0.0
+        while len(via) < args.calls:
+            c0 = cpu_seconds(agent_pid)
+            for _ in range(BLOCK):
+                via.append(await timed(gw, "notes__list_notes", {}))
+            cpu_gw += cpu_seconds(agent_pid) - c0
+            for _ in range(BLOCK):
+                straight.append(await timed(dc, "list_notes", {}))
+        cpu_all = cpu_seconds(agent_pid) - cpu0
+    m_via, m_dir = statistics.median(via), statistics.median(straight)
+    print(f"latency: tools/call list_notes, {len(via)} calls each, sequential, one session each")
+    print(f"  {'':<26}{'median ms':>10}{'p99 ms':>9}")
+    print(f"  {'direct (published port)':<26}{m_dir:>10.2f}{p99(straight):>9.2f}")
+    print(f"  {'through the endpoint':<26}{m_via:>10.2f}{p99(via):>9.2f}")
+    print(
+        f"  endpoint adds {m_via - m_dir:.2f} ms to the median (ratio {m_via / m_dir:.2f}); "
+        f"agent CPU {cpu_gw / len(via) * 1000:.2f} ms per endpoint call "
+        f"({(cpu_all - cpu_gw) / len(straight) * 1000:.2f} ms per direct call, idle work); "
+        f"load {before} -> {load()}"
+    )
+
+
+async def throughput(
+    endpoint: str, token: str, args: argparse.Namespace, agent_pid: int, server_id: str
+) -> None:
+    stop = asyncio.Event()
+    counts = [0] * args.clients
+    measuring = asyncio.Event()
+
+    async def one(i: int) -> None:
+        async with session(endpoint, token, args.mode) as client:
+            while not stop.is_set():
+                await timed(client, "time__get_current_time", {"timezone": "UTC"})
+                if measuring.is_set():
+                    counts[i] += 1
+
+    tasks = [asyncio.create_task(one(i)) for i in range(args.clients)]
+    await asyncio.sleep(2)  # sessions open, warm
+    before, cpu0, own0 = load(), cpu_seconds(agent_pid), time.process_time()
+    server0 = container_cpu(server_id)
+    measuring.set()
+    t0 = time.perf_counter()
+    await asyncio.sleep(args.seconds)
+    measuring.clear()
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(agent_pid) - cpu0
+    own = time.process_time() - own0
+    server1 = container_cpu(server_id)
+    stop.set()
+    await asyncio.gather(*tasks)
+    total = sum(counts)
+    server = (
+        f"the stdio server's CPU {(server1 - server0) / total * 1000:.2f} ms per call; "
+        if server0 is not None and server1 is not None
+        else ""
+    )
+    print(
+        f"throughput: {args.clients} clients -> one stdio server (get_current_time), "
+        f"{elapsed:.0f} s: {total / elapsed:.0f} calls/s; agent CPU {cpu / total * 1000:.2f} ms "
+        f"per call ({cpu / elapsed * 100:.0f}% of a core); these SDK clients' CPU "
+        f"{own / total * 1000:.2f} ms per call; {server}load {before} -> {load()}"
+    )
+
+
+def interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--mode", choices=["auto", "legacy"], default="auto")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, interrupted)  # `timeout` too cleans up (the finally below)
+    state = Path(tempfile.mkdtemp(prefix="dtma-bench-gw-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "DTMA_LISTEN": f"127.0.0.1:{port}",
+        "DTMA_STATE_DIR": str(state),
+        "DTMA_REAP_GRACE": "24h",
+        "DTMA_LOG_FORMAT": "json",
+    }
+    env.pop("VAULT_ADDR", None)
+    log = (state / "agent.log").open("wb")
+    # A session of its own: a signal to this script's group (`timeout`, Ctrl-C) must not stop
+    # the agent before the finally below has deleted the toolbox through it.
+    agent = subprocess.Popen(
+        [DTMA, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    token = ""
+    cleaned = False
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(base + "/v1/ready", timeout=1):  # noqa: S310
+                    break
+            except OSError:
+                time.sleep(0.1)
+        token = (state / "api-token").read_text().strip()
+        status = api(base, token, "PUT", f"/v1/toolboxes/{TOOLBOX}?wait=120", SPEC)
+        if status.get("phase") != "healthy":
+            print(f"the toolbox did not become healthy: {json.dumps(status)[:500]}")
+            return 1
+        direct = next(s["endpoint"] for s in status["servers"] if s["name"] == "notes")
+        time_id = next(s["container_id"] for s in status["servers"] if s["name"] == "time")
+        endpoint = f"{base}/v1/toolboxes/{TOOLBOX}/mcp"
+        print(
+            f"machine: {os.cpu_count()} cores, load {load()}; protocol mode {args.mode}; "
+            f"agent pid {agent.pid}"
+        )
+        asyncio.run(latency(endpoint, direct, token, args, agent.pid))
+        asyncio.run(throughput(endpoint, token, args, agent.pid, time_id))
+    finally:
+        if token:
+            try:
+                op = api(base, token, "DELETE", f"/v1/toolboxes/{TOOLBOX}")["operation"]
+                while api(base, token, "GET", f"/v1/operations/{op}")["state"] == "running":
+                    time.sleep(0.2)
+                cleaned = True
+            except (OSError, KeyError) as exc:
+                print(f"could not delete {TOOLBOX}: {exc}; its agent's state: {state}")
+        agent.terminate()
+        agent.wait(30)
+        log.close()
+        if cleaned or not token:
+            shutil.rmtree(state, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""api/asgi.py on a real aiohttp server, with small ASGI apps: a one-piece answer is returned to
+aiohttp unsent (so middlewares still add headers, and head and body leave together), a
+streamed one is sent as it comes, and the request body reaches the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from dtma.api.asgi import serve_asgi
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def echo(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"999")]
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
+    await send({"type": "http.response.body", "body": scope["method"].encode() + b":" + body})
+
+
+async def stream(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for part in (b"data: 1\n\n", b"data: 2\n\n"):
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def empty(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
+    await send({"type": "http.response.start", "status": 202, "headers": []})
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient]:
+    @web.middleware
+    async def stamp(request: web.Request, handler: Any) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        response.headers["X-Stamp"] = "added-after"  # only reaches a response not yet sent
+        return response
+
+    app = web.Application(middlewares=[stamp])
+    apps = {"echo": echo, "stream": stream, "empty": empty}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await serve_asgi(apps[request.match_info["app"]], request)
+
+    app.router.add_route("*", "/{app}", handle)
+    c = TestClient(TestServer(app))
+    await c.start_server()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_a_one_piece_answer_is_sent_by_aiohttp_with_the_apps_headers(
+    client: TestClient,
+) -> None:
+    resp = await client.post("/echo", data=b"x" * 100_000)
+    assert resp.status == 201
+    assert await resp.read() == b"POST:" + b"x" * 100_000
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["Content-Length"] == str(len(b"POST:") + 100_000)  # not the app's 999
+    assert resp.headers["X-Stamp"] == "added-after"
+
+
+async def test_a_streamed_answer_is_sent_as_it_comes(client: TestClient) -> None:
+    resp = await client.get("/stream")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    assert await resp.read() == b"data: 1\n\ndata: 2\n\n"
+    assert "X-Stamp" not in resp.headers  # sent before the middleware saw it
+
+
+async def test_a_start_without_a_body_is_an_empty_answer(client: TestClient) -> None:
+    resp = await client.delete("/empty")
+    assert resp.status == 202
+    assert await resp.read() == b""
