@@ -116,6 +116,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (toolbox, server)
     );
     """,
+    """
+    CREATE TABLE tool_contracts (
+        toolbox TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        server TEXT NOT NULL,
+        hash TEXT NOT NULL,                -- sha256 of the canonical contract
+        contract TEXT NOT NULL,            -- tool name -> input schema (JSON); no values
+        created_at REAL NOT NULL,
+        PRIMARY KEY (toolbox, revision, server)
+    );
+    """,
 )
 
 

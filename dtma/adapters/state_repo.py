@@ -10,6 +10,7 @@ import json
 import sqlite3
 from typing import Any, TypeVar
 
+from dtma.adapters.state_repo_contracts import ContractRecords
 from dtma.adapters.state_repo_journals import ErrorRecords, IdempotencyRecords, _tx
 from dtma.adapters.state_repo_restarts import RestartRecords
 from dtma.adapters.state_repo_retention import RetentionRecords
@@ -25,7 +26,9 @@ from dtma.errors import PreconditionFailed
 T = TypeVar("T")
 
 
-class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords, RestartRecords):
+class StateRepository(
+    IdempotencyRecords, ErrorRecords, RetentionRecords, RestartRecords, ContractRecords
+):
     """Typed state access; construct with (store, clock=time.time)."""
 
     # -- toolboxes and revisions ------------------------------------------------------------
@@ -210,6 +213,7 @@ class StateRepository(IdempotencyRecords, ErrorRecords, RetentionRecords, Restar
                 ("revisions", "toolbox"),
                 ("server_tools", "toolbox"),
                 ("server_restarts", "toolbox"),
+                ("tool_contracts", "toolbox"),
             ):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (toolbox_id,))  # noqa: S608
 

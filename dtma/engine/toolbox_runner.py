@@ -33,6 +33,7 @@ from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ProbeFactory, ServerRunner
 from dtma.engine.supervisor import Supervisor
+from dtma.engine.tool_contracts import ContractStore
 from dtma.errors import DtmaError, SecretsError
 from dtma.spec.hashing import server_hash
 from dtma.spec.models import ServerSpec, ToolboxSpec
@@ -59,7 +60,7 @@ class Runtime(Protocol):
     async def logs(self, container_id: str, tail: int) -> str: ...
 
 
-class Repo(Protocol):
+class Repo(ContractStore, Protocol):
     async def update_toolbox(self, toolbox_id: str, **fields: Any) -> None: ...
     async def mark_stable(self, toolbox_id: str, number: int) -> None: ...
     async def set_tools(
