@@ -1,6 +1,8 @@
-"""`/v1/toolboxes/{id}/mcp`: a toolbox's tools as one MCP server over streamable HTTP.
+"""`/v1/toolboxes/{id}/mcp`: a toolbox's tools, prompts and resources as one MCP server over
+streamable HTTP.
 
-The protocol is the official SDK's: a lowlevel `Server` with tools/list and tools/call handlers,
+The protocol is the official SDK's: a lowlevel `Server` with tools/list and tools/call handlers
+(and the prompts/resources ones of api/mcp_catalog.py),
 served by its `StreamableHTTPSessionManager` (both eras: the `initialize` handshake with
 sessions, and the stateless 2026-07-28 revision), bridged to aiohttp by `api/asgi.py`. One
 endpoint per toolbox, made on its first request, so sessions belong to one toolbox. The engine
@@ -27,8 +29,10 @@ from mcp.shared.exceptions import MCPError
 
 from dtma import __version__
 from dtma.api.asgi import serve_asgi
+from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.params import path_label
-from dtma.engine.gateway import ToolGateway, ToolNotFound
+from dtma.engine.gateway import ToolNotFound
+from dtma.engine.gateway_catalog import CATALOG, McpGateway
 from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
 
 log = structlog.get_logger(__name__)
@@ -41,7 +45,26 @@ MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
 
 
 class _ToolboxServer(Server[Any]):
-    """The SDK's lowlevel server, announcing `tools.listChanged` on the handshake era."""
+    """The SDK's lowlevel server, announcing `tools.listChanged` on the handshake era, and
+    prompts/resources only while a serving server offers them (`offered`)."""
+
+    offered: frozenset[str] = frozenset(CATALOG)
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        caps = super().get_capabilities(
+            notification_options,
+            experimental_capabilities,
+            extensions,
+            protocol_version=protocol_version,
+        )
+        return without_unoffered(caps, self.offered)
 
     def create_initialization_options(
         self,
@@ -59,7 +82,7 @@ class _ToolboxServer(Server[Any]):
 class ToolboxEndpoint:
     """One toolbox's MCP server and session manager. `start()` once, `close()` idempotent."""
 
-    def __init__(self, toolbox_id: str, gateway: ToolGateway) -> None:
+    def __init__(self, toolbox_id: str, gateway: McpGateway) -> None:
         self.toolbox_id = toolbox_id
         self._gateway = gateway
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -68,12 +91,14 @@ class ToolboxEndpoint:
             version=__version__,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            **catalog_handlers(gateway, toolbox_id, self._remember),
         )
         self.manager = StreamableHTTPSessionManager(self.server)
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self._refresh_offered()
         self._task = asyncio.create_task(self._hold(), name=f"mcp-endpoint-{self.toolbox_id}")
         await self._ready.wait()
 
@@ -93,10 +118,16 @@ class ToolboxEndpoint:
         last = self._gateway.signature(self.toolbox_id)
         while self._gateway.knows(self.toolbox_id):
             await asyncio.sleep(WATCH_INTERVAL_S)
+            await self._refresh_offered()
             now = self._gateway.signature(self.toolbox_id)
             if now != last:
                 last = now
                 await self._notify_list_changed()
+
+    async def _refresh_offered(self) -> None:
+        """Which of prompts/resources the serving servers offer, for the next handshake."""
+        with contextlib.suppress(Exception):
+            self.server.offered = await self._gateway.offers(self.toolbox_id)
 
     async def _notify_list_changed(self) -> None:
         for session in list(self._sessions):
@@ -149,7 +180,7 @@ class ToolboxEndpoint:
 class McpEndpoints:
     """The endpoints by toolbox id, made on first use and replaced once their toolbox is gone."""
 
-    def __init__(self, gateway: ToolGateway) -> None:
+    def __init__(self, gateway: McpGateway) -> None:
         self._gateway = gateway
         self._endpoints: dict[str, ToolboxEndpoint] = {}
         self._lock = asyncio.Lock()
@@ -172,7 +203,7 @@ class McpEndpoints:
         self._endpoints.clear()
 
 
-def add_mcp_routes(app: web.Application, gateway: ToolGateway, started: Any) -> None:
+def add_mcp_routes(app: web.Application, gateway: McpGateway, started: Any) -> None:
     """Mount the endpoint. `started()` is False while the agent is still recovering."""
     endpoints = McpEndpoints(gateway)
     app[MCP_ENDPOINTS] = endpoints

@@ -139,6 +139,22 @@ class ContainerProbe:
         )
         return result
 
+    async def offers(self) -> frozenset[str] | None:
+        """`prompts` / `resources`, as the server's capabilities say; None when unknown."""
+        found: frozenset[str] | None = await self._upstream(
+            lambda s: _async(mcp_upstream.offered(s))
+        )
+        return found
+
+    async def catalog_request(
+        self, method: str, params: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]:
+        """One prompts/resources request (mcp_upstream.CATALOG_METHODS) as wire JSON."""
+        result: dict[str, Any] = await self._upstream(
+            lambda s: mcp_upstream.catalog_request(s, method, params, timeout)
+        )
+        return result
+
     async def _upstream(self, step: Callable[[Any], Any]) -> Any:
         try:
             return await step(await self._client())
@@ -167,3 +183,7 @@ class ContainerProbe:
                 await self._stdio_task
         self._stdio = None
         self._stdio_task = None
+
+
+async def _async(value: Any) -> Any:
+    return value

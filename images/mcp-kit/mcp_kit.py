@@ -7,6 +7,7 @@ MCP_TRANSPORT=stdio. TOOL_SET picks the tools, so that a new revision can change
   removed       v1 without add: a breaking change
   required      echo also requires `lang`: a breaking change
 Prompts: `greeting(name)`. Resources: `kit://readme` and the template `kit://items/{item}`.
+OFFER=tools serves tools only: no prompts or resources, and no such capabilities.
 An unknown TOOL_SET is a configuration error: exit status 2 with a message.
 """
 
@@ -64,6 +65,12 @@ def build_server(tool_set: str) -> MCPServer:
         """One item by name."""
         return f"item {item}"
 
+    if os.environ.get("OFFER") == "tools":
+        # MCPServer always registers these handlers (and so the capabilities); drop them from
+        # the lowlevel server it wraps (a private attribute: this is a test image).
+        handlers = server._lowlevel_server._request_handlers
+        for method in [m for m in handlers if m.startswith(("prompts/", "resources/"))]:
+            del handlers[method]
     return server
 
 
