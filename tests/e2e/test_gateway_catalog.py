@@ -5,9 +5,15 @@ servers offer neither (then neither is among the endpoint's capabilities)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -24,6 +30,7 @@ from tests.engine_fixture import new_toolbox_id
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 MCP_KIT = "dtma-examples/mcp-kit:latest"
+GATEWAY_DOC = Path(__file__).resolve().parents[2] / "docs/gateway.md"
 
 
 def kit(name: str, transport: str, **env: str) -> dict[str, Any]:
@@ -142,3 +149,22 @@ async def test_a_toolbox_without_prompts_or_resources_does_not_offer_them(
             assert caps.prompts is None, mode
             assert caps.resources is None, mode
             assert (await client.list_tools()).tools
+
+
+async def test_the_docs_snippet_gets_a_prompt_and_reads_a_resource(
+    agent: AgentProcess, kits: str
+) -> None:
+    doc = await in_thread(GATEWAY_DOC.read_text)
+    snippet = re.findall(r"```python\n(.*?)```", doc, re.S)[1]
+    assert "read_resource" in snippet
+    env = {**os.environ, "DTMA_URL": agent.base_url, "TOOLBOX": kits, "DTMA_TOKEN": agent.token}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", snippet, env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert out.decode().splitlines() == [
+        "Write a one-line greeting for Ada.",
+        "['dtma://pipe/kit://readme', 'dtma://web/kit://readme']",
+        "mcp-kit: tools, prompts and resources for dtma's tests",
+    ]
