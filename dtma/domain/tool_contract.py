@@ -1,8 +1,11 @@
 """Tool contracts: what a caller of a server's tools relies on, hashed and compared.
 
-Pure (no I/O). A server's contract is its tool names and each tool's input schema; descriptions,
-annotations and output schemas are not part of it. `contract_hash` is a canonical sha256 of it
-(key order does not matter; list order does). `breaking_changes(old, new)` lists what a caller
+Pure (no I/O). A server's contract is its tool names and each tool's input schema, reduced to
+what validation depends on (`normalize`): descriptions, titles, defaults and examples are
+dropped, and literal values a schema names (enum members, `const`, `pattern`) are kept only as
+hashes, so a stored contract quotes nothing a server wrote there. Annotations and output
+schemas are not part of it. `contract_hash` is a canonical sha256 of it (key order does not
+matter). `breaking_changes(old, new)` lists what a caller
 that was valid against `old` may trip on with `new`: a removed tool, or an input schema that
 accepts less than before. Additions (a new tool, a new optional property, a wider type or enum,
 a looser bound) are compatible. When a change cannot be judged (deeper than MAX_DEPTH, or a
@@ -36,7 +39,23 @@ SCHEMA_CHANGED = "schema_changed"
 
 _LOWER_BOUNDS = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
 _UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
-_EXACT = ("pattern", "format", "multipleOf", "const", "$ref", "uniqueItems")
+_EXACT = ("pattern", "format", "multipleOf", "const", "$ref", "uniqueItems", "$deep")
+# What normalize() keeps: subschemas (recursed into), maps of them, lists of them, plain
+# keywords, and literals (kept as hashes).
+_SUB = ("additionalProperties", "items", "not", "if", "then", "else", "contains", "propertyNames")
+_SUB_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SUB_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_PLAIN = (
+    "type",
+    "required",
+    "format",
+    "multipleOf",
+    "uniqueItems",
+    "$ref",
+    "dependentRequired",
+    *_LOWER_BOUNDS,
+    *_UPPER_BOUNDS,
+)
 _ALL_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
 
 
@@ -57,14 +76,60 @@ class Break:
 
 
 def contract_of(tool_defs: Iterable[Mapping[str, Any]]) -> Contract:
-    """The contract of a tools/list answer: name -> inputSchema (an absent schema is `{}`)."""
+    """The contract of a tools/list answer: name -> normalized inputSchema (absent: `{}`)."""
     contract: Contract = {}
     for tool in tool_defs:
         name = tool.get("name")
         if isinstance(name, str) and name:
-            schema = tool.get("inputSchema", {})
-            contract[name] = schema if isinstance(schema, dict | bool) else {}
+            contract[name] = normalize(tool.get("inputSchema", {}))
     return contract
+
+
+def _digest(value: Any) -> str:
+    try:
+        text = canonical_json(value)
+    except (RecursionError, TypeError, ValueError):
+        text = repr(type(value))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def normalize(schema: Any, depth: int = 0) -> Any:
+    """The validation-relevant part of a JSON schema (see the module docstring). Idempotent."""
+    if isinstance(schema, bool):
+        return schema
+    if not isinstance(schema, Mapping):
+        return {}
+    if depth >= MAX_DEPTH:
+        return {"$deep": _digest(schema)}
+    out: dict[str, Any] = {k: schema[k] for k in _PLAIN if k in schema}
+    for key in _SUB:
+        if key in schema:
+            sub = schema[key]
+            items = key == "items" and isinstance(sub, list)
+            out[key] = (
+                [normalize(s, depth + 1) for s in sub] if items else normalize(sub, depth + 1)
+            )
+    for key in _SUB_MAPS:
+        if isinstance(schema.get(key), Mapping):
+            out[key] = {str(n): normalize(s, depth + 1) for n, s in schema[key].items()}
+    for key in _SUB_LISTS:
+        if isinstance(schema.get(key), list):
+            out[key] = [normalize(s, depth + 1) for s in schema[key]]
+    if isinstance(schema.get("enum"), list):
+        out["enum"] = sorted({_keep(v) for v in schema["enum"]})
+    for key in ("const", "pattern"):
+        if key in schema:
+            out[key] = _keep(schema[key])
+    if "$deep" in schema:
+        out["$deep"] = schema["$deep"]
+    return out
+
+
+def _keep(value: Any) -> str:
+    """A literal as its hash (already-hashed ones unchanged, so normalize is idempotent)."""
+    if isinstance(value, str) and value.startswith("sha256:") and len(value) == 39:
+        return value
+    return _digest(value)
 
 
 def canonical_json(value: Any) -> str:
@@ -76,7 +141,8 @@ def contract_hash(contract: Contract) -> str:
 
 
 def breaking_changes(old: Contract, new: Contract) -> list[Break]:
-    """Every change from `old` to `new` that can break a caller of `old`, in tool order."""
+    """Every change from `old` to `new` that can break a caller of `old`, in tool order. Both
+    are normalized here, so raw schemas and stored contracts compare alike."""
     found: list[Break] = []
     for tool in sorted(old):
         if tool not in new:
@@ -84,7 +150,7 @@ def breaking_changes(old: Contract, new: Contract) -> list[Break]:
             continue
         found.extend(
             Break(tool, change, where, detail)
-            for change, where, detail in _compare(old[tool], new[tool], "", 0)
+            for change, where, detail in _compare(normalize(old[tool]), normalize(new[tool]), "", 0)
         )
     return found
 

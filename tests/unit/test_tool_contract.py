@@ -215,3 +215,29 @@ def test_very_deep_schemas_are_judged_without_recursing_forever() -> None:
         old, new = obj({"n": old}), obj({"n": new})
     (found,) = tc.breaking_changes({"t": old}, {"t": new})
     assert found.change == tc.SCHEMA_CHANGED
+
+
+def test_a_contract_keeps_structure_and_no_literal_a_server_wrote() -> None:
+    leaky = "value-the-server-should-not-have-put-here"
+    schema = obj(
+        {
+            "mode": {"type": "string", "enum": [leaky, "b"], "default": leaky},
+            "code": {"type": "string", "pattern": leaky, "const": leaky, "examples": [leaky]},
+            "n": {"type": "integer", "minimum": 1, "description": leaky},
+        },
+        ["mode"],
+        title=leaky,
+    )
+    contract = tc.contract_of([{"name": "t", "description": leaky, "inputSchema": schema}])
+    stored = tc.canonical_json(contract)
+    assert leaky not in stored
+    assert "minimum" in stored
+    assert "enum" in stored
+    assert contract["t"]["required"] == ["mode"]
+    # Normalizing is idempotent, so a stored contract compares with a fresh one as equal...
+    assert tc.normalize(contract["t"]) == contract["t"]
+    assert tc.breaking_changes(contract, {"t": schema}) == []
+    # ...and still sees a narrowed enum or a changed pattern through the hashes.
+    narrowed = obj({**schema["properties"], "mode": {"type": "string", "enum": ["b"]}}, ["mode"])
+    changed = tc.breaking_changes(contract, {"t": narrowed})
+    assert [(b.change, b.where) for b in changed] == [(tc.ENUM_NARROWED, "properties.mode")]
