@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 WATCH_INTERVAL_S = 1.0
 NOTIFY_TIMEOUT_S = 2.0
+OFFERS_TIMEOUT_S = 2.0
 # JSON-RPC server-error range: the server behind this tool cannot answer now; retry.
 SERVER_UNAVAILABLE = -32003
 MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
@@ -125,9 +126,11 @@ class ToolboxEndpoint:
                 await self._notify_list_changed()
 
     async def _refresh_offered(self) -> None:
-        """Which of prompts/resources the serving servers offer, for the next handshake."""
+        """Which of prompts/resources the serving servers offer, for the next handshake. Bounded:
+        a server slow to connect keeps the last answer (at first: both offered)."""
         with contextlib.suppress(Exception):
-            self.server.offered = await self._gateway.offers(self.toolbox_id)
+            async with asyncio.timeout(OFFERS_TIMEOUT_S):
+                self.server.offered = await self._gateway.offers(self.toolbox_id)
 
     async def _notify_list_changed(self) -> None:
         for session in list(self._sessions):

@@ -42,11 +42,14 @@ def kit_server(name: str, tool_set: str = "v1", **extra: Any) -> dict[str, Any]:
     }
 
 
-def kit_spec(*servers: dict[str, Any], tool_contract: str = "warn") -> str:
+def kit_spec(
+    *servers: dict[str, Any], tool_contract: str = "warn", order: str = "start_first"
+) -> str:
     return json.dumps(
         {
             "servers": list(servers),
             "rollout": {
+                "order": order,
                 "min_healthy_time": "1s",
                 "healthy_deadline": "90s",
                 "tool_contract": tool_contract,
@@ -76,10 +79,14 @@ def apply(agent: AgentProcess, tb: str, body: str, wait: int = 150) -> dict[str,
     return dict(resp)
 
 
-def events(agent: AgentProcess, tb: str, kind: str) -> list[dict[str, Any]]:
+def events_all(agent: AgentProcess, tb: str) -> list[dict[str, Any]]:
     status, page = agent.get(f"/v1/events?toolbox={tb}&since=0", token=agent.token)
     assert status == 200, page
-    return [e for e in page["items"] if e["kind"] == kind]
+    return list(page["items"])
+
+
+def events(agent: AgentProcess, tb: str, kind: str) -> list[dict[str, Any]]:
+    return [e for e in events_all(agent, tb) if e["kind"] == kind]
 
 
 def test_compatible_change_passes_quietly_and_a_removed_tool_is_reported(
@@ -156,3 +163,27 @@ async def test_strict_rolls_back_a_breaking_schema_change_and_the_old_revision_s
         assert tools["kit__echo"].input_schema["required"] == ["text"]
         result = await client.call_tool("kit__echo", {"text": "hi", "times": 2})
         assert [c.text for c in result.content] == ["hi hi"]  # type: ignore[union-attr]
+
+
+async def test_strict_with_stop_first_starts_the_old_revision_again(agent: AgentProcess) -> None:
+    tb = new_toolbox_id()
+    body = kit_spec(kit_server("kit"), tool_contract="strict", order="stop_first")
+    first = await in_thread(apply, agent, tb, body)
+    assert first["phase"] == "healthy", first
+    old_container = first["servers"][0]["container_id"]
+
+    breaking = kit_spec(kit_server("kit", "removed"), tool_contract="strict", order="stop_first")
+    final = await in_thread(apply, agent, tb, breaking)
+    assert final["operation"]["state"] == "rolled_back", final
+    assert final["stable_revision"] == 1, final
+    assert final["phase"] == "healthy", final
+    assert [(s["revision"], s["container_id"]) for s in final["servers"]] == [(1, old_container)]
+    kinds = [e["kind"] for e in await in_thread(events_all, agent, tb)]
+    tail = kinds[kinds.index("tool_contract_broken") :]
+    assert tail[:2] == ["tool_contract_broken", "rollout_failed"], tail
+    assert "rollback_passed" in tail, tail
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent.token}"})
+    url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == {"kit__echo", "kit__add"}

@@ -34,3 +34,11 @@ def test_the_default_hashes_as_before_the_field_existed_and_strict_does_not() ->
     assert spec_hash(spec(tool_contract="strict")) != spec_hash(spec())
     stored = canonical_json(spec(tool_contract="strict"))
     assert ToolboxSpec.model_validate_json(stored).rollout.tool_contract == "strict"
+
+
+def test_the_openapi_document_describes_the_field() -> None:
+    from dtma.api.openapi import build_document
+
+    rollout = build_document()["components"]["schemas"]["Rollout"]["properties"]
+    assert rollout["tool_contract"]["enum"] == ["warn", "strict"]
+    assert rollout["tool_contract"]["default"] == "warn"
