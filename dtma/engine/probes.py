@@ -141,9 +141,11 @@ class ContainerProbe:
 
     async def offers(self) -> frozenset[str] | None:
         """`prompts` / `resources`, as the server's capabilities say; None when unknown."""
-        found: frozenset[str] | None = await self._upstream(
-            lambda s: _async(mcp_upstream.offered(s))
-        )
+
+        async def read(session: Any) -> frozenset[str] | None:
+            return mcp_upstream.offered(session)
+
+        found: frozenset[str] | None = await self._upstream(read)
         return found
 
     async def catalog_request(
@@ -183,7 +185,3 @@ class ContainerProbe:
                 await self._stdio_task
         self._stdio = None
         self._stdio_task = None
-
-
-async def _async(value: Any) -> Any:
-    return value
