@@ -15,7 +15,7 @@ venv: ## create .venv and install dtma with its test and dev extras (idempotent)
 docker: ## make sure a Docker engine answers (as root on Debian: installs docker.io, starts dockerd)
 	@scripts/ensure-docker
 
-images: venv ## build dtma-examples/mcp-time, dtma-examples/mcp-notes and dtma/agent (cached)
+images: venv ## build dtma-examples/mcp-time, mcp-notes, mcp-kit and dtma/agent (cached)
 	@scripts/build-images
 
 run: venv ## run the agent on 127.0.0.1:8750 (state in .dtma/, dev OpenBao unless VAULT_ADDR is set)

@@ -76,7 +76,17 @@ class ContainerRuntime(Protocol):
     async def logs(self, container_id: str, tail: int) -> str: ...
 
 
-class ToolboxStore(Protocol):
+Recorded = dict[str, tuple[str, dict[str, Any]]]  # tool contracts: server -> (hash, contract)
+
+
+class ContractStore(Protocol):
+    async def tool_contracts(self, toolbox_id: str, revision: int) -> Recorded: ...
+    async def save_tool_contracts(
+        self, toolbox_id: str, revision: int, contracts: Mapping[str, tuple[str, dict[str, Any]]]
+    ) -> None: ...
+
+
+class ToolboxStore(ContractStore, Protocol):
     """The state one toolbox's runner writes (a ToolboxRunner's narrow view of the store)."""
 
     async def update_toolbox(self, toolbox_id: str, **fields: Any) -> None: ...
@@ -208,6 +218,10 @@ class Probe(Protocol):
     async def tool_defs(self, timeout: float) -> list[dict[str, Any]]: ...
     async def call_tool(
         self, name: str, arguments: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]: ...
+    async def offers(self) -> frozenset[str] | None: ...
+    async def catalog_request(
+        self, method: str, params: dict[str, Any] | None, timeout: float
     ) -> dict[str, Any]: ...
     async def close(self) -> None: ...
 

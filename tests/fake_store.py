@@ -6,6 +6,7 @@ operations, events with cursors, restart states. Each method is atomic (no await
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +34,7 @@ class FakeStore:
         self.restart_rows: dict[tuple[str, str], RestartState] = {}
         self.error_rows: list[dict[str, Any]] = []
         self.idempotency: dict[str, tuple[str, int, str]] = {}
+        self.contract_rows: dict[tuple[str, int], dict[str, tuple[str, dict[str, Any]]]] = {}
 
     # -- toolboxes and revisions --------------------------------------------------------------
 
@@ -133,9 +135,12 @@ class FakeStore:
     async def delete_toolbox(self, toolbox_id: str) -> None:
         self.toolbox_rows.pop(toolbox_id, None)
         self.revision_rows.pop(toolbox_id, None)
-        for table in (self.tool_rows, self.restart_rows):
-            for key in [k for k in table if k[0] == toolbox_id]:
-                del table[key]
+        for key in [k for k in self.tool_rows if k[0] == toolbox_id]:
+            del self.tool_rows[key]
+        for rkey in [k for k in self.restart_rows if k[0] == toolbox_id]:
+            del self.restart_rows[rkey]
+        for ckey in [k for k in self.contract_rows if k[0] == toolbox_id]:
+            del self.contract_rows[ckey]
 
     # -- tools and restarts -------------------------------------------------------------------
 
@@ -152,6 +157,16 @@ class FakeStore:
 
     async def restart_states(self, toolbox_id: str) -> dict[str, RestartState]:
         return {s: v for (t, s), v in self.restart_rows.items() if t == toolbox_id}
+
+    async def tool_contracts(
+        self, toolbox_id: str, revision: int
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        return dict(self.contract_rows.get((toolbox_id, revision), {}))
+
+    async def save_tool_contracts(
+        self, toolbox_id: str, revision: int, contracts: Mapping[str, tuple[str, dict[str, Any]]]
+    ) -> None:
+        self.contract_rows[(toolbox_id, revision)] = dict(contracts)
 
     # -- operations and events ----------------------------------------------------------------
 

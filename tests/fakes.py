@@ -31,6 +31,7 @@ from dtma.errors import (
     DockerUnavailable,
     ImageNotFound,
     SecretNotFound,
+    ServerUnavailable,
 )
 from dtma.spec.models import ServerSpec
 
@@ -284,6 +285,14 @@ class FakeProbe:
     ) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": name}], "isError": False}
 
+    async def offers(self) -> frozenset[str] | None:
+        return frozenset()  # no prompts, no resources
+
+    async def catalog_request(
+        self, method: str, params: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]:
+        raise ServerUnavailable(f"fake probe offers no {method}")
+
     async def close(self) -> None:
         self.closed = True
 
@@ -407,3 +416,44 @@ class OneToolGateway:
         self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
     ) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": str(arguments)}]}
+
+
+class FakeContractRunner:
+    """A server runner as the tool-contract check sees it: a name, `serving`, and its tools (or,
+    with `tools=None`, a server whose tools cannot be read)."""
+
+    def __init__(self, name: str, tools: list[dict[str, Any]] | None, serving: bool = True) -> None:
+        self.name = name
+        self.serving = serving
+        self._tools = tools
+
+    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
+        if self._tools is None:
+            raise ServerUnavailable(f"server {self.name} is starting; retry shortly")
+        return self._tools
+
+
+class FakeContractHost:
+    """A toolbox for engine/tool_contracts.py: an in-memory contract store and its events."""
+
+    def __init__(self, toolbox_id: str = "tb") -> None:
+        self.id = toolbox_id
+        self.saved: dict[int, dict[str, tuple[str, dict[str, Any]]]] = {}
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def repo(self) -> FakeContractHost:
+        return self
+
+    async def tool_contracts(
+        self, toolbox_id: str, revision: int
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        return dict(self.saved.get(revision, {}))
+
+    async def save_tool_contracts(
+        self, toolbox_id: str, revision: int, contracts: Mapping[str, tuple[str, dict[str, Any]]]
+    ) -> None:
+        self.saved.setdefault(revision, {}).update(contracts)
+
+    async def emit(self, kind: str, **fields: Any) -> None:
+        self.events.append({"kind": kind, **fields})

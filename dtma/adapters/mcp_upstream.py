@@ -1,4 +1,4 @@
-"""The gateway's client side: tools/list and tools/call on a server's held MCP session.
+"""The gateway's client side: tools, prompts and resources on a server's held MCP session.
 
 stdio calls share the probe's attach session (only one reader can own a container's stdout); the
 SDK's ClientSession multiplexes concurrent requests over it and matches answers by JSON-RPC id.
@@ -85,6 +85,68 @@ async def call_tool(
         raise_if_cancelling()
         raise UpstreamUnavailable(f"tools/call {name} failed: {_short(exc)}") from exc
     return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# Prompts and resources: the method, the SDK's request and result types, and for a listing the
+# key of its items (every page is fetched).
+_CATALOG: dict[str, tuple[str, str, str]] = {
+    "prompts/list": ("ListPromptsRequest", "ListPromptsResult", "prompts"),
+    "prompts/get": ("GetPromptRequest", "GetPromptResult", ""),
+    "resources/list": ("ListResourcesRequest", "ListResourcesResult", "resources"),
+    "resources/templates/list": (
+        "ListResourceTemplatesRequest",
+        "ListResourceTemplatesResult",
+        "resourceTemplates",
+    ),
+    "resources/read": ("ReadResourceRequest", "ReadResourceResult", ""),
+}
+CATALOG_METHODS = frozenset(_CATALOG)
+
+
+def offered(session: ClientSession) -> frozenset[str] | None:
+    """Which of `prompts` and `resources` the server's negotiated capabilities offer; None when
+    they are unknown (a stdio session re-attached without a new handshake)."""
+    caps = session.server_capabilities
+    if caps is None:
+        return None
+    return frozenset(k for k in ("prompts", "resources") if getattr(caps, k) is not None)
+
+
+async def catalog_request(
+    session: ClientSession, method: str, params: dict[str, Any] | None, timeout: float
+) -> dict[str, Any]:
+    """One prompts/resources request (one of CATALOG_METHODS) as wire JSON; a listing is read to
+    its last page and returned as one. Errors as call_tool's."""
+    from mcp import types
+
+    request_name, result_name, items = _CATALOG[method]
+    request_type, result_type = getattr(types, request_name), getattr(types, result_name)
+    found: list[Any] = []
+    cursor: str | None = None
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                page_params = {**(params or {}), **({"cursor": cursor} if cursor else {})}
+                request = request_type.model_validate(
+                    {"method": method, "params": page_params or None}
+                )
+                result = await session.send_request(request, result_type)
+                body: dict[str, Any] = result.model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
+                if not items:
+                    return body
+                found.extend(body.get(items, []))
+                cursor = body.get("nextCursor")
+                if not cursor:
+                    return {items: found}
+    except MCPError as exc:
+        _raise_if_transport(exc, method)
+        raise
+    except TimeoutError as exc:
+        raise UpstreamUnavailable(f"{method}: no answer within {timeout:g}s") from exc
+    except Exception as exc:
+        raise UpstreamUnavailable(f"{method} failed: {_short(exc)}") from exc
 
 
 class HttpUpstream:

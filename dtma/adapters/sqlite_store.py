@@ -140,6 +140,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX tool_calls_by_toolbox ON tool_calls (toolbox, cursor);
     """,
+    """
+    CREATE TABLE tool_contracts (
+        toolbox TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        server TEXT NOT NULL,
+        hash TEXT NOT NULL,                -- sha256 of the canonical contract
+        contract TEXT NOT NULL,            -- tool name -> input schema (JSON); no values
+        created_at REAL NOT NULL,
+        PRIMARY KEY (toolbox, revision, server)
+    );
+    """,
 )
 
 

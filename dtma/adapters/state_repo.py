@@ -10,6 +10,7 @@ import json
 import sqlite3
 from typing import Any, TypeVar
 
+from dtma.adapters.state_repo_contracts import ContractRecords
 from dtma.adapters.state_repo_journals import ErrorRecords, IdempotencyRecords, _tx
 from dtma.adapters.state_repo_restarts import RestartRecords
 from dtma.adapters.state_repo_retention import RetentionRecords
@@ -27,7 +28,13 @@ T = TypeVar("T")
 
 
 class StateRepository(
-    IdempotencyRecords, ErrorRecords, RetentionRecords, RestartRecords, TokenRecords, CallRecords
+    IdempotencyRecords,
+    ErrorRecords,
+    RetentionRecords,
+    RestartRecords,
+    TokenRecords,
+    CallRecords,
+    ContractRecords,
 ):
     """Typed state access; construct with (store, clock=time.time)."""
 
@@ -215,6 +222,7 @@ class StateRepository(
                 ("server_restarts", "toolbox"),
                 ("client_tokens", "toolbox"),  # a toolbox's tokens and calls go with it
                 ("tool_calls", "toolbox"),
+                ("tool_contracts", "toolbox"),
             ):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (toolbox_id,))  # noqa: S608
 

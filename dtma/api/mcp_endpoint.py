@@ -1,6 +1,8 @@
-"""`/v1/toolboxes/{id}/mcp`: a toolbox's tools as one MCP server over streamable HTTP.
+"""`/v1/toolboxes/{id}/mcp`: a toolbox's tools, prompts and resources as one MCP server over
+streamable HTTP.
 
-The protocol is the official SDK's: a lowlevel `Server` with tools/list and tools/call handlers,
+The protocol is the official SDK's: a lowlevel `Server` with tools/list and tools/call handlers
+(and the prompts/resources ones of api/mcp_catalog.py),
 served by its `StreamableHTTPSessionManager` (both eras: the `initialize` handshake with
 sessions, and the stateless 2026-07-28 revision), bridged to aiohttp by `api/asgi.py`. One
 endpoint per toolbox, made on its first request, so sessions belong to one toolbox. The engine
@@ -30,12 +32,14 @@ from pydantic_core import to_json
 
 from dtma import __version__
 from dtma.api.asgi import serve_asgi
+from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.middleware import PRINCIPAL
 from dtma.api.params import path_label
 from dtma.cancellation import cancel_and_wait
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
 from dtma.engine.call_journal import CallJournal
-from dtma.engine.gateway import ToolDenied, ToolGateway, ToolNotFound, split_name
+from dtma.engine.gateway import ToolDenied, ToolNotFound, split_name
+from dtma.engine.gateway_catalog import CATALOG, McpGateway
 from dtma.engine.supervisor import watch_task
 from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
 
@@ -43,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 WATCH_INTERVAL_S = 1.0
 NOTIFY_TIMEOUT_S = 2.0
+OFFERS_TIMEOUT_S = 2.0
 # JSON-RPC server-error range: the server behind this tool cannot answer now; retry.
 SERVER_UNAVAILABLE = -32003
 PRINCIPAL_SCOPE_KEY = "dtma.principal"  # the ASGI scope key the handler passes the caller in
@@ -51,7 +56,26 @@ MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
 
 
 class _ToolboxServer(Server[Any]):
-    """The SDK's lowlevel server, announcing `tools.listChanged` on the handshake era."""
+    """The SDK's lowlevel server, announcing `tools.listChanged` on the handshake era, and
+    prompts/resources only while a serving server offers them (`offered`)."""
+
+    offered: frozenset[str] = frozenset(CATALOG)
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        caps = super().get_capabilities(
+            notification_options,
+            experimental_capabilities,
+            extensions,
+            protocol_version=protocol_version,
+        )
+        return without_unoffered(caps, self.offered)
 
     def create_initialization_options(
         self,
@@ -70,7 +94,7 @@ class ToolboxEndpoint:
     """One toolbox's MCP server and session manager. `start()` once, `close()` idempotent."""
 
     def __init__(
-        self, toolbox_id: str, gateway: ToolGateway, audit: CallJournal | None = None
+        self, toolbox_id: str, gateway: McpGateway, audit: CallJournal | None = None
     ) -> None:
         self.toolbox_id = toolbox_id
         self._gateway = gateway
@@ -83,6 +107,7 @@ class ToolboxEndpoint:
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
             get_tool_input_schema=self._input_schema,
+            **catalog_handlers(gateway, toolbox_id, self._remember),
         )
         # The SDK wraps every request in an OpenTelemetry span by default, a no-op unless an
         # exporter is installed, which dtma never does; it cost about 7% of the agent's time
@@ -95,6 +120,7 @@ class ToolboxEndpoint:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self._refresh_offered()
         self._task = asyncio.create_task(self._hold(), name=f"mcp-endpoint-{self.toolbox_id}")
         # Not restarted here: the route makes a new endpoint when this one is not alive.
         watch_task(self._task, f"mcp endpoint {self.toolbox_id}", "mcp_endpoint")
@@ -116,11 +142,19 @@ class ToolboxEndpoint:
         last = self._gateway.signature(self.toolbox_id)
         while self._gateway.knows(self.toolbox_id):
             await asyncio.sleep(WATCH_INTERVAL_S)
+            await self._refresh_offered()
             now = self._gateway.signature(self.toolbox_id)
             if now != last:
                 last = now
                 self._schemas = {}
                 await self._notify_list_changed()
+
+    async def _refresh_offered(self) -> None:
+        """Which of prompts/resources the serving servers offer, for the next handshake. Bounded:
+        a server slow to connect keeps the last answer (at first: both offered)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(OFFERS_TIMEOUT_S):
+                self.server.offered = await self._gateway.offers(self.toolbox_id)
 
     async def _notify_list_changed(self) -> None:
         for session in list(self._sessions):
@@ -222,7 +256,7 @@ class ToolboxEndpoint:
 class McpEndpoints:
     """The endpoints by toolbox id, made on first use and replaced once their toolbox is gone."""
 
-    def __init__(self, gateway: ToolGateway, audit: CallJournal | None = None) -> None:
+    def __init__(self, gateway: McpGateway, audit: CallJournal | None = None) -> None:
         self._gateway = gateway
         self._audit = audit
         self._endpoints: dict[str, ToolboxEndpoint] = {}
@@ -247,7 +281,7 @@ class McpEndpoints:
 
 
 def add_mcp_routes(
-    app: web.Application, gateway: ToolGateway, started: Any, audit: CallJournal | None = None
+    app: web.Application, gateway: McpGateway, started: Any, audit: CallJournal | None = None
 ) -> None:
     """Mount the endpoint. `started()` is False while the agent is still recovering; `audit`
     journals every tools/call."""

@@ -44,6 +44,11 @@ class Classified:
 def classify(kind: str, reason: str, message: str) -> Classified:
     """Category and hint for a failure, from its reason and message. Pure."""
     text = message.lower()
+    if reason == "tool_contract":
+        return Classified(
+            "config",
+            "keep the removed tool or schema, or accept the break with rollout.tool_contract: warn",
+        )
     if kind == "vault_auth_failed":  # the agent's own Vault token, not a server's secret
         if "unreachable" in text or "failed:" in text:
             return Classified("dependency", "check that Vault is up and reachable (VAULT_ADDR)")

@@ -22,7 +22,7 @@ from dtma import __version__
 from dtma.cancellation import cancel_and_wait
 from dtma.domain.records import OperationRecord, ToolboxListing
 from dtma.engine.admission import Admission, default_max_starts
-from dtma.engine.gateway import EngineGateway
+from dtma.engine.gateway_catalog import CatalogGateway
 from dtma.engine.journal import Journal
 from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
@@ -91,7 +91,7 @@ class Agent:
 
         self._events_source = events_source
         self._runners: dict[str, ToolboxRunner] = {}
-        self.gateway = EngineGateway(self._runners)  # the MCP endpoint's port
+        self.gateway = CatalogGateway(self._runners)  # the MCP endpoint's port
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._op_done: dict[str, asyncio.Event] = {}

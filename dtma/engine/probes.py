@@ -139,6 +139,24 @@ class ContainerProbe:
         )
         return result
 
+    async def offers(self) -> frozenset[str] | None:
+        """`prompts` / `resources`, as the server's capabilities say; None when unknown."""
+
+        async def read(session: Any) -> frozenset[str] | None:
+            return mcp_upstream.offered(session)
+
+        found: frozenset[str] | None = await self._upstream(read)
+        return found
+
+    async def catalog_request(
+        self, method: str, params: dict[str, Any] | None, timeout: float
+    ) -> dict[str, Any]:
+        """One prompts/resources request (mcp_upstream.CATALOG_METHODS) as wire JSON."""
+        result: dict[str, Any] = await self._upstream(
+            lambda s: mcp_upstream.catalog_request(s, method, params, timeout)
+        )
+        return result
+
     async def _upstream(self, step: Callable[[Any], Any]) -> Any:
         try:
             return await step(await self._client())

@@ -20,6 +20,7 @@ from dtma.engine import event_kinds as ev
 from dtma.engine.admission import Slot
 from dtma.engine.gating import hold_gate, new_tracker, start_probing, stop_probing
 from dtma.engine.server_runner import ServerRunner
+from dtma.engine.tool_contracts import check_tool_contracts
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError, SecretsError
 from dtma.spec.models import ToolboxSpec
@@ -86,6 +87,9 @@ async def _roll(
 
     abort = None if is_rollback else (lambda: tb.superseding(to_rev))
     decision, new_runners = await deploy_and_gate(tb, spec, to_rev, abort=abort)
+    decision = await check_tool_contracts(  # strict: a broken tool contract fails the gate
+        tb, spec, to_rev, new_runners, (old_rev, old_servers), decision, is_rollback=is_rollback
+    )
     if decision.state is GateState.PASSED:
         # Commit first: from here on a crash must keep the new revision, not remove it.
         tb.servers, tb.spec, tb.revision, tb.stopped = new_runners, spec, to_rev, False

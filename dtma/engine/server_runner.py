@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -310,6 +310,21 @@ class ServerRunner:
         """One tools/call. Concurrent calls share the server's session. Raises ServerUnavailable
         (retryable) when the server is not serving, or exits or restarts during the call: a
         crashed server's call never hangs. Counted in flight, so remove() can drain it."""
+        return await self._guarded(lambda: self._probe.call_tool(tool, arguments, timeout))
+
+    async def catalog_request(
+        self, method: str, params: dict[str, Any] | None, timeout: float = TOOL_CALL_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """A prompts/resources request, guarded like call_tool."""
+        return await self._guarded(lambda: self._probe.catalog_request(method, params, timeout))
+
+    async def offers(self) -> frozenset[str] | None:
+        """`prompts` / `resources` as the server's capabilities say; None when unknown."""
+        return await self._probe.offers()
+
+    async def _guarded(
+        self, start: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
+    ) -> dict[str, Any]:
         if not self.serving:
             raise ServerUnavailable(
                 f"server {self.name} is {self._not_serving_because()}; retry shortly"
@@ -318,7 +333,7 @@ class ServerRunner:
         self._in_flight += 1
         self._idle.clear()
         try:
-            call = asyncio.ensure_future(self._probe.call_tool(tool, arguments, timeout))
+            call = asyncio.ensure_future(start())
             watch = asyncio.ensure_future(exited.wait())
             try:
                 await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)

@@ -231,6 +231,9 @@ class Rollout(Strict):
     min_healthy_time: Duration = 5.0
     healthy_deadline: Duration = 60.0
     auto_revert: bool = True
+    # warn: a new revision that breaks the serving revision's tool contract says so in an event;
+    # strict: its gate fails on it (reason tool_contract) and it is rolled back.
+    tool_contract: Literal["warn", "strict"] = "warn"
 
     @field_validator("healthy_deadline")
     @classmethod

@@ -1,0 +1,101 @@
+"""mcp-kit: a small MCP server with tools, prompts and resources, for dtma's tests.
+
+Serves streamable HTTP at http://0.0.0.0:$PORT$MCP_PATH (default 8000, /mcp), or stdio with
+MCP_TRANSPORT=stdio. TOOL_SET picks the tools, so that a new revision can change them:
+  v1 (default)  echo(text, times?), add(a, b)
+  added         v1 plus shout(text): a compatible change
+  removed       v1 without add: a breaking change
+  required      echo also requires `lang`: a breaking change
+Prompts: `greeting(name)`. Resources: `kit://readme` and the template `kit://items/{item}`.
+OFFER=tools serves tools only: no prompts or resources, and no such capabilities.
+An unknown TOOL_SET is a configuration error: exit status 2 with a message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from mcp.server.mcpserver import MCPServer
+
+TOOL_SETS = ("v1", "added", "removed", "required")
+
+
+def build_server(tool_set: str) -> MCPServer:
+    server = MCPServer("mcp-kit", version="1.0.0", log_level="WARNING")
+
+    if tool_set == "required":
+
+        def echo(text: str, lang: str, times: int = 1) -> str:
+            """Return the text, `times` times."""
+            return " ".join([text] * times)
+
+    else:
+
+        def echo(text: str, times: int = 1) -> str:  # type: ignore[misc]
+            """Return the text, `times` times."""
+            return " ".join([text] * times)
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    def shout(text: str) -> str:
+        """Return the text in capitals."""
+        return text.upper()
+
+    server.add_tool(echo)
+    if tool_set != "removed":
+        server.add_tool(add)
+    if tool_set == "added":
+        server.add_tool(shout)
+
+    @server.prompt()
+    def greeting(name: str) -> str:
+        """Ask for a friendly greeting."""
+        return f"Write a one-line greeting for {name}."
+
+    @server.resource("kit://readme", mime_type="text/plain")
+    def readme() -> str:
+        """What this server is."""
+        return "mcp-kit: tools, prompts and resources for dtma's tests"
+
+    @server.resource("kit://items/{item}", mime_type="text/plain")
+    def item(item: str) -> str:
+        """One item by name."""
+        return f"item {item}"
+
+    if os.environ.get("OFFER") == "tools":
+        # MCPServer always registers these handlers (and so the capabilities); drop them from
+        # the lowlevel server it wraps (a private attribute: this is a test image).
+        handlers = server._lowlevel_server._request_handlers
+        for method in [m for m in handlers if m.startswith(("prompts/", "resources/"))]:
+            del handlers[method]
+    return server
+
+
+def main() -> None:
+    tool_set = os.environ.get("TOOL_SET", "v1") or "v1"
+    if tool_set not in TOOL_SETS:
+        print(
+            f"mcp-kit: TOOL_SET={tool_set!r} is not one of {', '.join(TOOL_SETS)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(2)
+    server = build_server(tool_set)
+    if os.environ.get("MCP_TRANSPORT") == "stdio":
+        print(f"mcp-kit: serving on stdio (TOOL_SET={tool_set})", file=sys.stderr, flush=True)
+        server.run("stdio")
+        return
+    import uvicorn
+
+    port = int(os.environ.get("PORT", "8000"))
+    path = os.environ.get("MCP_PATH", "/mcp")
+    app = server.streamable_http_app(streamable_http_path=path, host="0.0.0.0")
+    print(f"mcp-kit: serving on 0.0.0.0:{port}{path} (TOOL_SET={tool_set})", file=sys.stderr)
+    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning", timeout_graceful_shutdown=2)
+
+
+if __name__ == "__main__":
+    main()
