@@ -227,6 +227,6 @@ def plan_cleanup(
     return steps
 
 
-def plan_rotation(changed: Sequence[str], revision: int) -> list[Step]:
+def plan_rotation(changed: Sequence[str], revision: int) -> list[RotateServer]:
     """One gated replacement per server whose secret values changed, in order, one at a time."""
     return [RotateServer(name, revision) for name in changed]
