@@ -7,13 +7,13 @@ Probe tasks run on the event loop; hold_gate cancels them when it returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 
 from dtma.domain import gate as gate_reasons
 from dtma.domain.gate import Decision, GateState, GateTracker
 from dtma.engine.admission import Slot
 from dtma.engine.server_runner import ServerRunner
+from dtma.engine.tasks import cancel_and_wait
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.spec.models import ToolboxSpec
 
@@ -69,11 +69,11 @@ def start_probing(
 
 
 async def stop_probing(tasks: list[asyncio.Task[None]]) -> None:
+    """End every probe task for good (a lost cancel is repeated: engine/tasks.py)."""
     for task in tasks:
         task.cancel()
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait(task)
 
 
 async def hold_gate(

@@ -24,6 +24,7 @@ from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.supervisor import Supervisor
+from dtma.engine.tasks import cancel_and_wait
 from dtma.errors import DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
 from dtma.spec.models import Restart, ServerSpec, publish_address
@@ -363,9 +364,7 @@ class ServerRunner:
         if expect_exit:
             self._expected_exit = True
         if self._steady is not None:
-            self._steady.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._steady
+            await cancel_and_wait(self._steady)  # a lost cancel is repeated (engine/tasks.py)
             self._steady = None
         await self._probe.close()
 
