@@ -89,6 +89,5 @@ async def _roll(run: RolloutExecutor) -> tuple[str, str | None]:
         await run.tb.set_phase(result.phase)
     if passed:
         return result.state, None
-    return result.state, f"{decision.server or 'toolbox'}: {decision.reason}: {decision.detail}" + (
-        result.note
-    )
+    failure = f"{decision.server or 'toolbox'}: {decision.reason}: {decision.detail}"
+    return result.state, failure + result.note
