@@ -28,6 +28,7 @@ from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
+from dtma.engine.server_ops import restart_servers, start_servers, stop_servers
 from dtma.engine.spec_parser import SpecParser
 from dtma.engine.status_view import toolbox_status
 from dtma.engine.supervisor import Supervisor, watch_task
@@ -214,7 +215,7 @@ class Agent:
         if not created:
             return ApplyResult(toolbox_id, rev.number, None, True)
         tb = self._runner(toolbox_id)
-        tb.wanted_revision = rev.number
+        tb.want_revision(rev.number)
         op = await self._submit(
             tb,
             "apply",
@@ -252,11 +253,9 @@ class Agent:
             unknown = sorted(set(servers) - names)
             if unknown:
                 raise NotFound(f"toolbox {toolbox_id} has no server {', '.join(unknown)}")
-        work = {"restart": tb.restart_servers, "stop": tb.stop_servers, "start": tb.start_servers}[
-            kind
-        ]
+        work = {"restart": restart_servers, "stop": stop_servers, "start": start_servers}[kind]
         return await self._submit(
-            tb, kind, tb.revision, lambda _op: work(servers), params={"servers": servers or []}
+            tb, kind, tb.revision, lambda _op: work(tb, servers), params={"servers": servers or []}
         )
 
     async def refresh_secrets(self, toolbox_id: str) -> str:

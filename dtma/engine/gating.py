@@ -1,7 +1,7 @@
 """Holding a health gate over live runners: probe each one, feed the tracker, decide.
 
-Used by rollouts (rollout.py), the stop_first revert, recovery and secret rotation. Probe tasks
-run on the event loop; hold_gate cancels them when it returns.
+Used by executor.start_and_gate (rollouts, the stop_first revert, recovery, secret rotation).
+Probe tasks run on the event loop; hold_gate cancels them when it returns.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def start_probing(
 
 
 async def stop_probing(tasks: list[asyncio.Task[None]]) -> None:
+    """End every probe task for good (a lost cancel is repeated: dtma/cancellation.py)."""
     for task in tasks:
         task.cancel()
     for task in tasks:

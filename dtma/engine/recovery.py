@@ -20,8 +20,9 @@ from dtma.domain.gate import GateState
 from dtma.domain.planner import EXITED, complete_revision, plan_serving
 from dtma.domain.records import RestartState, ToolboxRecord
 from dtma.domain.restart import RestartTracker, Verdict, from_wall
+from dtma.domain.rollout_plan import ROLLED_BACK, SUCCEEDED
 from dtma.engine import event_kinds as ev
-from dtma.engine.rollout import ROLLED_BACK, SUCCEEDED, deploy_and_gate
+from dtma.engine.executor import start_and_gate, start_container
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError
 from dtma.ports import ContainerRuntime, RecoveryStore
@@ -130,7 +131,7 @@ async def recover(
         message=f"{len(observed)} containers found"
         + (f", rollout to {record.target_revision} interrupted" if record.target_revision else ""),
     )
-    tb.stopped = record.stopped
+    tb.mark_stopped(record.stopped)
     await tb.runtime.join_network(tb.id)  # an agent in a container must be on it to probe
     serving, outcome = record.current_revision, None
     if record.target_revision is not None:
@@ -157,9 +158,9 @@ async def _finish_rollout(
         complete_revision(observed, target, [s.name for s in spec.servers]) if spec else None
     )
     if spec is not None and candidates is not None:
-        decision, runners = await deploy_and_gate(tb, spec, target, adopt=candidates)
+        decision, runners = await start_and_gate(tb, spec, target, running=candidates, adopt=True)
         if decision.state is GateState.PASSED:
-            tb.servers, tb.spec, tb.revision = runners, spec, target
+            tb.commit_revision(target, spec, runners, stopped=tb.stopped)
             await tb.repo.mark_stable(tb.id, target)
             await tb.emit(
                 ev.RECOVERY_KEPT,
@@ -192,8 +193,8 @@ async def _reconcile_serving(
     if revision is not None:
         rev = await tb.repo.revision(tb.id, revision)
         spec = ToolboxSpec.model_validate_json(rev.spec) if rev else None
-    if spec is not None:
-        tb.spec, tb.revision = spec, revision
+    if spec is not None and revision is not None:
+        tb.commit_revision(revision, spec, tb.servers, stopped=tb.stopped)
     servers = [s.name for s in spec.servers] if spec else []
     by_id = {c.id: c for c in observed}
     adopted = tb.known_container_ids()
@@ -237,8 +238,7 @@ async def _reconcile_serving(
             if tracker is None:  # missing, not crashed: still counts as a restart
                 tracker = _budget(tb, spec, server.name, saved)
                 tracker.on_failure(tb.clock())
-            await tb.runtime.ensure_image(server.image)
-            fresh = await tb.create_container(server, revision, spec)
+            fresh = await start_container(tb, server, revision, spec, None)
             before = saved.get(server.name)
             runner = tb.new_runner(
                 server,
@@ -249,7 +249,7 @@ async def _reconcile_serving(
                 restarts=(before.restarts if before else 0) + 1,
                 history=tracker.history(),
             )
-            tb.servers[server.name] = runner
+            tb.replace_server(runner)
             await runner.save_restarts()
             await tb.emit(
                 ev.SERVER_RESTARTED,
@@ -274,7 +274,7 @@ async def _reconcile_serving(
         )
         if step.action == "adopt_stopped":
             runner.state = "stopped"
-        tb.servers[server.name] = runner
+        tb.replace_server(runner)
         await tb.emit(
             ev.CONTAINER_ADOPTED,
             server=server.name,
@@ -316,4 +316,4 @@ def _adopt_failed(
     )
     runner.state, runner.health = "failed", "unhealthy"
     runner.last_error = "restarts_exhausted: the budget was spent before the agent restarted"
-    tb.servers[runner.name] = runner
+    tb.replace_server(runner)

@@ -1,8 +1,10 @@
 """ToolboxRunner: one per toolbox (Nomad's alloc runner, small). Owns the serving servers, runs
 one operation at a time (an asyncio.Lock, FIFO, so later operations queue), and keeps the phase.
 
-The rollout/gate logic lives in engine/rollout.py and recovery in engine/recovery.py; both act
-through this runner.
+Its serving state (servers, spec, revision, stopped, gate_runners, wanted_revision) is assigned
+only by its own methods (commit_revision, begin_gating/end_gating, replace_server, mark_stopped,
+want_revision); engine/executor.py, rollout.py, rotation.py and recovery.py call them. Container
+creation is in engine/container_factory.py.
 """
 
 from __future__ import annotations
@@ -12,27 +14,23 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 
 import structlog
 
 from dtma.domain.containers import (
-    LABEL_SECRETS_HASH,
     ObservedContainer,
-    container_request,
-    subnet_prefix,
 )
 from dtma.domain.records import RestartState
 from dtma.domain.restart import to_wall
 from dtma.engine import event_kinds as ev
 from dtma.engine.admission import Admission, default_max_starts
+from dtma.engine.container_factory import ContainerFactory
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.supervisor import Supervisor
-from dtma.errors import DtmaError, SecretsError
+from dtma.errors import DtmaError
 from dtma.ports import ContainerRuntime, ProbeFactory, ToolboxStore
-from dtma.spec.hashing import server_hash
 from dtma.spec.models import ServerSpec, ToolboxSpec
 
 log = structlog.get_logger(__name__)
@@ -78,9 +76,46 @@ class ToolboxRunner:
         self.busy_with: str | None = None
         # The newest applied revision: last write wins over older applies (rollbacks queue).
         self.wanted_revision: int | None = None
-        # Docker accepts several networks with one name, so creation must not race.
-        self._network_lock = asyncio.Lock()
         self._phase_task: asyncio.Task[None] | None = None
+        self._containers = ContainerFactory(toolbox_id, runtime, secrets)
+
+    # -- state: the only code that assigns the serving state ----------------------------------
+
+    def commit_revision(
+        self,
+        revision: int,
+        spec: ToolboxSpec,
+        servers: dict[str, ServerRunner],
+        *,
+        stopped: bool,
+    ) -> None:
+        """Serve `revision`: its runners, spec, number and stopped flag change together (the
+        MCP endpoint reads `servers` live, so this is the switch). Supervision is the caller's."""
+        self.servers, self.spec, self.revision, self.stopped = (
+            dict(servers),
+            spec,
+            revision,
+            stopped,
+        )
+
+    def replace_server(self, runner: ServerRunner) -> None:
+        """`runner` serves its server from now on (a restart, rotation or recovery)."""
+        self.servers[runner.name] = runner
+
+    def mark_stopped(self, stopped: bool) -> None:
+        self.stopped = stopped
+
+    def begin_gating(self, runners: dict[str, ServerRunner]) -> None:
+        """`runners` (filled as their containers start) are under a gate: the watcher's exits
+        reach them and the reaper knows their containers. One gate at a time (tb.lock)."""
+        self.gate_runners = runners
+
+    def end_gating(self) -> None:
+        self.gate_runners = {}
+
+    def want_revision(self, revision: int) -> None:
+        """`revision` is the newest applied one: last write wins over older applies."""
+        self.wanted_revision = revision
 
     def new_runner(
         self,
@@ -114,39 +149,16 @@ class ToolboxRunner:
     async def create_container(
         self, server: ServerSpec, revision: int, spec: ToolboxSpec | None = None
     ) -> ObservedContainer:
-        """Prestart (secrets, read now, never earlier), then create and start. On any failure
-        nothing is left behind. Raises SecretsError or DockerError."""
+        """Prestart (secrets, read now, never earlier), then create and start, for `spec` (the
+        serving one by default). On any failure nothing is left behind. Raises SecretsError or
+        DockerError."""
         group = spec or self.spec
         assert group is not None
-        async with self._network_lock:
-            network = await self.runtime.ensure_network(
-                self.id, internal=not group.network.egress, prefix=subnet_prefix(group)
-            )
-        if server.secrets and self.secrets is None:
-            raise SecretsError("this agent has no Vault configured (VAULT_ADDR)")
-        resolved = await self.secrets.resolve(server) if (server.secrets and self.secrets) else None
-        labels = {LABEL_SECRETS_HASH: resolved.fingerprint} if resolved else None
-        req = container_request(
-            self.id, revision, group, server, server_hash(group, server.name), labels, network
-        )
-        if resolved and resolved.env:
-            req = replace(req, env={**req.env, **resolved.env})
-        if resolved and resolved.files and self.secrets is not None:
-            owner = await self.runtime.image_owner(server.image)
-            directory = await self.secrets.files.write(req.name, resolved.files, owner)
-            req = replace(req, bind_secrets_dir=str(directory))
-        try:
-            return await self.runtime.create_and_start(req)
-        except BaseException:
-            if req.bind_secrets_dir and self.secrets is not None:
-                await self.secrets.files.remove(req.name)
-            raise
+        return await self._containers.create(server, revision, group)
 
     async def remove_container(self, container: ObservedContainer) -> None:
         """Remove a container and its secret files. Idempotent."""
-        await self.runtime.remove(container.id)
-        if self.secrets is not None:
-            await self.secrets.files.remove(container.name)
+        await self._containers.remove(container)
 
     async def emit(
         self,
@@ -279,13 +291,6 @@ class ToolboxRunner:
                     await self.set_phase("failed", reason=error or "")
                 return state
 
-    async def stop_servers(self, names: list[str] | None) -> tuple[str, str | None]:
-        for runner in self._select(names):
-            await self.stop_server(runner)
-        self.stopped = all(r.state == "stopped" for r in self.servers.values())
-        await self.repo.update_toolbox(self.id, stopped=int(self.stopped))
-        return "succeeded", None
-
     async def stop_server(self, runner: ServerRunner, reason: str = "") -> None:
         """Stop one server's container without it counting as a crash. Idempotent."""
         await runner.halt(expect_exit=True)
@@ -304,56 +309,6 @@ class ToolboxRunner:
         await self.emit(
             ev.SERVER_STOPPED, server=runner.name, revision=runner.revision, reason=reason
         )
-
-    async def start_servers(self, names: list[str] | None) -> tuple[str, str | None]:
-        for runner in self._select(names):
-            if runner.state == "running":
-                continue
-            await self._replace(runner, reason="started")
-        self.stopped = False
-        await self.repo.update_toolbox(self.id, stopped=0)
-        return "succeeded", None
-
-    async def restart_servers(self, names: list[str] | None) -> tuple[str, str | None]:
-        for runner in self._select(names):
-            await self._replace(runner, reason="restart requested")
-        self.stopped = False
-        await self.repo.update_toolbox(self.id, stopped=0)
-        return "succeeded", None
-
-    async def _replace(self, runner: ServerRunner, reason: str) -> None:
-        """Recreate one server's container (fresh secrets on create), then supervise it."""
-        assert self.spec is not None
-        assert self.revision is not None
-        await runner.remove()
-        container = await self.create_container(runner.spec, self.revision)
-        fresh = self.new_runner(
-            runner.spec,
-            self.revision,
-            container,
-            fresh=True,
-            spec=self.spec,
-            restarts=runner.restarts + 1,
-            history=runner.restart_history,  # an asked-for restart does not refill the budget
-        )
-        self.servers[runner.name] = fresh
-        await fresh.save_restarts()
-        await self.emit(
-            ev.SERVER_RESTARTED,
-            server=runner.name,
-            revision=self.revision,
-            reason=reason,
-            message=f"container {container.id[:12]}",
-        )
-        fresh.start_steady()
-
-    def _select(self, names: list[str] | None) -> list[ServerRunner]:
-        if not names:
-            return list(self.servers.values())
-        unknown = sorted(set(names) - set(self.servers))
-        if unknown:
-            raise DtmaError(f"unknown servers: {', '.join(unknown)}")
-        return [self.servers[n] for n in names]
 
     async def delete(self) -> tuple[str, str | None]:
         await self.set_phase("deleting")
