@@ -116,6 +116,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (toolbox, server)
     );
     """,
+    """
+    -- 1 while a restart is counted but its container may not exist yet (a write-ahead)
+    ALTER TABLE server_restarts ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -213,12 +213,18 @@ class ToolboxRunner:
         await self.repo.set_tools(self.id, server, revision, tools)
 
     async def save_restarts(
-        self, server: str, revision: int, restarts: int, history: Sequence[float], gave_up: bool
+        self,
+        server: str,
+        revision: int,
+        restarts: int,
+        history: Sequence[float],
+        gave_up: bool,
+        pending: bool = False,
     ) -> None:
         """Save a server's restart count and window (as wall-clock times). Idempotent."""
         attempts = tuple(to_wall(history, self.clock(), time.time()))
         await self.repo.save_restart_state(
-            self.id, server, RestartState(revision, restarts, attempts, gave_up)
+            self.id, server, RestartState(revision, restarts, attempts, gave_up, pending)
         )
 
     def superseding(self, revision: int) -> int | None:
@@ -343,6 +349,10 @@ class ToolboxRunner:
         """Recreate one server's container (fresh secrets on create), then supervise it."""
         assert self.spec is not None
         assert self.revision is not None
+        history = runner.restart_history
+        await self.save_restarts(
+            runner.name, self.revision, runner.restarts + 1, history, False, pending=True
+        )
         await runner.remove()
         container = await self.create_container(runner.spec, self.revision)
         fresh = self.new_runner(
@@ -352,7 +362,7 @@ class ToolboxRunner:
             fresh=True,
             spec=self.spec,
             restarts=runner.restarts + 1,
-            history=runner.restart_history,  # an asked-for restart does not refill the budget
+            history=history,  # an asked-for restart does not refill the budget
         )
         self.servers[runner.name] = fresh
         await fresh.save_restarts()

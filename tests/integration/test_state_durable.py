@@ -28,10 +28,14 @@ async def test_restart_states_round_trip_and_go_with_the_toolbox(repo: StateRepo
     await repo.add_revision("tb", "{}", "h1")
     await repo.save_restart_state("tb", "a", RestartState(1, 2, (100.5, 200.25)))
     await repo.save_restart_state("tb", "b", RestartState(1, 3, (), gave_up=True))
+    await repo.save_restart_state("tb", "c", RestartState(1, 1, (5.0,), pending=True))
+    assert (await repo.restart_states("tb"))["c"].pending
+    await repo.save_restart_state("tb", "c", RestartState(1, 1, (5.0,)))
     await repo.save_restart_state("tb", "a", RestartState(1, 3, (100.5, 200.25, 300.0)))
     assert await repo.restart_states("tb") == {
         "a": RestartState(1, 3, (100.5, 200.25, 300.0)),
         "b": RestartState(1, 3, (), gave_up=True),
+        "c": RestartState(1, 1, (5.0,)),
     }
     await repo.delete_toolbox("tb")
     assert await repo.restart_states("tb") == {}
