@@ -83,7 +83,7 @@ class Agent:
         self.runtime = runtime
         self.repo = repo
         self.journal = journal
-        self._listing = ListingCache(journal.redact)
+        self._listing = ListingCache(lambda text, limit: self.journal.redact(text, limit))
         self.policy = policy
         self._specs = SpecParser(policy)
         self._probe_factory = probe_factory
