@@ -93,11 +93,13 @@ class Loop:
 
     def settled(self) -> bool:
         """No operation runs and every toolbox is out of `deploying`."""
+        running = []
         for op in self.ops:
             code, body = self.call("GET", f"/v1/operations/{op}")
             if code != 200 or body["state"] == "running":
-                return False
-        return all(self.status(tb)["phase"] != "deploying" for tb in self.toolboxes)
+                running.append(op)
+        self.ops = running  # an ended operation stays ended
+        return not running and all(self.status(tb)["phase"] != "deploying" for tb in self.toolboxes)
 
 
 def _consistent(loop: Loop, tb: str) -> dict[str, Any]:
@@ -139,6 +141,8 @@ def _no_orphans(loop: Loop, statuses: dict[str, dict[str, Any]]) -> None:
     names = {c.name for c in mine}
     dirs = {p.name for p in loop.secrets_root.iterdir()} if loop.secrets_root.is_dir() else set()
     assert dirs <= names, f"secret dirs without a container: {sorted(dirs - names)}"
+    with_secret = {c.name for c in mine if c.labels[LABEL_TOOLBOX] == loop.toolboxes[0]}
+    assert with_secret <= dirs, "the serving container of the toolbox with a secret has no files"
 
 
 def _iteration(loop: Loop, rng: random.Random, i: int) -> None:
