@@ -194,6 +194,11 @@ def sweep(label: str) -> None:
         subprocess.run(["docker", "network", "rm", *nets], capture_output=True, check=False)
 
 
+def load() -> str:
+    """The 1-minute load average, printed beside every figure (the host may be shared)."""
+    return f" (load {os.getloadavg()[0]:.1f})"
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -273,7 +278,7 @@ def main() -> int:
             names, took = agent_run(agent, n, args.deadline)
             ratio = f"{took / cli:.2f}" if took and cli else "-"
             print(f"{n:>4} {took or float('nan'):>8.1f} {cli or float('nan'):>16.1f} "
-                  f"{ratio:>6}", flush=True)
+                  f"{ratio:>6}{load()}", flush=True)
             if n != sizes[-1]:
                 delete_all(agent, names)
                 continue
@@ -296,14 +301,14 @@ def extras(agent: Agent, agent_id: str, names: list[str], args: argparse.Namespa
     n = len(names)
     time.sleep(3)  # let the first steady probes settle
     pid = agent.proc.pid
-    print(f"agent RSS at {n} toolboxes: {rss_mb(pid):.0f} MB", flush=True)
+    print(f"agent RSS at {n} toolboxes: {rss_mb(pid):.0f} MB{load()}", flush=True)
     c0, t0 = cpu_seconds(pid), time.perf_counter()
     time.sleep(args.idle)
     idle = (cpu_seconds(pid) - c0) / (time.perf_counter() - t0) * 100
-    print(f"agent idle CPU with {n} containers over {args.idle:g}s: {idle:.2f}% of a core",
-          flush=True)
+    print(f"agent idle CPU with {n} containers over {args.idle:g}s: {idle:.2f}% of a core"
+          f"{load()}", flush=True)
     rate, how = throughput(agent)
-    print(f"GET /v1/toolboxes at {n} toolboxes: {rate:.0f} req/s ({how})", flush=True)
+    print(f"GET /v1/toolboxes at {n} toolboxes: {rate:.0f} req/s ({how}){load()}", flush=True)
     before = container_starts(agent_id)
     agent.kill9()
     t0 = time.perf_counter()
@@ -313,7 +318,7 @@ def extras(agent: Agent, agent_id: str, names: list[str], args: argparse.Namespa
     restarted = sum(1 for cid, start in before.items() if after.get(cid) != start)
     print(f"adoption after kill -9 at {n}: /v1/ready {ready:.2f}s, all healthy "
           f"{healthy or float('nan'):.2f}s, containers restarted or replaced: {restarted} of "
-          f"{len(before)}", flush=True)
+          f"{len(before)}{load()}", flush=True)
 
 
 if __name__ == "__main__":

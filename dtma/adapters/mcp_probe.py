@@ -27,7 +27,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from dtma import __version__
-from dtma.adapters.docker_attach import attached_stdio_transport, open_attach_socket
+from dtma.adapters.docker_attach import (
+    LivenessPinger,
+    attached_stdio_transport,
+    open_attach_socket,
+)
 from dtma.cancellation import raise_if_cancelling
 from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult, check_expected_tools
@@ -168,6 +172,7 @@ class StdioProbeSession:
         self._failure: str | None = None
         self.initialized = False
         self.modern = False  # the negotiated era is 2026-07-28 (stateless; no ping)
+        self._pinger = LivenessPinger()
 
     async def run(self, *, initialize: bool, timeout: float) -> None:
         """Attach, optionally negotiate the era (`server/discover`, or the `initialize` handshake
@@ -179,7 +184,10 @@ class StdioProbeSession:
         try:
             sock = await self._attach()
             async with (
-                attached_stdio_transport(sock, on_end=self.close) as (read, write),
+                attached_stdio_transport(sock, on_end=self.close, pinger=self._pinger) as (
+                    read,
+                    write,
+                ),
                 ClientSession(read, write, client_info=_client_info()) as session,
             ):
                 if initialize:
@@ -220,7 +228,10 @@ class StdioProbeSession:
     async def probe(
         self, *, timeout: float, expect_tools: Sequence[str] = (), list_tools: bool = True
     ) -> ProbeResult:
-        """tools/list (and the expect_tools check), or just ping when list_tools is False."""
+        """tools/list (and the expect_tools check), or, when list_tools is False, a liveness
+        ping beside the session (docker_attach.LivenessPinger). Alive: a result, or on a
+        2026-07-28 session (which has no ping) an error answer; a handshake-era server that
+        refuses the ping (say, one never initialized) is not."""
         t0 = time.perf_counter()
         failure = await self.wait_ready()
         session = self._session
@@ -228,8 +239,10 @@ class StdioProbeSession:
             return ProbeResult.failed(reasons.SESSION_CLOSED, _ms_since(t0), failure or "closed")
         try:
             with anyio.fail_after(timeout):
-                if not list_tools and not is_modern(session):
-                    await session.send_ping()
+                if not list_tools:
+                    refused = await self._pinger.ping()
+                    if refused is not None and not is_modern(session):
+                        return ProbeResult.failed(reasons.PING_FAILED, _ms_since(t0), refused)
                     return ProbeResult.ok(_ms_since(t0))
                 tools = await _list_tool_names(session)
         except TimeoutError:

@@ -151,6 +151,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (toolbox, revision, server)
     );
     """,
+    """
+    -- 1 while a restart is counted but its container may not exist yet (a write-ahead)
+    ALTER TABLE server_restarts ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -161,6 +165,10 @@ class SqliteStateStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dtma-sqlite")
         self._conn: sqlite3.Connection | None = None
+        # The connection's total_changes after the last job: a write generation (every row an
+        # INSERT, UPDATE or DELETE touched bumps it). Written on the store's thread after the
+        # job and before its caller resumes; read on the loop.
+        self.changes = -1
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SqliteStateStore:
@@ -200,7 +208,14 @@ class SqliteStateStore:
         return await self._run(on_store_thread)
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        def job() -> T:
+            try:
+                return fn()
+            finally:
+                if self._conn is not None:
+                    self.changes = self._conn.total_changes
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

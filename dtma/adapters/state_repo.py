@@ -38,6 +38,8 @@ class StateRepository(
 ):
     """Typed state access; construct with (store, clock=time.time)."""
 
+    _listing: tuple[int, list[ToolboxListing]] | None = None  # (write generation, rows)
+
     # -- toolboxes and revisions ------------------------------------------------------------
 
     async def toolbox(self, toolbox_id: str) -> ToolboxRecord | None:
@@ -141,18 +143,26 @@ class StateRepository(
     async def listing(self) -> list[ToolboxListing]:
         """Every toolbox with its newest revision number, in one query of just the columns a
         listing shows (GET /v1/toolboxes at a hundred toolboxes runs it a thousand times a
-        second, so it stays lean: tuples, no Row lookups)."""
+        second, so it stays lean: tuples, no Row lookups). While no write has completed since
+        the last query (the store's write generation), its rows are returned again without a
+        trip to the store's thread. Do not mutate the list."""
+        cached = self._listing
+        if cached is not None and cached[0] == self._store.changes:
+            return cached[1]
 
-        def q(c: sqlite3.Connection) -> list[ToolboxListing]:
+        def q(c: sqlite3.Connection) -> tuple[int, list[ToolboxListing]]:
             cur = c.cursor()
             cur.row_factory = None
-            return cur.execute(
+            rows = cur.execute(
                 "SELECT t.id, t.phase, t.stable_revision, t.updated_at, "
                 "(SELECT MAX(number) FROM revisions r WHERE r.toolbox = t.id) "
                 "FROM toolboxes t ORDER BY t.id"
             ).fetchall()
+            return c.total_changes, rows  # the generation these rows belong to, exactly
 
-        return await self._store.run(q)
+        generation, rows = await self._store.run(q)
+        self._listing = (generation, rows)
+        return rows
 
     async def revisions(self, toolbox_id: str) -> list[RevisionRecord]:
         return await self._store.run(

@@ -17,10 +17,11 @@ class RestartRecords(_Rows):
         await self._store.run(
             lambda c: c.execute(
                 "INSERT INTO server_restarts (toolbox, server, revision, restarts, attempts, "
-                "gave_up, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "gave_up, pending, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(toolbox, server) DO UPDATE SET revision = excluded.revision, "
                 "restarts = excluded.restarts, attempts = excluded.attempts, "
-                "gave_up = excluded.gave_up, updated_at = excluded.updated_at",
+                "gave_up = excluded.gave_up, pending = excluded.pending, "
+                "updated_at = excluded.updated_at",
                 (
                     toolbox_id,
                     server,
@@ -28,6 +29,7 @@ class RestartRecords(_Rows):
                     state.restarts,
                     json.dumps(list(state.attempts)),
                     int(state.gave_up),
+                    int(state.pending),
                     now,
                 ),
             )
@@ -41,6 +43,7 @@ class RestartRecords(_Rows):
                     r["restarts"],
                     tuple(float(t) for t in json.loads(r["attempts"])),
                     bool(r["gave_up"]),
+                    bool(r["pending"]),
                 )
                 for r in c.execute("SELECT * FROM server_restarts WHERE toolbox = ?", (toolbox_id,))
             }

@@ -57,12 +57,18 @@ class EventRecord:
 @dataclass(frozen=True)
 class RestartState:
     """A server's restart count and the wall-clock times of the restarts inside its restart
-    window, for the revision it was saved under. Survives agent restarts."""
+    window, for the revision it was saved under. Survives agent restarts.
+
+    `pending`: written ahead of a restart (the count and the window already include it) and
+    cleared once the replacement container runs. A recovery that finds it set knows that
+    restart was counted: it adopts the replacement as is, or recreates it without counting
+    the same restart twice."""
 
     revision: int
     restarts: int
     attempts: tuple[float, ...] = ()
     gave_up: bool = False
+    pending: bool = False
 
 
 # One row of the toolbox listing: (id, phase, stable_revision, updated_at, newest revision).

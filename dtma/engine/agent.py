@@ -30,7 +30,7 @@ from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_ops import restart_servers, start_servers, stop_servers
 from dtma.engine.spec_parser import SpecParser
-from dtma.engine.status_view import toolbox_status
+from dtma.engine.status_view import ListingCache, status_fields, toolbox_status
 from dtma.engine.supervisor import Supervisor, watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
@@ -84,6 +84,7 @@ class Agent:
         self.runtime = runtime
         self.repo = repo
         self.journal = journal
+        self._listing = ListingCache(lambda text, limit: self.journal.redact(text, limit))
         self.policy = policy
         self._specs = SpecParser(policy)
         self._probe_factory = probe_factory
@@ -396,6 +397,12 @@ class Agent:
     async def statuses(self) -> list[dict[str, Any]]:
         """Every toolbox's status from one query, whatever the number of toolboxes."""
         return [self._status(row) for row in await self.repo.listing()]
+
+    async def statuses_json(self) -> bytes:
+        """`{"items": statuses()}` encoded; unchanged statuses are not encoded again
+        (status_view.ListingCache), so a listing storm costs little on the event loop."""
+        rows = await self.repo.listing()
+        return self._listing.encode([status_fields(r, self._runners.get(r[0])) for r in rows])
 
     async def tools(self, toolbox_id: str) -> dict[str, list[str]]:
         await self._existing(toolbox_id)

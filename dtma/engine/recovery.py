@@ -212,7 +212,9 @@ async def _reconcile_serving(
             assert revision is not None
             budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
             last = saved.get(step.server, RestartState(revision, 0))
-            if last.gave_up or budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP:
+            if last.pending:
+                pass  # the crash was counted before the agent died; the recreate below ends it
+            elif last.gave_up or budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP:
                 _adopt_failed(tb, spec, revision, by_id[step.container_id], last)
                 given_up.add(step.server)
                 continue
@@ -234,19 +236,23 @@ async def _reconcile_serving(
         if step.action == "recreate":
             if server.name in given_up:
                 continue  # its restart budget is spent: kept as failed, not recreated
+            before = saved.get(server.name)
             tracker = budgets.get(server.name)
             if tracker is None:  # missing, not crashed: still counts as a restart
                 tracker = _budget(tb, spec, server.name, saved)
-                tracker.on_failure(tb.clock())
+                if not (before and before.pending):
+                    tracker.on_failure(tb.clock())
+            restarts = (before.restarts if before else 0) + (0 if before and before.pending else 1)
+            # Write-ahead, as the server runner does: a kill -9 during the create keeps the count.
+            await tb.save_restarts(server.name, revision, restarts, tracker.history(), False, True)
             fresh = await start_container(tb, server, revision, spec, None)
-            before = saved.get(server.name)
             runner = tb.new_runner(
                 server,
                 revision,
                 fresh,
                 fresh=True,
                 spec=spec,
-                restarts=(before.restarts if before else 0) + 1,
+                restarts=restarts,
                 history=tracker.history(),
             )
             tb.replace_server(runner)
@@ -275,6 +281,8 @@ async def _reconcile_serving(
         if step.action == "adopt_stopped":
             runner.state = "stopped"
         tb.replace_server(runner)
+        if kept is not None and kept.pending:
+            await runner.save_restarts()  # the restart it was counted for did happen: settled
         await tb.emit(
             ev.CONTAINER_ADOPTED,
             server=server.name,

@@ -44,6 +44,11 @@ async def _replace(tb: ToolboxRunner, runner: ServerRunner, reason: str) -> None
     """Recreate one server's container (fresh secrets on create), then supervise it."""
     assert tb.spec is not None
     assert tb.revision is not None
+    history = runner.restart_history  # an asked-for restart does not refill the budget
+    # Write-ahead: a kill -9 between the remove and the new runner keeps the count.
+    await tb.save_restarts(
+        runner.name, tb.revision, runner.restarts + 1, history, False, pending=True
+    )
     await runner.remove()
     container = await start_container(tb, runner.spec, tb.revision, tb.spec, None)
     fresh = tb.new_runner(
@@ -53,7 +58,7 @@ async def _replace(tb: ToolboxRunner, runner: ServerRunner, reason: str) -> None
         fresh=True,
         spec=tb.spec,
         restarts=runner.restarts + 1,
-        history=runner.restart_history,  # an asked-for restart does not refill the budget
+        history=history,
     )
     tb.replace_server(fresh)
     await fresh.save_restarts()

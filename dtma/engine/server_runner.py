@@ -50,7 +50,13 @@ class ServerHost(Protocol):
     def server_changed(self) -> None: ...
     async def record_tools(self, server: str, revision: int, tools: list[str]) -> None: ...
     async def save_restarts(
-        self, server: str, revision: int, restarts: int, history: Sequence[float], gave_up: bool
+        self,
+        server: str,
+        revision: int,
+        restarts: int,
+        history: Sequence[float],
+        gave_up: bool,
+        pending: bool = False,
     ) -> None: ...
 
 
@@ -110,10 +116,16 @@ class ServerRunner:
         """Clock times of the restarts inside the restart window (carried to a replacement)."""
         return self._tracker.history()
 
-    async def save_restarts(self) -> None:
-        """Persist the restart count and window, so an agent restart keeps the budget."""
+    async def save_restarts(self, *, pending: bool = False) -> None:
+        """Persist the restart count and window, so an agent restart keeps the budget.
+        pending=True is the write-ahead of a restart (records.RestartState)."""
         await self.host.save_restarts(
-            self.name, self.revision, self.restarts, self._tracker.history(), self.state == "failed"
+            self.name,
+            self.revision,
+            self.restarts,
+            self._tracker.history(),
+            self.state == "failed",
+            pending,
         )
 
     @property
@@ -247,9 +259,13 @@ class ServerRunner:
                 message=f"attempt {decision.attempt} in {decision.delay:.2f}s",
             )
             await asyncio.sleep(decision.delay)
+            # Counted before the old container goes: a kill -9 from here on must not lose it.
+            self.restarts += 1
+            await self.save_restarts(pending=True)
             try:
                 await self._recreate()
             except DtmaError as exc:
+                self.restarts -= 1
                 await self.save_restarts()
                 self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
                 await self.host.emit(
@@ -260,7 +276,6 @@ class ServerRunner:
                     message=exc.message,
                 )
                 continue
-            self.restarts += 1
             await self.save_restarts()
             await self.host.emit(
                 ev.SERVER_RESTARTED,

@@ -188,12 +188,18 @@ class ToolboxRunner:
         await self.repo.set_tools(self.id, server, revision, tools)
 
     async def save_restarts(
-        self, server: str, revision: int, restarts: int, history: Sequence[float], gave_up: bool
+        self,
+        server: str,
+        revision: int,
+        restarts: int,
+        history: Sequence[float],
+        gave_up: bool,
+        pending: bool = False,
     ) -> None:
         """Save a server's restart count and window (as wall-clock times). Idempotent."""
         attempts = tuple(to_wall(history, self.clock(), time.time()))
         await self.repo.save_restart_state(
-            self.id, server, RestartState(revision, restarts, attempts, gave_up)
+            self.id, server, RestartState(revision, restarts, attempts, gave_up, pending)
         )
 
     def superseding(self, revision: int) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,43 @@ def test_a_put_behind_a_delete_is_refused_never_lost(
     assert gone["operation"]["kind"] == "delete"
     assert gone["operation"]["state"] == "succeeded"
     assert _containers(docker_client, tb) == []
+
+
+def _write_ahead(a: AgentProcess, tb: str, restarts: int) -> None:
+    """Leave the state DB as a server runner does when the agent dies mid-restart: the restart
+    already counted, `pending` set (the agent is stopped; sqlite3 from the test's own Python)."""
+    import sqlite3
+
+    with sqlite3.connect(a.state_dir / "state.db") as db:
+        db.execute(
+            "INSERT OR REPLACE INTO server_restarts (toolbox, server, revision, restarts, "
+            "attempts, gave_up, pending, updated_at) VALUES (?, 'time', 1, ?, ?, 0, 1, ?)",
+            (tb, restarts, json.dumps([time.time()]), time.time()),
+        )
+
+
+def _pending(a: AgentProcess, tb: str) -> list[int]:
+    import sqlite3
+
+    with sqlite3.connect(a.state_dir / "state.db") as db:
+        rows = db.execute("SELECT pending FROM server_restarts WHERE toolbox = ?", (tb,))
+        return [int(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("replacement", ["running", "never created"])
+def test_a_restart_in_flight_at_kill_9_is_counted_once(
+    agent: AgentProcess, docker_client: Any, replacement: str
+) -> None:
+    tb = new_toolbox_id()
+    assert _put(agent, tb, spec(time_server("time"), restart=RESTART), wait=60)[0] == 200
+    agent.stop(signal.SIGKILL)
+    _write_ahead(agent, tb, 1)
+    if replacement == "never created":  # killed between removing the old one and the create
+        for c in _containers(docker_client, tb):
+            c.remove(force=True)
+    agent.start()
+    server = wait_until(
+        lambda: (s := _server(agent, tb, "time"))["health"] == "healthy" and s, 60, "healthy"
+    )
+    assert server["restarts"] == 1, server  # neither lost (0) nor counted twice (2)
+    assert _pending(agent, tb) == [0]

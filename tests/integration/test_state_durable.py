@@ -28,10 +28,14 @@ async def test_restart_states_round_trip_and_go_with_the_toolbox(repo: StateRepo
     await repo.add_revision("tb", "{}", "h1")
     await repo.save_restart_state("tb", "a", RestartState(1, 2, (100.5, 200.25)))
     await repo.save_restart_state("tb", "b", RestartState(1, 3, (), gave_up=True))
+    await repo.save_restart_state("tb", "c", RestartState(1, 1, (5.0,), pending=True))
+    assert (await repo.restart_states("tb"))["c"].pending
+    await repo.save_restart_state("tb", "c", RestartState(1, 1, (5.0,)))
     await repo.save_restart_state("tb", "a", RestartState(1, 3, (100.5, 200.25, 300.0)))
     assert await repo.restart_states("tb") == {
         "a": RestartState(1, 3, (100.5, 200.25, 300.0)),
         "b": RestartState(1, 3, (), gave_up=True),
+        "c": RestartState(1, 1, (5.0,)),
     }
     await repo.delete_toolbox("tb")
     assert await repo.restart_states("tb") == {}
@@ -77,3 +81,20 @@ async def test_a_failed_rollout_or_a_failed_toolbox_does_not_make_a_reapply_a_no
     await repo.clear_target("tb", 3)
     rev, created = await repo.add_revision("tb", "{a}", "A", retry=True)  # toolbox failed
     assert (rev.number, created) == (4, True)
+
+
+async def test_the_listing_is_reused_only_while_nothing_was_written(repo: StateRepository) -> None:
+    await repo.add_revision("tb", "{a}", "A")
+    first = await repo.listing()
+    assert [(r[0], r[4]) for r in first] == [("tb", 1)]
+    assert await repo.listing() is first  # no write since: the same rows, no query
+    await repo.mark_stable("tb", 1)
+    assert (await repo.listing())[0][2] == 1
+    await repo.update_toolbox("tb", phase="degraded")
+    assert (await repo.listing())[0][1] == "degraded"
+    await repo.add_revision("tb", "{b}", "B")
+    assert (await repo.listing())[0][4] == 2
+    await repo.add_revision("other", "{a}", "A")
+    assert [r[0] for r in await repo.listing()] == ["other", "tb"]
+    await repo.delete_toolbox("tb")
+    assert [r[0] for r in await repo.listing()] == ["other"]

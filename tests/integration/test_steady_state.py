@@ -139,3 +139,34 @@ async def test_an_unhealthy_server_is_restarted_past_the_threshold(harness: Engi
     assert "2 consecutive probe failures" in unhealthy[0].message
     ids = {c.id for c in await harness.containers(tb)}
     assert container.id not in ids
+
+
+async def test_a_hung_stdio_server_fails_its_steady_pings_and_is_restarted(
+    harness: EngineHarness,
+) -> None:
+    """Steady state pings a stdio server beside its session; one that stops answering (paused:
+    running, attached, silent) becomes unhealthy past the threshold and is replaced."""
+    tb = new_toolbox_id()
+    server = time_server("time")
+    server["health"] = {**server["health"], "interval": "1s", "timeout": "1s"}
+    server["health"]["failure_threshold"] = 2
+    assert (await harness.apply_and_wait(tb, spec(server))).state == "succeeded"
+
+    async def pinged() -> bool:  # healthy on steady pings, not only on the gate's tools/list
+        s = (await harness.agent.status(tb))["servers"][0]
+        return s["health"] == "healthy" and s["restarts"] == 0
+
+    await _until(pinged, 10, "healthy in steady state")
+    await asyncio.sleep(2.5)  # a few steady pings answered
+    assert (await harness.agent.status(tb))["phase"] == "healthy"
+    (container,) = await harness.containers(tb)
+    await asyncio.to_thread(harness.docker_client.api.pause, container.id)
+
+    async def restarted() -> bool:
+        return any(e.kind == "server_restarted" for e in await harness.events(tb))
+
+    await _until(restarted, 30, "server_restarted")
+    unhealthy = [e for e in await harness.events(tb) if e.kind == "server_unhealthy"]
+    assert unhealthy[0].reason == "probe_failed", unhealthy
+    assert "2 consecutive probe failures" in unhealthy[0].message
+    assert container.id not in {c.id for c in await harness.containers(tb)}

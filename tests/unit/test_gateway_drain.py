@@ -67,7 +67,13 @@ class Host:
         return None
 
     async def save_restarts(
-        self, server: str, revision: int, restarts: int, history: Sequence[float], gave_up: bool
+        self,
+        server: str,
+        revision: int,
+        restarts: int,
+        history: Sequence[float],
+        gave_up: bool,
+        pending: bool = False,
     ) -> None:
         return None
 
