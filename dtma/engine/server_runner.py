@@ -391,10 +391,14 @@ class ServerRunner:
         self._steady = None
         await self._probe.close()
 
+    @property
+    def supervised(self) -> bool:
+        return self._steady is not None and not self._steady.done()
+
     def resume(self) -> None:
         """Undo halt(expect_exit=True) when the container kept running after all (a stop that
         failed): its exits are crashes again, and it is supervised again. Idempotent."""
-        if self.state in ("failed", "removed") or self.exited:
+        if self.state in ("failed", "removed", "stopped"):
             return
         self._expected_exit = False
         self.start_steady()

@@ -281,6 +281,7 @@ class ToolboxRunner:
                     state, error = "failed", f"internal error: {type(exc).__name__}"
                 finally:
                     self.busy_with = None
+                self._supervise_running()
                 error = self.journal.redact(error, 2000) if error else error
                 superseded = revision is not None and self.superseding(revision) is not None
                 await self.repo.finish_operation(op_id, state, error, revision)
@@ -297,19 +298,23 @@ class ToolboxRunner:
                     await self.set_phase("failed", reason=error or "")
                 return state
 
+    def _supervise_running(self) -> None:
+        """What every operation leaves behind: each running server of the toolbox supervised,
+        even one that an operation halted and then failed to stop or remove."""
+        for runner in self.servers.values():
+            if runner.state == "running" and not runner.supervised:
+                runner.resume()
+
     async def stop_server(self, runner: ServerRunner, reason: str = "") -> None:
         """Stop one server's container without it counting as a crash. Idempotent."""
         await runner.halt(expect_exit=True)
         try:
             await self.runtime.stop(runner.container.id)
         except Exception:
-            # Still running (as far as we can tell): it serves, so it is supervised again.
             seen = await _inspect_quietly(self.runtime, runner.container.id)
-            if seen is None or seen.running:
-                runner.resume()
-            else:
+            if seen is not None and not seen.running:
                 runner.state, runner.health = "stopped", "unknown"
-            raise
+            raise  # still running: supervised again when the operation ends (run_operation)
         runner.state = "stopped"
         runner.health = "unknown"
         await self.emit(

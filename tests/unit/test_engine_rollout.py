@@ -4,6 +4,9 @@ over the fakes on virtual time (no Docker; each test takes milliseconds)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+
+import pytest
 
 from dtma.domain import gate as gate_reasons
 from dtma.domain import probe as probe_reasons
@@ -197,36 +200,50 @@ def test_a_crash_in_the_gate_fails_it_at_once() -> None:
     run_virtual(main)
 
 
-class _StopFails(FakeRuntime):
-    """A runtime whose stop() raises (the container keeps running)."""
+def _gone(e: Engine, container_id: str) -> Callable[[], bool]:
+    return lambda: container_id not in e.runtime.containers
 
-    fail_stop = False
+
+class _StopFails(FakeRuntime):
+    """A runtime whose stop() raises for the servers in `fail_stop` (they keep running)."""
+
+    fail_stop: frozenset[str] = frozenset()
 
     async def stop(self, container_id: str, timeout: int = 10) -> None:
-        if self.fail_stop:
+        if self.containers[container_id].server in self.fail_stop:
             raise OSError("stop broke")
         await super().stop(container_id, timeout)
 
 
-def test_a_stop_first_stop_that_raises_leaves_the_old_revision_supervised() -> None:
+@pytest.mark.parametrize("failing", [("a",), ("b",)])
+def test_a_stop_first_stop_that_raises_leaves_every_old_server_supervised_once(
+    failing: tuple[str, ...],
+) -> None:
     runtime = _StopFails()
     e = Engine(runtime=runtime)
 
     async def main() -> None:
         tb = e.toolbox()
-        await e.apply(tb, spec_json(server("a"), order="stop_first"))
-        runtime.fail_stop = True
-        state = await e.apply(tb, spec_json(server("a", "img/v2:1"), order="stop_first"))
-        assert state == "failed"
+        await e.apply(tb, spec_json(server("a"), server("b"), order="stop_first"))
+        runtime.fail_stop = frozenset(failing)
+        new = spec_json(server("a", "img/v2:1"), server("b", "img/v2:1"), order="stop_first")
+        assert await e.apply(tb, new) == "failed"
         assert "OSError" in (e.last_operation().error or "")
-        assert e.live() == {"a": 1}
+        assert e.live() == {"a": 1, "b": 1}
         assert not e.runtime.of("tb", revision=2)
         assert tb.phase == "healthy"
-        # Still supervised: a crash now is restarted, not left behind a "healthy" phase.
-        first = e.runtime.of("tb")[0]
-        e.runtime.exit(first.id, 1)
-        tb.on_container_exit(first.id, 1)
-        await eventually(lambda: e.live() == {"a": 1} and first.id not in e.runtime.containers)
+        # Every old server is supervised, by one runner: a crash is restarted exactly once,
+        # not left behind a "healthy" phase, and no second runner makes a second container.
+        for name in ("a", "b"):
+            crashed = next(c for c in e.runtime.of("tb") if c.server == name)
+            e.runtime.exit(crashed.id, 1)
+            tb.on_container_exit(crashed.id, 1)
+            await eventually(_gone(e, crashed.id))
+        created = e.runtime.created
+        await asyncio.sleep(60)  # long enough for any stray runner to act
+        assert e.live() == {"a": 1, "b": 1}
+        assert len(e.runtime.of("tb")) == 2
+        assert e.runtime.created == created
         await tb.halt()
 
     run_virtual(main)
