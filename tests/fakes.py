@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dtma.domain import probe as probe_reasons
-from dtma.domain.access import ClientToken, ToolCall
 from dtma.domain.containers import (
     LABEL_REVISION,
     LABEL_SECRETS_HASH,
@@ -24,7 +23,6 @@ from dtma.domain.containers import (
     ObservedNetwork,
 )
 from dtma.domain.probe import ProbeResult
-from dtma.engine.gateway import GatewayTool
 from dtma.errors import (
     ContainerNotFound,
     DockerError,
@@ -338,122 +336,3 @@ class FakeSecretFiles:
         for name in gone:
             del self.dirs[name]
         return gone
-
-
-class FailingCallStore:
-    """A call store whose writes fail while `down` (the tool-call journal's error path)."""
-
-    def __init__(self) -> None:
-        self.down = True
-        self.rows: list[ToolCall] = []
-
-    async def append_calls(self, calls: Sequence[ToolCall]) -> None:
-        if self.down:
-            raise OSError("disk full (fake)")
-        self.rows.extend(calls)
-
-    async def calls(self, toolbox: str, since: int, limit: int) -> list[dict[str, object]]:
-        return []
-
-
-class MemoryTokenStore:
-    """An in-memory TokenStore; `during_add` runs inside add_token, after the row is written
-    (to interleave a toolbox deletion with an issue)."""
-
-    def __init__(self, toolboxes: set[str]) -> None:
-        self.toolboxes = toolboxes
-        self.rows: dict[str, tuple[str, str, str]] = {}  # id -> (toolbox, name, hash)
-        self.during_add: Callable[[], Awaitable[None]] | None = None
-
-    async def add_token(
-        self, token_id: str, toolbox: str, name: str, digest: str, limit: int
-    ) -> ClientToken | None:
-        if toolbox not in self.toolboxes:
-            return None
-        self.rows[token_id] = (toolbox, name, digest)
-        if self.during_add is not None:
-            await self.during_add()
-        return ClientToken(token_id, toolbox, name, 0.0, None)
-
-    async def client_tokens(self, toolbox: str | None = None) -> list[ClientToken]:
-        return [
-            ClientToken(i, tb, n, 0.0, None)
-            for i, (tb, n, _) in self.rows.items()
-            if toolbox in (None, tb)
-        ]
-
-    async def token_hashes(self) -> list[tuple[str, str, str]]:
-        return [(h, i, tb) for i, (tb, _, h) in self.rows.items()]
-
-    async def delete_token(self, toolbox: str, token_id: str) -> bool:
-        return self.rows.pop(token_id, None) is not None
-
-    async def touch_tokens(self, last_used: Mapping[str, float]) -> None:
-        return None
-
-
-ONE_TOOL_SCHEMA = {"type": "object", "properties": {"timezone": {"type": "string"}}}
-
-
-class OneToolGateway:
-    """A ToolGateway (engine/gateway.py) with one fixed tool, `time__now`; counts listings."""
-
-    def __init__(self) -> None:
-        self.listings = 0
-
-    def knows(self, toolbox_id: str) -> bool:
-        return True
-
-    def signature(self, toolbox_id: str) -> frozenset[str]:
-        return frozenset({"time__now"})
-
-    async def tools(self, toolbox_id: str) -> list[GatewayTool]:
-        self.listings += 1
-        definition = {"name": "now", "inputSchema": ONE_TOOL_SCHEMA}
-        return [GatewayTool("time__now", "time", "now", definition)]
-
-    async def call(
-        self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        return {"content": [{"type": "text", "text": str(arguments)}]}
-
-
-class FakeContractRunner:
-    """A server runner as the tool-contract check sees it: a name, `serving`, and its tools (or,
-    with `tools=None`, a server whose tools cannot be read)."""
-
-    def __init__(self, name: str, tools: list[dict[str, Any]] | None, serving: bool = True) -> None:
-        self.name = name
-        self.serving = serving
-        self._tools = tools
-
-    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
-        if self._tools is None:
-            raise ServerUnavailable(f"server {self.name} is starting; retry shortly")
-        return self._tools
-
-
-class FakeContractHost:
-    """A toolbox for engine/tool_contracts.py: an in-memory contract store and its events."""
-
-    def __init__(self, toolbox_id: str = "tb") -> None:
-        self.id = toolbox_id
-        self.saved: dict[int, dict[str, tuple[str, dict[str, Any]]]] = {}
-        self.events: list[dict[str, Any]] = []
-
-    @property
-    def repo(self) -> FakeContractHost:
-        return self
-
-    async def tool_contracts(
-        self, toolbox_id: str, revision: int
-    ) -> dict[str, tuple[str, dict[str, Any]]]:
-        return dict(self.saved.get(revision, {}))
-
-    async def save_tool_contracts(
-        self, toolbox_id: str, revision: int, contracts: Mapping[str, tuple[str, dict[str, Any]]]
-    ) -> None:
-        self.saved.setdefault(revision, {}).update(contracts)
-
-    async def emit(self, kind: str, **fields: Any) -> None:
-        self.events.append({"kind": kind, **fields})

@@ -20,9 +20,6 @@ from dtma.observability.redaction import Redactor
 from dtma.ports import SecretFiles, SecretSource
 from dtma.spec.models import ServerSpec
 
-# The old name of the port (dtma/ports.py).
-SecretReader = SecretSource
-
 
 @dataclass(frozen=True)
 class ResolvedSecrets:
@@ -34,7 +31,7 @@ class ResolvedSecrets:
 class SecretInjector:
     def __init__(
         self,
-        reader: SecretReader | None,
+        reader: SecretSource | None,
         files: SecretFiles,
         redactor: Redactor,
         hmac_key: bytes,

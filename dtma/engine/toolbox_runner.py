@@ -35,18 +35,14 @@ from dtma.spec.models import ServerSpec, ToolboxSpec
 
 log = structlog.get_logger(__name__)
 
-# The ports under their old names here (they live in dtma/ports.py).
-Runtime = ContainerRuntime
-Repo = ToolboxStore
-
 
 class ToolboxRunner:
     def __init__(
         self,
         toolbox_id: str,
         *,
-        runtime: Runtime,
-        repo: Repo,
+        runtime: ContainerRuntime,
+        repo: ToolboxStore,
         journal: Journal,
         probe_factory: ProbeFactory,
         clock: Callable[[], float],

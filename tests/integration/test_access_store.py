@@ -19,7 +19,7 @@ from dtma.engine.call_journal import OTHER, CallJournal
 from dtma.errors import Conflict, NotFound
 from dtma.observability.metrics import Metrics
 from tests.conftest import in_thread
-from tests.fakes import FailingCallStore
+from tests.fakes_gateway import FailingCallStore
 
 pytestmark = pytest.mark.integration
 

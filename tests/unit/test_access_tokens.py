@@ -9,7 +9,7 @@ from dtma.domain.access import TOKEN_PREFIX, is_scoped, new_token, token_hash
 from dtma.domain.records import EventRecord
 from dtma.engine.access import AccessTokens
 from dtma.errors import NotFound
-from tests.fakes import MemoryTokenStore
+from tests.fakes_gateway import MemoryTokenStore
 
 
 def deleted(toolbox: str) -> EventRecord:

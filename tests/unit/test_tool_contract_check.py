@@ -9,7 +9,7 @@ from dtma.domain import tool_contract as tc
 from dtma.domain.gate import Decision, GateState
 from dtma.engine.tool_contracts import MAX_EVENTS, check_tool_contracts
 from dtma.spec.models import ToolboxSpec
-from tests.fakes import FakeContractHost, FakeContractRunner
+from tests.fakes_gateway import FakeContractHost, FakeContractRunner
 
 PASSED = Decision(GateState.PASSED, "gate_passed")
 ECHO = {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {}}}}
