@@ -319,6 +319,7 @@ class FakeSecretFiles:
     def __init__(self) -> None:
         self.dirs: dict[str, dict[str, str]] = {}
         self.fail_with: BaseException | None = None
+        self.sweep_ages: list[float] = []  # min_age of every sweep, in order
 
     async def write(
         self, container_name: str, files: dict[str, str], owner: tuple[int, int] | None
@@ -332,6 +333,7 @@ class FakeSecretFiles:
         self.dirs.pop(container_name, None)
 
     async def sweep(self, keep: set[str], prefix: str = "dtma-", min_age: float = 0.0) -> list[str]:
+        self.sweep_ages.append(min_age)
         gone = [n for n in self.dirs if n.startswith(prefix) and n not in keep]
         for name in gone:
             del self.dirs[name]

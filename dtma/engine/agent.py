@@ -126,6 +126,11 @@ class Agent:
             # of the (empty) state knows.
             known = {r.id for r in await self.repo.toolboxes()}
             await self._hold(await self.runtime.list_managed(), known)
+        if self.secrets is not None:
+            # Nothing is being created yet, so secret files whose container is gone (the agent
+            # died between removing a container and its files) go now, not a grace period later.
+            listed = {c.name for c in await self.runtime.list_managed()}
+            await self.secrets.files.sweep(listed, min_age=0)
         slow = await recover_all(self.runtime, self.repo, self._runner, self._recovery_wait)
         for task in slow:
             watch_task(task, task.get_name(), "recovery")

@@ -51,6 +51,25 @@ def test_running_containers_are_adopted_without_a_restart() -> None:
     run_virtual(main)
 
 
+def test_secret_files_whose_container_is_gone_are_swept_before_recovery() -> None:
+    """A kill -9 between removing a container and its secret files leaves the files behind:
+    the next start removes them at once (nothing is being created yet), not a grace period
+    later, and keeps those of every container that still exists."""
+    e = Engine()
+
+    async def main() -> None:
+        await _deployed(e, {"tb": spec_json(server("a"))})
+        live = next(c for c in e.runtime.of("tb"))
+        e.files.dirs[live.name] = {"K": "v"}
+        e.files.dirs["dtma-tb-a-r0-dead"] = {"K": "old"}
+        agent = await _restarted(e)
+        assert set(e.files.dirs) == {live.name}
+        assert e.files.sweep_ages[0] == 0
+        await agent.stop()
+
+    run_virtual(main)
+
+
 def test_an_exited_container_is_recreated_and_counted_as_a_restart() -> None:
     e = Engine()
 
