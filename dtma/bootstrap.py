@@ -170,9 +170,11 @@ async def serve(settings: Settings) -> None:
                 await task
         if runner is not None:
             await runner.cleanup()
-        with contextlib.suppress(Exception):  # the last calls and token uses, if the DB is open
-            await calls.flush()
-            await access.flush_usage()
+        for flush in (calls.flush, access.flush_usage):  # the last calls and token uses
+            try:
+                await flush()
+            except Exception:
+                log.exception("shutdown_flush_failed", step=flush.__qualname__)
         await agent.stop()
         await engine.close()
         await store.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 NUDGE_S = 1.0  # how often a cancel is repeated while the task has not ended
@@ -37,3 +38,13 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None, *, nudge: float = NUDG
         await asyncio.wait({task}, timeout=nudge)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
+
+
+@contextlib.contextmanager
+def suppress_failures() -> Iterator[None]:
+    """`contextlib.suppress(Exception)` for best-effort work, except that a cancel the work
+    swallowed is raised again."""
+    try:
+        yield
+    except Exception:
+        raise_if_cancelling()

@@ -146,6 +146,7 @@ async def catalog_request(
     except TimeoutError as exc:
         raise UpstreamUnavailable(f"{method}: no answer within {timeout:g}s") from exc
     except Exception as exc:
+        raise_if_cancelling()
         raise UpstreamUnavailable(f"{method} failed: {_short(exc)}") from exc
 
 

@@ -35,7 +35,7 @@ from dtma.api.asgi import serve_asgi
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.middleware import PRINCIPAL
 from dtma.api.params import path_label
-from dtma.cancellation import cancel_and_wait
+from dtma.cancellation import cancel_and_wait, suppress_failures
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
 from dtma.engine.call_journal import CallJournal
 from dtma.engine.gateway import ToolDenied, ToolNotFound, split_name
@@ -152,13 +152,13 @@ class ToolboxEndpoint:
     async def _refresh_offered(self) -> None:
         """Which of prompts/resources the serving servers offer, for the next handshake. Bounded:
         a server slow to connect keeps the last answer (at first: both offered)."""
-        with contextlib.suppress(Exception):
+        with suppress_failures():
             async with asyncio.timeout(OFFERS_TIMEOUT_S):
                 self.server.offered = await self._gateway.offers(self.toolbox_id)
 
     async def _notify_list_changed(self) -> None:
         for session in list(self._sessions):
-            with contextlib.suppress(Exception):
+            with suppress_failures():
                 async with asyncio.timeout(NOTIFY_TIMEOUT_S):
                     await session.send_tool_list_changed()
 
@@ -212,7 +212,7 @@ class ToolboxEndpoint:
             raise MCPError(types.INVALID_REQUEST, exc.message) from None
         else:
             if params.name not in self._schemas:  # so that the next calls' headers are checked
-                with contextlib.suppress(Exception):
+                with suppress_failures():
                     tools = await self._gateway.tools(self.toolbox_id)
                     self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
             # The wire JSON as is (typed Any: the SDK's hint names only models; its runner takes a

@@ -320,7 +320,9 @@ class RolloutExecutor:
                 decision, self.runners = await start_and_gate(
                     tb, self.spec, step.revision, abort=abort
                 )
-                # strict: a broken tool contract fails a gate that passed
+                # strict: a broken tool contract fails a gate that passed. Until the commit
+                # (or the removal) the watcher must still see the new runners' exits.
+                tb.begin_gating(self.runners)
                 self.decision = await check_tool_contracts(
                     tb,
                     self.spec,
@@ -332,6 +334,7 @@ class RolloutExecutor:
                 )
             case Commit():
                 tb.commit_revision(step.revision, self.spec, self.runners, stopped=False)
+                tb.end_gating()
                 for runner in self.runners.values():
                     runner.start_steady()
                 await tb.repo.mark_stable(tb.id, step.revision)
@@ -387,6 +390,7 @@ class RolloutExecutor:
         for container in await tb.runtime.list_managed(tb.id):
             if container.revision == revision:
                 await tb.remove_container(container)
+        tb.end_gating()
         await tb.emit(
             ev.CONTAINER_REMOVED,
             revision=revision,

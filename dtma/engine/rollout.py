@@ -42,6 +42,10 @@ async def run_rollout(
     newer = None if is_rollback else tb.superseding(to_rev)
     if newer is not None:
         return FAILED, f"superseded by revision {newer} before it started"
+    if is_rollback and to_rev == tb.revision and tb.servers:
+        # Its containers are the serving ones: a failed gate would remove them (a rollback that
+        # was queued behind the rollout that made `to_rev` serve).
+        return FAILED, f"revision {to_rev} is already serving"
     record = await tb.repo.revision(tb.id, to_rev)
     if record is None:
         raise DtmaError(f"revision {to_rev} does not exist")
@@ -62,6 +66,8 @@ async def run_rollout(
             )
         )
         raise
+    finally:
+        tb.end_gating()  # whatever happened, no runner of this rollout is under a gate now
 
 
 async def _roll(run: RolloutExecutor) -> tuple[str, str | None]:

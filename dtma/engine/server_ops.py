@@ -50,7 +50,14 @@ async def _replace(tb: ToolboxRunner, runner: ServerRunner, reason: str) -> None
         runner.name, tb.revision, runner.restarts + 1, history, False, pending=True
     )
     await runner.remove()
-    container = await start_container(tb, runner.spec, tb.revision, tb.spec, None)
+    try:
+        container = await start_container(tb, runner.spec, tb.revision, tb.spec, None)
+    except Exception:
+        # The old container is gone and no new one runs: the server is failed (the toolbox
+        # degraded), and the restart it was counted for did happen (attempted), not pending.
+        runner.mark_failed()
+        await tb.save_restarts(runner.name, tb.revision, runner.restarts, history, False)
+        raise
     fresh = tb.new_runner(
         runner.spec,
         tb.revision,

@@ -403,6 +403,13 @@ class ServerRunner:
         self._expected_exit = False
         self.start_steady()
 
+    def mark_failed(self) -> None:
+        """No container serves this server any more and none could be made (a restart whose
+        create failed): failed, so that the toolbox reads degraded; the attempt counts."""
+        self.restarts += 1
+        self.state = "failed"
+        self.health = "unhealthy"
+
     async def remove(self) -> None:
         """Drain the calls in flight (bounded), halt, then remove the container (an expected
         exit). Idempotent."""

@@ -1,7 +1,7 @@
 """The tool-contract check of a rollout (issue 11, item 7; `rollout.tool_contract`).
 
-Called once per rollout, by rollout.py, right after the group gate has passed and before the
-new revision is committed. It reads each new server's tools (over the session the agent already
+Called once per rollout, by the executor's StartAndGate step (engine/executor.py), right after
+the group gate has passed and before the new revision is committed. It reads each new server's tools (over the session the agent already
 holds), compares them with the serving revision's recorded contract (domain/tool_contract.py),
 emits one `tool_contract_broken` event per breaking change, and with `strict` turns the passed
 gate into a failed one (reason `tool_contract`), which the rollout then reverts like any failed

@@ -7,7 +7,8 @@ import pytest
 
 from dtma.domain import gate as gate_reasons
 from dtma.engine.agent import Agent
-from dtma.errors import Conflict
+from dtma.engine.rollout import run_rollout
+from dtma.errors import Conflict, DockerError
 from tests.fakes import unhealthy
 from tests.unit.engine_harness import Engine, server, spec_json
 from tests.virtual_time import eventually, run_virtual
@@ -174,6 +175,47 @@ def test_an_exception_in_a_later_apply_leaves_the_old_revision_serving() -> None
         status = await agent.status("tb")
         assert (status["stable_revision"], status["phase"]) == (1, "healthy")
         assert [(s["revision"], s["state"]) for s in status["servers"]] == [(1, "running")] * 2
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_a_rollback_to_the_serving_revision_is_refused_and_never_touches_it() -> None:
+    """Its containers are the serving ones: a failed gate would have removed them."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        assert await _apply(agent, spec_json(server("a"))) == (1, "succeeded")
+        serving = {c.id for c in e.runtime.of("tb")}
+        with pytest.raises(Conflict, match="already serving"):
+            await agent.rollback("tb", 1)
+        tb = agent._runners["tb"]
+        assert await run_rollout(tb, 1, "op-x", is_rollback=True) == (
+            "failed",
+            "revision 1 is already serving",
+        )
+        assert {c.id for c in e.runtime.of("tb")} == serving
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_a_restart_whose_create_fails_leaves_the_server_failed_not_healthy() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        assert await _apply(agent, spec_json(server("a"), server("b"))) == (1, "succeeded")
+        e.runtime.create_fails["a"] = DockerError("no space left on device")
+        op = await agent.server_operation("tb", "restart", ["a"])
+        assert (await agent.wait(op, WAIT)).state == "failed"
+        status = await agent.status("tb")
+        states = {s["name"]: (s["state"], s["restarts"]) for s in status["servers"]}
+        assert states == {"a": ("failed", 1), "b": ("running", 0)}
+        assert status["phase"] == "degraded"
         await agent.stop()
 
     run_virtual(main)
