@@ -1,12 +1,12 @@
 """The tool-contract check of a rollout (issue 11, item 7; `rollout.tool_contract`).
 
 Called once per rollout, by the executor's StartAndGate step (engine/executor.py), right after
-the group gate has passed and before the new revision is committed. It reads each new server's tools (over the session the agent already
-holds), compares them with the serving revision's recorded contract (domain/tool_contract.py),
-emits one `tool_contract_broken` event per breaking change, and with `strict` turns the passed
-gate into a failed one (reason `tool_contract`), which the rollout then reverts like any failed
-gate. When the gate (still) passes, the new revision's contracts are recorded as the baseline of
-the next rollout.
+the group gate has passed and before the new revision is committed. It reads each new server's
+tools (over the session the agent already holds), compares them with the serving revision's
+recorded contract (domain/tool_contract.py), emits one `tool_contract_broken` event per breaking
+change, and with `strict` turns the passed gate into a failed one (reason `tool_contract`),
+which the rollout then reverts like any failed gate. When the gate (still) passes, the new
+revision's contracts are recorded as the baseline of the next rollout.
 
 The baseline is what was recorded for the serving revision, or, for a revision that passed
 before contracts were recorded (an older agent, or one kept by crash recovery), the live tools
