@@ -90,6 +90,7 @@ class FakeRuntime:
         self.missing_images: set[str] = set()
         self.create_fails: dict[str, BaseException] = {}
         self.start_fails: set[str] = set()
+        self.create_hold: asyncio.Event | None = None  # the next create waits for it (once)
         self.output: dict[str, str] = {}  # container id -> its log tail
         self.created = 0
         self.removed: list[str] = []
@@ -120,6 +121,9 @@ class FakeRuntime:
         return None
 
     async def create_and_start(self, req: ContainerRequest) -> ObservedContainer:
+        if self.create_hold is not None:
+            hold, self.create_hold = self.create_hold, None
+            await hold.wait()
         server = req.labels[LABEL_SERVER]
         failure = self.create_fails.get(server)
         if failure is not None:

@@ -262,8 +262,15 @@ class ServerRunner:
             # Counted before the old container goes: a kill -9 from here on must not lose it.
             self.restarts += 1
             await self.save_restarts(pending=True)
+            replaced = self.container
             try:
                 await self._recreate()
+            except asyncio.CancelledError:
+                # Halted by an operation (a restart, stop or removal of its own) before the new
+                # container existed: this restart did not happen; the operation counts its own.
+                if self.container is replaced:
+                    self.restarts -= 1
+                raise
             except DtmaError as exc:
                 self.restarts -= 1
                 await self.save_restarts()

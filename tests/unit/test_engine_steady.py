@@ -4,6 +4,8 @@ budget is spent."""
 
 from __future__ import annotations
 
+import asyncio
+
 from dtma.domain import probe as reasons
 from dtma.engine import event_kinds as ev
 from tests.fakes import HEALTHY, unhealthy
@@ -77,6 +79,31 @@ def test_crashes_are_restarted_until_the_budget_is_spent() -> None:
         assert [(s["state"], s["restarts"]) for s in status["servers"]] == [("failed", 2)]
         assert e.store.kinds("tb").count(ev.SERVER_CRASHED) == 3
         assert ev.SERVER_FAILED in e.store.kinds("tb")
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_a_crash_restart_halted_by_an_asked_for_restart_is_counted_once() -> None:
+    """The crash's restart is counted before its create (a write-ahead for kill -9); halted in
+    that create by an operator's restart, it did not happen, and only the operator's counts."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        body = spec_json(server("a"), restart={"attempts": 5, "interval": "10m", "delay": "1s"})
+        result = await agent.apply("tb", body)
+        assert result.operation is not None
+        assert (await agent.wait(result.operation, 60)).state == "succeeded"
+        e.runtime.create_hold = asyncio.Event()  # never set: the crash's create hangs
+        e.runtime.exit(e.runtime.of("tb")[0].id, 137)
+        await eventually(lambda: e.runtime.create_hold is None, within=30)
+        op = await agent.server_operation("tb", "restart", ["a"])
+        assert (await agent.wait(op, 60)).state == "succeeded"
+        status = await agent.status("tb")
+        assert [(s["restarts"], s["state"]) for s in status["servers"]] == [(1, "running")]
+        assert e.live() == {"a": 1}
         await agent.stop()
 
     run_virtual(main)
