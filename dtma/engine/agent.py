@@ -241,8 +241,6 @@ class Agent:
             revision = target.number
         elif await self.repo.revision(toolbox_id, revision) is None:
             raise NotFound(f"toolbox {toolbox_id} has no revision {revision}")
-        elif revision == record.current_revision and tb.servers:
-            raise Conflict(f"revision {revision} is already serving; restart its servers instead")
         number = revision
         return await self._submit(
             tb, "rollback", number, lambda op_id: run_rollout(tb, number, op_id, is_rollback=True)

@@ -43,9 +43,9 @@ async def run_rollout(
     if newer is not None:
         return FAILED, f"superseded by revision {newer} before it started"
     if is_rollback and to_rev == tb.revision and tb.servers:
-        # Its containers are the serving ones: a failed gate would remove them (a rollback that
-        # was queued behind the rollout that made `to_rev` serve).
-        return FAILED, f"revision {to_rev} is already serving"
+        # Already there: nothing to do. Rolling "to" it would start a copy beside the serving
+        # containers, and a failed gate would then remove both (they share the revision).
+        return SUCCEEDED, None
     record = await tb.repo.revision(tb.id, to_rev)
     if record is None:
         raise DtmaError(f"revision {to_rev} does not exist")
