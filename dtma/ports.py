@@ -134,7 +134,23 @@ class CallStore(Protocol):
     async def calls(self, toolbox: str, since: int, limit: int) -> list[dict[str, Any]]: ...
 
 
-class StateStore(ToolboxStore, RecoveryStore, TokenStore, CallStore, Protocol):
+class EventStore(Protocol):
+    """Where the journal stores each event before anyone sees it."""
+
+    async def append_event(
+        self,
+        kind: str,
+        *,
+        toolbox: str | None = None,
+        server: str | None = None,
+        revision: int | None = None,
+        operation: str | None = None,
+        reason: str = "",
+        message: str = "",
+    ) -> EventRecord: ...
+
+
+class StateStore(ToolboxStore, RecoveryStore, TokenStore, CallStore, EventStore, Protocol):
     """The whole state store as the Agent facade (and the API through it) uses it. Every
     method is one atomic transaction; rows never hold secret values."""
 
@@ -161,17 +177,6 @@ class StateStore(ToolboxStore, RecoveryStore, TokenStore, CallStore, Protocol):
         params: dict[str, Any] | None = None,
     ) -> OperationRecord: ...
     async def operation(self, op_id: str) -> OperationRecord | None: ...
-    async def append_event(
-        self,
-        kind: str,
-        *,
-        toolbox: str | None = None,
-        server: str | None = None,
-        revision: int | None = None,
-        operation: str | None = None,
-        reason: str = "",
-        message: str = "",
-    ) -> EventRecord: ...
     async def events(
         self, since: int = 0, toolbox: str | None = None, limit: int = 500
     ) -> list[EventRecord]: ...

@@ -113,6 +113,20 @@ class AgentProcess:
         status, _, body = self.request("GET", path, token=token)
         return status, body
 
+    def put_toolbox(self, tb: str, body: str, wait: int = 120) -> dict[str, Any]:
+        """PUT a spec and wait for its rollout (`?wait`); the toolbox is removed at teardown.
+        Returns the toolbox's answer after asserting it was accepted."""
+        self.made.append(tb)
+        status, _, resp = self.request(
+            "PUT",
+            f"/v1/toolboxes/{tb}?wait={wait}",
+            token=self.token,
+            raw=body.encode(),
+            timeout=wait + 10,
+        )
+        assert status in (200, 202), resp
+        return dict(resp)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         """Signal the agent by PID and wait; SIGKILL if it does not exit in time."""
         if self.proc is None or self.proc.poll() is not None:

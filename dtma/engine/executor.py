@@ -383,12 +383,13 @@ class RolloutExecutor:
         )
 
     async def _remove_revision(self, revision: int, reason: str) -> None:
-        """Remove every container of `revision`, including any not tracked by a runner."""
+        """Remove every container of `revision` (tracked or not) but those that served before."""
         tb = self.tb
         for runner in self.runners.values():
             await runner.remove()
+        kept = {r.container.id for r in self.old_servers.values()}
         for container in await tb.runtime.list_managed(tb.id):
-            if container.revision == revision:
+            if container.revision == revision and container.id not in kept:
                 await tb.remove_container(container)
         tb.end_gating()
         await tb.emit(

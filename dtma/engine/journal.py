@@ -15,25 +15,12 @@ import structlog
 
 from dtma.domain.records import EventRecord
 from dtma.errors import TooManyRequests
+from dtma.ports import EventStore
 
 log = structlog.get_logger("dtma.events")
 
 MAX_SUBSCRIBERS = 64
 SUBSCRIBER_QUEUE = 1000
-
-
-class EventStore(Protocol):
-    async def append_event(
-        self,
-        kind: str,
-        *,
-        toolbox: str | None = None,
-        server: str | None = None,
-        revision: int | None = None,
-        operation: str | None = None,
-        reason: str = "",
-        message: str = "",
-    ) -> EventRecord: ...
 
 
 class EventObserver(Protocol):

@@ -42,7 +42,7 @@ async def run_rollout(
     newer = None if is_rollback else tb.superseding(to_rev)
     if newer is not None:
         return FAILED, f"superseded by revision {newer} before it started"
-    if is_rollback and to_rev == tb.revision and tb.servers:
+    if is_rollback and to_rev == tb.revision and tb.servers and not tb.stopped:
         # Already there: nothing to do. Rolling "to" it would start a copy beside the serving
         # containers, and a failed gate would then remove both (they share the revision).
         return SUCCEEDED, None

@@ -23,12 +23,9 @@ def spec(*servers: dict[str, Any], **extra: Any) -> str:
 
 
 def apply(agent: AgentProcess, tb: str, body: str) -> dict[str, Any]:
-    agent.made.append(tb)
-    status, _, resp = agent.request(
-        "PUT", f"/v1/toolboxes/{tb}?wait=120", token=agent.token, raw=body.encode(), timeout=130
-    )
-    assert (status, resp["phase"]) == (200, "healthy"), resp
-    return dict(resp)
+    resp = agent.put_toolbox(tb, body)
+    assert resp["phase"] == "healthy", resp
+    return resp
 
 
 @asynccontextmanager

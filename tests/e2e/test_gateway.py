@@ -50,16 +50,7 @@ def agent(
 
 
 def apply(agent: AgentProcess, tb: str, body: str, wait: int = 120) -> dict[str, Any]:
-    agent.made.append(tb)
-    status, _, resp = agent.request(
-        "PUT",
-        f"/v1/toolboxes/{tb}?wait={wait}",
-        token=agent.token,
-        raw=body.encode(),
-        timeout=wait + 10,
-    )
-    assert status in (200, 202), resp
-    return dict(resp)
+    return agent.put_toolbox(tb, body, wait)
 
 
 @asynccontextmanager

@@ -65,11 +65,7 @@ def agent(
 
 def apply(agent: AgentProcess, body: str) -> str:
     tb = new_toolbox_id()
-    agent.made.append(tb)
-    status, _, resp = agent.request(
-        "PUT", f"/v1/toolboxes/{tb}?wait=150", token=agent.token, raw=body.encode(), timeout=160
-    )
-    assert status in (200, 202), resp
+    resp = agent.put_toolbox(tb, body, wait=150)
     assert resp["phase"] == "healthy", resp
     return tb
 

@@ -199,6 +199,27 @@ def test_a_rollback_to_the_serving_revision_does_nothing() -> None:
     run_virtual(main)
 
 
+def test_a_failed_rollback_of_a_stopped_toolbox_to_its_revision_keeps_its_containers() -> None:
+    """Stopped, the rollback does run (it starts the revision again); its failed gate removes
+    the copies it started, never the stopped containers of the same revision."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        assert await _apply(agent, spec_json(server("a"))) == (1, "succeeded")
+        stopped = {c.id for c in e.runtime.of("tb")}
+        op = await agent.server_operation("tb", "stop", None)
+        assert (await agent.wait(op, WAIT)).state == "succeeded"
+        e.runtime.create_fails["a"] = DockerError("no space left on device")
+        op = await agent.rollback("tb", 1)
+        assert (await agent.wait(op, WAIT)).state == "failed"
+        assert {c.id for c in e.runtime.of("tb")} == stopped
+        await agent.stop()
+
+    run_virtual(main)
+
+
 def test_a_restart_whose_create_fails_leaves_the_server_failed_not_healthy() -> None:
     e = Engine()
 

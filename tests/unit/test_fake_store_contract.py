@@ -1,6 +1,7 @@
 """The in-memory FakeStore (tests/fake_store.py) answers as the real StateRepository on SQLite
 does, for every call the engine makes: the same script runs against both and the answers,
-timestamps aside, must be equal. This is what lets the engine's unit tests trust the fake."""
+timestamps aside, must be equal. This is what lets the engine's unit tests trust the fake. A unit
+test of the fake itself: SQLite in a temporary directory, no engine, no network."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ from dtma.domain.records import RestartState
 from dtma.errors import PreconditionFailed
 from dtma.ports import StateStore
 from tests.fake_store import FakeStore
-
-pytestmark = pytest.mark.integration
 
 TIMES = {"created_at", "updated_at", "ts"}
 
