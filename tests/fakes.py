@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -283,7 +283,11 @@ class FakeProbe:
         ]
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | None, timeout: float
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         return {"content": [{"type": "text", "text": name}], "isError": False}
 

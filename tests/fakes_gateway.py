@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from dtma.domain.access import ClientToken, ToolCall
-from dtma.engine.gateway import GatewayTool
+from dtma.engine.gateway import GatewayTool, ToolNotFound
 from dtma.errors import (
     ServerUnavailable,
 )
@@ -69,10 +69,12 @@ ONE_TOOL_SCHEMA = {"type": "object", "properties": {"timezone": {"type": "string
 
 
 class OneToolGateway:
-    """A ToolGateway (engine/gateway.py) with one fixed tool, `time__now`; counts listings."""
+    """A ToolGateway (engine/gateway.py) with one fixed tool, `time__now`; counts listings and
+    records the envelope each call was given."""
 
     def __init__(self) -> None:
         self.listings = 0
+        self.envelopes: list[Mapping[str, Any] | None] = []
 
     def knows(self, toolbox_id: str) -> bool:
         return True
@@ -86,9 +88,16 @@ class OneToolGateway:
         return [GatewayTool("time__now", "time", "now", definition)]
 
     async def call(
-        self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
+        self,
+        toolbox_id: str,
+        name: str,
+        arguments: dict[str, Any] | None,
+        envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return {"content": [{"type": "text", "text": str(arguments)}]}
+        if name != "time__now":
+            raise ToolNotFound(f"unknown tool {name!r}")
+        self.envelopes.append(envelope)
+        return {"content": [{"type": "text", "text": str(arguments)}], "resultType": "complete"}
 
 
 class FakeContractRunner:

@@ -12,6 +12,7 @@ an MCP error the server itself returned propagates unchanged.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -21,10 +22,16 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
 
+from dtma.adapters.mcp_relay import HttpRelay, envelope_version
 from dtma.cancellation import cancel_and_wait, raise_if_cancelling
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
 from dtma.observability.redaction import REDACTOR
+
+# A result as the wire JSON it arrived as (the SDK has validated it for the revision already).
+_WIRE_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
 
 def _short(exc: BaseException) -> str:
@@ -71,11 +78,23 @@ async def list_tool_defs(session: ClientSession, timeout: float) -> list[dict[st
 async def call_tool(
     session: ClientSession, name: str, arguments: dict[str, Any] | None, timeout: float
 ) -> dict[str, Any]:
-    """tools/call; the CallToolResult as wire JSON. A tool's own failure is a result with
-    `isError`, not an exception."""
+    """tools/call; the result as wire JSON. A tool's own failure is a result with `isError`, not
+    an exception.
+
+    Sent as the SDK's CallToolRequest through `send_request`, which stamps it for the
+    negotiated revision and checks the answer against that revision's result schema, but
+    returns it as the dict it arrived as: `call_tool` would also build the result's models,
+    check structured content against the tool's output schema (the client's job, not a
+    relay's) and be dumped back to JSON here, about a third of the agent's time per call."""
+    from mcp import types
+
+    request = types.CallToolRequest(
+        params=types.CallToolRequestParams(name=name, arguments=arguments)
+    )
     try:
         with anyio.fail_after(timeout):
-            result = await session.call_tool(name, arguments)
+            # The SDK takes a TypeAdapter here; its TypeVar is bound to models only.
+            result = await session.send_request(request, _WIRE_RESULT)  # type: ignore[type-var]
     except MCPError as exc:
         _raise_if_transport(exc, f"tools/call {name}")
         raise
@@ -84,7 +103,11 @@ async def call_tool(
     except Exception as exc:
         raise_if_cancelling()
         raise UpstreamUnavailable(f"tools/call {name} failed: {_short(exc)}") from exc
-    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # A handshake-era server's result has no `resultType`; the SDK's CallToolResult defaults it
+    # to "complete", which a 2026-07-28 client's answer must carry (the SDK's server drops it
+    # for a handshake-era client).
+    result.setdefault("resultType", "complete")
+    return result
 
 
 # Prompts and resources: the method, the SDK's request and result types, and for a listing the
@@ -166,6 +189,7 @@ class HttpUpstream:
         self._stop = asyncio.Event()
         self._failure = ""
         self._closed = False
+        self._relay: HttpRelay | None = None
 
     async def session(self) -> ClientSession:
         if self._closed:
@@ -199,8 +223,23 @@ class HttpUpstream:
             self._session = None
             self._ready.set()
 
+    def relay(self, session: ClientSession, envelope: Mapping[str, Any]) -> HttpRelay | None:
+        """The relay for a 2026-07-28 client's call, when `session` (this server's) negotiated
+        that same revision; else None (the call goes through the SDK's session)."""
+        version = envelope_version(envelope)
+        if version is None or version not in MODERN_PROTOCOL_VERSIONS:
+            return None
+        if session.protocol_version != version:
+            return None
+        if self._relay is None:
+            self._relay = HttpRelay(self.url, connect_timeout=self._connect_timeout)
+        return self._relay
+
     async def close(self) -> None:
         self._closed = True
+        if self._relay is not None:
+            relay, self._relay = self._relay, None
+            await relay.close()
         self._stop.set()
         await cancel_and_wait(self._task)
         self._task = None

@@ -25,7 +25,7 @@ ASGIApp = Callable[
 DISCONNECT_POLL_S = 0.5
 
 
-def _scope(request: web.Request, extra: dict[str, Any]) -> Scope:
+def http_scope(request: web.Request, extra: dict[str, Any]) -> Scope:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     sock = request.transport.get_extra_info("sockname") if request.transport else None
     return {
@@ -58,19 +58,27 @@ def _single(request: web.Request, start: Message, body: bytes) -> web.Response:
 
 
 async def serve_asgi(
-    app: ASGIApp, request: web.Request, extra_scope: dict[str, Any] | None = None
+    app: ASGIApp,
+    request: web.Request,
+    extra_scope: dict[str, Any] | None = None,
+    body: bytes | None = None,
 ) -> web.StreamResponse:
     """Run `app` for this request. A response sent in one body message is returned unsent (the
     caller's middlewares may still add headers; aiohttp sends it); a streamed one (SSE) is sent
-    as it comes and returned already sent."""
+    as it comes and returned already sent. `body`: the request body when the caller has already
+    read it."""
     start: Message | None = None
     single: web.Response | None = None
     streamed: web.StreamResponse | None = None
     finished = asyncio.Event()
     body_done = False
+    read_body = body
 
     async def receive() -> Message:
-        nonlocal body_done
+        nonlocal body_done, read_body
+        if read_body is not None:
+            chunk, read_body, body_done = read_body, None, True
+            return {"type": "http.request", "body": chunk, "more_body": False}
         if not body_done:
             chunk = await request.content.readany()
             body_done = request.content.at_eof() or not chunk
@@ -111,7 +119,7 @@ async def serve_asgi(
                 finished.set()
 
     try:
-        await app(_scope(request, extra_scope or {}), receive, send)
+        await app(http_scope(request, extra_scope or {}), receive, send)
     finally:
         finished.set()
     if single is not None:

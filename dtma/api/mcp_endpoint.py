@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import weakref
 from typing import Any
@@ -31,6 +32,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic_core import to_json
 
 from dtma import __version__
+from dtma.api import mcp_exchange
 from dtma.api.asgi import serve_asgi
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.middleware import PRINCIPAL
@@ -38,7 +40,7 @@ from dtma.api.params import path_label
 from dtma.cancellation import cancel_and_wait, suppress_failures
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
 from dtma.engine.call_journal import CallJournal
-from dtma.engine.gateway import ToolDenied, ToolNotFound, split_name
+from dtma.engine.gateway import GatewayTool, ToolDenied, ToolNotFound, split_name
 from dtma.engine.gateway_catalog import CATALOG, McpGateway
 from dtma.engine.supervisor import watch_task
 from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
@@ -101,6 +103,7 @@ class ToolboxEndpoint:
         self._audit = audit
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._schemas: dict[str, dict[str, Any]] = {}
+        self._headerless: frozenset[str] = frozenset()  # tools whose schema marks no header
         self.server = _ToolboxServer(
             f"dtma-{toolbox_id}",
             version=__version__,
@@ -116,6 +119,7 @@ class ToolboxEndpoint:
             m for m in self.server.middleware if not isinstance(m, OpenTelemetryMiddleware)
         ]
         self.manager = StreamableHTTPSessionManager(self.server)
+        self.lifespan_state: Any = None  # the server's, for calls answered by api/mcp_exchange.py
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -132,7 +136,8 @@ class ToolboxEndpoint:
 
     async def _hold(self) -> None:
         try:
-            async with self.manager.run():
+            async with self.server.lifespan(self.server) as state, self.manager.run():
+                self.lifespan_state = state
                 self._ready.set()
                 await self._watch()
         finally:
@@ -146,7 +151,7 @@ class ToolboxEndpoint:
             now = self._gateway.signature(self.toolbox_id)
             if now != last:
                 last = now
-                self._schemas = {}
+                self._learn([])
                 await self._notify_list_changed()
 
     async def _refresh_offered(self) -> None:
@@ -171,6 +176,15 @@ class ToolboxEndpoint:
             with contextlib.suppress(TypeError):
                 self._sessions.add(connection)
 
+    def _learn(self, tools: list[GatewayTool]) -> None:
+        """Keep the listed tools' input schemas (see `_input_schema` and `_envelope`)."""
+        self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
+        self._headerless = frozenset(
+            name
+            for name, schema in self._schemas.items()
+            if mcp_exchange.PARAM_HEADER_KEY not in json.dumps(schema)
+        )
+
     def _input_schema(self, name: str) -> dict[str, Any] | None:
         """The SDK checks a 2026-07-28 call's `Mcp-Param-*` headers against the tool's input
         schema before dispatch. Without this lookup it would run the whole tools/list handler
@@ -187,7 +201,7 @@ class ToolboxEndpoint:
             tools = await self._gateway.tools(self.toolbox_id)
         except NotFound as exc:
             raise MCPError(types.INVALID_REQUEST, exc.message) from None
-        self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
+        self._learn(tools)
         return types.ListToolsResult(
             tools=[types.Tool.model_validate({**t.definition, "name": t.name}) for t in tools]
         )
@@ -197,7 +211,9 @@ class ToolboxEndpoint:
         self._remember(ctx)
         started, outcome, answered = time.perf_counter(), "error", 0
         try:
-            result = await self._gateway.call(self.toolbox_id, params.name, params.arguments)
+            result = await self._gateway.call(
+                self.toolbox_id, params.name, params.arguments, self._envelope(ctx, params.name)
+            )
             outcome, answered = ("error" if result.get("isError") else "ok"), len(to_json(result))
         except ToolNotFound as exc:
             outcome = "denied" if isinstance(exc, ToolDenied) else "not_found"
@@ -214,7 +230,7 @@ class ToolboxEndpoint:
             if params.name not in self._schemas:  # so that the next calls' headers are checked
                 with suppress_failures():
                     tools = await self._gateway.tools(self.toolbox_id)
-                    self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
+                    self._learn(tools)
             # The wire JSON as is (typed Any: the SDK's hint names only models; its runner takes a
             # dict too). The SDK validates a returned dict against the client's protocol version
             # and shapes it for that version anyway, so a model made here would be built, dumped
@@ -223,6 +239,16 @@ class ToolboxEndpoint:
         finally:
             if self._audit is not None:
                 self._journal(ctx, params, outcome, time.perf_counter() - started, answered)
+
+    def _envelope(self, ctx: Any, name: str) -> dict[str, Any] | None:
+        """The client's own 2026-07-28 envelope, which the call may be relayed with as is: only
+        for a call api/mcp_exchange.py took, to a tool whose listed schema asks for no
+        `Mcp-Param-*` header (such headers are mirrored by the SDK's client, not relayed)."""
+        scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
+        envelope = scope.get(mcp_exchange.ENVELOPE_SCOPE_KEY)
+        if not isinstance(envelope, dict) or name not in self._headerless:
+            return None
+        return envelope
 
     def _journal(
         self,
@@ -300,10 +326,16 @@ def add_mcp_routes(
         if not gateway.knows(toolbox_id):
             raise NotFound(f"toolbox {toolbox_id} not found")
         endpoint = await endpoints.get(toolbox_id)
-        principal = request.get(PRINCIPAL, AGENT_PRINCIPAL)
-        return await serve_asgi(
-            endpoint.manager.handle_request, request, {PRINCIPAL_SCOPE_KEY: principal}
-        )
+        scope = {PRINCIPAL_SCOPE_KEY: request.get(PRINCIPAL, AGENT_PRINCIPAL)}
+        body: bytes | None = None
+        if mcp_exchange.takes(request):
+            body = await request.read()
+            reply = await mcp_exchange.answer(
+                request, body, endpoint.server, endpoint.lifespan_state, scope
+            )
+            if reply is not None:
+                return reply
+        return await serve_asgi(endpoint.manager.handle_request, request, scope, body)
 
     path = "/v1/toolboxes/{id}/mcp"
     app.router.add_route("POST", path, handle)

@@ -58,7 +58,11 @@ class ToolGateway(Protocol):
     def signature(self, toolbox_id: str) -> frozenset[str]: ...
     async def tools(self, toolbox_id: str) -> list[GatewayTool]: ...
     async def call(
-        self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
+        self,
+        toolbox_id: str,
+        name: str,
+        arguments: dict[str, Any] | None,
+        envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -109,10 +113,14 @@ class EngineGateway:
         return found
 
     async def call(
-        self, toolbox_id: str, name: str, arguments: dict[str, Any] | None
+        self,
+        toolbox_id: str,
+        name: str,
+        arguments: dict[str, Any] | None,
+        envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Route one tools/call to the server that serves it now. Raises ToolNotFound (unknown or
-        filtered out) or ServerUnavailable (retryable)."""
+        filtered out) or ServerUnavailable (retryable). `envelope`: see ServerRunner.call_tool."""
         parts = split_name(name)
         if parts is None:
             raise ToolNotFound(f"unknown tool {name!r}: names are <server>{SEPARATOR}<tool>")
@@ -128,4 +136,5 @@ class EngineGateway:
             raise ToolNotFound(f"unknown tool {name!r}: no server {server!r} in this toolbox")
         if runner.serving and runner.tools and tool not in runner.tools:
             raise ToolNotFound(f"unknown tool {name!r}")
-        return await runner.call_tool(tool, arguments)  # ServerUnavailable when not serving
+        # ServerUnavailable when not serving
+        return await runner.call_tool(tool, arguments, envelope=envelope)

@@ -12,7 +12,7 @@ health.mcp = false: healthy while the container runs (the runner tracks that).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -132,11 +132,23 @@ class ContainerProbe:
         return defs
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | None, timeout: float
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self._upstream(
-            lambda s: mcp_upstream.call_tool(s, name, arguments, timeout)
-        )
+        """tools/call on the held session; a 2026-07-28 client's call (`envelope`) to an HTTP
+        server that negotiated the same revision is relayed as is (adapters/mcp_relay.py)."""
+
+        async def call(session: Any) -> dict[str, Any]:
+            http = self._http
+            relay = http.relay(session, envelope) if http and envelope is not None else None
+            if relay is not None:
+                return await relay.call_tool(name, arguments, envelope or {}, timeout)
+            return await mcp_upstream.call_tool(session, name, arguments, timeout)
+
+        result: dict[str, Any] = await self._upstream(call)
         return result
 
     async def offers(self) -> frozenset[str] | None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import random
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -95,6 +95,7 @@ class ServerRunner:
         self._tracker.restore(history)
         self._supervisor = supervisor or Supervisor()
         self._exited = asyncio.Event()
+        self._calls: set[asyncio.Future[dict[str, Any]]] = set()  # in flight; cut on exit
         self._expected_exit = False
         self._steady: asyncio.Task[None] | None = None
         # Probe results -> health, by the rules the gate uses too (domain/health.py).
@@ -148,6 +149,8 @@ class ServerRunner:
         self.exit_code = exit_code
         self.state = "exited"
         self._exited.set()
+        for call in self._calls:  # a crashed server's calls never hang: each ends now
+            call.cancel()
 
     # -- probing ------------------------------------------------------------------------------
 
@@ -327,12 +330,19 @@ class ServerRunner:
         return defs
 
     async def call_tool(
-        self, tool: str, arguments: dict[str, Any] | None, timeout: float = TOOL_CALL_TIMEOUT_S
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        timeout: float = TOOL_CALL_TIMEOUT_S,
+        envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One tools/call. Concurrent calls share the server's session. Raises ServerUnavailable
         (retryable) when the server is not serving, or exits or restarts during the call: a
-        crashed server's call never hangs. Counted in flight, so remove() can drain it."""
-        return await self._guarded(lambda: self._probe.call_tool(tool, arguments, timeout))
+        crashed server's call never hangs. Counted in flight, so remove() can drain it.
+        `envelope`: a 2026-07-28 client's own request envelope, which may be relayed as is."""
+        return await self._guarded(
+            lambda: self._probe.call_tool(tool, arguments, timeout, envelope)
+        )
 
     async def catalog_request(
         self, method: str, params: dict[str, Any] | None, timeout: float = TOOL_CALL_TIMEOUT_S
@@ -351,24 +361,24 @@ class ServerRunner:
             raise ServerUnavailable(
                 f"server {self.name} is {self._not_serving_because()}; retry shortly"
             )
-        exited = self._exited
+        calls = self._calls
         self._in_flight += 1
         self._idle.clear()
+        # The call runs as its own task so that the server's exit can cut it (on_container_exit
+        # cancels it); our caller's cancellation reaches it through the await.
+        call = asyncio.ensure_future(start())
+        calls.add(call)
         try:
-            call = asyncio.ensure_future(start())
-            watch = asyncio.ensure_future(exited.wait())
-            try:
-                await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watch.cancel()
-                if not call.done():  # the server exited, or our caller went away
-                    await cancel_and_wait(call)
-            if call.cancelled():
+            return await call
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if call.cancelled() and (task is None or not task.cancelling()):
                 raise ServerUnavailable(
                     f"server {self.name} exited during the call; it is being restarted, retry"
-                )
-            return call.result()
+                ) from None
+            raise
         finally:
+            calls.discard(call)
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()

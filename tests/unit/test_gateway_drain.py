@@ -5,7 +5,7 @@ ends with a retryable error instead of hanging. The gateway's name routing and f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import pytest
@@ -33,7 +33,11 @@ class BlockingProbe:
         return ProbeResult.ok(1.0)
 
     async def call_tool(
-        self, name: str, arguments: dict[str, Any] | None, timeout: float
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         self.started.set()
         await self.release.wait()

@@ -1,0 +1,172 @@
+"""The endpoint's hot path (api/mcp_exchange.py) answers a plain 2026-07-28 tools/call exactly as
+the SDK's own entry would, hands the handler the client's envelope, and leaves every other
+request to the SDK: a header that disagrees with the body, a progress token, an `Mcp-Param-*`
+header, another method, another era."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from dtma.api import mcp_exchange
+from dtma.api.mcp_endpoint import add_mcp_routes
+from tests.fakes_gateway import OneToolGateway
+
+VERSION = "2026-07-28"
+META = {
+    "io.modelcontextprotocol/protocolVersion": VERSION,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+}
+PATH = "/v1/toolboxes/tb/mcp"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient, OneToolGateway]]:
+    gateway = OneToolGateway()
+    app = web.Application()
+    add_mcp_routes(app, gateway, started=lambda: True)
+    test_client = TestClient(TestServer(app))
+    await test_client.start_server()
+    yield test_client, gateway
+    await test_client.close()
+
+
+def call(
+    name: str = "time__now", arguments: Any = None, meta: Any = None, rid: Any = 7
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name, "_meta": META if meta is None else meta}
+    if arguments is not None:
+        params["arguments"] = arguments
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
+
+
+def headers(name: str = "time__now", **extra: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": VERSION,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": name,
+        **extra,
+    }
+
+
+async def post_both(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, body: Any, hdrs: dict[str, str]
+) -> tuple[tuple[int, Any, bool], tuple[int, Any]]:
+    """The same request on the hot path and on the SDK's (the hot path switched off); for the
+    first, also whether the hot path answered it."""
+    taken: list[bool] = []
+    real_answer = mcp_exchange.answer
+
+    async def spy(*args: Any, **kwargs: Any) -> web.Response | None:
+        reply = await real_answer(*args, **kwargs)
+        taken.append(reply is not None)
+        return reply
+
+    monkeypatch.setattr(mcp_exchange, "answer", spy)
+    data = json.dumps(body)
+    fast = await client.post(PATH, data=data, headers=hdrs)
+    fast_body = json.loads(await fast.text() or "null")
+    monkeypatch.setattr(mcp_exchange, "takes", lambda request: False)
+    sdk = await client.post(PATH, data=data, headers=hdrs)
+    sdk_body = json.loads(await sdk.text() or "null")
+    return (fast.status, fast_body, any(taken)), (sdk.status, sdk_body)
+
+
+async def test_a_plain_call_is_answered_on_the_hot_path_as_the_sdk_answers_it(
+    client: tuple[TestClient, OneToolGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test_client, _ = client
+    (status, body, taken), sdk = await post_both(
+        test_client, monkeypatch, call(arguments={"timezone": "UTC"}), headers()
+    )
+    assert taken
+    assert (status, body) == sdk
+    assert status == 200
+    assert body["id"] == 7
+    assert body["result"]["content"][0]["text"] == "{'timezone': 'UTC'}"
+
+
+@pytest.mark.parametrize(
+    ("body", "hdrs"),
+    [
+        # Mcp-Name disagrees with the body: the SDK's HEADER_MISMATCH
+        (call(), headers(name="time__other")),
+        # a routing header twice is refused by the SDK (the raw lines show it)
+        (call(), {**headers(), "mcp-method": "tools/call"}),
+        # a progress token: the SDK's SSE stream can carry progress
+        (call(meta={**META, "progressToken": "p1"}), headers()),
+        # an Mcp-Param header: the SDK checks it against the schema
+        (call(arguments={"timezone": "UTC"}), headers(**{"Mcp-Param-Timezone": "UTC"})),
+        # no envelope
+        (call(meta={}), headers()),
+        # a notification (no id): acknowledged by the SDK
+        ({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "x"}}, headers()),
+        # a batch
+        ([call()], headers()),
+        # an unsupported revision
+        (call(), {**headers(), "MCP-Protocol-Version": "2099-01-01"}),
+        # JSON only, which this (SSE-capable) endpoint does not serve
+        (call(), {**headers(), "Accept": "application/json"}),
+    ],
+    ids=[
+        "name-mismatch",
+        "duplicate-header",
+        "progress",
+        "param-header",
+        "no-envelope",
+        "notification",
+        "batch",
+        "version",
+        "accept",
+    ],
+)
+async def test_every_other_request_is_left_to_the_sdk(
+    client: tuple[TestClient, OneToolGateway],
+    monkeypatch: pytest.MonkeyPatch,
+    body: Any,
+    hdrs: dict[str, str],
+) -> None:
+    test_client, _ = client
+    if "mcp-method" in hdrs:  # the duplicate case: two header lines of one name
+        hdrs = dict(hdrs)
+        del hdrs["mcp-method"]
+        from multidict import CIMultiDict
+
+        doubled = CIMultiDict(hdrs)
+        doubled.add("Mcp-Method", "tools/call")
+        hdrs = doubled  # type: ignore[assignment]
+    (status, answer_body, taken), sdk = await post_both(test_client, monkeypatch, body, hdrs)
+    assert not taken
+    assert (status, answer_body) == sdk
+
+
+async def test_the_envelope_reaches_the_gateway_once_the_tool_schema_is_known(
+    client: tuple[TestClient, OneToolGateway],
+) -> None:
+    test_client, gateway = client
+    for _ in range(2):
+        response = await test_client.post(PATH, data=json.dumps(call()), headers=headers())
+        assert response.status == 200
+    # the first call: no listing yet, so the SDK's session is used (and the tool listed once)
+    assert gateway.envelopes == [None, META]
+    assert gateway.listings == 1
+
+
+async def test_an_unknown_tool_fails_as_the_sdk_fails_it(
+    client: tuple[TestClient, OneToolGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test_client, _ = client
+    (status, body, taken), sdk = await post_both(
+        test_client, monkeypatch, call(name="nope"), headers(name="nope")
+    )
+    assert taken
+    assert (status, body) == sdk
+    assert "error" in body
