@@ -12,7 +12,11 @@ default limit, 0.5, would measure the quota). Then, in one run:
    blocks of BLOCK calls so that both see the same machine load; W warm-up calls each first,
    not counted. Prints median and p99 of both and the difference of medians.
 2. throughput: K SDK client sessions on the endpoint call the stdio server's
-   `get_current_time` back to back for S seconds (after a warm-up); prints calls/s.
+   `get_current_time` back to back for S seconds (after a warm-up); prints calls/s. Then the
+   same with K clients that post one SDK-built 2026-07-28 request again and again over aiohttp
+   (an SDK client costs about as much CPU per call as the agent and the server together, and
+   they share the same 2 cores: this shows what the endpoint sustains when its clients are
+   elsewhere).
 
 With every figure it prints the load average and the agent's CPU time per call, which is less
 sensitive to the other work on a shared machine than wall time. It deletes what it created.
@@ -38,6 +42,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -160,19 +165,76 @@ async def latency(
     )
 
 
+def replayed_call(token: str) -> tuple[bytes, dict[str, str]]:
+    """One 2026-07-28 tools/call as the SDK's client sends it (built with the SDK's types and
+    header names), to be posted again and again by a client that does nothing else."""
+    from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_NAME_HEADER, MCP_PROTOCOL_VERSION_HEADER
+    from mcp_types import (
+        CLIENT_CAPABILITIES_META_KEY,
+        CLIENT_INFO_META_KEY,
+        PROTOCOL_VERSION_META_KEY,
+        JSONRPCRequest,
+    )
+
+    version, name = "2026-07-28", "time__get_current_time"
+    meta = {
+        PROTOCOL_VERSION_META_KEY: version,
+        CLIENT_CAPABILITIES_META_KEY: {},
+        CLIENT_INFO_META_KEY: {"name": "bench", "version": "1"},
+    }
+    request = JSONRPCRequest(
+        jsonrpc="2.0",
+        id=1,
+        method="tools/call",
+        params={"name": name, "arguments": {"timezone": "UTC"}, "_meta": meta},
+    )
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        MCP_PROTOCOL_VERSION_HEADER: version,
+        MCP_METHOD_HEADER: "tools/call",
+        MCP_NAME_HEADER: name,
+    }
+    return request.model_dump_json(by_alias=True, exclude_none=True).encode(), headers
+
+
 async def throughput(
-    endpoint: str, token: str, args: argparse.Namespace, agent_pid: int, server_id: str
+    endpoint: str,
+    token: str,
+    args: argparse.Namespace,
+    agent_pid: int,
+    server_id: str,
+    kind: str,
 ) -> None:
     stop = asyncio.Event()
     counts = [0] * args.clients
     measuring = asyncio.Event()
 
-    async def one(i: int) -> None:
+    async def one_sdk(i: int) -> None:
         async with session(endpoint, token, args.mode) as client:
             while not stop.is_set():
                 await timed(client, "time__get_current_time", {"timezone": "UTC"})
                 if measuring.is_set():
                     counts[i] += 1
+
+    body, headers = replayed_call(token)
+
+    async def one_replay(i: int) -> None:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            while not stop.is_set():
+                async with http.post(endpoint, data=body) as response:
+                    answer = await response.json()
+                if (
+                    response.status != 200
+                    or "result" not in answer
+                    or answer["result"].get("isError")
+                ):
+                    raise RuntimeError(f"the call failed: {response.status} {answer}")
+                if measuring.is_set():
+                    counts[i] += 1
+
+    one = one_sdk if kind == "sdk" else one_replay
 
     tasks = [asyncio.create_task(one(i)) for i in range(args.clients)]
     await asyncio.sleep(2)  # sessions open, warm
@@ -194,10 +256,11 @@ async def throughput(
         if server0 is not None and server1 is not None
         else ""
     )
+    who = "SDK clients" if kind == "sdk" else "replaying clients"
     print(
-        f"throughput: {args.clients} clients -> one stdio server (get_current_time), "
+        f"throughput, {who}: {args.clients} -> one stdio server (get_current_time), "
         f"{elapsed:.0f} s: {total / elapsed:.0f} calls/s; agent CPU {cpu / total * 1000:.2f} ms "
-        f"per call ({cpu / elapsed * 100:.0f}% of a core); these SDK clients' CPU "
+        f"per call ({cpu / elapsed * 100:.0f}% of a core); these clients' CPU "
         f"{own / total * 1000:.2f} ms per call; {server}load {before} -> {load()}"
     )
 
@@ -254,7 +317,8 @@ def main() -> int:
             f"agent pid {agent.pid}"
         )
         asyncio.run(latency(endpoint, direct, token, args, agent.pid))
-        asyncio.run(throughput(endpoint, token, args, agent.pid, time_id))
+        for clients in ("sdk", "replay"):
+            asyncio.run(throughput(endpoint, token, args, agent.pid, time_id, clients))
     finally:
         if token:
             try:
