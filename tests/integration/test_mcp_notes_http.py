@@ -120,3 +120,54 @@ async def test_slow_start_refuses_then_serves(run_notes: Any) -> None:
     await _probe_until_healthy(url, 30)
     assert b"slow_start" in await in_thread(c.logs)
     assert time.monotonic() - started < 30
+
+
+async def test_a_2026_call_is_relayed_as_the_sdk_session_would_send_it(run_notes: Any) -> None:
+    """adapters/mcp_relay.py against the real server: the same answers as the SDK's session
+    for a result, a tool's own error and an unknown tool; a refused request as an MCPError; and
+    the relay is used only when the server negotiated the client's revision."""
+    from mcp.shared.exceptions import MCPError
+
+    from dtma.adapters import mcp_upstream
+
+    _, url = await in_thread(run_notes)
+    await _probe_until_healthy(url, 30)
+    upstream = mcp_upstream.HttpUpstream(url, connect_timeout=5)
+    try:
+        session = await upstream.session()
+        assert session.protocol_version == "2026-07-28"
+        envelope = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        }
+        assert upstream.relay(session, {**envelope, PV: "2025-11-25"}) is None
+        relay = upstream.relay(session, envelope)
+        assert relay is not None
+
+        added = await relay.call_tool("add_note", {"title": "t1", "body": "b"}, envelope, 10)
+        via_sdk = await mcp_upstream.call_tool(session, "list_notes", {}, 10)
+        relayed = await relay.call_tool("list_notes", {}, envelope, 10)
+        assert added["resultType"] == "complete"
+        assert not added.get("isError")
+        assert relayed == via_sdk
+        assert "t1" in str(relayed["content"])
+
+        failed = await relay.call_tool("get_note", {"note_id": 999}, envelope, 10)
+        assert failed == await mcp_upstream.call_tool(session, "get_note", {"note_id": 999}, 10)
+        assert failed["isError"] is True
+
+        unknown = await relay.call_tool("no_such_tool", {}, envelope, 10)
+        assert unknown == await mcp_upstream.call_tool(session, "no_such_tool", {}, 10)
+
+        # a request the server refuses (an envelope without capabilities): its JSON-RPC error
+        # (HTTP 400) is an MCPError, as the SDK's session raises one
+        bare = {PV: "2026-07-28"}
+        with pytest.raises(MCPError) as refused:
+            await relay.call_tool("list_notes", {}, bare, 10)
+        assert refused.value.error.code == -32602
+    finally:
+        await upstream.close()
+
+
+PV = "io.modelcontextprotocol/protocolVersion"
