@@ -122,6 +122,7 @@ async def serve(settings: Settings) -> None:
                 metrics_auth=settings.metrics_auth,
                 access=access,
                 calls=calls,
+                mcp_origins=settings.mcp_allowed_origins,
             ),
             access_log=None,
             handle_signals=False,

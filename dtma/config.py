@@ -107,6 +107,7 @@ ENV_KEYS = {
     "DTMA_RETAIN_OPERATIONS": "retain_operations",
     "DTMA_RETAIN_REVISIONS": "retain_revisions",
     "DTMA_RETAIN_CALLS": "retain_calls",
+    "DTMA_MCP_ALLOWED_ORIGINS": "mcp_allowed_origins",
     "DTMA_PRUNE_INTERVAL": "prune_interval",
     "DTMA_TLS_CERT": "tls_cert",
     "DTMA_TLS_KEY": "tls_key",
@@ -170,6 +171,8 @@ class Settings(BaseModel):
     retain_operations: int = Field(default=10_000, ge=100)
     retain_revisions: int = Field(default=50, ge=2)
     retain_calls: int = Field(default=100_000, ge=100)
+    # Browser origins the MCP endpoints accept besides loopback ones (api/origin.py).
+    mcp_allowed_origins: NameList = ()
     prune_interval: Duration = Field(default=3600.0, ge=1)
     tls_cert: Path | None = None
     tls_key: Path | None = None

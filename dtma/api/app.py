@@ -14,6 +14,7 @@ from dtma.api.middleware import (
     metrics_middleware,
     request_id_middleware,
 )
+from dtma.api.origin import OriginPolicy
 from dtma.api.routes_access import add_access_routes
 from dtma.api.routes_agent import add_agent_routes
 from dtma.api.routes_toolboxes import add_routes
@@ -35,6 +36,7 @@ def create_app(
     metrics_auth: bool = False,
     access: AccessTokens | None = None,
     calls: CallJournal | None = None,
+    mcp_origins: tuple[str, ...] = (),
 ) -> web.Application:
     """Build the app. The handlers see only the narrow capabilities passed in here. `access`
     and `calls` default to fresh ones over the agent's repository (the caller loads the token
@@ -81,7 +83,7 @@ def create_app(
     app.router.add_get("/metrics", metrics)
     if agent is not None and access is not None and calls is not None:
         add_routes(app, agent)
-        add_mcp_routes(app, agent.gateway, lambda: agent.started, calls)
+        add_mcp_routes(app, agent.gateway, lambda: agent.started, calls, OriginPolicy(mcp_origins))
         add_access_routes(app, access, calls)
         add_agent_routes(app)
     return app

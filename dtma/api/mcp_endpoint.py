@@ -34,8 +34,10 @@ from pydantic_core import to_json
 from dtma import __version__
 from dtma.api import mcp_exchange
 from dtma.api.asgi import serve_asgi
+from dtma.api.errors import error_response
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.middleware import PRINCIPAL
+from dtma.api.origin import OriginPolicy
 from dtma.api.params import path_label
 from dtma.cancellation import cancel_and_wait, suppress_failures
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
@@ -307,10 +309,16 @@ class McpEndpoints:
 
 
 def add_mcp_routes(
-    app: web.Application, gateway: McpGateway, started: Any, audit: CallJournal | None = None
+    app: web.Application,
+    gateway: McpGateway,
+    started: Any,
+    audit: CallJournal | None = None,
+    origins: OriginPolicy | None = None,
 ) -> None:
     """Mount the endpoint. `started()` is False while the agent is still recovering; `audit`
-    journals every tools/call."""
+    journals every tools/call; `origins` says which browser origins may call (api/origin.py;
+    loopback ones only by default)."""
+    origins = origins or OriginPolicy()
     endpoints = McpEndpoints(gateway, audit)
     app[MCP_ENDPOINTS] = endpoints
 
@@ -320,6 +328,13 @@ def add_mcp_routes(
     app.on_shutdown.append(close)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if not origins.permits(request.headers.get("Origin")):
+            return error_response(
+                403,
+                "forbidden",
+                "this Origin may not call the MCP endpoint (DNS-rebinding protection); an "
+                "operator may allow it with DTMA_MCP_ALLOWED_ORIGINS",
+            )
         toolbox_id = path_label(request, "id")
         if not started():
             raise DockerUnavailable("the agent is still starting; retry shortly")
