@@ -82,8 +82,9 @@ def create_app(
     app.router.add_get("/v1/ready", ready)
     app.router.add_get("/metrics", metrics)
     if agent is not None and access is not None and calls is not None:
-        add_routes(app, agent)
+        # First: aiohttp tries routes in order, and the MCP endpoint takes most requests.
         add_mcp_routes(app, agent.gateway, lambda: agent.started, calls, OriginPolicy(mcp_origins))
+        add_routes(app, agent)
         add_access_routes(app, access, calls)
         add_agent_routes(app)
     return app

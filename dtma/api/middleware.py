@@ -15,7 +15,7 @@ from dtma.api.errors import error_response, status_for
 from dtma.domain.access import AGENT_PRINCIPAL
 from dtma.engine.access import Grant
 from dtma.errors import DtmaError
-from dtma.observability.metrics import METRICS, route_label
+from dtma.observability.metrics import METRICS, LabelledChildren, route_label
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +55,8 @@ def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
 
 def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
     """Count and time every request by route template (never the raw path)."""
+    requests = LabelledChildren(METRICS.api_requests)
+    latency = LabelledChildren(METRICS.api_latency)
 
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -69,8 +71,8 @@ def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
             raise
         finally:
             route = route_label(request)
-            METRICS.api_requests.labels(route, request.method, str(status)).inc()
-            METRICS.api_latency.labels(route, request.method).observe(time.perf_counter() - started)
+            requests(route, request.method, str(status)).inc()
+            latency(route, request.method).observe(time.perf_counter() - started)
 
     return mw
 

@@ -12,6 +12,7 @@ Loop-only; not thread-safe.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,13 +20,14 @@ from typing import Any
 import structlog
 
 from dtma.domain.access import ToolCall
-from dtma.observability.metrics import Metrics
+from dtma.observability.metrics import LabelledChildren, Metrics
 from dtma.ports import CallStore
 
 log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
 MAX_PENDING = 10_000
+OFFERED_TTL_S = 1.0
 OTHER = "other"  # the metric label of a server or tool the toolbox does not offer
 
 
@@ -42,6 +44,11 @@ class CallJournal:
         self._store = store
         self._metrics = metrics
         self._offered = offered
+        self._offered_seen: dict[str, tuple[float, frozenset[str]]] = {}
+        self._calls = LabelledChildren(metrics.tool_calls) if metrics is not None else None
+        self._durations = (
+            LabelledChildren(metrics.tool_call_duration) if metrics is not None else None
+        )
         self._pending: deque[ToolCall] = deque(maxlen=max_pending)
         self._dropped = 0
         self._lock = asyncio.Lock()
@@ -50,17 +57,29 @@ class CallJournal:
         if len(self._pending) == self._pending.maxlen:
             self._dropped += 1
         self._pending.append(call)
-        if self._metrics is not None:
+        if self._calls is not None and self._durations is not None:
             server, tool = self._labels(call)
-            self._metrics.tool_calls.labels(call.toolbox, server, tool, call.outcome).inc()
-            self._metrics.tool_call_duration.labels(call.toolbox, server).observe(call.duration)
+            self._calls(call.toolbox, server, tool, call.outcome).inc()
+            self._durations(call.toolbox, server).observe(call.duration)
 
     def _labels(self, call: ToolCall) -> tuple[str, str]:
-        offered = self._offered(call.toolbox) if self._offered is not None else frozenset()
+        offered = self._offered_now(call.toolbox)
         if f"{call.server}__{call.tool}" in offered:
             return call.server, call.tool
         servers = {name.partition("__")[0] for name in offered}
         return (call.server if call.server in servers else OTHER), OTHER
+
+    def _offered_now(self, toolbox: str) -> frozenset[str]:
+        """The toolbox's offered names, read at most once per OFFERED_TTL_S (it walks every
+        serving server's tools; a label is at most that stale after a rollout)."""
+        if self._offered is None:
+            return frozenset()
+        now = time.monotonic()
+        seen = self._offered_seen.get(toolbox)
+        if seen is None or now - seen[0] >= OFFERED_TTL_S:
+            seen = (now, self._offered(toolbox))
+            self._offered_seen[toolbox] = seen
+        return seen[1]
 
     async def flush(self) -> int:
         """Write what is pending; returns the number of rows written. On a store error the

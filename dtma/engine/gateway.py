@@ -51,6 +51,14 @@ def split_name(name: str) -> tuple[str, str] | None:
     return (server, tool) if sep and server and tool else None
 
 
+_NO_FILTER = ToolFilter()
+
+
+def _tool_filter(tb: ToolboxRunner) -> ToolFilter:
+    gateway = tb.spec.gateway if tb.spec is not None else None
+    return gateway.tools if gateway is not None else _NO_FILTER
+
+
 class ToolGateway(Protocol):
     """What the API's MCP endpoint may ask of the engine."""
 
@@ -80,9 +88,7 @@ class EngineGateway:
         tb = self._runners.get(toolbox_id)
         if tb is None:
             raise NotFound(f"toolbox {toolbox_id} not found")
-        gateway = tb.spec.gateway if tb.spec is not None else None
-        allowed = gateway.tools if gateway is not None else ToolFilter()
-        return [r for r in tb.servers.values() if r.serving], allowed
+        return [r for r in tb.servers.values() if r.serving], _tool_filter(tb)
 
     def signature(self, toolbox_id: str) -> frozenset[str]:
         """The exported names offered now, from the probes' tool names (cheap, no I/O): when it
@@ -127,8 +133,7 @@ class EngineGateway:
         tb = self._runners.get(toolbox_id)
         if tb is None:
             raise NotFound(f"toolbox {toolbox_id} not found")
-        _, allowed = self._serving(toolbox_id)
-        if not allowed.permits(name):
+        if not _tool_filter(tb).permits(name):
             raise ToolDenied(f"unknown tool {name!r}")
         server, tool = parts
         runner = tb.servers.get(server)

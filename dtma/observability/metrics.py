@@ -178,6 +178,25 @@ class MetricsObserver:
 METRICS = Metrics()
 
 
+class LabelledChildren:
+    """`metric.labels(...)`, remembered per label tuple: prometheus-client takes a lock and builds
+    its key on every call, a cost on the MCP endpoint's hot path. dtma never removes a child, so
+    a remembered one stays the one exported. Bounded: forgotten (not removed) past `limit`."""
+
+    def __init__(self, metric: Any, limit: int = 10_000) -> None:
+        self._metric = metric
+        self._limit = limit
+        self._seen: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._seen.get(labels)
+        if child is None:
+            if len(self._seen) >= self._limit:
+                self._seen.clear()
+            child = self._seen[labels] = self._metric.labels(*labels)
+        return child
+
+
 def observe_error(category: str) -> None:
     METRICS.errors.labels(category).inc()
 
