@@ -5,11 +5,12 @@ client capabilities, client info in `params._meta`) and says what it is in its `
 `Mcp-Name` headers, so that an intermediary can route it without a session. When a client's
 request is of that revision and the server behind it negotiated the same one, the agent passes
 the request on as it came, with the server's own tool name and a fresh id: the client's envelope
-goes through unchanged. It is built and read with the SDK's types (`JSONRPCRequest`,
-`JSONRPCResponse`, the SDK's header names and encoding); an
-SSE answer is read with httpx2's `EventSource`, as the SDK's client reads it. Sending it over one
-pooled aiohttp connection instead of the SDK's client session and httpx transport costs the
-agent a fraction of the CPU per call (bench/gateway_latency.py).
+goes through, but with the agent's own capabilities (none, as its SDK session declares), so that
+the server never asks for input the relay cannot carry back. It is built and read with the SDK's
+types (`JSONRPCRequest`, `JSONRPCResponse`, the SDK's header names and encoding); an SSE answer
+is read with httpx2's `EventSource`, as the SDK's client reads it. Redirects are not followed.
+Sending it over one pooled aiohttp connection instead of the SDK's client session and httpx
+transport costs the agent a fraction of the CPU per call (bench/gateway_latency.py).
 
 Outcomes match the SDK client's: a JSON-RPC error from the server is an `MCPError`; no answer,
 a closed connection or a non-MCP reply is an `UpstreamUnavailable` (retryable).
@@ -31,7 +32,15 @@ from mcp.shared.inbound import (
     MCP_PROTOCOL_VERSION_HEADER,
     encode_header_value,
 )
-from mcp_types import PROTOCOL_VERSION_META_KEY, JSONRPCError, JSONRPCRequest, JSONRPCResponse
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CONNECTION_CLOSED,
+    PROTOCOL_VERSION_META_KEY,
+    REQUEST_TIMEOUT,
+    JSONRPCError,
+    JSONRPCRequest,
+    JSONRPCResponse,
+)
 from pydantic import TypeAdapter, ValidationError
 
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
@@ -62,7 +71,9 @@ class HttpRelay:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
                 # No proxy from the environment: the server is on the toolbox's own network.
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
+                # Idle connections closed before a typical server closes them (uvicorn: 5 s):
+                # aiohttp never retries a POST that raced a server-side close.
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=4),
                 timeout=aiohttp.ClientTimeout(sock_connect=self._connect_timeout),
                 trust_env=False,
                 auto_decompress=True,
@@ -76,14 +87,20 @@ class HttpRelay:
         envelope: Mapping[str, Any],
         timeout: float,
     ) -> dict[str, Any]:
-        """The result of `name` as the server's wire JSON (checked against the revision's
-        schema). Raises MCPError for the server's JSON-RPC error, UpstreamUnavailable when it
-        gave no usable answer."""
+        """The result of `name` as the server's wire JSON. Raises MCPError for the server's
+        JSON-RPC error, UpstreamUnavailable when it gave no usable answer (a redirect
+        included)."""
         version = envelope_version(envelope)
         if version is None:
             raise ValueError("the envelope names no protocol version")
         request_id = next(self._ids)
-        params: dict[str, Any] = {"name": name, "_meta": dict(envelope)}
+        # The client's envelope, but the agent's own capabilities (none, as its SDK session
+        # declares): the server must not ask for input (elicitation, sampling) the relay cannot
+        # carry back.
+        params: dict[str, Any] = {
+            "name": name,
+            "_meta": {**envelope, CLIENT_CAPABILITIES_META_KEY: {}},
+        }
         if arguments is not None:
             params["arguments"] = arguments
         request = JSONRPCRequest(jsonrpc="2.0", id=request_id, method=METHOD, params=params)
@@ -101,6 +118,8 @@ class HttpRelay:
                 data=request.model_dump_json(by_alias=True, exclude_none=True).encode(),
                 headers=headers,
                 timeout=self._timeout(timeout),
+                # Never: a server could send the agent, which runs on the host, anywhere.
+                allow_redirects=False,
             ) as response:
                 body = await response.read()
                 status, content_type = response.status, response.content_type
@@ -119,6 +138,8 @@ class HttpRelay:
                 continue  # a notification on the stream, or not JSON-RPC
             if isinstance(reply, JSONRPCError):
                 error = reply.error
+                if error.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):  # as the SDK path does
+                    raise UpstreamUnavailable(f"{what}: {_short_text(error.message)}")
                 raise MCPError(code=error.code, message=error.message, data=error.data)
             # Not checked against the revision's result schema here: the SDK's server does that
             # when it shapes the answer for the client (an invalid one is its internal error).
@@ -158,4 +179,8 @@ def _sse_messages(status: int, headers: dict[str, str], body: bytes) -> list[str
 
 
 def _short(exc: BaseException) -> str:
-    return REDACTOR.excerpt(str(exc) or type(exc).__name__, 200)
+    return _short_text(str(exc) or type(exc).__name__)
+
+
+def _short_text(text: str) -> str:
+    return REDACTOR.excerpt(text, 200)

@@ -18,6 +18,7 @@ itself. A call answered here is never switched to SSE: its reply is one JSON bod
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,14 +49,15 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from starlette.requests import Request as StarletteRequest
 
-from dtma.api.asgi import http_scope
-from dtma.cancellation import raise_if_cancelling
+from dtma.api.asgi import DISCONNECT_POLL_S, http_scope
+from dtma.cancellation import cancel_and_wait, raise_if_cancelling
 
 METHOD = "tools/call"
 ENVELOPE_SCOPE_KEY = "dtma.envelope"  # the request's `params._meta`, for the handler
 PARAM_HEADER_KEY = "x-mcp-header"  # a schema's mark for arguments mirrored into headers
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
 _JSON = "application/json"
+CLIENT_GONE = 499  # the status of an answer nobody reads (the client closed the connection)
 
 
 @dataclass
@@ -96,8 +98,8 @@ def takes(request: web.Request) -> bool:
     if not headers.get("content-type", "").lower().startswith(_JSON):
         return False
     length = request.content_length
-    if length is None or length > DEFAULT_MAX_REQUEST_BODY_SIZE:
-        return False  # chunked or too large: the SDK's body limit answers
+    if length is None or length > min(DEFAULT_MAX_REQUEST_BODY_SIZE, request.client_max_size):
+        return False  # chunked or too large for one read here: the SDK's path answers
     if not _accepts_json_and_sse(headers.get("accept", "")):
         return False
     return not any(name.lower().startswith(_PARAM_PREFIX) for name in headers)
@@ -170,8 +172,8 @@ async def answer(
     )
     status = 200
     reply: JSONRPCResponse | JSONRPCError
-    try:
-        result = await serve_one(
+    call = asyncio.ensure_future(
+        serve_one(
             server,
             exchange,
             METHOD,
@@ -179,14 +181,34 @@ async def answer(
             connection=connection,
             lifespan_state=lifespan_state,
         )
-        reply = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)
+    )
+    try:
+        if not await _until_done_or_gone(request, call):
+            return web.Response(status=CLIENT_GONE)  # never read: the client has gone
+        reply = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=call.result())
     except Exception as exc:
         raise_if_cancelling()
         error = modern_error_data(exc)
         status = ERROR_CODE_HTTP_STATUS.get(error.code, 200)
         reply = JSONRPCError(jsonrpc="2.0", id=req.id, error=error)
+    finally:
+        await cancel_and_wait(call)  # done already, unless our own caller was cancelled
     return web.Response(
         status=status,
         body=reply.model_dump_json(by_alias=True, exclude_none=True).encode(),
         content_type=_JSON,
     )
+
+
+async def _until_done_or_gone(request: web.Request, call: asyncio.Future[Any]) -> bool:
+    """Wait for the call; False (and the call cancelled) once the client has gone away: on the
+    2026-07-28 revision closing the connection is how a client cancels, and the SDK's entry
+    honours it the same way."""
+    while True:
+        done, _ = await asyncio.wait({call}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return True
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            await cancel_and_wait(call)  # type: ignore[arg-type]
+            return False

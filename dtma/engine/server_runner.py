@@ -24,7 +24,7 @@ from dtma.domain.health import HealthTracker
 from dtma.domain.probe import ProbeResult
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
-from dtma.engine.supervisor import Supervisor
+from dtma.engine.supervisor import Supervisor, watch_task
 from dtma.errors import DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
 from dtma.ports import ProbeFactory
@@ -95,7 +95,7 @@ class ServerRunner:
         self._tracker.restore(history)
         self._supervisor = supervisor or Supervisor()
         self._exited = asyncio.Event()
-        self._calls: set[asyncio.Future[dict[str, Any]]] = set()  # in flight; cut on exit
+        self._calls: set[asyncio.Task[dict[str, Any]]] = set()  # in flight; cut on exit
         self._expected_exit = False
         self._steady: asyncio.Task[None] | None = None
         # Probe results -> health, by the rules the gate uses too (domain/health.py).
@@ -149,8 +149,10 @@ class ServerRunner:
         self.exit_code = exit_code
         self.state = "exited"
         self._exited.set()
-        for call in self._calls:  # a crashed server's calls never hang: each ends now
-            call.cancel()
+        for call in self._calls:  # a crashed server's calls never hang: each is cut now,
+            # and cut again while it swallows the cancel (cancellation.py)
+            cut = asyncio.create_task(cancel_and_wait(call), name=f"cut-call-{self.name}")
+            watch_task(cut, f"cut a call to {self.name}", "tool_call")
 
     # -- probing ------------------------------------------------------------------------------
 
@@ -366,7 +368,7 @@ class ServerRunner:
         self._idle.clear()
         # The call runs as its own task so that the server's exit can cut it (on_container_exit
         # cancels it); our caller's cancellation reaches it through the await.
-        call = asyncio.ensure_future(start())
+        call = asyncio.create_task(start())
         calls.add(call)
         try:
             return await call

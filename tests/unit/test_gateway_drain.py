@@ -152,3 +152,43 @@ def test_filter_deny_wins_and_empty_allow_allows_all() -> None:
     assert f.permits("time__get_current_time")
     assert not f.permits("time__convert_time")
     assert not f.permits("notes__add_note")
+
+
+class SwallowingProbe(BlockingProbe):
+    """A call that swallows the first cancel it gets (as SDK task groups sometimes do)."""
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await self.release.wait()  # until cancelled again
+        return {"content": []}
+
+
+async def test_a_call_that_swallows_the_cancel_is_still_cut_when_the_server_exits() -> None:
+    probe, host = SwallowingProbe(), Host()
+    runner = make_runner(probe, host)
+    call = asyncio.create_task(runner.call_tool("get_current_time", {}))
+    await probe.started.wait()
+    runner.on_container_exit("c1", 137)
+    with pytest.raises(ServerUnavailable, match="exited during the call"):
+        await asyncio.wait_for(call, 5)  # the cut repeats its cancel (NUDGE_S)
+
+
+async def test_a_caller_that_goes_away_cancels_its_call_and_is_not_told_the_server_exited() -> None:
+    probe, host = BlockingProbe(), Host()
+    runner = make_runner(probe, host)
+    call = asyncio.create_task(runner.call_tool("get_current_time", {}))
+    await probe.started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.wait_for(runner.drain(timeout=1), 2)  # nothing left in flight

@@ -5,10 +5,13 @@ header, another method, another era."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -170,3 +173,47 @@ async def test_an_unknown_tool_fails_as_the_sdk_fails_it(
     assert taken
     assert (status, body) == sdk
     assert "error" in body
+
+
+class BlockingGateway(OneToolGateway):
+    """Its calls wait until cancelled; records that they were."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def call(
+        self,
+        toolbox_id: str,
+        name: str,
+        arguments: dict[str, Any] | None,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_client_that_goes_away_cancels_its_call_on_the_hot_path() -> None:
+    gateway = BlockingGateway()
+    app = web.Application()
+    add_mcp_routes(app, gateway, started=lambda: True)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            request = asyncio.create_task(
+                http.post(server.make_url(PATH), data=json.dumps(call()), headers=headers())
+            )
+            await asyncio.wait_for(gateway.started.wait(), 5)
+            request.cancel()  # the client closes its connection
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+        await asyncio.wait_for(gateway.cancelled.wait(), 5)
+    finally:
+        await server.close()

@@ -100,7 +100,9 @@ def test_every_task_the_engine_and_api_create_is_supervised_or_watched() -> None
         # recovery's per-toolbox tasks: awaited by recover_all; the slow ones are watched
         ("recovery.py", "one(r)"),
         # a tool call (or prompts/resources request): awaited by _guarded, cut by the exit
-        ("server_runner.py", "asyncio.ensure_future(start())"),
+        ("server_runner.py", "asyncio.create_task(start())"),
+        # the endpoint's hot-path call: awaited by answer(), cancelled when the client goes
+        ("mcp_exchange.py", "call = asyncio.ensure_future("),
     }
     unexplained = []
     for path in sorted([*REPO.glob("dtma/engine/*.py"), *REPO.glob("dtma/api/*.py")]):
