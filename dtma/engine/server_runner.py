@@ -96,6 +96,7 @@ class ServerRunner:
         self._supervisor = supervisor or Supervisor()
         self._exited = asyncio.Event()
         self._calls: set[asyncio.Task[dict[str, Any]]] = set()  # in flight; cut on exit
+        self._cuts: set[asyncio.Task[None]] = set()
         self._expected_exit = False
         self._steady: asyncio.Task[None] | None = None
         # Probe results -> health, by the rules the gate uses too (domain/health.py).
@@ -152,6 +153,8 @@ class ServerRunner:
         for call in self._calls:  # a crashed server's calls never hang: each is cut now,
             # and cut again while it swallows the cancel (cancellation.py)
             cut = asyncio.create_task(cancel_and_wait(call), name=f"cut-call-{self.name}")
+            self._cuts.add(cut)  # held until done: the loop keeps only weak references
+            cut.add_done_callback(self._cuts.discard)
             watch_task(cut, f"cut a call to {self.name}", "tool_call")
 
     # -- probing ------------------------------------------------------------------------------
