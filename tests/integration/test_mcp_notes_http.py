@@ -160,12 +160,11 @@ async def test_a_2026_call_is_relayed_as_the_sdk_session_would_send_it(run_notes
         unknown = await relay.call_tool("no_such_tool", {}, envelope, 10)
         assert unknown == await mcp_upstream.call_tool(session, "no_such_tool", {}, 10)
 
-        # a request the server refuses (an envelope without capabilities): its JSON-RPC error
+        # a request the server refuses (a revision it does not speak): its JSON-RPC error
         # (HTTP 400) is an MCPError, as the SDK's session raises one
-        bare = {PV: "2026-07-28"}
         with pytest.raises(MCPError) as refused:
-            await relay.call_tool("list_notes", {}, bare, 10)
-        assert refused.value.error.code == -32602
+            await relay.call_tool("list_notes", {}, {**envelope, PV: "2099-01-01"}, 10)
+        assert "2026-07-28" in str(refused.value.error.data)  # the versions it supports
     finally:
         await upstream.close()
 
