@@ -22,12 +22,13 @@ import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from aiohttp import web
 from mcp.server.connection import Connection
 from mcp.server.runner import modern_error_data, serve_one
+from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import NoBackChannelError
@@ -100,18 +101,12 @@ def takes(request: web.Request) -> bool:
     length = request.content_length
     if length is None or length > min(DEFAULT_MAX_REQUEST_BODY_SIZE, request.client_max_size):
         return False  # chunked or too large for one read here: the SDK's path answers
-    if not _accepts_json_and_sse(headers.get("accept", "")):
+    # The SDK's own Accept rule (it reads only `.headers`); this endpoint is SSE-capable, so both
+    # types must be acceptable, as the SDK's entry requires.
+    has_json, has_sse = check_accept_headers(cast(Any, request))
+    if not (has_json and has_sse):
         return False
     return not any(name.lower().startswith(_PARAM_PREFIX) for name in headers)
-
-
-def _accepts_json_and_sse(accept: str) -> bool:
-    """The SDK's rule for its SSE-capable (not JSON-only) endpoint: both types acceptable,
-    wildcards included."""
-    kinds = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
-    if "*/*" in kinds:
-        return True
-    return bool(kinds & {_JSON, "application/*"}) and bool(kinds & {"text/event-stream", "text/*"})
 
 
 def _param_headers_rejected(server: Any, params: Mapping[str, Any], headers: Any) -> bool:
