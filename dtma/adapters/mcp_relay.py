@@ -9,8 +9,9 @@ goes through, but with the agent's own capabilities (none, as its SDK session de
 the server never asks for input the relay cannot carry back. It is built and read with the SDK's
 types (`JSONRPCRequest`, `JSONRPCResponse`, the SDK's header names and encoding); an SSE answer
 is read with httpx2's `EventSource`, as the SDK's client reads it. Redirects are not followed.
-Sending it over one pooled aiohttp connection instead of the SDK's client session and httpx
-transport costs the agent a fraction of the CPU per call (bench/gateway_latency.py).
+Sending it over a pooled keep-alive connection (adapters/http1_client.py) instead of the SDK's
+client session and httpx transport costs the agent a fraction of the CPU per call
+(bench/gateway_latency.py).
 
 Outcomes match the SDK client's: a JSON-RPC error from the server is an `MCPError`; no answer,
 a closed connection or a non-MCP reply is an `UpstreamUnavailable` (retryable).
@@ -18,12 +19,12 @@ a closed connection or a non-MCP reply is an `UpstreamUnavailable` (retryable).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import httpx2
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
@@ -43,11 +44,13 @@ from mcp_types import (
 )
 from pydantic import TypeAdapter, ValidationError
 
+from dtma.adapters.http1_client import AnswerError, Http1Origin
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
 from dtma.observability.redaction import REDACTOR
 
 METHOD = "tools/call"
 _ACCEPT = "application/json, text/event-stream"
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # one answer (a stdio server's message has the same bound)
 _REPLY: TypeAdapter[JSONRPCResponse | JSONRPCError] = TypeAdapter(JSONRPCResponse | JSONRPCError)
 
 
@@ -57,28 +60,13 @@ def envelope_version(envelope: Mapping[str, Any]) -> str | None:
 
 
 class HttpRelay:
-    """Relays calls to one server URL over a pooled keep-alive connection. Made and used on
+    """Relays calls to one server URL over pooled keep-alive connections. Made and used on
     the event loop; `close()` is idempotent."""
 
     def __init__(self, url: str, *, connect_timeout: float) -> None:
         self.url = url
-        self._connect_timeout = connect_timeout
-        self._http: aiohttp.ClientSession | None = None
+        self._origin = Http1Origin(url, connect_timeout=connect_timeout, max_body=MAX_ANSWER_BYTES)
         self._ids = itertools.count(1)
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                # No proxy from the environment: the server is on the toolbox's own network.
-                # Idle connections closed before a typical server closes them (uvicorn: 5 s):
-                # aiohttp never retries a POST that raced a server-side close.
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=4),
-                timeout=aiohttp.ClientTimeout(sock_connect=self._connect_timeout),
-                trust_env=False,
-                auto_decompress=True,
-            )
-        return self._http
 
     async def call_tool(
         self,
@@ -113,25 +101,19 @@ class HttpRelay:
         }
         what = f"tools/call {name}"
         try:
-            async with self._client().post(
-                self.url,
-                data=request.model_dump_json(by_alias=True, exclude_none=True).encode(),
-                headers=headers,
-                timeout=self._timeout(timeout),
-                # Never: a server could send the agent, which runs on the host, anywhere.
-                allow_redirects=False,
-            ) as response:
-                body = await response.read()
-                status, content_type = response.status, response.content_type
-                replies: list[str | bytes]
-                if content_type == "text/event-stream":
-                    replies = _sse_messages(status, dict(response.headers), body)
-                else:
-                    replies = [body]
+            async with asyncio.timeout(timeout):
+                answer = await self._origin.post(
+                    headers, request.model_dump_json(by_alias=True, exclude_none=True).encode()
+                )
         except TimeoutError as exc:
             raise UpstreamUnavailable(f"{what}: no answer within {timeout:g}s") from exc
-        except aiohttp.ClientError as exc:
+        except (AnswerError, OSError) as exc:
             raise UpstreamUnavailable(f"{what} failed: {_short(exc)}") from exc
+        replies: list[str | bytes]
+        if answer.media_type == "text/event-stream":
+            replies = _sse_messages(self.url, answer.body)
+        else:
+            replies = [answer.body]
         for raw in replies:
             reply = _parse(raw)
             if reply is None or reply.id != request_id:
@@ -144,19 +126,10 @@ class HttpRelay:
             # Not checked against the revision's result schema here: the SDK's server does that
             # when it shapes the answer for the client (an invalid one is its internal error).
             return reply.result
-        raise UpstreamUnavailable(f"{what}: the server answered HTTP {status} with no reply")
-
-    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(total)
-        if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout)
-            self._timeouts[total] = timeout
-        return timeout
+        raise UpstreamUnavailable(f"{what}: the server answered HTTP {answer.status} with no reply")
 
     async def close(self) -> None:
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.close()
+        await self._origin.close()
 
 
 def _parse(raw: bytes | str) -> JSONRPCResponse | JSONRPCError | None:
@@ -166,12 +139,17 @@ def _parse(raw: bytes | str) -> JSONRPCResponse | JSONRPCError | None:
         return None
 
 
-def _sse_messages(status: int, headers: dict[str, str], body: bytes) -> list[str | bytes]:
-    """The `data` of each SSE event in a finished stream, read by httpx2's EventSource (a
-    malformed stream yields what came before the fault)."""
-    response = httpx2.Response(status, headers=headers, content=body)
+def _sse_messages(url: str, body: bytes) -> list[str | bytes]:
+    """The `data` of each SSE event in a finished stream (its body, already de-chunked), read by
+    httpx2's EventSource (a malformed stream yields what came before the fault)."""
+    response = httpx2.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        content=body,
+        request=httpx2.Request("POST", url),
+    )
     found: list[str | bytes] = []
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(httpx2.HTTPError):
         for event in httpx2.EventSource(response):
             if event.data:
                 found.append(event.data)

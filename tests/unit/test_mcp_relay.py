@@ -28,13 +28,23 @@ class Upstream:
         self.seen: list[tuple[Any, dict[str, Any]]] = []  # (headers, body)
         self.elsewhere = 0
         self.answer: Any = None  # a JSON-RPC reply (with the request's id), or a redirect
+        self.sse = False
 
     async def mcp(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.seen.append((request.headers.copy(), body))
         if self.answer == "redirect":
             raise web.HTTPTemporaryRedirect("/elsewhere")
-        return web.json_response({"jsonrpc": "2.0", "id": body["id"], **self.answer})
+        reply = {"jsonrpc": "2.0", "id": body["id"], **self.answer}
+        if self.sse:  # streamed, in chunks: a progress notification first, then the reply
+            stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await stream.prepare(request)
+            note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
+            for event in (note, reply):
+                await stream.write(f"event: message\ndata: {json.dumps(event)}\n\n".encode())
+            await stream.write_eof()
+            return stream
+        return web.json_response(reply)
 
     async def other(self, request: web.Request) -> web.Response:
         self.elsewhere += 1
@@ -74,6 +84,20 @@ async def test_the_call_carries_the_envelope_with_the_agents_capabilities(
     assert headers["Mcp-Method"] == "tools/call"
     assert headers["Mcp-Name"] == "list_notes"
     assert headers["MCP-Protocol-Version"] == "2026-07-28"
+
+
+async def test_an_answer_streamed_as_sse_is_read(upstream: tuple[Upstream, str]) -> None:
+    up, url = upstream
+    up.answer = {"result": {"content": [{"type": "text", "text": "hi"}]}}
+    up.sse = True
+    relay = HttpRelay(url, connect_timeout=2)
+    try:
+        for _ in range(2):  # and the connection is reused after a chunked answer
+            result = await relay.call_tool("list_notes", {}, ENVELOPE, 5)
+            assert result == {"content": [{"type": "text", "text": "hi"}]}
+    finally:
+        await relay.close()
+    assert len(up.seen) == 2
 
 
 async def test_a_redirect_is_not_followed(upstream: tuple[Upstream, str]) -> None:
