@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from starlette.requests import Request as StarletteRequest
 
 from dtma.api.asgi import DISCONNECT_POLL_S, http_scope
-from dtma.cancellation import cancel_and_wait, raise_if_cancelling
+from dtma.cancellation import raise_if_cancelling
 
 METHOD = "tools/call"
 ENVELOPE_SCOPE_KEY = "dtma.envelope"  # the request's `params._meta`, for the handler
@@ -70,8 +70,16 @@ class _Exchange:
     transport: TransportContext
     request_id: Any
     message_metadata: ServerMessageMetadata
-    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
     can_send_request: bool = False
+    _cancel_requested: anyio.Event | None = None
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        """Never set here (a client cancels by closing its connection); made on first use, as
+        it is rarely read."""
+        if self._cancel_requested is None:
+            self._cancel_requested = anyio.Event()
+        return self._cancel_requested
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
@@ -167,27 +175,24 @@ async def answer(
     )
     status = 200
     reply: JSONRPCResponse | JSONRPCError
-    call = asyncio.ensure_future(
-        serve_one(
-            server,
-            exchange,
-            METHOD,
-            req.params,
-            connection=connection,
-            lifespan_state=lifespan_state,
-        )
-    )
-    try:
-        if not await _until_done_or_gone(request, call):
-            return web.Response(status=CLIENT_GONE)  # never read: the client has gone
-        reply = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=call.result())
-    except Exception as exc:
-        raise_if_cancelling()
-        error = modern_error_data(exc)
-        status = ERROR_CODE_HTTP_STATUS.get(error.code, 200)
-        reply = JSONRPCError(jsonrpc="2.0", id=req.id, error=error)
-    finally:
-        await cancel_and_wait(call)  # done already, unless our own caller was cancelled
+    with _CancelledOnceGone(request) as watch:
+        try:
+            result = await serve_one(
+                server,
+                exchange,
+                METHOD,
+                req.params,
+                connection=connection,
+                lifespan_state=lifespan_state,
+            )
+            reply = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)
+        except Exception as exc:
+            raise_if_cancelling()
+            error = modern_error_data(exc)
+            status = ERROR_CODE_HTTP_STATUS.get(error.code, 200)
+            reply = JSONRPCError(jsonrpc="2.0", id=req.id, error=error)
+    if watch.gone:
+        return web.Response(status=CLIENT_GONE)  # never read: the client has gone
     return web.Response(
         status=status,
         body=reply.model_dump_json(by_alias=True, exclude_none=True).encode(),
@@ -195,15 +200,38 @@ async def answer(
     )
 
 
-async def _until_done_or_gone(request: web.Request, call: asyncio.Future[Any]) -> bool:
-    """Wait for the call; False (and the call cancelled) once the client has gone away: on the
-    2026-07-28 revision closing the connection is how a client cancels, and the SDK's entry
-    honours it the same way."""
-    while True:
-        done, _ = await asyncio.wait({call}, timeout=DISCONNECT_POLL_S)
-        if done:
-            return True
-        transport = request.transport
+class _CancelledOnceGone:
+    """Cancels the task that enters it once the client has closed its connection (checked every
+    DISCONNECT_POLL_S): on the 2026-07-28 revision that is how a client cancels, and the SDK's
+    entry honours it the same way. That cancellation ends at the exit (`gone` is then True);
+    any other goes on. A call that swallows it runs to its end, and `gone` is True all the same.
+    The watch costs one timer per call; the call runs in the handler's own task."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self._task: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.gone = False
+
+    def __enter__(self) -> _CancelledOnceGone:
+        self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
+        return self
+
+    def _check(self) -> None:
+        transport = self._request.transport
         if transport is None or transport.is_closing():
-            await cancel_and_wait(call)  # type: ignore[arg-type]
+            self.gone = True
+            assert self._task is not None
+            self._task.cancel()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        assert self._timer is not None
+        assert self._task is not None
+        self._timer.cancel()
+        if not self.gone:
             return False
+        # Ours: withdraw it; swallow the CancelledError unless someone else cancelled too.
+        return self._task.uncancel() == 0 and kind is asyncio.CancelledError

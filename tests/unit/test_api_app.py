@@ -62,3 +62,10 @@ async def test_unsafe_request_ids_are_replaced(client_for) -> None:  # type: ign
     resp = await c.get("/v1/health", headers={"X-Request-Id": "bad id\twith spaces"})
     assert resp.headers["X-Request-Id"] != "bad id\twith spaces"
     assert len(resp.headers["X-Request-Id"]) == 16
+
+
+async def test_made_request_ids_are_unique_hex(client_for) -> None:  # type: ignore[no-untyped-def]
+    c = await client_for()
+    ids = [(await c.get("/v1/health")).headers["X-Request-Id"] for _ in range(50)]
+    assert len(set(ids)) == 50
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)

@@ -175,6 +175,22 @@ async def test_an_unknown_tool_fails_as_the_sdk_fails_it(
     assert "error" in body
 
 
+@contextlib.asynccontextmanager
+async def agent_like_server(app: web.Application) -> AsyncIterator[str]:
+    """The app served as the agent serves it (bootstrap.py): aiohttp does not cancel a handler
+    whose client has gone (aiohttp's TestServer would, which hides the endpoint's own watch).
+    Yields the endpoint's URL."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        yield f"http://127.0.0.1:{port}{PATH}"
+    finally:
+        await runner.cleanup()
+
+
 class BlockingGateway(OneToolGateway):
     """Its calls wait until cancelled; records that they were."""
 
@@ -203,17 +219,91 @@ async def test_a_client_that_goes_away_cancels_its_call_on_the_hot_path() -> Non
     gateway = BlockingGateway()
     app = web.Application()
     add_mcp_routes(app, gateway, started=lambda: True)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            request = asyncio.create_task(
-                http.post(server.make_url(PATH), data=json.dumps(call()), headers=headers())
-            )
-            await asyncio.wait_for(gateway.started.wait(), 5)
-            request.cancel()  # the client closes its connection
-            with contextlib.suppress(asyncio.CancelledError):
-                await request
+    async with agent_like_server(app) as url, aiohttp.ClientSession() as http:
+        request = asyncio.create_task(http.post(url, data=json.dumps(call()), headers=headers()))
+        await asyncio.wait_for(gateway.started.wait(), 5)
+        request.cancel()  # the client closes its connection
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
         await asyncio.wait_for(gateway.cancelled.wait(), 5)
-    finally:
-        await server.close()
+
+
+class SwallowingGateway(BlockingGateway):
+    """Its calls swallow one cancellation and then answer."""
+
+    async def call(
+        self,
+        toolbox_id: str,
+        name: str,
+        arguments: dict[str, Any] | None,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        self.cancelled.set()
+        return {"content": [], "isError": False, "resultType": "complete"}
+
+
+async def test_a_call_that_swallows_the_cancel_leaves_no_cancel_pending_in_the_handler() -> None:
+    gateway = SwallowingGateway()
+    after: list[tuple[int, int]] = []  # (status, the handler task's pending cancellations)
+    answered = asyncio.Event()
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
+        response = await handler(request)
+        await asyncio.sleep(0)  # a pending cancel would land here
+        task = asyncio.current_task()
+        assert task is not None
+        after.append((response.status, task.cancelling()))
+        answered.set()
+        return response
+
+    app = web.Application(middlewares=[observe])
+    add_mcp_routes(app, gateway, started=lambda: True)
+    async with agent_like_server(app) as url, aiohttp.ClientSession() as http:
+        request = asyncio.create_task(http.post(url, data=json.dumps(call()), headers=headers()))
+        await asyncio.wait_for(gateway.started.wait(), 5)
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        await asyncio.wait_for(gateway.cancelled.wait(), 5)
+        await asyncio.wait_for(answered.wait(), 5)
+    assert after == [(mcp_exchange.CLIENT_GONE, 0)]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+
+
+async def test_the_watch_ends_only_its_own_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mcp_exchange, "DISCONNECT_POLL_S", 0.01)
+    request = _Request()
+
+    async def watched() -> bool:
+        with mcp_exchange._CancelledOnceGone(request) as watch:  # type: ignore[arg-type]
+            await asyncio.sleep(10)
+        return watch.gone
+
+    # Another's cancellation goes on, even while the client is connected.
+    task = asyncio.create_task(watched())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The client going away: the watch's own, ended at its exit.
+    task = asyncio.create_task(watched())
+    await asyncio.sleep(0.05)
+    request.transport.closing = True
+    assert await asyncio.wait_for(task, 5) is True
+    assert task.cancelling() == 0
