@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import random
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -24,7 +24,8 @@ from dtma.domain.health import HealthTracker
 from dtma.domain.probe import ProbeResult
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
-from dtma.engine.supervisor import Supervisor, watch_task
+from dtma.engine.call_guard import CallGuard
+from dtma.engine.supervisor import Supervisor
 from dtma.errors import DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
 from dtma.ports import ProbeFactory
@@ -95,17 +96,13 @@ class ServerRunner:
         self._tracker.restore(history)
         self._supervisor = supervisor or Supervisor()
         self._exited = asyncio.Event()
-        self._calls: set[asyncio.Task[dict[str, Any]]] = set()  # in flight; cut on exit
-        self._cuts: set[asyncio.Task[None]] = set()
+        self._calls = CallGuard(spec.name)  # in flight; cut on exit
         self._expected_exit = False
         self._steady: asyncio.Task[None] | None = None
         # Probe results -> health, by the rules the gate uses too (domain/health.py).
         self._health = HealthTracker(spec.health.failure_threshold)
         self._startup_deadline = startup_deadline
         self._started_at = clock()
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._draining = False
         self._tool_defs: tuple[tuple[str, tuple[str, ...]], list[dict[str, Any]]] | None = None
 
@@ -150,12 +147,7 @@ class ServerRunner:
         self.exit_code = exit_code
         self.state = "exited"
         self._exited.set()
-        for call in self._calls:  # a crashed server's calls never hang: each is cut now,
-            # and cut again while it swallows the cancel (cancellation.py)
-            cut = asyncio.create_task(cancel_and_wait(call), name=f"cut-call-{self.name}")
-            self._cuts.add(cut)  # held until done: the loop keeps only weak references
-            cut.add_done_callback(self._cuts.discard)
-            watch_task(cut, f"cut a call to {self.name}", "tool_call")
+        self._calls.cut_all()  # a crashed server's calls never hang (engine/call_guard.py)
 
     # -- probing ------------------------------------------------------------------------------
 
@@ -359,34 +351,17 @@ class ServerRunner:
         """`prompts` / `resources` as the server's capabilities say; None when unknown."""
         return await self._probe.offers()
 
-    async def _guarded(
-        self, start: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
-    ) -> dict[str, Any]:
+    async def _guarded(self, start: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         if not self.serving:
             raise ServerUnavailable(
                 f"server {self.name} is {self._not_serving_because()}; retry shortly"
             )
-        calls = self._calls
-        self._in_flight += 1
-        self._idle.clear()
-        # The call runs as its own task so that the server's exit can cut it (on_container_exit
-        # cancels it); our caller's cancellation reaches it through the await.
-        call = asyncio.create_task(start())
-        calls.add(call)
-        try:
-            return await call
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if call.cancelled() and (task is None or not task.cancelling()):
-                raise ServerUnavailable(
-                    f"server {self.name} exited during the call; it is being restarted, retry"
-                ) from None
-            raise
-        finally:
-            calls.discard(call)
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+        return await self._calls.run(
+            start,
+            lambda: ServerUnavailable(
+                f"server {self.name} exited during the call; it is being restarted, retry"
+            ),
+        )
 
     def _not_serving_because(self) -> str:
         if self._draining:
@@ -400,7 +375,7 @@ class ServerRunner:
         self._draining = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._idle.wait()
+                await self._calls.idle()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
