@@ -5,9 +5,11 @@ is complete; every byte is looked at once, however the stream is cut. It reads w
 sends in answer to a POST (RFC 9112): a status line, header fields, and a body framed by
 `Transfer-Encoding: chunked`, by `Content-Length`, or by the end of the connection. Interim 1xx
 answers are skipped. It refuses, with `AnswerError`, what it cannot read safely: a malformed
-status line or header field, a folded header field, conflicting lengths, a transfer or content
-coding other than chunked/identity (the request asks for identity), and a head or body larger
-than its bounds.
+status line or header field, a folded header field, conflicting lengths (two Content-Length
+values, or one with Transfer-Encoding), a transfer or content coding other than
+chunked/identity (the request asks for identity), and a head or body larger than its bounds
+(chunk framing counts against the body's). A 204 or 304 that carries framing is read as
+bodiless, and its connection is not reused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE_BYTES = 4 * 1024
+MAX_LENGTH_DIGITS = 18  # a Content-Length beyond this is no length any bound admits
 _NO_BODY = frozenset({204, 304})
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _TOKEN_FORBIDDEN = frozenset(b' \t"(),/:;<=>?@[\\]{}')
@@ -23,6 +26,10 @@ _TOKEN_FORBIDDEN = frozenset(b' \t"(),/:;<=>?@[\\]{}')
 
 class AnswerError(Exception):
     """The server's answer cannot be read: malformed, unsupported, too large, or cut short."""
+
+
+class AnswerTooLarge(AnswerError):
+    """The answer's body is larger than the reader's bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +66,9 @@ class AnswerReader:
         self._phase = _HEAD
         self._head: _Head | None = None
         self._remaining = 0  # of the Content-Length body or of the current chunk
-        self._parts: list[bytes] = []
-        self._size = 0  # body bytes so far
+        self._body = bytearray()  # a chunked body so far
+        self._size = 0  # body bytes so far, chunk framing included
+        self._reusable = True
 
     def feed(self, data: bytes) -> Answer | None:
         """Take the next bytes; the answer once complete, else None."""
@@ -100,10 +108,11 @@ class AnswerReader:
                 if line is None:
                     return None
                 size = _chunk_size(line)
+                self._grow(len(line) + 2)
                 if size == 0:
                     self._phase = _TRAILERS
                 else:
-                    self._grow(size)
+                    self._grow(size + 2)  # and its CRLF
                     self._remaining, self._phase = size, _CHUNK_DATA
             elif self._phase == _CHUNK_DATA:
                 if available < self._remaining + 2:
@@ -111,17 +120,18 @@ class AnswerReader:
                 end = self._pos + self._remaining
                 if self._buffer[end : end + 2] != b"\r\n":
                     raise AnswerError("a chunk does not end with CRLF")
-                self._parts.append(bytes(self._buffer[self._pos : end]))
+                self._body += self._buffer[self._pos : end]
                 self._pos, self._phase = end + 2, _CHUNK_SIZE
             elif self._phase == _TRAILERS:
                 line = self._line(MAX_HEAD_BYTES, "trailer section")
                 if line is None:
                     return None
+                self._grow(len(line) + 2)
                 if not line:  # the empty line that ends the trailer section
-                    return self._finish(b"".join(self._parts))
+                    return self._finish(bytes(self._body))
             else:  # _TO_EOF: the body is whatever comes until the server closes
                 if available > self._max_body:
-                    raise AnswerError(f"the answer is larger than {self._max_body} bytes")
+                    raise AnswerTooLarge(f"the answer is larger than {self._max_body} bytes")
                 return None
 
     def _read_head(self) -> bool:
@@ -132,9 +142,11 @@ class AnswerReader:
             return False
         head = _parse_head(bytes(self._buffer[self._pos : end]))
         self._pos = end + 4
-        if 100 <= head.status < 200:
+        if head.status < 200:
             if head.status == 101:
                 raise AnswerError("the server switched protocols")
+            if head.status < 100:
+                raise AnswerError(f"invalid status code {head.status}")
             return True  # an interim answer: the final one follows
         self._head = head
         coding = head.headers.get("content-encoding", "identity").strip().lower()
@@ -142,16 +154,21 @@ class AnswerReader:
             raise AnswerError(f"unsupported content coding {coding!r}")
         transfer = head.headers.get("transfer-encoding")
         length = head.headers.get("content-length")
+        if transfer is not None and length is not None:
+            # RFC 9112, 6.3: a sign of response splitting; never read as either.
+            raise AnswerError("both Transfer-Encoding and Content-Length")
         if head.status in _NO_BODY:
             self._phase = _DONE
+            # Framing on an answer that has no body: whatever follows cannot be trusted.
+            self._reusable = transfer is None and length is None
         elif transfer is not None:
             codings = [c.strip().lower() for c in transfer.split(",") if c.strip()]
             if codings != ["chunked"]:
                 raise AnswerError(f"unsupported transfer coding {transfer!r}")
             self._phase = _CHUNK_SIZE
         elif length is not None:
-            if not length.isdigit() or not length.isascii():
-                raise AnswerError(f"invalid Content-Length {length!r}")
+            if not length.isdigit() or not length.isascii() or len(length) > MAX_LENGTH_DIGITS:
+                raise AnswerError(f"invalid Content-Length {length[:40]!r}")
             self._remaining = int(length)
             self._grow(self._remaining)
             self._phase = _LENGTH
@@ -172,7 +189,7 @@ class AnswerReader:
     def _grow(self, size: int) -> None:
         self._size += size
         if self._size > self._max_body:
-            raise AnswerError(f"the answer is larger than {self._max_body} bytes")
+            raise AnswerTooLarge(f"the answer is larger than {self._max_body} bytes")
 
     def _finish(self, body: bytes, *, reusable: bool = True) -> Answer:
         assert self._head is not None
@@ -182,7 +199,7 @@ class AnswerReader:
             status=self._head.status,
             headers=self._head.headers,
             body=body,
-            reusable=reusable and self._head.keep_alive and not leftover,
+            reusable=reusable and self._reusable and self._head.keep_alive and not leftover,
         )
 
 

@@ -8,7 +8,9 @@ connection, written in one piece; the answer read by `http1_answer.AnswerReader`
 framing); idle connections kept for reuse (newest first) and closed after `idle_timeout`, before
 a typical server closes them (uvicorn: 5 s). A request is never retried: a POST may not be
 repeated behind the caller's back (RFC 9110, 9.2.2). Redirects are answers like any other, never
-followed. Plain `http` only: the toolbox's servers are reached on its own network.
+followed. Plain `http` only: the toolbox's servers are reached on its own network. An SSE
+answer is read to the end of its stream, which the server closes once it has replied (as the
+MCP transport spec asks).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from dtma.adapters.http1_answer import Answer, AnswerError, AnswerReader
+from dtma.adapters.http1_answer import Answer, AnswerError, AnswerReader, AnswerTooLarge
 
-__all__ = ["Answer", "AnswerError", "Http1Origin"]
+__all__ = ["Answer", "AnswerError", "AnswerTooLarge", "Http1Origin"]
 
 MAX_CONNECTIONS = 64  # open at once per origin; more callers wait for one
+# Set by the client from the request itself; a caller's own would make the framing ambiguous.
+_RESERVED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"  # RFC 3986 pchar and "/", with existing escapes kept
 
 
 class _Connection(asyncio.Protocol):
@@ -107,13 +112,18 @@ class Http1Origin:
             raise ValueError(f"not a plain http URL: {url!r}")
         self.host = parts.hostname
         self.port = parts.port or 80
-        self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        target = quote(parts.path or "/", safe=_PATH_SAFE)
+        if parts.query:
+            target += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
+        self.target = target  # ASCII, no spaces: percent-encoded as aiohttp's client would
         authority = f"[{self.host}]" if ":" in self.host else self.host
         self._host_header = f"{authority}:{self.port}" if parts.port else authority
         self._connect_timeout = connect_timeout
         self._idle_timeout = idle_timeout
         self._max_body = max_body
         self._idle: list[_Connection] = []  # oldest first
+        self._busy: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None  # closes idle connections that expired
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
 
@@ -121,21 +131,28 @@ class Http1Origin:
         """POST `body` to the URL's path and return the answer, whatever its status. Raises
         AnswerError when there is no readable answer and OSError/TimeoutError when the server
         cannot be reached; cancellation closes the connection in use."""
-        if self._closed:
-            raise AnswerError("the connection pool is closed")
+        request = self._request(headers, body)
         async with self._slots:
+            if self._closed:
+                raise AnswerError("the connection pool is closed")
             connection = self._take_idle() or await self._connect()
+            self._busy.add(connection)
             completed: Answer | None = None
             try:
-                completed = await connection.exchange(self._request(headers, body))
+                completed = await connection.exchange(request)
                 return completed
             finally:
+                self._busy.discard(connection)
                 if completed is not None and completed.reusable and not self._closed:
                     self._put_idle(connection)
                 else:
                     connection.close()
 
     def _request(self, headers: Mapping[str, str], body: bytes) -> bytes:
+        """The request's bytes. Raises ValueError for a header the client sets itself or one
+        that is not one line of ASCII text."""
+        if not _RESERVED.isdisjoint(name.lower() for name in headers):
+            raise ValueError(f"the client sets {', '.join(sorted(_RESERVED))} itself")
         lines = [f"POST {self.target} HTTP/1.1", f"Host: {self._host_header}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         lines += ["Accept-Encoding: identity", f"Content-Length: {len(body)}", "", ""]
@@ -154,13 +171,25 @@ class Http1Origin:
         return None
 
     def _put_idle(self, connection: _Connection) -> None:
-        now = time.monotonic()
-        connection.idle_since = now
+        connection.idle_since = time.monotonic()
         self._idle.append(connection)
+        if self._sweep is None:
+            self._arm_sweep(self._idle_timeout)
+
+    def _arm_sweep(self, delay: float) -> None:
+        self._sweep = asyncio.get_running_loop().call_later(delay, self._close_expired)
+
+    def _close_expired(self) -> None:
+        """Close the idle connections past `idle_timeout`; come back for the next to expire
+        (one timer per origin at most)."""
+        self._sweep = None
+        now = time.monotonic()
         while self._idle and (
             self._idle[0].closed or now - self._idle[0].idle_since >= self._idle_timeout
         ):
             self._idle.pop(0).close()
+        if self._idle:
+            self._arm_sweep(max(0.0, self._idle[0].idle_since + self._idle_timeout - now))
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -171,7 +200,12 @@ class Http1Origin:
         return connection
 
     async def close(self) -> None:
+        """Close every connection, idle or busy (a busy call fails with AnswerError); calls
+        waiting for a connection fail the same way."""
         self._closed = True
-        idle, self._idle = self._idle, []
-        for connection in idle:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for connection in [*self._idle, *self._busy]:
             connection.close()
+        self._idle = []

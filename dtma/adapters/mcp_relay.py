@@ -36,6 +36,7 @@ from mcp.shared.inbound import (
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CONNECTION_CLOSED,
+    INTERNAL_ERROR,
     PROTOCOL_VERSION_META_KEY,
     REQUEST_TIMEOUT,
     JSONRPCError,
@@ -44,7 +45,7 @@ from mcp_types import (
 )
 from pydantic import TypeAdapter, ValidationError
 
-from dtma.adapters.http1_client import AnswerError, Http1Origin
+from dtma.adapters.http1_client import AnswerError, AnswerTooLarge, Http1Origin
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
 from dtma.observability.redaction import REDACTOR
 
@@ -107,6 +108,9 @@ class HttpRelay:
                 )
         except TimeoutError as exc:
             raise UpstreamUnavailable(f"{what}: no answer within {timeout:g}s") from exc
+        except (AnswerTooLarge, ValueError) as exc:
+            # This call's own fault, not the server's state: not retryable, session kept.
+            raise MCPError(code=INTERNAL_ERROR, message=f"{what}: {_short(exc)}") from None
         except (AnswerError, OSError) as exc:
             raise UpstreamUnavailable(f"{what} failed: {_short(exc)}") from exc
         replies: list[str | bytes]

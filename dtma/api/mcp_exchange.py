@@ -51,7 +51,7 @@ from pydantic import ValidationError
 from starlette.requests import Request as StarletteRequest
 
 from dtma.api.asgi import DISCONNECT_POLL_S, http_scope
-from dtma.cancellation import raise_if_cancelling
+from dtma.cancellation import NUDGE_S, raise_if_cancelling
 
 METHOD = "tools/call"
 ENVELOPE_SCOPE_KEY = "dtma.envelope"  # the request's `params._meta`, for the handler
@@ -202,30 +202,38 @@ async def answer(
 
 class _CancelledOnceGone:
     """Cancels the task that enters it once the client has closed its connection (checked every
-    DISCONNECT_POLL_S): on the 2026-07-28 revision that is how a client cancels, and the SDK's
-    entry honours it the same way. That cancellation ends at the exit (`gone` is then True);
-    any other goes on. A call that swallows it runs to its end, and `gone` is True all the same.
-    The watch costs one timer per call; the call runs in the handler's own task."""
+    DISCONNECT_POLL_S), and again every NUDGE_S while the call swallows it (cancellation.py): on
+    the 2026-07-28 revision closing the connection is how a client cancels, and the SDK's entry
+    honours it the same way. Those cancellations end at the exit (`gone` is then True); any
+    other goes on. A call that swallows them all and returns is answered with `gone` True all the
+    same. The watch costs one timer per call; the call runs in the handler's own task."""
 
     def __init__(self, request: web.Request) -> None:
         self._request = request
         self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._before = 0  # the task's pending cancellations at the entry (others')
+        self._cancels = 0  # issued by the watch
         self.gone = False
 
     def __enter__(self) -> _CancelledOnceGone:
         self._task = asyncio.current_task()
+        assert self._task is not None
+        self._before = self._task.cancelling()
         self._timer = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
         return self
 
     def _check(self) -> None:
+        assert self._task is not None
         transport = self._request.transport
-        if transport is None or transport.is_closing():
+        if self.gone or transport is None or transport.is_closing():
             self.gone = True
-            assert self._task is not None
+            self._cancels += 1
             self._task.cancel()
+            delay = NUDGE_S  # again, in case the call swallowed it
         else:
-            self._timer = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
+            delay = DISCONNECT_POLL_S
+        self._timer = asyncio.get_running_loop().call_later(delay, self._check)
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
         assert self._timer is not None
@@ -233,5 +241,8 @@ class _CancelledOnceGone:
         self._timer.cancel()
         if not self.gone:
             return False
-        # Ours: withdraw it; swallow the CancelledError unless someone else cancelled too.
-        return self._task.uncancel() == 0 and kind is asyncio.CancelledError
+        left = self._task.cancelling()
+        for _cancel in range(self._cancels):
+            left = self._task.uncancel()
+        # Ours only: swallow the CancelledError unless someone else cancelled too.
+        return left <= self._before and kind is asyncio.CancelledError

@@ -63,8 +63,11 @@ def test_interim_answers_are_skipped() -> None:
 
 @pytest.mark.parametrize("status", [204, 304])
 def test_answers_without_a_body(status: int) -> None:
+    answer = read(f"HTTP/1.1 {status} X\r\n\r\n".encode())
+    assert (answer.status, answer.body, answer.reusable) == (status, b"", True)
+    # Framing on a bodiless answer: whatever follows is not trusted on that connection.
     answer = read(f"HTTP/1.1 {status} X\r\nContent-Length: 10\r\n\r\n".encode())
-    assert (answer.status, answer.body) == (status, b"")
+    assert (answer.status, answer.body, answer.reusable) == (status, b"", False)
 
 
 @pytest.mark.parametrize(
@@ -105,6 +108,12 @@ def test_repeated_fields_are_joined_and_names_lower_cased() -> None:
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", "chunk size"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabXY", "CRLF"),
         (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "switched protocols"),
+        (b"HTTP/1.1 099 Odd\r\n\r\n", "invalid status code"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "both Transfer-Encoding and Content-Length",
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", "Content-Length"),
     ],
 )
 def test_what_cannot_be_read_safely_is_refused(raw: bytes, reason: str) -> None:
@@ -120,6 +129,8 @@ def test_what_cannot_be_read_safely_is_refused(raw: bytes, reason: str) -> None:
         + b"x" * 1024
         + b"\r\n1\r\n",
         b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 1025,
+        # 200 bytes of data in 1-byte chunks: the framing counts against the bound too
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * 200,
     ],
 )
 def test_a_body_over_the_bound_is_refused_before_it_is_kept(raw: bytes) -> None:

@@ -227,3 +227,47 @@ async def test_a_server_that_is_not_there_is_an_os_error() -> None:
         with pytest.raises(ConnectionRefusedError):
             await origin.post({}, b"1")
         await origin.close()
+
+
+async def test_a_path_is_percent_encoded_and_reserved_headers_are_refused(
+    server: tuple[Server, str],
+) -> None:
+    state, url = server
+    base = url.split("/mcp")[0]
+    origin = Http1Origin(base + "/mcp/caf\u00e9 x?q=\u00e9", connect_timeout=2, max_body=1024)
+    try:
+        for name in ("Host", "content-length", "Transfer-Encoding", "Connection"):
+            with pytest.raises(ValueError, match=r"sets .* itself"):
+                await origin.post({name: "1"}, b"1")
+        assert state.opened == 0  # refused before connecting
+        await origin.post({}, b"1")
+    finally:
+        await origin.close()
+    assert state.requests[0][0].startswith(b"POST /mcp/caf%C3%A9%20x?q=%C3%A9 HTTP/1.1\r\n")
+
+
+async def test_idle_connections_are_closed_when_they_expire_without_another_call(
+    server: tuple[Server, str],
+) -> None:
+    state, url = server
+    origin = Http1Origin(url, connect_timeout=2, max_body=1024, idle_timeout=0.05)
+    try:
+        await origin.post({}, b"1")
+        await closed_by_client(state)  # by the sweep, with no call to notice
+    finally:
+        await origin.close()
+
+
+async def test_close_fails_busy_and_waiting_calls(server: tuple[Server, str]) -> None:
+    state, url = server
+    state.mode = "hang"
+    origin = Http1Origin(url, connect_timeout=2, max_body=1024, max_connections=1)
+    busy = asyncio.create_task(origin.post({}, b"1"))
+    await asyncio.wait_for(state.hanging.wait(), 5)
+    waiting = asyncio.create_task(origin.post({}, b"2"))
+    await asyncio.sleep(0.01)
+    await origin.close()
+    for call in (busy, waiting):
+        with pytest.raises(AnswerError):
+            await asyncio.wait_for(call, 5)
+    assert len(state.requests) == 1  # the waiting call never reached the server

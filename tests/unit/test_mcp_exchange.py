@@ -307,3 +307,30 @@ async def test_the_watch_ends_only_its_own_cancellation(monkeypatch: pytest.Monk
     request.transport.closing = True
     assert await asyncio.wait_for(task, 5) is True
     assert task.cancelling() == 0
+
+
+async def test_the_watch_cancels_again_a_call_that_swallowed_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mcp_exchange, "DISCONNECT_POLL_S", 0.01)
+    monkeypatch.setattr(mcp_exchange, "NUDGE_S", 0.01)
+    request = _Request()
+    swallowed = 0
+
+    async def watched() -> bool:
+        nonlocal swallowed
+        with mcp_exchange._CancelledOnceGone(request) as watch:  # type: ignore[arg-type]
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    swallowed += 1  # as an SDK task group sometimes does, without uncancel()
+                    if swallowed == 3:
+                        raise
+        return watch.gone
+
+    request.transport.closing = True
+    task = asyncio.create_task(watched())
+    assert await asyncio.wait_for(task, 5) is True
+    assert swallowed == 3
+    assert task.cancelling() == 0

@@ -131,3 +131,17 @@ async def test_errors_map_as_the_sdk_session_maps_them(
     finally:
         await relay.close()
     assert json.dumps(up.seen[0][1])  # the request was sent
+
+
+async def test_an_answer_over_the_bound_fails_this_call_only(
+    upstream: tuple[Upstream, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up, url = upstream
+    up.answer = {"result": {"content": [{"type": "text", "text": "x" * 2000}]}}
+    monkeypatch.setattr("dtma.adapters.mcp_relay.MAX_ANSWER_BYTES", 1000)
+    relay = HttpRelay(url, connect_timeout=2)
+    try:
+        with pytest.raises(MCPError, match="larger than 1000 bytes"):
+            await relay.call_tool("list_notes", {}, ENVELOPE, 5)
+    finally:
+        await relay.close()
