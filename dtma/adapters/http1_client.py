@@ -95,8 +95,8 @@ class _Connection(asyncio.Protocol):
 
 class Http1Origin:
     """Connections to one `http://host:port`. Made and used on one event loop. Safe for many
-    concurrent callers (each exchange gets a connection of its own); `close()` is idempotent and
-    closes idle connections (busy ones close when their exchange ends)."""
+    concurrent callers (each exchange gets a connection of its own); `close()` is idempotent.
+    Each call writes the whole request at once (its body is bounded by the caller)."""
 
     def __init__(
         self,
