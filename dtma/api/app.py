@@ -14,6 +14,7 @@ from dtma.api.middleware import (
     metrics_middleware,
     request_id_middleware,
 )
+from dtma.api.open_streams import OpenStreams
 from dtma.api.origin import OriginPolicy
 from dtma.api.routes_access import add_access_routes
 from dtma.api.routes_agent import add_agent_routes
@@ -82,8 +83,12 @@ def create_app(
     app.router.add_get("/v1/ready", ready)
     app.router.add_get("/metrics", metrics)
     if agent is not None and access is not None and calls is not None:
+        streams = OpenStreams()
+        access.on_forget(streams.cut)  # a revoked token's open GET streams close at once
         # First: aiohttp tries routes in order, and the MCP endpoint takes most requests.
-        add_mcp_routes(app, agent.gateway, lambda: agent.started, calls, OriginPolicy(mcp_origins))
+        add_mcp_routes(
+            app, agent.gateway, lambda: agent.started, calls, OriginPolicy(mcp_origins), streams
+        )
         add_routes(app, agent)
         add_access_routes(app, access, calls)
         add_agent_routes(app)

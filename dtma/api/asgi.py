@@ -1,7 +1,8 @@
 """Serve one ASGI application from one aiohttp handler (the MCP SDK's streamable-HTTP server is
 ASGI). Only what that server uses: the HTTP scope, a streamed request body, streamed response
 bodies (SSE), and `http.disconnect` once the response is done or the client has gone. A
-response sent in one piece (most MCP answers) goes out in one write with its headers.
+response sent in one piece (most MCP answers) goes out in one write with its headers; an SSE
+response's head goes out as soon as the app starts it.
 
 Concurrency: one call per request; the ASGI app runs in the handler's task, so aiohttp's
 cancellation of a handler reaches it.
@@ -57,6 +58,13 @@ def _single(request: web.Request, start: Message, body: bytes) -> web.Response:
     return response
 
 
+def _is_event_stream(start: Message) -> bool:
+    return any(
+        key.lower() == b"content-type" and value.lower().startswith(b"text/event-stream")
+        for key, value in start.get("headers", [])
+    )
+
+
 async def serve_asgi(
     app: ASGIApp,
     request: web.Request,
@@ -92,10 +100,21 @@ async def serve_asgi(
                 await asyncio.wait_for(finished.wait(), DISCONNECT_POLL_S)
         return {"type": "http.disconnect"}
 
+    async def begin_stream(start: Message) -> web.StreamResponse:
+        response = web.StreamResponse(status=start["status"])
+        for key, value in start.get("headers", []):
+            response.headers.add(key.decode("latin-1"), value.decode("latin-1"))
+        await response.prepare(request)
+        return response
+
     async def send(message: Message) -> None:
         nonlocal start, single, streamed
         if message["type"] == "http.response.start":
             start = message
+            if _is_event_stream(start):
+                # Its head goes out now, as an ASGI server would send it: an SSE stream's
+                # first event may be long in coming (a GET stream's first is a 15 s ping).
+                streamed = await begin_stream(start)
         elif message["type"] == "http.response.body":
             if start is None:
                 raise RuntimeError("ASGI app sent a body before the response start")
@@ -108,10 +127,7 @@ async def serve_asgi(
                 finished.set()
                 return
             if streamed is None:
-                streamed = web.StreamResponse(status=start["status"])
-                for key, value in start.get("headers", []):
-                    streamed.headers.add(key.decode("latin-1"), value.decode("latin-1"))
-                await streamed.prepare(request)
+                streamed = await begin_stream(start)
             if body:
                 await streamed.write(body)
             if not more:

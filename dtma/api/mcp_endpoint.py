@@ -37,6 +37,7 @@ from dtma.api.asgi import serve_asgi
 from dtma.api.errors import error_response
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.middleware import PRINCIPAL
+from dtma.api.open_streams import OpenStreams
 from dtma.api.origin import OriginPolicy
 from dtma.api.params import path_label
 from dtma.cancellation import cancel_and_wait, suppress_failures
@@ -314,11 +315,14 @@ def add_mcp_routes(
     started: Any,
     audit: CallJournal | None = None,
     origins: OriginPolicy | None = None,
+    streams: OpenStreams | None = None,
 ) -> None:
     """Mount the endpoint. `started()` is False while the agent is still recovering; `audit`
     journals every tools/call; `origins` says which browser origins may call (api/origin.py;
-    loopback ones only by default)."""
+    loopback ones only by default); `streams` tracks the GET streams client tokens hold, for
+    revocation to close them (api/open_streams.py)."""
     origins = origins or OriginPolicy()
+    streams = OpenStreams() if streams is None else streams  # (an empty one is falsy)
     endpoints = McpEndpoints(gateway, audit)
     app[MCP_ENDPOINTS] = endpoints
 
@@ -328,6 +332,13 @@ def add_mcp_routes(
     app.on_shutdown.append(close)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        principal = request.get(PRINCIPAL, AGENT_PRINCIPAL)
+        if request.method == "GET" and principal != AGENT_PRINCIPAL:
+            with streams.held(principal, request):  # entered before the first await
+                return await serve(request, principal)
+        return await serve(request, principal)
+
+    async def serve(request: web.Request, principal: str) -> web.StreamResponse:
         if not origins.permits(request.headers.get("Origin")):
             return error_response(
                 403,
@@ -341,7 +352,7 @@ def add_mcp_routes(
         if not gateway.knows(toolbox_id):
             raise NotFound(f"toolbox {toolbox_id} not found")
         endpoint = await endpoints.get(toolbox_id)
-        scope = {PRINCIPAL_SCOPE_KEY: request.get(PRINCIPAL, AGENT_PRINCIPAL)}
+        scope = {PRINCIPAL_SCOPE_KEY: principal}
         body: bytes | None = None
         if mcp_exchange.takes(request):
             body = await request.read()

@@ -5,6 +5,8 @@ verifying a request costs a hash and a dict lookup, never a trip to SQLite; revo
 the entry before it returns, so the next request with that token is refused. A token's
 `last_used` is kept in memory and written in batches (`flush_usage`), off the request path.
 Token values exist only in the answer to `issue`; nothing here logs or stores one.
+`on_forget` listeners hear the ids of tokens that stop working (revoked, or gone with their
+toolbox), so that what a token opened and still holds open (an MCP GET stream) can be closed.
 Loop-only; not thread-safe.
 """
 
@@ -44,6 +46,12 @@ class AccessTokens:
         self._by_hash: dict[str, Grant] = {}
         self._used: dict[str, float] = {}
         self._deletions: dict[str, int] = {}  # toolbox -> deletions seen (for issue()'s race)
+        self._forget_listeners: list[Callable[[frozenset[str]], object]] = []
+
+    def on_forget(self, listener: Callable[[frozenset[str]], object]) -> None:
+        """Call `listener(token_ids)` whenever tokens stop working, before the revoking call
+        returns. A listener must be quick and must not raise."""
+        self._forget_listeners.append(listener)
 
     async def load(self) -> int:
         """Read every token's hash from the store. Call once, after the store is open."""
@@ -120,6 +128,11 @@ class AccessTokens:
             self._forget(lambda g: g.toolbox == toolbox)
 
     def _forget(self, which: Callable[[Grant], bool]) -> None:
+        gone: set[str] = set()
         for digest in [h for h, g in self._by_hash.items() if which(g)]:
             grant = self._by_hash.pop(digest)
             self._used.pop(grant.token_id, None)
+            gone.add(grant.token_id)
+        if gone:
+            for listener in self._forget_listeners:
+                listener(frozenset(gone))

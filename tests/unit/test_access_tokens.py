@@ -47,3 +47,25 @@ async def test_a_deletion_during_issue_leaves_no_working_token() -> None:
     assert access.verify(value) is not None
     await access.observe(deleted("tb"))
     assert access.verify(value) is None
+
+
+async def test_listeners_hear_which_tokens_stopped_working() -> None:
+    store = MemoryTokenStore({"tb", "other"})
+    access = AccessTokens(store)
+    heard: list[frozenset[str]] = []
+    access.on_forget(heard.append)
+    a, _ = await access.issue("tb")
+    b, _ = await access.issue("tb")
+    c, _ = await access.issue("other")
+
+    await access.revoke("tb", a.id)
+    assert heard == [frozenset({a.id})]
+    with pytest.raises(NotFound):
+        await access.revoke("tb", a.id)  # already gone: nothing more to hear
+    assert heard == [frozenset({a.id})]
+
+    await access.observe(deleted("tb"))
+    assert heard[1:] == [frozenset({b.id})]  # only the deleted toolbox's
+    await access.observe(deleted("tb"))
+    assert len(heard) == 2
+    assert c.id not in set().union(*heard)

@@ -1,9 +1,10 @@
 """api/asgi.py on a real aiohttp server, with small ASGI apps: a one-piece answer is returned to
 aiohttp unsent (so middlewares still add headers, and head and body leave together), a
-streamed one is sent as it comes, and the request body reaches the app."""
+streamed one is sent as it comes (its head at once), and the request body reaches the app."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,17 @@ async def stream(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) 
     await send({"type": "http.response.body", "body": b""})
 
 
+RELEASE: dict[str, Any] = {}
+
+
+async def quiet_stream(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
+    """An SSE stream whose first event waits for the test (as a GET stream's first ping)."""
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await RELEASE["event"].wait()
+    await send({"type": "http.response.body", "body": b"data: late\n\n"})
+
+
 async def empty(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
     await send({"type": "http.response.start", "status": 202, "headers": []})
 
@@ -49,7 +61,7 @@ async def client() -> AsyncIterator[TestClient]:
         return response
 
     app = web.Application(middlewares=[stamp])
-    apps = {"echo": echo, "stream": stream, "empty": empty}
+    apps = {"echo": echo, "stream": stream, "empty": empty, "quiet": quiet_stream}
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await serve_asgi(apps[request.match_info["app"]], request)
@@ -80,6 +92,16 @@ async def test_a_streamed_answer_is_sent_as_it_comes(client: TestClient) -> None
     assert resp.headers["Content-Type"] == "text/event-stream"
     assert await resp.read() == b"data: 1\n\ndata: 2\n\n"
     assert "X-Stamp" not in resp.headers  # sent before the middleware saw it
+
+
+async def test_an_event_streams_head_is_sent_before_its_first_event(client: TestClient) -> None:
+    RELEASE["event"] = asyncio.Event()
+    async with asyncio.timeout(5):  # with the head held back, this would wait for the event
+        resp = await client.get("/quiet")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    RELEASE["event"].set()
+    assert await resp.read() == b"data: late\n\n"
 
 
 async def test_a_start_without_a_body_is_an_empty_answer(client: TestClient) -> None:

@@ -1,0 +1,55 @@
+"""The MCP endpoint's open GET streams, by the client token that opened them.
+
+Every other request is checked against the token index as it arrives, so a revoked token is
+refused at its next request; a GET stream (the handshake era's channel for server-to-client
+notifications) is one request that lasts as long as the client keeps it. `cut(token_ids)`
+closes the connections of the streams those tokens opened, so revocation reaches them too: the
+ASGI bridge sees the closed transport and tells the SDK the client has gone (api/asgi.py), as
+when a client hangs up. A tool call in flight is not cut: it was allowed when it came, and ends
+within the call timeout. Loop-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger(__name__)
+
+
+class OpenStreams:
+    def __init__(self) -> None:
+        # token id -> {id(request): request} (an aiohttp Request is a mapping, not hashable)
+        self._by_token: dict[str, dict[int, web.Request]] = {}
+
+    @contextlib.contextmanager
+    def held(self, token_id: str, request: web.Request) -> Iterator[None]:
+        """Track `request` as a stream of `token_id` while the block runs. Enter it before the
+        handler's first await: the token was verified in the same step of the loop, so no
+        revocation can fall between the check and the tracking."""
+        streams = self._by_token.setdefault(token_id, {})
+        streams[id(request)] = request
+        try:
+            yield
+        finally:
+            streams.pop(id(request), None)
+            if not streams and self._by_token.get(token_id) is streams:
+                del self._by_token[token_id]
+
+    def cut(self, token_ids: Iterable[str]) -> int:
+        """Close the connections of the streams these tokens hold; returns how many."""
+        count = 0
+        for token_id in token_ids:
+            for request in self._by_token.pop(token_id, {}).values():
+                if request.transport is not None and not request.transport.is_closing():
+                    request.transport.close()
+                    count += 1
+        if count:
+            log.info("mcp_streams_cut", count=count, reason="token revoked")
+        return count
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_token.values())
