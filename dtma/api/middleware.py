@@ -64,8 +64,8 @@ def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
 
 def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
     """Count and time every request by route template (never the raw path)."""
-    requests = LabelledChildren(METRICS.api_requests)
-    latency = LabelledChildren(METRICS.api_latency)
+    requests = LabelledChildren(METRICS.api_requests, METRICS)
+    latency = LabelledChildren(METRICS.api_latency, METRICS)
 
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -28,6 +28,7 @@ log = structlog.get_logger(__name__)
 FLUSH_INTERVAL_S = 0.5
 MAX_PENDING = 10_000
 OFFERED_TTL_S = 1.0
+OFFERED_KEPT = 1024  # toolboxes' offered sets remembered before stale ones are dropped
 OTHER = "other"  # the metric label of a server or tool the toolbox does not offer
 
 
@@ -45,9 +46,9 @@ class CallJournal:
         self._metrics = metrics
         self._offered = offered
         self._offered_seen: dict[str, tuple[float, frozenset[str]]] = {}
-        self._calls = LabelledChildren(metrics.tool_calls) if metrics is not None else None
+        self._calls = LabelledChildren(metrics.tool_calls, metrics) if metrics is not None else None
         self._durations = (
-            LabelledChildren(metrics.tool_call_duration) if metrics is not None else None
+            LabelledChildren(metrics.tool_call_duration, metrics) if metrics is not None else None
         )
         self._pending: deque[ToolCall] = deque(maxlen=max_pending)
         self._dropped = 0
@@ -77,6 +78,10 @@ class CallJournal:
         now = time.monotonic()
         seen = self._offered_seen.get(toolbox)
         if seen is None or now - seen[0] >= OFFERED_TTL_S:
+            if len(self._offered_seen) >= OFFERED_KEPT:  # deleted toolboxes' sets, mostly
+                self._offered_seen = {
+                    k: v for k, v in self._offered_seen.items() if now - v[0] < OFFERED_TTL_S
+                }
             seen = (now, self._offered(toolbox))
             self._offered_seen[toolbox] = seen
         return seen[1]

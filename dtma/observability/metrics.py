@@ -2,8 +2,9 @@
 
 Counters and histograms are fed by the event journal (MetricsObserver), by the API middleware
 (route templates, never raw paths, so cardinality stays bounded), and by the Docker, Vault and
-probe adapters. Phase and health gauges are read from the engine at scrape time, so a deleted
-toolbox leaves no stale series.
+probe adapters. Phase and health gauges are read from the engine at scrape time; the series
+labelled with a toolbox (restarts, tool calls) are removed when it is deleted (`forget_toolbox`),
+so a host that churns toolboxes does not grow its scrape without bound.
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ class Metrics:
             None
         )
         self.registry.register(_StateCollector(self))
+        self.removals = 0  # bumped by forget_toolbox: remembered children may be stale
+
+    def forget_toolbox(self, toolbox: str) -> None:
+        """Remove every series labelled with this toolbox."""
+        for metric in (self.restarts, self.tool_calls, self.tool_call_duration):
+            metric.remove_by_labels({"toolbox": toolbox})
+        self.removals += 1
 
     def watch_state(
         self, source: Callable[[], Iterable[tuple[str, str, Iterable[tuple[str, bool]]]]]
@@ -173,6 +181,8 @@ class MetricsObserver:
             self._last_start.pop(op, None)
         elif event.kind == "server_restarted" and event.toolbox and event.server:
             m.restarts.labels(event.toolbox, event.server).inc()
+        elif event.kind == "toolbox_deleted" and event.toolbox:
+            m.forget_toolbox(event.toolbox)
 
 
 METRICS = Metrics()
@@ -180,15 +190,22 @@ METRICS = Metrics()
 
 class LabelledChildren:
     """`metric.labels(...)`, remembered per label tuple: prometheus-client takes a lock and builds
-    its key on every call, a cost on the MCP endpoint's hot path. dtma never removes a child, so
-    a remembered one stays the one exported. Bounded: forgotten (not removed) past `limit`."""
+    its key on every call, a cost on the MCP endpoint's hot path. A remembered child is the one
+    exported until `owner.forget_toolbox` removes series; then all are looked up afresh (a
+    removed child would count where nobody scrapes). Bounded: forgotten (not removed) past
+    `limit`."""
 
-    def __init__(self, metric: Any, limit: int = 10_000) -> None:
+    def __init__(self, metric: Any, owner: Metrics, limit: int = 10_000) -> None:
         self._metric = metric
+        self._owner = owner
+        self._removals = owner.removals
         self._limit = limit
         self._seen: dict[tuple[str, ...], Any] = {}
 
     def __call__(self, *labels: str) -> Any:
+        if self._removals != self._owner.removals:
+            self._removals = self._owner.removals
+            self._seen.clear()
         child = self._seen.get(labels)
         if child is None:
             if len(self._seen) >= self._limit:

@@ -25,12 +25,14 @@ from tests.e2e.access_support import (
     all_calls,
     apply,
     cli,
+    get_stream,
     issue,
     mcp_client,
     metric,
     run_doc_line,
     spec,
     state_bytes,
+    stream_ends,
 )
 from tests.engine_fixture import new_toolbox_id, notes_server, time_server
 
@@ -158,6 +160,29 @@ async def test_revocation_refuses_an_open_session_at_its_next_request(
     assert status == 422, body
 
 
+async def test_revocation_closes_the_get_streams_the_token_holds(
+    agent: AgentProcess, toolbox: str
+) -> None:
+    revoked = await in_thread(issue, agent, toolbox)
+    kept = await in_thread(issue, agent, toolbox)
+    async with (
+        get_stream(agent, toolbox, revoked["token"]) as cut,
+        get_stream(agent, toolbox, kept["token"]) as untouched,
+        get_stream(agent, toolbox, agent.token) as operator,
+    ):
+        status, _, _ = await in_thread(
+            agent.request,
+            "DELETE",
+            f"/v1/toolboxes/{toolbox}/tokens/{revoked['id']}",
+            token=agent.token,
+        )
+        assert status == 204
+        assert await stream_ends(cut, within=10)
+        assert not await stream_ends(untouched, within=1)
+        assert not await stream_ends(operator, within=0.2)
+    assert "mcp_streams_cut" in agent.logs()
+
+
 async def test_token_values_are_stored_and_logged_nowhere(
     agent: AgentProcess, toolbox: str
 ) -> None:
@@ -174,14 +199,18 @@ async def test_token_values_are_stored_and_logged_nowhere(
         assert value[len("dtma_tb_") :].encode() not in everything
 
 
-async def test_tokens_go_with_their_toolbox(agent: AgentProcess) -> None:
+async def test_tokens_and_metric_series_go_with_their_toolbox(agent: AgentProcess) -> None:
     tb = new_toolbox_id()
     await in_thread(apply, agent, tb, spec(time_server("time")))
     created = await in_thread(issue, agent, tb)
+    async with mcp_client(agent, tb, created["token"]) as client:
+        await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+    assert f'toolbox="{tb}"' in (await in_thread(agent.request, "GET", "/metrics"))[2]
     status, _, body = await in_thread(
         agent.request, "DELETE", f"/v1/toolboxes/{tb}?wait=60", token=agent.token, timeout=70
     )
     assert status == 200, body
+    assert f'toolbox="{tb}"' not in (await in_thread(agent.request, "GET", "/metrics"))[2]
     await in_thread(apply, agent, tb, spec(time_server("time")))  # the same id again
     status, _, _ = await in_thread(
         agent.request, "POST", f"/v1/toolboxes/{tb}/mcp", token=created["token"], raw=b"{}"
