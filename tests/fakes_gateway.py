@@ -82,6 +82,9 @@ class OneToolGateway:
     def signature(self, toolbox_id: str) -> frozenset[str]:
         return frozenset({"time__now"})
 
+    def instances(self, toolbox_id: str) -> frozenset[tuple[str, str]]:
+        return frozenset({("time", "c-1")})
+
     async def tools(self, toolbox_id: str) -> list[GatewayTool]:
         self.listings += 1
         definition = {"name": "now", "inputSchema": ONE_TOOL_SCHEMA}

@@ -6,10 +6,11 @@ The protocol is the official SDK's: a lowlevel `Server` with tools/list and tool
 served by its `StreamableHTTPSessionManager` (both eras: the `initialize` handshake with
 sessions, and the stateless 2026-07-28 revision), bridged to aiohttp by `api/asgi.py`. One
 endpoint per toolbox, made on its first request, so sessions belong to one toolbox. The engine
-is reached only through the `ToolGateway` port. A background task per endpoint holds the
+is reached only through the `McpGateway` port. A background task per endpoint holds the
 manager's task group and tells the sessions it has seen `notifications/tools/list_changed` when
-the offered tool set changes (checked every `WATCH_INTERVAL_S`); it ends, with its sessions, when
-the toolbox is gone.
+the offered tool set changes, and `notifications/prompts/list_changed` and
+`notifications/resources/list_changed` (those it offers) when the serving servers change
+(checked every `WATCH_INTERVAL_S`); it ends, with its sessions, when the toolbox is gone.
 """
 
 from __future__ import annotations
@@ -58,10 +59,15 @@ SERVER_UNAVAILABLE = -32003
 PRINCIPAL_SCOPE_KEY = "dtma.principal"  # the ASGI scope key the handler passes the caller in
 MAX_NAME_IN_JOURNAL = 128
 MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
+_LIST_CHANGED = {
+    "tools": "send_tool_list_changed",
+    "prompts": "send_prompt_list_changed",
+    "resources": "send_resource_list_changed",
+}
 
 
 class _ToolboxServer(Server[Any]):
-    """The SDK's lowlevel server, announcing `tools.listChanged` on the handshake era, and
+    """The SDK's lowlevel server, announcing `listChanged` on the handshake era, and
     prompts/resources only while a serving server offers them (`offered`)."""
 
     offered: frozenset[str] = frozenset(CATALOG)
@@ -88,8 +94,11 @@ class _ToolboxServer(Server[Any]):
         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
+        every = NotificationOptions(
+            prompts_changed=True, resources_changed=True, tools_changed=True
+        )
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True),
+            notification_options or every,
             experimental_capabilities,
             extensions,
         )
@@ -147,15 +156,21 @@ class ToolboxEndpoint:
             self._ready.set()
 
     async def _watch(self) -> None:
-        last = self._gateway.signature(self.toolbox_id)
+        tools = self._gateway.signature(self.toolbox_id)
+        instances = self._gateway.instances(self.toolbox_id)
         while self._gateway.knows(self.toolbox_id):
             await asyncio.sleep(WATCH_INTERVAL_S)
             await self._refresh_offered()
-            now = self._gateway.signature(self.toolbox_id)
-            if now != last:
-                last = now
+            changed: list[str] = []
+            if (now := self._gateway.signature(self.toolbox_id)) != tools:
+                tools = now
                 self._learn([])
-                await self._notify_list_changed()
+                changed.append("tools")
+            if (serving := self._gateway.instances(self.toolbox_id)) != instances:
+                instances = serving
+                changed += [kind for kind in CATALOG if kind in self.server.offered]
+            if changed:
+                await self._notify_list_changed(changed)
 
     async def _refresh_offered(self) -> None:
         """Which of prompts/resources the serving servers offer, for the next handshake. Bounded:
@@ -164,11 +179,13 @@ class ToolboxEndpoint:
             async with asyncio.timeout(OFFERS_TIMEOUT_S):
                 self.server.offered = await self._gateway.offers(self.toolbox_id)
 
-    async def _notify_list_changed(self) -> None:
+    async def _notify_list_changed(self, kinds: list[str]) -> None:
+        """Tell every session seen that these lists ("tools", "prompts", "resources") changed."""
         for session in list(self._sessions):
             with suppress_failures():
                 async with asyncio.timeout(NOTIFY_TIMEOUT_S):
-                    await session.send_tool_list_changed()
+                    for kind in kinds:
+                        await getattr(session, _LIST_CHANGED[kind])()
 
     def _remember(self, ctx: Any) -> None:
         """Note the client's connection (weakly: it lives as long as its MCP session). The SDK

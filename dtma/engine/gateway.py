@@ -99,6 +99,13 @@ class EngineGateway:
         names = (exported_name(r.name, t) for r in runners for t in r.tools)
         return frozenset(n for n in names if allowed.permits(n))
 
+    def instances(self, toolbox_id: str) -> frozenset[tuple[str, str]]:
+        """(server, container id) of every serving server (cheap, no I/O): when it changes, the
+        prompts and resources on offer may have, and clients are told so."""
+        if toolbox_id not in self._runners:
+            return frozenset()
+        return frozenset((r.name, r.container.id) for r in self._serving(toolbox_id)[0])
+
     async def tools(self, toolbox_id: str) -> list[GatewayTool]:
         """Every permitted tool of every serving server, in server order. A server whose list
         cannot be read right now is left out (it is restarting or going away)."""

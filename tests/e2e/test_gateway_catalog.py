@@ -1,7 +1,8 @@
 """Prompts and resources through the toolbox MCP endpoint, on a real agent process with real
 containers and the official SDK's client: the same mcp-kit server over HTTP and over stdio (so
-the same resource URIs twice, kept apart by the `dtma://<server>/` prefix), and a toolbox whose
-servers offer neither (then neither is among the endpoint's capabilities)."""
+the same resource URIs twice, kept apart by the `dtma://<server>/` prefix), a toolbox whose
+servers offer neither (then neither is among the endpoint's capabilities), and a new revision
+announced to handshake sessions as changed prompt and resource lists."""
 
 from __future__ import annotations
 
@@ -145,6 +146,38 @@ async def test_a_toolbox_without_prompts_or_resources_does_not_offer_them(
             assert caps.prompts is None, mode
             assert caps.resources is None, mode
             assert (await client.list_tools()).tools
+
+
+async def test_a_new_revision_announces_changed_prompts_and_resources(
+    agent: AgentProcess,
+) -> None:
+    tb = await in_thread(apply, agent, spec(kit("web", "streamable-http")))
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        seen.append(str(getattr(message, "method", type(message).__name__)))
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent.token}"})
+    url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
+    transport = streamable_http_client(url, http_client=http)
+    async with http, Client(transport, mode="legacy", message_handler=on_message) as client:  # type: ignore[arg-type]
+        caps = client.server_capabilities
+        assert caps.prompts is not None
+        assert caps.prompts.list_changed
+        assert caps.resources is not None
+        assert caps.resources.list_changed
+        assert (await client.list_prompts()).prompts
+        assert not [m for m in seen if m.endswith("list_changed")]
+        changed = spec(kit("web", "streamable-http", REVISION="2"))
+        resp = await in_thread(agent.put_toolbox, tb, changed, 150)
+        assert resp["phase"] == "healthy", resp
+        wanted = {"notifications/prompts/list_changed", "notifications/resources/list_changed"}
+        for _ in range(50):
+            if wanted <= set(seen):
+                break
+            await asyncio.sleep(0.1)
+        assert wanted <= set(seen), seen
+        assert {p.name for p in (await client.list_prompts()).prompts} == {"web__greeting"}
 
 
 async def test_the_docs_snippet_gets_a_prompt_and_reads_a_resource(
