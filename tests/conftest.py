@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import structlog
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -36,6 +37,18 @@ MCP_NOTES = "dtma-examples/mcp-notes:latest"
 AGENT_IMAGE = "dtma/agent:latest"
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+# Engine code run in-process logs through structlog's default set-up, whose console renderer
+# draws exceptions with rich (framed, with every frame's locals): hundreds of milliseconds on
+# the event loop on a busy machine, enough to trip `fail_on_blocked_loop`, and nothing like the
+# agent's own output (dtma/observability/logging.py formats a plain traceback first). Plain
+# tracebacks here too.
+structlog.configure(
+    processors=[
+        *structlog.get_config()["processors"][:-1],
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, never in a forked child
