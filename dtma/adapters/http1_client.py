@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from typing import cast
 from urllib.parse import quote, urlsplit
 
 from dtma.adapters.http1_answer import Answer, AnswerError, AnswerReader, AnswerTooLarge
@@ -42,8 +43,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (create_connection makes one), though not always a subclass of
+        # asyncio.Transport: uvloop's TCPTransport is not.
+        self._transport = cast(asyncio.Transport, transport)
 
     def exchange(self, request: bytes) -> asyncio.Future[Answer]:
         """Send the request; the future gets the answer, or AnswerError when the connection
