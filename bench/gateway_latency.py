@@ -7,10 +7,12 @@ loopback port, private state dir, DTMA_REAP_GRACE=24h) with one toolbox: an mcp-
 server published on a loopback port and an mcp-time stdio server, each allowed 2 CPUs (the
 default limit, 0.5, would measure the quota). Then, in one run:
 
-1. latency: one SDK client session on the endpoint and one on the notes server's published
-   port, each held open; `list_notes` called N times sequentially on each, in alternating
-   blocks of BLOCK calls so that both see the same machine load; W warm-up calls each first,
-   not counted. Prints median and p99 of both and the difference of medians.
+1. latency: one SDK client session on the endpoint, one on the notes server's published port
+   and one on a bare forwarder to that port (bench/floor_forwarder.py: aiohttp and dtma's HTTP
+   client relaying bytes, nothing else: the floor under any aiohttp relay here), each held
+   open; `list_notes` called N times sequentially on each, in rotating blocks of BLOCK calls so
+   that all see the same machine load; W warm-up calls each first, not counted. Prints median
+   and p99 of each and what the endpoint and the floor add to the direct median.
 2. throughput: K SDK client sessions on the endpoint call the stdio server's
    `get_current_time` back to back for S seconds (after a warm-up); prints calls/s. Then the
    same with K clients that post one SDK-built 2026-07-28 request again and again over aiohttp
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -130,20 +133,44 @@ def p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98]
 
 
+@asynccontextmanager
+async def floor_forwarder(direct: str) -> AsyncIterator[tuple[str, int]]:
+    """bench/floor_forwarder.py in its own process, relaying to `direct`: (its URL, its pid)."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("floor_forwarder.py")),
+        str(port),
+        direct,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        await asyncio.wait_for(proc.stdout.readline(), 30)
+        yield f"http://127.0.0.1:{port}{urllib.parse.urlsplit(direct).path}", proc.pid
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 async def latency(
     endpoint: str, direct: str, token: str, args: argparse.Namespace, agent_pid: int
 ) -> None:
     via: list[float] = []
     straight: list[float] = []
+    floor: list[float] = []
     async with (
+        floor_forwarder(direct) as (floor_url, floor_pid),
         session(endpoint, token, args.mode) as gw,
         session(direct, None, args.mode) as dc,
+        session(floor_url, None, args.mode) as fl,
     ):
         for _ in range(args.warmup):
             await timed(gw, "notes__list_notes", {})
             await timed(dc, "list_notes", {})
+            await timed(fl, "list_notes", {})
         before, cpu0 = load(), cpu_seconds(agent_pid)
-        cpu_gw = 0.0
+        cpu_gw = cpu_fl = 0.0
         while len(via) < args.calls:
             c0 = cpu_seconds(agent_pid)
             for _ in range(BLOCK):
@@ -151,17 +178,26 @@ async def latency(
             cpu_gw += cpu_seconds(agent_pid) - c0
             for _ in range(BLOCK):
                 straight.append(await timed(dc, "list_notes", {}))
+            c0 = cpu_seconds(floor_pid)
+            for _ in range(BLOCK):
+                floor.append(await timed(fl, "list_notes", {}))
+            cpu_fl += cpu_seconds(floor_pid) - c0
         cpu_all = cpu_seconds(agent_pid) - cpu0
-    m_via, m_dir = statistics.median(via), statistics.median(straight)
+    m_via, m_dir, m_fl = (statistics.median(x) for x in (via, straight, floor))
     print(f"latency: tools/call list_notes, {len(via)} calls each, sequential, one session each")
-    print(f"  {'':<26}{'median ms':>10}{'p99 ms':>9}")
-    print(f"  {'direct (published port)':<26}{m_dir:>10.2f}{p99(straight):>9.2f}")
-    print(f"  {'through the endpoint':<26}{m_via:>10.2f}{p99(via):>9.2f}")
+    print(f"  {'':<34}{'median ms':>10}{'p99 ms':>9}")
+    print(f"  {'direct (published port)':<34}{m_dir:>10.2f}{p99(straight):>9.2f}")
+    print(f"  {'through the endpoint':<34}{m_via:>10.2f}{p99(via):>9.2f}")
+    print(f"  {'through a bare forwarder (floor)':<34}{m_fl:>10.2f}{p99(floor):>9.2f}")
     print(
         f"  endpoint adds {m_via - m_dir:.2f} ms to the median (ratio {m_via / m_dir:.2f}); "
         f"agent CPU {cpu_gw / len(via) * 1000:.2f} ms per endpoint call "
         f"({(cpu_all - cpu_gw) / len(straight) * 1000:.2f} ms per direct call, idle work); "
         f"load {before} -> {load()}"
+    )
+    print(
+        f"  the floor adds {m_fl - m_dir:.2f} ms to the median; forwarder CPU "
+        f"{cpu_fl / len(floor) * 1000:.2f} ms per call"
     )
 
 
