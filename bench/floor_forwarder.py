@@ -15,7 +15,15 @@ from aiohttp import web
 
 from dtma.adapters.http1_client import Http1Origin
 
-HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+# Not passed on (accept-encoding: dtma's client asks for identity and reads nothing else).
+HOP_BY_HOP = {
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "accept-encoding",
+}
 
 
 async def serve(port: int, upstream: str) -> None:

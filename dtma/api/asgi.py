@@ -2,7 +2,8 @@
 ASGI). Only what that server uses: the HTTP scope, a streamed request body, streamed response
 bodies (SSE), and `http.disconnect` once the response is done or the client has gone. A
 response sent in one piece (most MCP answers) goes out in one write with its headers; an SSE
-response's head goes out as soon as the app starts it.
+response's head goes out as soon as the app starts it. An app that fails once a streamed head
+is out has its connection dropped (the client sees a cut stream, not a clean end).
 
 Concurrency: one call per request; the ASGI app runs in the handler's task, so aiohttp's
 cancellation of a handler reaches it.
@@ -15,6 +16,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 Scope = MutableMapping[str, Any]
@@ -24,6 +26,7 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 DISCONNECT_POLL_S = 0.5
+log = structlog.get_logger(__name__)
 
 
 def http_scope(request: web.Request, extra: dict[str, Any]) -> Scope:
@@ -136,6 +139,15 @@ async def serve_asgi(
 
     try:
         await app(http_scope(request, extra_scope or {}), receive, send)
+    except Exception:
+        if streamed is None:
+            raise  # nothing sent yet: the error middleware answers
+        # The head (200) is out: an error answer can no longer be sent, and ending the stream
+        # cleanly would pass a failure for a normal end. Drop the connection instead.
+        log.exception("asgi_app_failed_mid_stream", path=request.path)
+        if request.transport is not None:
+            request.transport.abort()
+        return streamed
     finally:
         finished.set()
     if single is not None:

@@ -160,6 +160,7 @@ class ToolboxEndpoint:
         instances = self._gateway.instances(self.toolbox_id)
         while self._gateway.knows(self.toolbox_id):
             await asyncio.sleep(WATCH_INTERVAL_S)
+            offered_before = self.server.offered  # a session may hold what is no longer offered
             await self._refresh_offered()
             changed: list[str] = []
             if (now := self._gateway.signature(self.toolbox_id)) != tools:
@@ -168,7 +169,8 @@ class ToolboxEndpoint:
                 changed.append("tools")
             if (serving := self._gateway.instances(self.toolbox_id)) != instances:
                 instances = serving
-                changed += [kind for kind in CATALOG if kind in self.server.offered]
+                offered = offered_before | self.server.offered
+                changed += [kind for kind in CATALOG if kind in offered]
             if changed:
                 await self._notify_list_changed(changed)
 
@@ -348,14 +350,15 @@ def add_mcp_routes(
 
     app.on_shutdown.append(close)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        """A GET: a stream that lasts, tracked while it does if a client token opened it."""
         principal = request.get(PRINCIPAL, AGENT_PRINCIPAL)
-        if request.method == "GET" and principal != AGENT_PRINCIPAL:
-            with streams.held(principal, request):  # entered before the first await
-                return await serve(request, principal)
-        return await serve(request, principal)
+        if principal == AGENT_PRINCIPAL:
+            return await handle(request)
+        with streams.held(principal, request):  # entered before the first await
+            return await handle(request)
 
-    async def serve(request: web.Request, principal: str) -> web.StreamResponse:
+    async def handle(request: web.Request) -> web.StreamResponse:
         if not origins.permits(request.headers.get("Origin")):
             return error_response(
                 403,
@@ -369,7 +372,7 @@ def add_mcp_routes(
         if not gateway.knows(toolbox_id):
             raise NotFound(f"toolbox {toolbox_id} not found")
         endpoint = await endpoints.get(toolbox_id)
-        scope = {PRINCIPAL_SCOPE_KEY: principal}
+        scope = {PRINCIPAL_SCOPE_KEY: request.get(PRINCIPAL, AGENT_PRINCIPAL)}
         body: bytes | None = None
         if mcp_exchange.takes(request):
             body = await request.read()
@@ -382,5 +385,5 @@ def add_mcp_routes(
 
     path = "/v1/toolboxes/{id}/mcp"
     app.router.add_route("POST", path, handle)
-    app.router.add_route("GET", path, handle)
+    app.router.add_route("GET", path, stream)
     app.router.add_route("DELETE", path, handle)

@@ -45,7 +45,7 @@ class OpenStreams:
         for token_id in token_ids:
             for request in self._by_token.pop(token_id, {}).values():
                 if request.transport is not None and not request.transport.is_closing():
-                    request.transport.close()
+                    request.transport.abort()  # at once: not even what is buffered goes out
                     count += 1
         if count:
             log.info("mcp_streams_cut", count=count, reason="token revoked")

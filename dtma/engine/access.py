@@ -50,7 +50,7 @@ class AccessTokens:
 
     def on_forget(self, listener: Callable[[frozenset[str]], object]) -> None:
         """Call `listener(token_ids)` whenever tokens stop working, before the revoking call
-        returns. A listener must be quick and must not raise."""
+        returns. A listener must be quick; one that raises is logged and the others still run."""
         self._forget_listeners.append(listener)
 
     async def load(self) -> int:
@@ -135,4 +135,7 @@ class AccessTokens:
             gone.add(grant.token_id)
         if gone:
             for listener in self._forget_listeners:
-                listener(frozenset(gone))
+                try:
+                    listener(frozenset(gone))
+                except Exception:  # the tokens are refused already; the rest must still run
+                    log.exception("token_forget_listener_failed")

@@ -140,7 +140,10 @@ class Journal:
         for sub in list(self._subscribers):
             sub.offer(event)
         for observer in self._observers:
-            await observer.observe(event)
+            try:
+                await observer.observe(event)
+            except Exception:  # the event is recorded; one observer must not starve the others
+                log.exception("event_observer_failed", observer=type(observer).__name__)
         return event
 
     def subscribe(self) -> Subscription:

@@ -69,3 +69,20 @@ async def test_listeners_hear_which_tokens_stopped_working() -> None:
     await access.observe(deleted("tb"))
     assert len(heard) == 2
     assert c.id not in set().union(*heard)
+
+
+async def test_a_failing_listener_leaves_revocation_whole() -> None:
+    store = MemoryTokenStore({"tb"})
+    access = AccessTokens(store)
+    heard: list[frozenset[str]] = []
+
+    def broken(_: frozenset[str]) -> None:
+        raise RuntimeError("a listener's own bug")
+
+    access.on_forget(broken)
+    access.on_forget(heard.append)
+    token, value = await access.issue("tb")
+    await access.revoke("tb", token.id)
+    assert heard == [frozenset({token.id})]
+    assert store.rows == {}  # gone from the store too: it stays refused after a restart
+    assert access.verify(value) is None

@@ -8,11 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dtma.api.asgi import serve_asgi
+from dtma.api.middleware import error_middleware
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -48,6 +50,13 @@ async def quiet_stream(scope: Any, receive: Callable[[], Awaitable[Any]], send: 
     await send({"type": "http.response.body", "body": b"data: late\n\n"})
 
 
+async def fails_mid_stream(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    raise RuntimeError("the app failed after its head went out")
+
+
 async def empty(scope: Any, receive: Callable[[], Awaitable[Any]], send: Send) -> None:
     await send({"type": "http.response.start", "status": 202, "headers": []})
 
@@ -60,8 +69,14 @@ async def client() -> AsyncIterator[TestClient]:
         response.headers["X-Stamp"] = "added-after"  # only reaches a response not yet sent
         return response
 
-    app = web.Application(middlewares=[stamp])
-    apps = {"echo": echo, "stream": stream, "empty": empty, "quiet": quiet_stream}
+    app = web.Application(middlewares=[stamp, error_middleware()])
+    apps = {
+        "echo": echo,
+        "stream": stream,
+        "empty": empty,
+        "quiet": quiet_stream,
+        "fails": fails_mid_stream,
+    }
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await serve_asgi(apps[request.match_info["app"]], request)
@@ -102,6 +117,23 @@ async def test_an_event_streams_head_is_sent_before_its_first_event(client: Test
     assert resp.headers["Content-Type"] == "text/event-stream"
     RELEASE["event"].set()
     assert await resp.read() == b"data: late\n\n"
+
+
+async def test_an_app_failing_mid_stream_cuts_the_connection(client: TestClient) -> None:
+    resp = await client.get("/fails")
+    assert resp.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):  # a cut stream, not a clean end
+        await resp.read()
+    # On the wire: the one head, the first event, then nothing; not the error middleware's
+    # 500 written after the 200 into the same stream.
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /fails HTTP/1.1\r\nHost: t\r\n\r\n")
+    async with asyncio.timeout(5):
+        wire = await reader.read(-1)
+    writer.close()
+    assert wire.startswith(b"HTTP/1.1 200 ")
+    assert wire.count(b"HTTP/1.1") == 1, wire
+    assert b"data: 1" in wire
 
 
 async def test_a_start_without_a_body_is_an_empty_answer(client: TestClient) -> None:

@@ -1,4 +1,5 @@
-"""The journal's live subscriptions are capped, and each one's queue is bounded."""
+"""The journal's live subscriptions are capped, each one's queue is bounded, and one failing
+observer does not fail an event or keep it from the others."""
 
 from __future__ import annotations
 
@@ -68,3 +69,25 @@ async def test_closing_wakes_even_a_full_subscription() -> None:
         await journal.emit("e")
     journal.close_subscribers()
     assert await sub.get(1) is None
+
+
+class _Failing:
+    async def observe(self, event: EventRecord) -> None:
+        raise RuntimeError("an observer's own bug")
+
+
+class _Seen:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    async def observe(self, event: EventRecord) -> None:
+        self.kinds.append(event.kind)
+
+
+async def test_a_failing_observer_neither_fails_the_event_nor_starves_the_next() -> None:
+    store, seen = _ListStore(), _Seen()
+    journal = Journal(store, observers=[_Failing(), seen])
+    event = await journal.emit("toolbox_deleted")
+    assert event.kind == "toolbox_deleted"
+    assert [e.kind for e in store.events] == ["toolbox_deleted"]
+    assert seen.kinds == ["toolbox_deleted"]
