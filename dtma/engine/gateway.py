@@ -82,7 +82,11 @@ class EngineGateway:
         self._runners = runners
 
     def knows(self, toolbox_id: str) -> bool:
-        return toolbox_id in self._runners
+        """Whether the toolbox is there for MCP clients: not once its deletion has begun (its
+        servers are being stopped for good; a client gets 404 rather than an error that says
+        retry, and the endpoint's sessions end)."""
+        tb = self._runners.get(toolbox_id)
+        return tb is not None and tb.phase != "deleting"
 
     def _serving(self, toolbox_id: str) -> tuple[list[ServerRunner], ToolFilter]:
         tb = self._runners.get(toolbox_id)

@@ -1,18 +1,20 @@
 """ServerRunner's call bookkeeping (pure logic over hand-written fakes): a removed server drains
 its calls in flight within a bound, refuses new ones meanwhile, and a call on a server that exits
-ends with a retryable error instead of hanging. The gateway's name routing and filter."""
+ends with a retryable error instead of hanging. The gateway's name routing and filter, and a
+toolbox being deleted is gone for MCP clients."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
-from dtma.engine.gateway import exported_name, split_name
+from dtma.engine.gateway import EngineGateway, exported_name, split_name
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.server_runner import ServerRunner
 from dtma.errors import ServerUnavailable
@@ -192,3 +194,15 @@ async def test_a_caller_that_goes_away_cancels_its_call_and_is_not_told_the_serv
     with pytest.raises(asyncio.CancelledError):
         await call
     await asyncio.wait_for(runner.drain(timeout=1), 2)  # nothing left in flight
+
+
+def test_a_toolbox_being_deleted_is_gone_for_mcp_clients() -> None:
+    runners = {"tb": SimpleNamespace(phase="healthy", servers={})}
+    gateway = EngineGateway(cast(Any, runners))
+    assert gateway.knows("tb")
+    assert not gateway.knows("other")
+    for phase in ("degraded", "failed", "stopped", "deploying"):
+        runners["tb"].phase = phase
+        assert gateway.knows("tb"), phase
+    runners["tb"].phase = "deleting"
+    assert not gateway.knows("tb")
