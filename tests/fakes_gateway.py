@@ -36,7 +36,12 @@ class MemoryTokenStore:
     def __init__(self, toolboxes: set[str]) -> None:
         self.toolboxes = toolboxes
         self.rows: dict[str, tuple[str, str, str]] = {}  # id -> (toolbox, name, hash)
+        self.last_used: dict[str, float] = {}
         self.during_add: Callable[[], Awaitable[None]] | None = None
+        # Run inside touch_tokens before the write lands, and inside client_tokens after the
+        # rows are read (to interleave a flush of last_used with a listing).
+        self.during_touch: Callable[[], Awaitable[None]] | None = None
+        self.during_list: Callable[[], Awaitable[None]] | None = None
 
     async def add_token(
         self, token_id: str, toolbox: str, name: str, digest: str, limit: int
@@ -49,11 +54,14 @@ class MemoryTokenStore:
         return ClientToken(token_id, toolbox, name, 0.0, None)
 
     async def client_tokens(self, toolbox: str | None = None) -> list[ClientToken]:
-        return [
-            ClientToken(i, tb, n, 0.0, None)
+        rows = [
+            ClientToken(i, tb, n, 0.0, self.last_used.get(i))
             for i, (tb, n, _) in self.rows.items()
             if toolbox in (None, tb)
         ]
+        if self.during_list is not None:
+            await self.during_list()
+        return rows
 
     async def token_hashes(self) -> list[tuple[str, str, str]]:
         return [(h, i, tb) for i, (tb, _, h) in self.rows.items()]
@@ -62,7 +70,11 @@ class MemoryTokenStore:
         return self.rows.pop(token_id, None) is not None
 
     async def touch_tokens(self, last_used: Mapping[str, float]) -> None:
-        return None
+        if self.during_touch is not None:
+            await self.during_touch()
+        for token_id, ts in last_used.items():
+            if token_id in self.rows:
+                self.last_used[token_id] = ts
 
 
 ONE_TOOL_SCHEMA = {"type": "object", "properties": {"timezone": {"type": "string"}}}

@@ -83,9 +83,12 @@ class AccessTokens:
 
     async def list(self, toolbox: str) -> list[ClientToken]:
         """The toolbox's tokens, with `last_used` as of now (including unflushed uses)."""
+        # Read the unwritten uses before the store: a use leaves memory only once its write has
+        # landed, so it is in one or the other whichever way a flush interleaves.
+        unwritten = dict(self._used)
         tokens = await self._store.client_tokens(toolbox)
         return [
-            ClientToken(t.id, t.toolbox, t.name, t.created_at, self._used.get(t.id, t.last_used))
+            ClientToken(t.id, t.toolbox, t.name, t.created_at, unwritten.get(t.id, t.last_used))
             for t in tokens
         ]
 
@@ -110,14 +113,15 @@ class AccessTokens:
         return grant
 
     async def flush_usage(self) -> None:
-        """Write the batched `last_used` times. Safe to call at any time."""
-        used, self._used = self._used, {}
-        try:
-            await self._store.touch_tokens(used)
-        except BaseException:
-            for token_id, ts in used.items():
-                self._used.setdefault(token_id, ts)
-            raise
+        """Write the batched `last_used` times. Safe to call at any time. A use stays in memory
+        until its write has landed (then `list` finds it in the store); on failure all stay."""
+        used = dict(self._used)
+        if not used:
+            return
+        await self._store.touch_tokens(used)
+        for token_id, ts in used.items():
+            if self._used.get(token_id) == ts:  # not used again meanwhile, nor forgotten
+                del self._used[token_id]
 
     async def observe(self, event: EventRecord) -> None:
         """A journal observer: a deleted toolbox's tokens stop working (the store drops their

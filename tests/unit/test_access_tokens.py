@@ -3,6 +3,8 @@ while a token of it is being issued leaves no working token behind."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from dtma.domain.access import TOKEN_PREFIX, is_scoped, new_token, token_hash
@@ -86,3 +88,34 @@ async def test_a_failing_listener_leaves_revocation_whole() -> None:
     assert heard == [frozenset({token.id})]
     assert store.rows == {}  # gone from the store too: it stays refused after a restart
     assert access.verify(value) is None
+
+
+async def test_a_listing_shows_last_used_while_it_is_being_written() -> None:
+    """A use is in memory until its write lands; a listing whose read of the store began
+    before that sees it all the same (it was once shown as never used)."""
+    store = MemoryTokenStore({"tb"})
+    access = AccessTokens(store, clock=lambda: 42.0)
+    token, value = await access.issue("tb")
+    assert access.verify(value) is not None
+
+    # The flush's write is under way while the listing runs.
+    gate = asyncio.Event()
+    store.during_touch = gate.wait
+    flush = asyncio.create_task(access.flush_usage())
+    await asyncio.sleep(0)
+    assert [t.last_used for t in await access.list("tb")] == [42.0]
+    gate.set()
+    await flush
+    store.during_touch = None
+
+    # A listing read the store before the write landed; the flush ends before it returns.
+    assert access.verify(value) is not None
+    store.last_used.clear()  # as if this newer use were not written yet
+    gate = asyncio.Event()
+    store.during_list = gate.wait
+    listing = asyncio.create_task(access.list("tb"))
+    await asyncio.sleep(0)
+    await access.flush_usage()
+    gate.set()
+    assert [t.last_used for t in await listing] == [42.0]
+    assert store.last_used == {token.id: 42.0}
