@@ -3,7 +3,6 @@ tokens, reading the call journal, and running the CLI and the docs' lines."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
@@ -17,6 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.agent_process import DTMA, AgentProcess
 from tests.engine_fixture import spec as base_spec
+from tests.mcp_stream import get_stream as open_get_stream
 
 
 def spec(*servers: dict[str, Any], **extra: Any) -> str:
@@ -105,47 +105,14 @@ def run_doc_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 @asynccontextmanager
 async def get_stream(agent: AgentProcess, tb: str, token: str) -> AsyncIterator[httpx2.Response]:
-    """A handshake-era session (initialize, initialized) and its GET stream, open: the response
-    whose body the server keeps open for notifications."""
+    """A handshake-era session opened with `token` and its GET stream, open."""
     url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/json, text/event-stream",
-    }
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "stream-test", "version": "1"},
-        },
-    }
-    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30)) as http:
-        answer = await http.post(url, json=initialize, headers=headers)
-        assert answer.status_code == 200, answer.text
-        session = {"Mcp-Session-Id": answer.headers["mcp-session-id"]}
-        session["MCP-Protocol-Version"] = "2025-11-25"
-        done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        answer = await http.post(url, json=done, headers={**headers, **session})
-        assert answer.status_code == 202, answer.text
-        stream_headers = {**headers, **session, "Accept": "text/event-stream"}
-        async with http.stream("GET", url, headers=stream_headers) as stream:
-            if stream.status_code != 200:
-                raise AssertionError(f"{stream.status_code}: {(await stream.aread())!r}")
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            yield stream
+    async with open_get_stream(url, {"Authorization": f"Bearer {token}"}) as stream:
+        yield stream
 
 
-async def stream_ends(stream: httpx2.Response, within: float) -> bool:
-    """Whether the stream's body ends (cleanly or not) within `within` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            async for _ in stream.aiter_bytes():
-                pass
-    except TimeoutError:
-        return False
-    except httpx2.HTTPError:
-        return True
-    return True
+def revoke(agent: AgentProcess, tb: str, token_id: str) -> tuple[int, Any]:
+    status, _, body = agent.request(
+        "DELETE", f"/v1/toolboxes/{tb}/tokens/{token_id}", token=agent.token
+    )
+    return status, body

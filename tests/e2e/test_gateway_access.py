@@ -29,12 +29,13 @@ from tests.e2e.access_support import (
     issue,
     mcp_client,
     metric,
+    revoke,
     run_doc_line,
     spec,
     state_bytes,
-    stream_ends,
 )
 from tests.engine_fixture import new_toolbox_id, notes_server, time_server
+from tests.mcp_stream import stream_ends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -127,12 +128,7 @@ async def test_revocation_refuses_an_open_session_at_its_next_request(
     async with mcp_client(agent, toolbox, created["token"], statuses) as client:
         ok = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
         assert not ok.is_error
-        status, _, _ = await in_thread(
-            agent.request,
-            "DELETE",
-            f"/v1/toolboxes/{toolbox}/tokens/{created['id']}",
-            token=agent.token,
-        )
+        status, _ = await in_thread(revoke, agent, toolbox, created["id"])
         assert status == 204
         assert 401 not in statuses
         with pytest.raises(MCPError):
@@ -147,16 +143,9 @@ async def test_revocation_refuses_an_open_session_at_its_next_request(
         raw=b"{}",
     )
     assert status == 401
-    status, _, body = await in_thread(
-        agent.request,
-        "DELETE",
-        f"/v1/toolboxes/{toolbox}/tokens/{created['id']}",
-        token=agent.token,
-    )
+    status, body = await in_thread(revoke, agent, toolbox, created["id"])
     assert status == 404, body
-    status, _, body = await in_thread(
-        agent.request, "DELETE", f"/v1/toolboxes/{toolbox}/tokens/not-a-token", token=agent.token
-    )
+    status, body = await in_thread(revoke, agent, toolbox, "not-a-token")
     assert status == 422, body
 
 
@@ -170,12 +159,7 @@ async def test_revocation_closes_the_get_streams_the_token_holds(
         get_stream(agent, toolbox, kept["token"]) as untouched,
         get_stream(agent, toolbox, agent.token) as operator,
     ):
-        status, _, _ = await in_thread(
-            agent.request,
-            "DELETE",
-            f"/v1/toolboxes/{toolbox}/tokens/{revoked['id']}",
-            token=agent.token,
-        )
+        status, _ = await in_thread(revoke, agent, toolbox, revoked["id"])
         assert status == 204
         assert await stream_ends(cut, within=10)
         assert not await stream_ends(untouched, within=1)

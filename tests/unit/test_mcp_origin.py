@@ -13,6 +13,7 @@ from dtma.api.mcp_endpoint import add_mcp_routes
 from dtma.api.origin import OriginPolicy
 from dtma.config import load_settings
 from tests.fakes_gateway import OneToolGateway
+from tests.mcp_stream import INITIALIZE
 
 
 @pytest.mark.parametrize(
@@ -43,16 +44,6 @@ async def test_a_foreign_origin_gets_403_before_the_protocol() -> None:
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
@@ -60,7 +51,7 @@ async def test_a_foreign_origin_gets_403_before_the_protocol() -> None:
         path = "/v1/toolboxes/tb/mcp"
         evil = await client.post(
             path,
-            data=json.dumps(initialize),
+            data=json.dumps(INITIALIZE),
             headers={**headers, "Host": "evil.example.com", "Origin": "http://evil.example.com"},
         )
         assert evil.status == 403
@@ -69,7 +60,7 @@ async def test_a_foreign_origin_gets_403_before_the_protocol() -> None:
         assert "DTMA_MCP_ALLOWED_ORIGINS" in body["error"]["message"]
         local = await client.post(
             path,
-            data=json.dumps(initialize),
+            data=json.dumps(INITIALIZE),
             headers={**headers, "Origin": f"http://localhost:{client.port}"},
         )
         assert local.status == 200
