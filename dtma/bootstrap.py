@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import ssl
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -29,12 +29,14 @@ from dtma.engine import event_kinds as ev
 from dtma.engine.access import AccessTokens
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.call_journal import CallJournal, flush_loop
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.errors_journal import ErrorJournal
 from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
 from dtma.engine.retention import retention_loop
 from dtma.engine.secrets import SecretInjector
+from dtma.engine.supervisor import Supervisor
 from dtma.errors import ConfigError, DtmaError
 from dtma.observability.metrics import METRICS, MetricsObserver
 from dtma.observability.redaction import REDACTOR
@@ -72,7 +74,6 @@ async def serve(settings: Settings) -> None:
     # No state DB yet: whatever our id left on the engine is held from the reaper (agent.py).
     fresh_state = not store.path.exists()
     engine = DockerEngine(settings.docker_host, threads=settings.docker_threads)
-    readiness = ReadinessMonitor(engine)
     vault_cfg = vault_config_from(settings)
     vault = VaultClient(vault_cfg) if vault_cfg else None
     files = SecretFileStore(
@@ -102,17 +103,19 @@ async def serve(settings: Settings) -> None:
         max_revisions=settings.retain_revisions,
         max_calls=settings.retain_calls,
     )
+    readiness = ReadinessMonitor(agent.engine)
     METRICS.watch_state(agent.metrics_state)
     access = AccessTokens(agent.repo)  # client tokens of the MCP endpoints
     agent.journal.add_observer(access)  # a deleted toolbox's tokens stop at once
     calls = CallJournal(agent.repo, METRICS, agent.gateway.signature)
     readiness.add_check(agent.supervisor.down)
     runner: web.AppRunner | None = None
-    tasks: list[asyncio.Task[None]] = []
+    # Every background task runs under the agent's supervisor: a failure is logged, counted,
+    # makes /v1/ready 503 while it waits, and is restarted (engine/supervisor.py).
+    supervise = agent.supervisor.spawn
     try:
         schema = await store.open()
         await access.load()
-        tasks.append(asyncio.create_task(readiness.run(), name="readiness"))
         runner = web.AppRunner(
             create_app(
                 token=token.value,
@@ -151,35 +154,40 @@ async def serve(settings: Settings) -> None:
         )
         if vault is not None:
             await files.prepare()
-            tasks.append(
-                asyncio.create_task(vault.keep_alive(_vault_reporter(agent.journal)), name="vault")
-            )
-        tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
-        tasks.append(asyncio.create_task(flush_loop(calls.flush, access.flush_usage), name="flush"))
-        tasks.append(
-            asyncio.create_task(
-                retention_loop(agent.repo, retention, settings.prune_interval), name="retention"
-            )
+            report = _vault_reporter(agent.journal)
+            supervise("vault session", "vault", lambda: vault.keep_alive(report))
+        supervise("agent start", "start", lambda: _start_agent(agent, readiness), forever=False)
+        supervise(
+            "call journal flush", "flush", lambda: flush_loop(calls.flush, access.flush_usage)
+        )
+        supervise(
+            "retention",
+            "retention",
+            lambda: retention_loop(agent.repo, retention, settings.prune_interval),
         )
         await _wait_for_stop_signal()
         log.info("agent_stopping")
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if runner is not None:
-            await runner.cleanup()
-        for flush in (calls.flush, access.flush_usage):  # the last calls and token uses
-            try:
-                await flush()
-            except Exception:
-                log.exception("shutdown_flush_failed", step=flush.__qualname__)
-        await agent.stop()
-        await engine.close()
-        await store.close()
+        await _shut_down(
+            ("api", runner.cleanup if runner is not None else None),
+            ("agent", agent.stop),  # the supervisor's tasks with it; containers keep running
+            ("flush calls", calls.flush),  # the last calls and token uses
+            ("flush token uses", access.flush_usage),
+            ("engine", engine.close),
+            ("state", store.close),
+        )
     log.info("agent_stopped")
+
+
+async def _shut_down(*steps: tuple[str, Callable[[], Awaitable[object]] | None]) -> None:
+    """Run every cleanup step in order, whatever an earlier one (or a dead task) raised."""
+    for name, step in steps:
+        if step is None:
+            continue
+        try:
+            await step()
+        except Exception:
+            log.exception("shutdown_step_failed", step=name)
 
 
 def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -232,16 +240,21 @@ def build_agent(
             engine.client, server, container, fresh=fresh, attach_pool=engine.attach_pool
         )
 
+    journal = Journal(
+        repo,
+        REDACTOR.redact,
+        [ErrorJournal(repo), MetricsObserver(METRICS)],
+        max_subscribers=sse_max_subscribers,
+        queue_size=sse_queue,
+    )
+    watch = EngineWatch(engine)
+    watch.report_to(_engine_reporter(journal))
     return Agent(
         runtime=runtime,
         repo=repo,
-        journal=Journal(
-            repo,
-            REDACTOR.redact,
-            [ErrorJournal(repo), MetricsObserver(METRICS)],
-            max_subscribers=sse_max_subscribers,
-            queue_size=sse_queue,
-        ),
+        engine=watch,
+        supervisor=Supervisor(),
+        journal=journal,
         probe_factory=probe_factory,
         policy=policy,
         reap_grace=reap_grace,
@@ -265,6 +278,18 @@ def _vault_reporter(journal: Journal) -> TokenReport:
     return report
 
 
+def _engine_reporter(journal: Journal) -> Callable[[bool, str], Awaitable[None]]:
+    """Agent-level events for the engine going away and coming back (engine/engine_watch.py)."""
+
+    async def report(reachable: bool, message: str) -> None:
+        kind = ev.ENGINE_REACHABLE if reachable else ev.ENGINE_UNREACHABLE
+        await journal.emit(
+            kind, reason="engine_restarted" if reachable else "unreachable", message=message
+        )
+
+    return report
+
+
 async def _start_agent(agent: Agent, readiness: ReadinessMonitor) -> None:
     """Recover toolboxes once Docker answers; retry until it does. Ready only after that."""
     while True:
@@ -272,7 +297,7 @@ async def _start_agent(agent: Agent, readiness: ReadinessMonitor) -> None:
             await agent.start()
         except DtmaError as exc:
             log.warning("agent_start_failed", error=exc.message, retry_in=AGENT_START_RETRY_S)
-            await agent.stop()
+            await agent.stop(final=False)
             await asyncio.sleep(AGENT_START_RETRY_S)
             continue
         readiness.mark_state_loaded()

@@ -33,6 +33,13 @@ class DockerUnavailable(DtmaError):
     code = "docker_unavailable"
 
 
+class EngineOutage(DockerUnavailable):
+    """The engine went away or restarted while an operation ran: the operation is run again
+    once the engine is back, never charged as the toolbox's failure."""
+
+    code = "docker_unavailable"
+
+
 class DockerError(DtmaError):
     """The Docker engine refused a request (bad parameters, conflict, missing image, ...)."""
 

@@ -43,6 +43,23 @@ class EnginePing(Protocol):
         """Return if the container engine answers; raise DockerUnavailable otherwise."""
 
 
+class EngineFaults(Protocol):
+    """Whether a failure is the engine's rather than a server's (engine/engine_watch.py)."""
+
+    @property
+    def epoch(self) -> int:
+        """Counts the engine's discontinuities (outages, daemon restarts)."""
+
+    async def confirm(self, epoch: int) -> bool:
+        """Ping now: True when the engine answers and is still in `epoch`."""
+
+    async def moved_from(self, epoch: int) -> None:
+        """Return once the epoch is past `epoch`."""
+
+    async def wait_up(self) -> None:
+        """Return once the engine answers."""
+
+
 class Readiness(Protocol):
     def check(self) -> list[str]:
         """Reasons the agent is not ready; an empty list means ready. Never blocks."""

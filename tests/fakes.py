@@ -45,15 +45,17 @@ class StaticReadiness:
 
 
 class FakeEnginePing:
-    """An engine that answers, or always fails when `up` is False."""
+    """An engine that answers, or always fails when `up` is False (or when the FakeRuntime
+    it follows has its daemon stopped)."""
 
-    def __init__(self, up: bool = True) -> None:
+    def __init__(self, up: bool = True, runtime: FakeRuntime | None = None) -> None:
         self.up = up
+        self.runtime = runtime
         self.calls = 0
 
     async def ping(self) -> None:
         self.calls += 1
-        if not self.up:
+        if not self.up or (self.runtime is not None and self.runtime.down):
             raise DockerUnavailable("Docker engine unreachable: fake is down")
 
 
@@ -76,6 +78,9 @@ class ManualClock:
 # -- the container runtime -------------------------------------------------------------------
 
 
+_STREAM_BREAK = "__stream_break__"
+
+
 class FakeRuntime:
     """A ContainerRuntime keeping containers and networks in dicts. Tell it what goes wrong:
     `missing_images` (ensure_image raises ImageNotFound), `create_fails[server]` (the next
@@ -95,25 +100,32 @@ class FakeRuntime:
         self.created = 0
         self.removed: list[str] = []
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.down = False  # the daemon is stopped: every call raises DockerUnavailable
 
     async def ensure_network(self, toolbox: str, internal: bool, prefix: int) -> str:
+        self._answer()
         name = f"dtma-{self.agent_id}-{toolbox}"
         self.networks.setdefault(toolbox, ObservedNetwork("n-" + name, name, toolbox, None))
         return name
 
     async def join_network(self, toolbox: str) -> None:
+        self._answer()
         return None
 
     async def remove_network(self, toolbox: str, legacy: bool = True) -> None:
+        self._answer()
         self.networks.pop(toolbox, None)
 
     async def list_networks(self) -> list[ObservedNetwork]:
+        self._answer()
         return list(self.networks.values())
 
     async def engine_version(self) -> tuple[str, str]:
+        self._answer()
         return "fake", "1.45"
 
     async def ensure_image(self, image: str) -> None:
+        self._answer()
         if image in self.missing_images:
             raise ImageNotFound(f"image {image} not found")
 
@@ -121,6 +133,7 @@ class FakeRuntime:
         return None
 
     async def create_and_start(self, req: ContainerRequest) -> ObservedContainer:
+        self._answer()
         if self.create_hold is not None:
             hold, self.create_hold = self.create_hold, None
             await hold.wait()
@@ -152,25 +165,30 @@ class FakeRuntime:
         return container
 
     async def start(self, container_id: str) -> None:
+        self._answer()
         c = self._get(container_id)
         if c.server in self.start_fails:
             raise DockerError(f"cannot start {c.name}")
         self.containers[container_id] = replace(c, state="running", exit_code=None)
 
     async def stop(self, container_id: str, timeout: int = 10) -> None:
+        self._answer()
         c = self._get(container_id)
         self.containers[container_id] = replace(c, state="exited", exit_code=0)
 
     async def remove(self, container_id: str) -> None:
+        self._answer()
         if self.containers.pop(container_id, None) is not None:
             self.removed.append(container_id)
 
     async def inspect(self, container_id: str) -> ObservedContainer | None:
+        self._answer()
         return self.containers.get(container_id)
 
     async def list_managed(
         self, toolbox: str | None = None, *, brief: bool = False
     ) -> list[ObservedContainer]:
+        self._answer()
         # As the real runtime: ours and those made before agent ids, never another agent's.
         return [
             c
@@ -179,11 +197,20 @@ class FakeRuntime:
         ]
 
     async def logs(self, container_id: str, tail: int) -> str:
+        self._answer()
         return "\n".join(self.output.get(container_id, "").splitlines()[-tail:])
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
+        self._answer()
         while True:
-            yield await self._events.get()
+            event = await self._events.get()
+            if event.get(_STREAM_BREAK):
+                raise DockerError("Docker event stream ended: the daemon went away")
+            yield event
+
+    def _answer(self) -> None:
+        if self.down:
+            raise DockerUnavailable("Docker engine unreachable: the fake daemon is stopped")
 
     def _get(self, container_id: str) -> ObservedContainer:
         c = self.containers.get(container_id)
@@ -204,6 +231,19 @@ class FakeRuntime:
                 "Actor": {"Attributes": {LABEL_TOOLBOX: c.toolbox, "exitCode": str(code)}},
             }
         )
+
+    def daemon_stops(self, *, live_restore: bool = False) -> None:
+        """The daemon stops: its event stream ends and every call fails until daemon_starts().
+        Without live_restore its containers exit (no die event: the stream went first)."""
+        self.down = True
+        self._events.put_nowait({_STREAM_BREAK: True})
+        if not live_restore:
+            for cid, c in list(self.containers.items()):
+                if c.running:
+                    self.containers[cid] = replace(c, state="exited", exit_code=143)
+
+    def daemon_starts(self) -> None:
+        self.down = False
 
     def add_container(self, container: ObservedContainer) -> None:
         """A container left by a previous agent process (for recovery)."""

@@ -65,6 +65,12 @@ class RestartTracker:
     def reset(self) -> None:
         self._attempts.clear()
 
+    def refund(self) -> None:
+        """Take back the newest attempt: the failure it counted turned out to be the engine's
+        (an outage or a daemon restart), not the server's."""
+        if self._attempts:
+            self._attempts.pop()
+
     def history(self) -> tuple[float, ...]:
         """The clock times of the attempts inside the window (what must survive a crash)."""
         return tuple(self._attempts)

@@ -22,8 +22,10 @@ from dtma import __version__
 from dtma.cancellation import cancel_and_wait
 from dtma.domain.records import OperationRecord, ToolboxListing
 from dtma.engine.admission import Admission, default_max_starts
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.gateway_catalog import CatalogGateway
 from dtma.engine.journal import Journal
+from dtma.engine.reconcile import run_through_engine_faults, sync_with_engine
 from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
@@ -34,7 +36,7 @@ from dtma.engine.status_view import ListingCache, status_fields, toolbox_status
 from dtma.engine.supervisor import Supervisor, watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
-from dtma.errors import Conflict, DtmaError, NotFound
+from dtma.errors import Conflict, DockerUnavailable, DtmaError, NotFound
 from dtma.ports import Clock, ContainerRuntime, ProbeFactory, StateStore
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, validate_toolbox_id
@@ -63,6 +65,8 @@ class Agent:
         journal: Journal,
         probe_factory: ProbeFactory,
         policy: SpecPolicy,
+        engine: EngineWatch,
+        supervisor: Supervisor,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         relist_interval: float = RELIST_INTERVAL_S,
@@ -101,16 +105,27 @@ class Agent:
         # submitted per toolbox: an apply that races a delete is refused, never lost.
         self._deleting: dict[str, str] = {}
         self._deletes: dict[str, int] = {}
-        self.supervisor = Supervisor()
+        self.supervisor = supervisor
         self.started = False
+        # The engine's fault class: on its return every toolbox is reconciled (_on_engine_back).
+        self.engine = engine
+        engine.on_back(self._on_engine_back)
         self.watcher = ContainerWatcher(
-            runtime, self._runners, journal, secrets, clock, relist_interval, reap_grace
+            runtime, self._runners, journal, secrets, clock, relist_interval, reap_grace, engine
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover every known toolbox, then start the watcher and the re-list loop."""
+        """Recover every known toolbox, then start the watcher and the re-list loop. Raises
+        DockerUnavailable while the engine does not answer (the caller retries)."""
+        if not await self.engine.check():
+            raise DockerUnavailable(f"Docker engine unreachable: {self.engine.error}")
+        self._loops.append(
+            asyncio.create_task(
+                self.supervisor.run("engine watch", "engine", self.engine.run), name="engine"
+            )
+        )
         if self._events_source is not None:
             source = self._events_source
             self._loops.append(
@@ -167,8 +182,10 @@ class Agent:
         log.warning("orphans_released", containers=containers, networks=networks)
         return {"containers": containers, "networks": networks}
 
-    async def stop(self) -> None:
-        """Stop supervising; containers keep running (the next start adopts them)."""
+    async def stop(self, *, final: bool = True) -> None:
+        """Stop supervising; containers keep running (the next start adopts them). With
+        final=False (a start that failed and is retried) the supervisor's other tasks and the
+        spec parser stay."""
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         for task in [*self._loops, *self._tasks]:
@@ -176,8 +193,9 @@ class Agent:
         self._loops.clear()
         for tb in self._runners.values():
             await tb.halt()
-        await self.supervisor.stop()
-        self._specs.close()
+        if final:
+            await self.supervisor.stop()
+            self._specs.close()
 
     def _runner(self, toolbox_id: str) -> ToolboxRunner:
         tb = self._runners.get(toolbox_id)
@@ -192,6 +210,7 @@ class Agent:
                 rng=self._rng,
                 secrets=self.secrets,
                 supervisor=self.supervisor,
+                engine=self.engine,
                 admission=self.admission,
             )
             self._runners[toolbox_id] = tb
@@ -319,7 +338,11 @@ class Agent:
 
         async def run() -> None:
             try:
-                await tb.run_operation(op_id, lambda: work(op_id), revision)
+                await tb.run_operation(
+                    op_id,
+                    lambda: run_through_engine_faults(tb, lambda: work(op_id), revision),
+                    revision,
+                )
             finally:
                 done.set()
                 # Waiters hold the event already; later ones read the final state from the DB.
@@ -329,7 +352,35 @@ class Agent:
         watch_task(task, f"operation {op_id}", "operation")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if not self.engine.up:
+            # Recorded and queued, nothing lost: it runs once the engine answers again.
+            raise DockerUnavailable(
+                f"Docker engine unreachable ({self.engine.problem()}): operation {op_id} "
+                f"({kind}{f' of revision {revision}' if revision is not None else ''}) is "
+                "recorded and runs once the engine is back; GET /v1/operations/{op} follows it"
+            )
         return op_id
+
+    def _on_engine_back(self, epoch: int) -> None:
+        """The engine answers again after an outage or a daemon restart: reconcile every
+        toolbox (queued behind any operation holding its lock, which reconciles first itself)."""
+        if not self.started:
+            return  # the start's recovery is the first pass
+        for tb in list(self._runners.values()):
+            self.supervisor.spawn(
+                f"reconcile {tb.id} for engine epoch {epoch}",
+                "reconcile",
+                lambda tb=tb: self._reconcile(tb),  # type: ignore[misc]
+                forever=False,
+            )
+
+    async def _reconcile(self, tb: ToolboxRunner) -> None:
+        async with tb.lock:
+            try:
+                await sync_with_engine(tb)
+            except DockerUnavailable as exc:
+                # Gone again: the next epoch brings another pass.
+                log.warning("reconcile_waits_for_the_engine", toolbox=tb.id, error=exc.message)
 
     async def wait(self, op_id: str, timeout: float) -> OperationRecord:
         """Wait up to `timeout` for the operation to finish; return its record either way."""

@@ -36,7 +36,7 @@ from dtma.engine.gating import hold_gate, new_tracker, start_probing, stop_probi
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.tool_contracts import check_tool_contracts
 from dtma.engine.toolbox_runner import ToolboxRunner
-from dtma.errors import DtmaError, SecretsError
+from dtma.errors import DtmaError, EngineOutage, SecretsError
 from dtma.spec.models import ServerSpec, ToolboxSpec
 
 EXIT_LOG_LINES = 3
@@ -79,6 +79,7 @@ async def start_and_gate(
     gives new runners their restart count. Gating runners are visible through tb.gate_runners
     until the verdict; on an exception they are halted (not removed) and it propagates."""
     names = [s.name for s in spec.servers if only is None or s.name in only]
+    epoch = tb.engine.epoch
     tracker = new_tracker(tb, spec, only, from_each_start=True)
     runners: dict[str, ServerRunner] = {}
     probes: list[asyncio.Task[None]] = []
@@ -138,6 +139,12 @@ async def start_and_gate(
         decision = tracker.decide(tb.clock())
         if decision.state is GateState.PENDING:
             decision = await hold_gate(tb, runners, tracker, abort, probes)
+        if decision.state is GateState.FAILED and not await tb.engine.confirm(epoch):
+            # The engine went away or restarted under the gate: not this revision's failure.
+            raise EngineOutage(
+                f"the Docker engine went away during the gate of revision {revision} "
+                f"({decision.server or 'toolbox'}: {decision.reason})"
+            )
         if decision.state is GateState.FAILED and decision.reason == gate_reasons.CONTAINER_EXITED:
             decision = await _with_exit_logs(tb, runners, decision)
         return decision, runners

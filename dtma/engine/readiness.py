@@ -1,30 +1,21 @@
-"""Readiness: Docker reachable and state loaded, refreshed by one background loop.
+"""Readiness: the engine answers (engine/engine_watch.py) and state has loaded, plus whatever
+else is checked in (a supervised task that is down, say).
 
-The API reads the last result without awaiting anything, so /v1/ready stays fast even while the
-engine hangs.
+The API reads it without awaiting anything, so /v1/ready stays fast even while the engine hangs.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
-import structlog
-
-from dtma.errors import DtmaError
-from dtma.ports import EnginePing
-
-log = structlog.get_logger(__name__)
+from dtma.engine.engine_watch import EngineWatch
 
 
 class ReadinessMonitor:
-    """Pings the engine every `interval` seconds. One instance per agent; not thread-safe."""
+    """One instance per agent; event loop only."""
 
-    def __init__(self, engine: EnginePing, interval: float = 5.0, timeout: float = 5.0) -> None:
+    def __init__(self, engine: EngineWatch) -> None:
         self._engine = engine
-        self._interval = interval
-        self._timeout = timeout
-        self._docker_error: str | None = "not checked yet"
         self._state_loaded = False
         self._checks: list[Callable[[], list[str]]] = []
 
@@ -37,30 +28,11 @@ class ReadinessMonitor:
 
     def check(self) -> list[str]:
         reasons = []
-        if self._docker_error:
-            reasons.append(f"docker: {self._docker_error}")
+        problem = self._engine.problem()
+        if problem:
+            reasons.append(f"docker: {problem}")
         if not self._state_loaded:
             reasons.append("state: not loaded")
         for extra in self._checks:
             reasons.extend(extra())
         return reasons
-
-    async def probe_once(self) -> None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._engine.ping()
-        except (DtmaError, TimeoutError) as exc:
-            message = str(exc) or "ping timed out"
-            if message != self._docker_error:
-                log.warning("docker_unreachable", error=message)
-            self._docker_error = message
-        else:
-            if self._docker_error:
-                log.info("docker_reachable")
-            self._docker_error = None
-
-    async def run(self) -> None:
-        """Loop until cancelled."""
-        while True:
-            await self.probe_once()
-            await asyncio.sleep(self._interval)

@@ -10,19 +10,18 @@ steps for the serving revision (domain/planner.py).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import structlog
 
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.gate import GateState
-from dtma.domain.planner import EXITED, complete_revision, plan_serving
-from dtma.domain.records import RestartState, ToolboxRecord
-from dtma.domain.restart import RestartTracker, Verdict, from_wall
+from dtma.domain.planner import complete_revision
+from dtma.domain.records import ToolboxRecord
 from dtma.domain.rollout_plan import ROLLED_BACK, SUCCEEDED
 from dtma.engine import event_kinds as ev
-from dtma.engine.executor import start_and_gate, start_container
+from dtma.engine.executor import start_and_gate
+from dtma.engine.reconcile import reconcile_serving
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError
 from dtma.ports import ContainerRuntime, RecoveryStore
@@ -131,6 +130,7 @@ async def recover(
         message=f"{len(observed)} containers found"
         + (f", rollout to {record.target_revision} interrupted" if record.target_revision else ""),
     )
+    epoch = tb.engine.epoch  # what the engine showed from here on is reconciled
     tb.mark_stopped(record.stopped)
     await tb.runtime.join_network(tb.id)  # an agent in a container must be on it to probe
     serving, outcome = record.current_revision, None
@@ -139,7 +139,8 @@ async def recover(
         if kept:
             serving = record.target_revision
         observed = await tb.runtime.list_managed(tb.id)
-    await _reconcile_serving(tb, serving, observed)
+    await reconcile_serving(tb, serving, observed, charge=True)
+    tb.reconciled_epoch = epoch
     for op_id in interrupted_ops:
         state = outcome or "failed"
         await tb.repo.finish_operation(op_id, state, INTERRUPTED)
@@ -184,144 +185,3 @@ async def _finish_rollout(
         message=f"revision {target} removed ({reason}); back to {record.current_revision}",
     )
     return (ROLLED_BACK if record.current_revision is not None else "failed"), False
-
-
-async def _reconcile_serving(
-    tb: ToolboxRunner, revision: int | None, observed: list[ObservedContainer]
-) -> None:
-    spec = None
-    if revision is not None:
-        rev = await tb.repo.revision(tb.id, revision)
-        spec = ToolboxSpec.model_validate_json(rev.spec) if rev else None
-    if spec is not None and revision is not None:
-        tb.commit_revision(revision, spec, tb.servers, stopped=tb.stopped)
-    servers = [s.name for s in spec.servers] if spec else []
-    by_id = {c.id: c for c in observed}
-    adopted = tb.known_container_ids()
-    saved = {
-        name: st
-        for name, st in (await tb.repo.restart_states(tb.id)).items()
-        if st.revision == revision
-    }
-    budgets: dict[str, RestartTracker] = {}
-    given_up: set[str] = set()
-    for step in plan_serving(observed, revision if spec else None, servers, stopped=tb.stopped):
-        if step.action == "remove" and step.reason == EXITED and spec is not None:
-            assert step.server is not None
-            assert step.container_id is not None
-            assert revision is not None
-            budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
-            last = saved.get(step.server, RestartState(revision, 0))
-            if last.pending:
-                pass  # the crash was counted before the agent died; the recreate below ends it
-            elif last.gave_up or budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP:
-                _adopt_failed(tb, spec, revision, by_id[step.container_id], last)
-                given_up.add(step.server)
-                continue
-        if step.action == "remove":
-            assert step.container_id is not None
-            await tb.remove_container(by_id[step.container_id])
-            await tb.emit(
-                ev.CONTAINER_REMOVED,
-                server=step.server,
-                reason=step.reason,
-                revision=by_id[step.container_id].revision,
-                message=f"container {step.container_id[:12]}",
-            )
-            continue
-        assert spec is not None
-        assert revision is not None
-        assert step.server is not None
-        server = spec.server(step.server)
-        if step.action == "recreate":
-            if server.name in given_up:
-                continue  # its restart budget is spent: kept as failed, not recreated
-            before = saved.get(server.name)
-            tracker = budgets.get(server.name)
-            if tracker is None:  # missing, not crashed: still counts as a restart
-                tracker = _budget(tb, spec, server.name, saved)
-                if not (before and before.pending):
-                    tracker.on_failure(tb.clock())
-            restarts = (before.restarts if before else 0) + (0 if before and before.pending else 1)
-            # Write-ahead, as the server runner does: a kill -9 during the create keeps the count.
-            await tb.save_restarts(server.name, revision, restarts, tracker.history(), False, True)
-            fresh = await start_container(tb, server, revision, spec, None)
-            runner = tb.new_runner(
-                server,
-                revision,
-                fresh,
-                fresh=True,
-                spec=spec,
-                restarts=restarts,
-                history=tracker.history(),
-            )
-            tb.replace_server(runner)
-            await runner.save_restarts()
-            await tb.emit(
-                ev.SERVER_RESTARTED,
-                server=server.name,
-                revision=revision,
-                reason="recovered",
-                message=f"container {fresh.id[:12]} replaces an {step.reason} one",
-            )
-            continue
-        assert step.container_id is not None
-        if step.container_id in adopted:
-            continue  # the kept revision's runners already hold it
-        kept = saved.get(server.name)
-        runner = tb.new_runner(
-            server,
-            revision,
-            by_id[step.container_id],
-            fresh=False,
-            spec=spec,
-            restarts=kept.restarts if kept else 0,
-            history=from_wall(kept.attempts, tb.clock(), time.time()) if kept else (),
-        )
-        if step.action == "adopt_stopped":
-            runner.state = "stopped"
-        tb.replace_server(runner)
-        if kept is not None and kept.pending:
-            await runner.save_restarts()  # the restart it was counted for did happen: settled
-        await tb.emit(
-            ev.CONTAINER_ADOPTED,
-            server=server.name,
-            revision=revision,
-            message=f"container {step.container_id[:12]}",
-        )
-    for runner in tb.servers.values():
-        if runner.state != "stopped":
-            runner.start_steady()
-
-
-def _budget(
-    tb: ToolboxRunner, spec: ToolboxSpec, server: str, saved: dict[str, RestartState]
-) -> RestartTracker:
-    """The server's restart tracker as the previous agent process left it."""
-    tracker = RestartTracker(spec.restart, tb.rng)
-    old = saved.get(server)
-    if old is not None:
-        tracker.restore(from_wall(old.attempts, tb.clock(), time.time()))
-    return tracker
-
-
-def _adopt_failed(
-    tb: ToolboxRunner,
-    spec: ToolboxSpec,
-    revision: int,
-    container: ObservedContainer,
-    saved: RestartState,
-) -> None:
-    """Keep a crashed server whose restart budget is spent as `failed` (not recreated)."""
-    runner = tb.new_runner(
-        spec.server(container.server),
-        revision,
-        container,
-        fresh=False,
-        spec=spec,
-        restarts=saved.restarts,
-        history=from_wall(saved.attempts, tb.clock(), time.time()),
-    )
-    runner.state, runner.health = "failed", "unhealthy"
-    runner.last_error = "restarts_exhausted: the budget was spent before the agent restarted"
-    tb.replace_server(runner)

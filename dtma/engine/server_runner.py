@@ -26,9 +26,9 @@ from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
 from dtma.engine.call_guard import CallGuard
 from dtma.engine.supervisor import Supervisor
-from dtma.errors import DtmaError, ServerUnavailable
+from dtma.errors import DockerUnavailable, DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
-from dtma.ports import ProbeFactory
+from dtma.ports import EngineFaults, ProbeFactory
 from dtma.spec.models import Restart, ServerSpec, publish_address
 
 log = structlog.get_logger(__name__)
@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 STARTUP_PROBE_INTERVAL = 0.5
 DRAIN_TIMEOUT_S = 30.0  # a removed server's calls in flight get this long to finish
 TOOL_CALL_TIMEOUT_S = 300.0
+RECONCILE_GRACE_S = 60.0  # after an engine fault, the toolbox's reconcile replaces the runner
 
 
 class ServerHost(Protocol):
@@ -77,7 +78,8 @@ class ServerRunner:
         restarts: int = 0,
         startup_deadline: float = 60.0,
         history: Sequence[float] = (),
-        supervisor: Supervisor | None = None,
+        supervisor: Supervisor,
+        engine: EngineFaults,
     ) -> None:
         self.host = host
         self.spec = spec
@@ -94,7 +96,11 @@ class ServerRunner:
         self._clock = clock
         self._tracker = RestartTracker(restart_policy, rng or random.Random())
         self._tracker.restore(history)
-        self._supervisor = supervisor or Supervisor()
+        self._supervisor = supervisor
+        # The engine epoch this runner's container is known in: a failure seen after the engine
+        # went away or restarted is the engine's, never charged to this server.
+        self._engine = engine
+        self._epoch = engine.epoch
         self._exited = asyncio.Event()
         self._calls = CallGuard(spec.name)  # in flight; cut on exit
         self._expected_exit = False
@@ -229,6 +235,8 @@ class ServerRunner:
                 )
 
     async def _on_failure(self, kind: str, reason: str, detail: str) -> None:
+        if await self._engine_fault(detail):
+            return
         self.last_error = f"{reason}: {detail}"
         await self.host.emit(
             kind, server=self.name, revision=self.revision, reason=reason, message=detail
@@ -259,6 +267,8 @@ class ServerRunner:
                 message=f"attempt {decision.attempt} in {decision.delay:.2f}s",
             )
             await asyncio.sleep(decision.delay)
+            if await self._engine_fault("before the restart", refund=True):
+                return
             # Counted before the old container goes: a kill -9 from here on must not lose it.
             self.restarts += 1
             await self.save_restarts(pending=True)
@@ -274,6 +284,10 @@ class ServerRunner:
             except DtmaError as exc:
                 self.restarts -= 1
                 await self.save_restarts()
+                if isinstance(exc, DockerUnavailable) and await self._engine_fault(
+                    exc.message, refund=True
+                ):
+                    return
                 self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
                 await self.host.emit(
                     ev.SERVER_START_FAILED,
@@ -293,6 +307,23 @@ class ServerRunner:
             )
             self.host.server_changed()
             return
+
+    async def _engine_fault(self, detail: str, *, refund: bool = False) -> bool:
+        """Whether the failure at hand is the engine's: it went away or restarted since this
+        runner's container was known. If so, the attempt counted for it is taken back (refund)
+        and the runner waits: the toolbox's reconcile after the engine's return replaces it.
+        Should none come within RECONCILE_GRACE_S, the runner takes the new epoch as its own
+        and goes on as usual."""
+        if await self._engine.confirm(self._epoch):
+            return False
+        if refund:
+            self._tracker.refund()
+        log.info("server_failure_is_the_engines", detail=detail, epoch=self._epoch)
+        await self._engine.moved_from(self._epoch)
+        await asyncio.sleep(RECONCILE_GRACE_S)
+        log.warning("server_not_reconciled_after_engine_fault", epoch=self._engine.epoch)
+        self._epoch = self._engine.epoch
+        return True
 
     async def _recreate(self) -> None:
         old = self.container

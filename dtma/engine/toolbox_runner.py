@@ -30,7 +30,7 @@ from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.supervisor import Supervisor
 from dtma.errors import DtmaError
-from dtma.ports import ContainerRuntime, ProbeFactory, ToolboxStore
+from dtma.ports import ContainerRuntime, EngineFaults, ProbeFactory, ToolboxStore
 from dtma.spec.models import ServerSpec, ToolboxSpec
 
 log = structlog.get_logger(__name__)
@@ -48,13 +48,18 @@ class ToolboxRunner:
         clock: Callable[[], float],
         rng: random.Random | None = None,
         secrets: SecretInjector | None = None,
-        supervisor: Supervisor | None = None,
+        supervisor: Supervisor,
+        engine: EngineFaults,
         admission: Admission | None = None,
     ) -> None:
         self.id = toolbox_id
         # Shared by every toolbox of the agent: bounds the servers starting at once.
         self.admission = admission or Admission(default_max_starts())
-        self.supervisor = supervisor or Supervisor()
+        self.supervisor = supervisor
+        # The engine's fault class (engine/engine_watch.py), and the engine epoch this toolbox's
+        # runners were last reconciled in (engine/reconcile.py moves it).
+        self.engine = engine
+        self.reconciled_epoch = engine.epoch
         self.secrets = secrets
         self.runtime = runtime
         self.repo = repo
@@ -138,6 +143,7 @@ class ToolboxRunner:
             startup_deadline=spec.rollout.healthy_deadline,
             history=history,
             supervisor=self.supervisor,
+            engine=self.engine,
         )
 
     # -- ServerHost ---------------------------------------------------------------------------

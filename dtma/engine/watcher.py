@@ -21,10 +21,11 @@ import structlog
 
 from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer, ObservedNetwork
 from dtma.engine import event_kinds as ev
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.toolbox_runner import ToolboxRunner
-from dtma.errors import DtmaError
+from dtma.errors import DockerUnavailable, DtmaError
 from dtma.ports import ContainerRuntime as Runtime
 
 log = structlog.get_logger(__name__)
@@ -43,8 +44,10 @@ class ContainerWatcher:
         clock: Callable[[], float],
         relist_interval: float,
         reap_grace: float,
+        engine: EngineWatch,
     ) -> None:
         self._runtime = runtime
+        self._engine = engine  # told when the stream breaks or a re-list fails
         self._runners = runners  # the agent's live mapping, read-only here
         self._journal = journal
         self._secrets = secrets
@@ -61,8 +64,14 @@ class ContainerWatcher:
             try:
                 async for event in source():
                     self.dispatch(event)
+            except DockerUnavailable as exc:  # could not open it
+                log.warning("event_stream_unavailable", error=exc.message)
+                self._engine.suspect()
             except DtmaError as exc:
+                # It was open and ended: events may have been missed, and a daemon restart
+                # always ends it, however quick.
                 log.warning("event_stream_broken", error=exc.message)
+                self._engine.lost("the Docker event stream ended")
             await asyncio.sleep(STREAM_RETRY_S)
 
     def dispatch(self, event: dict[str, Any]) -> None:
@@ -83,6 +92,7 @@ class ContainerWatcher:
                 await self.relist_once()
             except DtmaError as exc:
                 log.warning("relist_failed", error=exc.message)
+                self._engine.suspect()
 
     async def relist_once(self) -> None:
         """Backstop for missed events, and the orphan reaper (after its grace period)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -109,6 +109,15 @@ class Metrics:
             ["toolbox", "server"],
             registry=r,
             buckets=CALL_BUCKETS,
+        )
+        self.engine_up = Gauge(
+            "dtma_engine_up", "1 while the Docker engine answers the agent's pings", registry=r
+        )
+        self.engine_outages = Counter(
+            "dtma_engine_outages_total",
+            "Times the Docker engine stopped answering; restarts are paused meanwhile and no "
+            "server's restart budget is charged",
+            registry=r,
         )
         self.errors = Counter(
             "dtma_errors_total", "Failures recorded in the error journal", ["category"], registry=r

@@ -17,6 +17,7 @@ from aiohttp import web
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.api.app import create_app
 from dtma.client import DtmaClient
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.readiness import ReadinessMonitor
 from tests.conftest import free_port
 from tests.engine_fixture import EngineHarness, engine_harness
@@ -35,7 +36,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[EngineHarness, int]]:
     ) as h:
         h.agent.journal.queue_size = QUEUE
         engine = DockerEngine(None)
-        app = create_app(token=TOKEN, readiness=ReadinessMonitor(engine), agent=h.agent)
+        app = create_app(
+            token=TOKEN, readiness=ReadinessMonitor(EngineWatch(engine)), agent=h.agent
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         port = free_port()

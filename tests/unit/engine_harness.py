@@ -15,9 +15,11 @@ from typing import Any
 
 from dtma.domain.records import OperationRecord
 from dtma.engine.agent import Agent
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.journal import Journal
 from dtma.engine.rollout import run_rollout
 from dtma.engine.secrets import SecretInjector
+from dtma.engine.supervisor import Supervisor
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.observability.redaction import Redactor
 from dtma.ports import ContainerRuntime, ProbeFactory, SecretFiles, SecretSource, StateStore
@@ -25,7 +27,13 @@ from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.models import ToolboxSpec
 from dtma.spec.validate import SpecPolicy
 from tests.fake_store import FakeStore
-from tests.fakes import FakeProber, FakeRuntime, FakeSecretFiles, FakeSecretSource
+from tests.fakes import (
+    FakeEnginePing,
+    FakeProber,
+    FakeRuntime,
+    FakeSecretFiles,
+    FakeSecretSource,
+)
 
 TOOLS = ["get_current_time"]
 
@@ -65,12 +73,18 @@ class Engine:
     store: FakeStore = field(default_factory=FakeStore)
     vault: FakeSecretSource = field(default_factory=FakeSecretSource)
     files: FakeSecretFiles = field(default_factory=FakeSecretFiles)
+    ping: FakeEnginePing = field(init=False)
     prober: FakeProber = field(init=False)
+    engine: EngineWatch = field(init=False)
+    supervisor: Supervisor = field(init=False)
     journal: Journal = field(init=False)
     secrets: SecretInjector = field(init=False)
 
     def __post_init__(self) -> None:
         self.prober = FakeProber(self.runtime)
+        self.ping = FakeEnginePing(runtime=self.runtime)
+        self.engine = EngineWatch(self.ping)
+        self.supervisor = Supervisor()
         self.journal = Journal(self.store)
         vault: SecretSource = self.vault
         files: SecretFiles = self.files
@@ -91,6 +105,8 @@ class Engine:
             clock=self.clock,
             rng=random.Random(7),
             secrets=self.secrets,
+            supervisor=self.supervisor,
+            engine=self.engine,
         )
 
     def agent(self, **kwargs: Any) -> Agent:
@@ -102,6 +118,8 @@ class Engine:
             journal=self.journal,
             probe_factory=self.prober,
             policy=SpecPolicy(vault_configured=True),
+            engine=self.engine,
+            supervisor=self.supervisor,
             clock=self.clock,
             rng=random.Random(7),
             events_source=self.runtime.events,

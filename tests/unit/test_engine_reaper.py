@@ -8,11 +8,12 @@ from dataclasses import replace
 
 from dtma.domain.containers import ObservedContainer
 from dtma.engine import event_kinds as ev
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.journal import Journal
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from tests.fake_store import FakeStore
-from tests.fakes import FakeRuntime, ManualClock
+from tests.fakes import FakeEnginePing, FakeRuntime, ManualClock
 from tests.unit.engine_harness import Engine, server, spec_json
 from tests.virtual_time import eventually, run_virtual
 
@@ -39,7 +40,9 @@ def _container(cid: str, agent: str = "fake", toolbox: str = "gone") -> Observed
 async def test_orphans_are_reaped_after_the_grace_period_and_only_ours() -> None:
     runtime, store, clock = FakeRuntime(), FakeStore(), ManualClock()
     runners: dict[str, ToolboxRunner] = {}
-    watcher = ContainerWatcher(runtime, runners, Journal(store), None, clock, 10.0, GRACE)
+    watcher = ContainerWatcher(
+        runtime, runners, Journal(store), None, clock, 10.0, GRACE, EngineWatch(FakeEnginePing())
+    )
     orphan, legacy, other, held = (
         _container("orphan"),
         _container("legacy", agent=""),
@@ -71,7 +74,9 @@ def test_a_container_that_exited_without_an_event_is_restarted_after_the_relist(
     async def main() -> None:
         tb = e.toolbox()
         assert await e.apply(tb, spec_json(server("a"))) == "succeeded"
-        watcher = ContainerWatcher(e.runtime, {"tb": tb}, e.journal, None, e.clock, 10.0, GRACE)
+        watcher = ContainerWatcher(
+            e.runtime, {"tb": tb}, e.journal, None, e.clock, 10.0, GRACE, e.engine
+        )
         first = e.runtime.of("tb")[0]
         e.runtime.containers[first.id] = replace(first, state="exited", exit_code=3)  # no event
         await watcher.relist_once()

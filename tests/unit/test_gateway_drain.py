@@ -14,11 +14,14 @@ import pytest
 
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.gateway import EngineGateway, exported_name, split_name
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.server_runner import ServerRunner
+from dtma.engine.supervisor import Supervisor
 from dtma.errors import ServerUnavailable
 from dtma.spec.models import Restart, ServerSpec, ToolFilter
+from tests.fakes import FakeEnginePing
 
 
 class BlockingProbe:
@@ -97,6 +100,8 @@ def make_runner(probe: BlockingProbe, host: Host) -> ServerRunner:
         restart_policy=Restart(),
         probe_factory=lambda *_: cast(ContainerProbe, probe),
         clock=lambda: 0.0,
+        supervisor=Supervisor(),
+        engine=EngineWatch(FakeEnginePing()),
     )
     runner.health = "healthy"
     return runner

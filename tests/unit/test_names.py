@@ -14,12 +14,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dtma.api.app import create_app
 from dtma.engine.agent import Agent
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.journal import Journal
+from dtma.engine.supervisor import Supervisor
 from dtma.errors import SpecInvalid
 from dtma.spec.models import is_dns_label
 from dtma.spec.units import parse_duration, parse_size
 from dtma.spec.validate import SpecPolicy, parse_spec, validate_toolbox_id
-from tests.fakes import StaticReadiness
+from tests.fakes import FakeEnginePing, StaticReadiness
 
 TOKEN = "t" * 32
 NEAR_MISSES = ["\n", "\r", "\t", "\x00"]  # as suffixes; a leading newline too
@@ -100,6 +102,8 @@ async def client() -> AsyncIterator[TestClient[Any, Any]]:
         journal=Journal(store=unused),
         probe_factory=unused,
         policy=SpecPolicy(),
+        engine=EngineWatch(FakeEnginePing()),
+        supervisor=Supervisor(),
         rng=random.Random(0),
     )
     app = create_app(token=TOKEN, readiness=StaticReadiness(), agent=agent)

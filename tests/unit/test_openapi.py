@@ -10,9 +10,11 @@ from dtma.api.app import create_app
 from dtma.api.openapi import ROUTES, build_document
 from dtma.domain.errors_journal import CATEGORIES
 from dtma.engine.agent import Agent
+from dtma.engine.engine_watch import EngineWatch
+from dtma.engine.supervisor import Supervisor
 from dtma.spec.models import DNS_LABEL
 from dtma.spec.validate import SpecPolicy
-from tests.fakes import StaticReadiness
+from tests.fakes import FakeEnginePing, StaticReadiness
 
 
 def _app_routes() -> set[tuple[str, str]]:
@@ -23,6 +25,8 @@ def _app_routes() -> set[tuple[str, str]]:
         journal=unused,
         probe_factory=unused,
         policy=SpecPolicy(),
+        engine=EngineWatch(FakeEnginePing()),
+        supervisor=Supervisor(),
         rng=random.Random(0),
     )
     app = create_app(token="t" * 32, readiness=StaticReadiness(), agent=agent)

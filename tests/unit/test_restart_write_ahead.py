@@ -8,10 +8,13 @@ from collections.abc import Sequence
 from typing import cast
 
 from dtma.domain.containers import ObservedContainer
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.server_runner import ServerRunner
+from dtma.engine.supervisor import Supervisor
 from dtma.errors import DockerError
 from dtma.spec.models import Restart, ServerSpec
+from tests.fakes import FakeEnginePing
 from tests.unit.test_gateway_drain import BlockingProbe, Host
 
 
@@ -59,6 +62,8 @@ def _runner(host: RecordingHost) -> ServerRunner:
         restart_policy=Restart(attempts=5, delay=0.1, max_delay=0.1),
         probe_factory=lambda *_: cast(ContainerProbe, BlockingProbe()),
         clock=lambda: 0.0,
+        supervisor=Supervisor(),
+        engine=EngineWatch(FakeEnginePing()),
     )
 
 

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.readiness import ReadinessMonitor
 from dtma.engine.supervisor import Supervisor, backoff_delay
 from dtma.observability.metrics import METRICS
@@ -69,9 +70,10 @@ async def test_a_loop_that_returns_is_restarted_unless_it_may_end() -> None:
 
 
 async def test_readiness_fails_while_a_task_is_down() -> None:
-    monitor = ReadinessMonitor(FakeEnginePing(up=True))
+    watch = EngineWatch(FakeEnginePing(up=True))
+    monitor = ReadinessMonitor(watch)
     monitor.mark_state_loaded()
-    await monitor.probe_once()
+    await watch.check()
     down: list[str] = []
     monitor.add_check(lambda: down)
     assert monitor.check() == []

@@ -1,0 +1,248 @@
+"""Reconciling a toolbox's serving revision with what the engine holds: the pass that recovery
+runs on agent start, and that runs again whenever the engine comes back from an outage or a
+daemon restart (engine/engine_watch.py), before any operation acts on the toolbox.
+
+The pure planner (domain/planner.py) says what to do; this module does it: running containers
+are adopted untouched (a stdio session is re-attached, never re-initialized), exited or missing
+ones are recreated, every container no server wants is removed. `charge` says whose fault the
+exits were: the servers' (on agent start: crashes while the agent was away, charged to each
+restart budget) or the engine's (never charged).
+
+Every function here runs under the toolbox's lock (tb.lock).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from dtma.domain.containers import ObservedContainer
+from dtma.domain.planner import EXITED, plan_serving
+from dtma.domain.records import RestartState
+from dtma.domain.restart import RestartTracker, Verdict, from_wall
+from dtma.domain.rollout_plan import SUCCEEDED
+from dtma.engine import event_kinds as ev
+from dtma.engine.executor import start_container
+from dtma.engine.toolbox_runner import ToolboxRunner
+from dtma.errors import DockerUnavailable
+from dtma.spec.models import ToolboxSpec
+
+ENGINE_RESTARTED = "engine_restarted"
+RECOVERED = "recovered"
+ENGINE_RETRIES = 5  # times an operation is run again after the engine went away under it
+
+log = structlog.get_logger(__name__)
+
+Work = Callable[[], Awaitable[tuple[str, str | None]]]
+
+
+async def run_through_engine_faults(
+    tb: ToolboxRunner, work: Work, revision: int | None
+) -> tuple[str, str | None]:
+    """Run an operation's `work` once the engine answers and `tb` is reconciled with it. If
+    the engine goes away or restarts under the work, wait for it, reconcile, and run the work
+    again (at most ENGINE_RETRIES times): an engine outage is never the toolbox's failure.
+    A rollout that had already switched to `revision` before the engine went is done."""
+    before = tb.revision
+    for attempt in range(1, ENGINE_RETRIES + 1):
+        epoch = tb.engine.epoch
+        try:
+            await sync_with_engine(tb)
+            if attempt > 1 and revision is not None and tb.revision == revision != before:
+                return SUCCEEDED, None
+            epoch = tb.engine.epoch
+            return await work()
+        except DockerUnavailable as exc:
+            if attempt == ENGINE_RETRIES or await tb.engine.confirm(epoch):
+                raise
+            log.warning("operation_waits_for_the_engine", attempt=attempt, error=exc.message)
+    raise AssertionError("unreachable")
+
+
+async def sync_with_engine(tb: ToolboxRunner) -> None:
+    """Wait until the engine answers, then reconcile `tb` for every engine epoch its runners
+    have not seen yet. Raises DockerUnavailable if the engine goes away meanwhile."""
+    await tb.engine.wait_up()
+    while tb.reconciled_epoch != tb.engine.epoch:
+        await reconcile_after_engine(tb, tb.engine.epoch)
+
+
+async def reconcile_after_engine(tb: ToolboxRunner, epoch: int) -> None:
+    """The engine came back (epoch `epoch`): every runner is halted, and the serving revision
+    is reconciled with the containers the engine holds now, as after an adoption, charging no
+    restart budget. A server that had given up stays failed."""
+    if tb.spec is None or tb.revision is None:
+        tb.reconciled_epoch = epoch
+        return
+    for runner in list(tb.servers.values()):
+        await runner.halt()
+    await tb.runtime.join_network(tb.id)
+    observed = await tb.runtime.list_managed(tb.id)
+    tb.commit_revision(tb.revision, tb.spec, {}, stopped=tb.stopped)
+    counts = await reconcile_serving(tb, tb.revision, observed, charge=False)
+    tb.reconciled_epoch = epoch
+    await tb.emit(
+        ev.TOOLBOX_RECONCILED,
+        revision=tb.revision,
+        reason=ENGINE_RESTARTED,
+        message=", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to do",
+    )
+    await tb.set_phase(tb.steady_phase())
+
+
+async def reconcile_serving(
+    tb: ToolboxRunner,
+    revision: int | None,
+    observed: list[ObservedContainer],
+    *,
+    charge: bool,
+) -> dict[str, int]:
+    """Leave exactly one supervised container per server of `revision`. Returns how many
+    containers were adopted, recreated and removed. Raises DtmaError (DockerUnavailable when
+    the engine goes away): the runners made so far serve, the rest is left to the next pass."""
+    counts = {"adopted": 0, "recreated": 0, "removed": 0}
+    spec = None
+    if revision is not None:
+        rev = await tb.repo.revision(tb.id, revision)
+        spec = ToolboxSpec.model_validate_json(rev.spec) if rev else None
+    if spec is not None and revision is not None:
+        tb.commit_revision(revision, spec, tb.servers, stopped=tb.stopped)
+    servers = [s.name for s in spec.servers] if spec else []
+    by_id = {c.id: c for c in observed}
+    adopted = tb.known_container_ids()
+    saved = {
+        name: st
+        for name, st in (await tb.repo.restart_states(tb.id)).items()
+        if st.revision == revision
+    }
+    budgets: dict[str, RestartTracker] = {}
+    given_up: set[str] = set()
+    for step in plan_serving(observed, revision if spec else None, servers, stopped=tb.stopped):
+        if step.action == "remove" and step.reason == EXITED and spec is not None:
+            assert step.server is not None
+            assert step.container_id is not None
+            assert revision is not None
+            budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
+            last = saved.get(step.server, RestartState(revision, 0))
+            if last.pending:
+                pass  # the crash was counted before the agent died; the recreate below ends it
+            elif last.gave_up or (
+                charge and budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP
+            ):
+                _adopt_failed(tb, spec, revision, by_id[step.container_id], last)
+                given_up.add(step.server)
+                continue
+        if step.action == "remove":
+            assert step.container_id is not None
+            await tb.remove_container(by_id[step.container_id])
+            counts["removed"] += 1
+            await tb.emit(
+                ev.CONTAINER_REMOVED,
+                server=step.server,
+                reason=step.reason,
+                revision=by_id[step.container_id].revision,
+                message=f"container {step.container_id[:12]}",
+            )
+            continue
+        assert spec is not None
+        assert revision is not None
+        assert step.server is not None
+        server = spec.server(step.server)
+        if step.action == "recreate":
+            if server.name in given_up:
+                continue  # its restart budget is spent: kept as failed, not recreated
+            before = saved.get(server.name)
+            tracker = budgets.get(server.name)
+            if tracker is None:  # missing, not crashed: still counts as a restart
+                tracker = _budget(tb, spec, server.name, saved)
+                if charge and not (before and before.pending):
+                    tracker.on_failure(tb.clock())
+            restarts = (before.restarts if before else 0) + (0 if before and before.pending else 1)
+            # Write-ahead, as the server runner does: a kill -9 during the create keeps the count.
+            await tb.save_restarts(server.name, revision, restarts, tracker.history(), False, True)
+            fresh = await start_container(tb, server, revision, spec, None)
+            runner = tb.new_runner(
+                server,
+                revision,
+                fresh,
+                fresh=True,
+                spec=spec,
+                restarts=restarts,
+                history=tracker.history(),
+            )
+            tb.replace_server(runner)
+            await runner.save_restarts()
+            counts["recreated"] += 1
+            await tb.emit(
+                ev.SERVER_RESTARTED,
+                server=server.name,
+                revision=revision,
+                reason=RECOVERED if charge else ENGINE_RESTARTED,
+                message=f"container {fresh.id[:12]} replaces an {step.reason} one",
+            )
+            runner.start_steady()
+            continue
+        assert step.container_id is not None
+        if step.container_id in adopted:
+            continue  # the kept revision's runners already hold it
+        kept = saved.get(server.name)
+        runner = tb.new_runner(
+            server,
+            revision,
+            by_id[step.container_id],
+            fresh=False,
+            spec=spec,
+            restarts=kept.restarts if kept else 0,
+            history=from_wall(kept.attempts, tb.clock(), time.time()) if kept else (),
+        )
+        if step.action == "adopt_stopped":
+            runner.state = "stopped"
+        tb.replace_server(runner)
+        if kept is not None and kept.pending:
+            await runner.save_restarts()  # the restart it was counted for did happen: settled
+        counts["adopted"] += 1
+        await tb.emit(
+            ev.CONTAINER_ADOPTED,
+            server=server.name,
+            revision=revision,
+            message=f"container {step.container_id[:12]}",
+        )
+    for runner in tb.servers.values():
+        if runner.state != "stopped":
+            runner.start_steady()
+    return counts
+
+
+def _budget(
+    tb: ToolboxRunner, spec: ToolboxSpec, server: str, saved: dict[str, RestartState]
+) -> RestartTracker:
+    """The server's restart tracker as the previous agent process left it."""
+    tracker = RestartTracker(spec.restart, tb.rng)
+    old = saved.get(server)
+    if old is not None:
+        tracker.restore(from_wall(old.attempts, tb.clock(), time.time()))
+    return tracker
+
+
+def _adopt_failed(
+    tb: ToolboxRunner,
+    spec: ToolboxSpec,
+    revision: int,
+    container: ObservedContainer,
+    saved: RestartState,
+) -> None:
+    """Keep a crashed server whose restart budget is spent as `failed` (not recreated)."""
+    runner = tb.new_runner(
+        spec.server(container.server),
+        revision,
+        container,
+        fresh=False,
+        spec=spec,
+        restarts=saved.restarts,
+        history=from_wall(saved.attempts, tb.clock(), time.time()),
+    )
+    runner.state, runner.health = "failed", "unhealthy"
+    runner.last_error = "restarts_exhausted: the budget was spent before the agent restarted"
+    tb.replace_server(runner)

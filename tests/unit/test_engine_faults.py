@@ -1,0 +1,179 @@
+"""Faults below the agent (engine/engine_watch.py, engine/reconcile.py) over the fakes on
+virtual time: a Docker daemon that stops and starts again is the engine's fault, never a
+server's. Restarts pause while it is away, no restart budget is charged, and on its return every
+toolbox is reconciled as after an adoption (live-restore: nothing is restarted)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dtma.engine import event_kinds as ev
+from dtma.engine.agent import Agent
+from dtma.engine.engine_watch import EngineWatch
+from dtma.errors import DockerUnavailable
+from tests.fakes import FakeEnginePing
+from tests.unit.engine_harness import Engine, server, spec_json
+from tests.virtual_time import eventually, run_virtual
+
+# One attempt in ten minutes: a single charged failure would leave the server `failed`.
+FRAGILE = {"attempts": 1, "interval": "10m", "delay": "1s"}
+
+
+async def _deployed(e: Engine, *servers: str, **extra: object) -> Agent:
+    agent = e.agent()
+    await agent.start()
+    body = spec_json(*(server(name) for name in servers), restart=FRAGILE, **extra)
+    result = await agent.apply("tb", body)
+    assert result.operation is not None
+    assert (await agent.wait(result.operation, 60)).state == "succeeded"
+    return agent
+
+
+async def _all_serving(agent: Agent, servers: int) -> bool:
+    status = await agent.status("tb")
+    states = [(s["state"], s["health"]) for s in status["servers"]]
+    return status["phase"] == "healthy" and states == [("running", "healthy")] * servers
+
+
+def _restart_daemon(e: Engine, *, live_restore: bool = False, down_for: float = 5.0) -> None:
+    async def restart() -> None:
+        e.runtime.daemon_stops(live_restore=live_restore)
+        await asyncio.sleep(down_for)
+        e.runtime.daemon_starts()
+
+    asyncio.get_running_loop().create_task(restart())
+
+
+def test_six_daemon_restarts_cost_no_restart_budget() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        agent = await _deployed(e, "a", "b")
+        for n in range(1, 7):
+            before = {s["name"]: s["restarts"] for s in (await agent.status("tb"))["servers"]}
+            _restart_daemon(e)
+            await eventually(lambda: e.runtime.down, within=1)
+            await eventually(lambda: not agent.engine.up, within=2)
+            await eventually(lambda n=n: agent.engine.epoch == n, within=30)
+            await eventually(lambda: _all_serving(agent, 2), within=30)
+            running = [c for c in e.runtime.of("tb") if c.running]
+            assert sorted(c.server for c in running) == ["a", "b"]  # one container per server
+            assert len(e.runtime.of("tb")) == 2  # the exited ones were removed
+            after = {s["name"]: s["restarts"] for s in (await agent.status("tb"))["servers"]}
+            assert all(after[name] - before[name] <= 1 for name in before)
+        kinds = e.store.kinds()
+        assert ev.SERVER_FAILED not in kinds
+        assert kinds.count(ev.TOOLBOX_RECONCILED) == 6
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_live_restore_keeps_every_container_and_restarts_nothing() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        agent = await _deployed(e, "a", "b")
+        ids = sorted(c.id for c in e.runtime.of("tb"))
+        for n in range(1, 4):
+            _restart_daemon(e, live_restore=True, down_for=2.0)
+            await eventually(lambda n=n: agent.engine.epoch == n, within=30)
+            await eventually(lambda: _all_serving(agent, 2), within=30)
+        assert sorted(c.id for c in e.runtime.of("tb")) == ids
+        status = await agent.status("tb")
+        assert [s["restarts"] for s in status["servers"]] == [0, 0]
+        assert ev.SERVER_RESTARTED not in e.store.kinds()
+        assert e.store.kinds().count(ev.CONTAINER_ADOPTED) == 6
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_a_crash_seen_just_before_the_daemon_went_is_refunded() -> None:
+    """A die event that reached the agent before the daemon stopped: the attempt it was
+    charged is taken back once the restart finds the engine gone."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = await _deployed(e, "a")
+        for n in range(1, 4):
+            first = e.runtime.of("tb")[0].id
+            e.runtime.exit(first, 137)
+            await asyncio.sleep(0.1)  # the runner has charged it and waits out its delay
+            _restart_daemon(e)
+            await eventually(lambda n=n: agent.engine.epoch == n, within=30)
+            await eventually(lambda: _all_serving(agent, 1), within=30)
+        assert ev.SERVER_FAILED not in e.store.kinds()
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_an_apply_while_the_daemon_is_down_is_kept_and_rolls_out_when_it_is_back() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        agent = await _deployed(e, "a")
+        e.runtime.daemon_stops()
+        await eventually(lambda: not agent.engine.up, within=2)
+        with pytest.raises(DockerUnavailable, match="recorded and runs once the engine is back"):
+            await agent.apply("tb", spec_json(server("a"), server("b"), restart=FRAGILE))
+        ops = [op for op in e.store.operation_rows.values() if op.revision == 2]
+        assert [op.state for op in ops] == ["running"]
+        await asyncio.sleep(10)
+        e.runtime.daemon_starts()
+        assert (await agent.wait(ops[0].id, 60)).state == "succeeded"
+        status = await agent.status("tb")
+        assert status["revision"] == 2
+        await eventually(lambda: _all_serving(agent, 2), within=30)
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_a_rollout_whose_gate_the_daemon_interrupts_runs_again() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        agent = await _deployed(e, "a")
+        body = spec_json(
+            server("a"), server("b"), restart=FRAGILE, min_healthy="20s", deadline="60s"
+        )
+        result = await agent.apply("tb", body)
+        assert result.operation is not None
+        await eventually(lambda: len(e.runtime.of("tb", revision=2)) == 2, within=10)
+        _restart_daemon(e)
+        record = await agent.wait(result.operation, 300)
+        assert (record.state, record.error) == ("succeeded", None)
+        await eventually(lambda: _all_serving(agent, 2), within=30)
+        assert {c.revision for c in e.runtime.of("tb")} == {2}
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_the_epoch_moves_once_per_outage_and_after_a_quick_restart() -> None:
+    async def main() -> None:
+        ping = FakeEnginePing(up=False)
+        watch = EngineWatch(ping)
+        moved: list[int] = []
+        watch.on_back(moved.append)
+        assert not await watch.check()  # down from the start: agent start is the first pass
+        ping.up = True
+        assert await watch.check()
+        assert (watch.epoch, moved) == (0, [])
+        ping.up = False
+        assert not await watch.confirm(0)
+        assert not await watch.check()
+        ping.up = True
+        assert await watch.check()
+        assert (watch.epoch, moved) == (1, [1])
+        assert await watch.confirm(1)
+        watch.lost("the event stream ended")  # a restart quicker than any ping
+        assert not watch.up
+        assert not await watch.confirm(1)  # it answers, but in a new epoch
+        assert (watch.epoch, moved) == (2, [1, 2])
+
+    run_virtual(main)
