@@ -50,6 +50,10 @@ class EngineFaults(Protocol):
     def epoch(self) -> int:
         """Counts the engine's discontinuities (outages, daemon restarts)."""
 
+    @property
+    def last_outage_s(self) -> float:
+        """How long the outage that the current epoch closed lasted."""
+
     async def confirm(self, epoch: int) -> bool:
         """Ping now: True when the engine answers and is still in `epoch`."""
 

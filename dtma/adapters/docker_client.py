@@ -35,14 +35,21 @@ def make_docker_client(
     A unix socket is tried first with a socket of our own: docker-py leaks its socket when the
     connection is refused, and our message names the path.
     """
-    host = docker_host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-    if host.startswith("unix://"):
-        _preflight_unix(host.removeprefix("unix://"))
+    preflight(docker_host)
     if docker_host:
         return docker.DockerClient(
             base_url=docker_host, timeout=int(timeout), max_pool_size=max_pool_size
         )
     return docker.from_env(timeout=int(timeout), max_pool_size=max_pool_size)
+
+
+def preflight(docker_host: str | None) -> None:
+    """For a unix socket: connect a socket of our own, a new connection. Pooled keep-alive
+    connections outlive the socket's path, so an answer on one of them does not show that the
+    daemon still listens. Raises DockerUnavailable. Blocking; call in a thread."""
+    host = docker_host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
+    if host.startswith("unix://"):
+        _preflight_unix(host.removeprefix("unix://"))
 
 
 def _preflight_unix(path: str) -> None:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dtma.adapters.docker_client import call, make_docker_client
+from dtma.adapters.docker_client import call, make_docker_client, preflight
 
 T = TypeVar("T")
 
@@ -79,8 +79,14 @@ class DockerEngine:
             return self._client
 
     async def ping(self) -> None:
-        """Raise DockerUnavailable unless the engine answers."""
-        await self.run(lambda: call("ping", lambda: self.client().ping()))
+        """Raise DockerUnavailable unless the engine answers, on a new connection as well as
+        on the pooled one (a daemon shutting down still answers on open connections)."""
+
+        def ping() -> None:
+            preflight(self._docker_host)
+            call("ping", lambda: self.client().ping())
+
+        await self.run(ping)
 
     async def info(self) -> EngineInfo:
         raw = await self.run(lambda: call("version", lambda: self.client().version()))

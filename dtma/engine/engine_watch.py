@@ -57,7 +57,9 @@ class EngineWatch:
         self.error: str | None = "not checked yet"
         self._checked = False
         self._broken = False  # a discontinuity not yet closed by a new epoch
-        self._down_since: float | None = None
+        self._down_since: float | None = None  # the first sign of the current outage
+        self._reported = False  # its engine_unreachable event went out
+        self.last_outage_s = 0.0  # how long the last outage (closed by an epoch) lasted
         self._ping: asyncio.Task[bool] | None = None
         self._wake = asyncio.Event()
         self._up_event = asyncio.Event()
@@ -83,6 +85,8 @@ class EngineWatch:
         self._broken = True
         self.up = False
         self._up_event.clear()
+        if self._down_since is None:
+            self._down_since = self._clock()
         self._wake.set()
 
     def suspect(self) -> None:
@@ -136,17 +140,19 @@ class EngineWatch:
 
     async def _went_down(self, message: str) -> None:
         self._wake.clear()
-        was_up, first = self.up, not self._checked
+        first = not self._checked
         self._checked = True
         self.up = False
         self._up_event.clear()
         self.error = message
-        if not first and not was_up and self._down_since is not None:
+        if self._down_since is None:
+            self._down_since = self._clock()
+        if not first:
+            self._broken = True  # on start, the agent's recovery is the first pass anyway
+        if self._reported:
             return  # still down
-        self._broken = self._broken or was_up
-        self._down_since = self._clock()
+        self._reported = True
         METRICS.engine_up.set(0)
-        METRICS.engine_outages.inc()
         log.warning("docker_unreachable", error=message)
         if self._report is not None:
             await self._report(False, message)
@@ -158,7 +164,7 @@ class EngineWatch:
         if self.up and not self._broken:
             return
         down_for = self._clock() - self._down_since if self._down_since is not None else 0.0
-        self.up, self.error, self._down_since = True, None, None
+        self.up, self.error, self._down_since, self._reported = True, None, None, False
         METRICS.engine_up.set(1)
         self._up_event.set()
         if first or not self._broken:
@@ -166,6 +172,8 @@ class EngineWatch:
             return
         self._broken = False
         self.epoch += 1
+        self.last_outage_s = down_for
+        METRICS.engine_outages.inc()
         self._epoch_moved.set()
         message = (
             f"the engine answers again after {down_for:.1f}s; reconciling every toolbox "

@@ -32,6 +32,7 @@ from dtma.spec.models import ToolboxSpec
 ENGINE_RESTARTED = "engine_restarted"
 RECOVERED = "recovered"
 ENGINE_RETRIES = 5  # times an operation is run again after the engine went away under it
+ENGINE_FAULT_WINDOW_S = 30.0  # restarts this long before an outage are taken as the engine's
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +82,10 @@ async def reconcile_after_engine(tb: ToolboxRunner, epoch: int) -> None:
     await tb.runtime.join_network(tb.id)
     observed = await tb.runtime.list_managed(tb.id)
     tb.commit_revision(tb.revision, tb.spec, {}, stopped=tb.stopped)
-    counts = await reconcile_serving(tb, tb.revision, observed, charge=False)
+    # Exits just before the engine went (a daemon stops its containers before its API) were
+    # charged as crashes: they were the engine's.
+    forgive = time.time() - tb.engine.last_outage_s - ENGINE_FAULT_WINDOW_S
+    counts = await reconcile_serving(tb, tb.revision, observed, charge=False, forgive=forgive)
     tb.reconciled_epoch = epoch
     await tb.emit(
         ev.TOOLBOX_RECONCILED,
@@ -98,10 +102,12 @@ async def reconcile_serving(
     observed: list[ObservedContainer],
     *,
     charge: bool,
+    forgive: float | None = None,
 ) -> dict[str, int]:
     """Leave exactly one supervised container per server of `revision`. Returns how many
-    containers were adopted, recreated and removed. Raises DtmaError (DockerUnavailable when
-    the engine goes away): the runners made so far serve, the rest is left to the next pass."""
+    containers were adopted, recreated and removed. Restarts saved at or after the wall-clock
+    time `forgive` are taken back. Raises DtmaError (DockerUnavailable when the engine goes
+    away): the runners made so far serve, the rest is left to the next pass."""
     counts = {"adopted": 0, "recreated": 0, "removed": 0}
     spec = None
     if revision is not None:
@@ -113,7 +119,7 @@ async def reconcile_serving(
     by_id = {c.id: c for c in observed}
     adopted = tb.known_container_ids()
     saved = {
-        name: st
+        name: st if forgive is None else st.forgiven_since(forgive)
         for name, st in (await tb.repo.restart_states(tb.id)).items()
         if st.revision == revision
     }
@@ -200,8 +206,10 @@ async def reconcile_serving(
         if step.action == "adopt_stopped":
             runner.state = "stopped"
         tb.replace_server(runner)
-        if kept is not None and kept.pending:
-            await runner.save_restarts()  # the restart it was counted for did happen: settled
+        if kept is not None and (kept.pending or forgive is not None):
+            # pending: the restart it was counted for did happen (settled); forgive: the
+            # engine's restarts are taken back for good.
+            await runner.save_restarts()
         counts["adopted"] += 1
         await tb.emit(
             ev.CONTAINER_ADOPTED,

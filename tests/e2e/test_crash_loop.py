@@ -1,5 +1,7 @@
 """Twenty kill -9s of a real agent at random moments during rollouts (issue 9): after every
-restart each toolbox serves one consistent revision and nothing of the agent is orphaned.
+restart each toolbox serves one consistent revision and nothing of the agent is orphaned. All
+the while a client calls a tool through a toolbox's MCP endpoint (issue 19): every call answers,
+gets the retryable error, or finds the agent down; none hangs.
 
 Every iteration gives each toolbox something to do (a new good revision, start_first or
 stop_first; now and then a bad one that must roll back; or a crash of its serving container),
@@ -10,23 +12,28 @@ failure message, and DTMA_CRASH_LOOP_SEED=<seed> replays a run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from dtma.domain.containers import LABEL_AGENT, LABEL_SERVER, LABEL_TOOLBOX
 from tests.agent_process import AgentProcess
 from tests.conftest import BaoServer, free_port, wait_until
+from tests.e2e.access_support import mcp_client
 from tests.engine_fixture import remove_toolboxes, spec, time_server
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +43,61 @@ TOOLBOXES = 3
 MAX_DELAY_S = 4.0  # a rollout of one mcp-time server takes about 2-4 s here
 RESTART = {"attempts": 50, "interval": "5m", "delay": "0.2s", "max_delay": "1s", "mode": "fail"}
 BAD_COMMAND = ["sh", "-c", "exit 3"]  # a revision whose container exits at once
+CALL_TIMEOUT_S = 60.0  # a call that takes longer hangs
+SERVER_UNAVAILABLE = -32003
+
+
+class ToolCaller:
+    """Calls a tool through one toolbox's MCP endpoint over and over, from a thread of its own,
+    each call bounded by CALL_TIMEOUT_S. Outcomes: `ok`, `retryable` (-32003, or a 503 while the
+    agent starts), `agent_down` (refused or cut: it was killed), `hang`, or `other: ...`."""
+
+    def __init__(self, agent: AgentProcess, toolbox: str) -> None:
+        self.agent = agent
+        self.toolbox = toolbox
+        self.outcomes: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join(CALL_TIMEOUT_S + 10)
+        assert not self._thread.is_alive(), "the caller's last call hangs"
+        return self.outcomes
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            outcome = await self._one()
+            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+            await asyncio.sleep(0.05 if outcome == "ok" else 0.3)
+
+    async def _one(self) -> str:
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                async with mcp_client(self.agent, self.toolbox, self.agent.token) as client:
+                    result = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+        except TimeoutError:
+            return "hang"
+        except Exception as exc:
+            return _classify(exc)
+        return f"other: a tool error: {result}" if result.is_error else "ok"
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        outcomes = {_classify(e) for e in exc.exceptions}
+        return max(outcomes, key=lambda o: o.startswith("other"))  # any other wins
+    if isinstance(exc, MCPError):
+        code = exc.error.code
+        return "retryable" if code == SERVER_UNAVAILABLE else f"other: {code} {exc.error.message}"
+    if isinstance(exc, httpx2.HTTPStatusError) and exc.response.status_code == 503:
+        return "retryable"
+    if isinstance(exc, httpx2.TransportError | OSError):
+        return "agent_down"
+    return f"other: {type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -216,6 +278,8 @@ def test_twenty_kill_9s_during_rollouts_leave_one_consistent_revision_and_no_orp
         resp = loop.apply(index, "start_first", bad=False, wait=60)
         assert resp["phase"] == "healthy", resp
     started = time.monotonic()
+    caller = ToolCaller(loop.agent, loop.toolboxes[1])
+    caller.start()
     for i in range(KILLS):
         mark = len(loop.log)
         try:
@@ -226,4 +290,8 @@ def test_twenty_kill_9s_during_rollouts_leave_one_consistent_revision_and_no_orp
                 f"seed {loop.seed} (replay: DTMA_CRASH_LOOP_SEED={loop.seed}), kill {i + 1} of "
                 f"{KILLS}, after:\n  {steps}\n{exc}\nagent log tail:\n{loop.agent.logs()[-3000:]}"
             )
-    print(f"seed {loop.seed}: {KILLS} kills in {time.monotonic() - started:.0f}s")
+    outcomes = caller.stop()
+    print(f"seed {loop.seed}: {KILLS} kills in {time.monotonic() - started:.0f}s; calls {outcomes}")
+    bad = {o: n for o, n in outcomes.items() if o not in ("ok", "retryable", "agent_down")}
+    assert bad == {}, outcomes
+    assert outcomes.get("ok", 0) >= KILLS, outcomes  # it did call, between the kills

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from dtma.domain import restart
+from dtma.domain.records import RestartState
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.spec.models import Restart
 
@@ -67,3 +68,21 @@ def test_delay_mode_waits_for_the_window_instead_of_giving_up() -> None:
 def test_zero_attempts_gives_up_at_once() -> None:
     t = RestartTracker(Restart(attempts=0), NoJitter())
     assert t.on_failure(0.0).verdict is Verdict.GIVE_UP
+
+
+def test_a_refunded_attempt_gives_the_budget_back() -> None:
+    t = RestartTracker(Restart(attempts=1, interval=600, delay=1), NoJitter())
+    assert t.on_failure(0.0).verdict is Verdict.RESTART
+    t.refund()  # that failure was the engine's
+    assert t.on_failure(1.0).verdict is Verdict.RESTART
+    assert t.on_failure(2.0).verdict is Verdict.GIVE_UP
+    t.refund()
+    t.refund()  # nothing left to take back: no error
+    assert t.history() == ()
+
+
+def test_restarts_around_an_outage_are_forgiven_and_a_spent_budget_given_back() -> None:
+    saved = RestartState(3, restarts=4, attempts=(100.0, 200.0, 290.0), gave_up=True)
+    forgiven = saved.forgiven_since(150.0)
+    assert forgiven == RestartState(3, restarts=2, attempts=(100.0,), gave_up=False)
+    assert saved.forgiven_since(300.0) is saved  # nothing in the window: unchanged
