@@ -1,6 +1,6 @@
 """Holding a health gate over live runners: probe each one, feed the tracker, decide.
 
-Used by executor.start_and_gate (rollouts, the stop_first revert, recovery, secret rotation).
+Used by start_gate.start_and_gate (rollouts, the stop_first revert, recovery, secret rotation).
 Probe tasks run on the event loop; hold_gate cancels them when it returns.
 """
 

@@ -24,7 +24,7 @@ from dtma.domain.records import RestartState
 from dtma.domain.restart import RestartTracker, Verdict, from_wall
 from dtma.domain.rollout_plan import SUCCEEDED
 from dtma.engine import event_kinds as ev
-from dtma.engine.executor import start_container
+from dtma.engine.start_gate import start_container
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DockerUnavailable
 from dtma.spec.models import ToolboxSpec

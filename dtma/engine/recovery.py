@@ -20,8 +20,8 @@ from dtma.domain.planner import complete_revision
 from dtma.domain.records import ToolboxRecord
 from dtma.domain.rollout_plan import ROLLED_BACK, SUCCEEDED
 from dtma.engine import event_kinds as ev
-from dtma.engine.executor import start_and_gate
 from dtma.engine.reconcile import reconcile_serving
+from dtma.engine.start_gate import start_and_gate
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError
 from dtma.ports import ContainerRuntime, RecoveryStore

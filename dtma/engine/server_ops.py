@@ -1,15 +1,15 @@
 """The stop, start and restart operations on some or all of a toolbox's serving servers.
 
 A start or restart recreates the container (secrets are read afresh before every create)
-through the executor's start path (engine/executor.start_container: admission, image, create),
+through the executor's start path (engine/start_gate.start_container: admission, image, create),
 then supervises it. Every function runs under tb.lock, inside an operation.
 """
 
 from __future__ import annotations
 
 from dtma.engine import event_kinds as ev
-from dtma.engine.executor import start_container
 from dtma.engine.server_runner import ServerRunner
+from dtma.engine.start_gate import start_container
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DtmaError
 
