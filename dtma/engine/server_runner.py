@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -22,11 +22,12 @@ from dtma.domain import gate as gate_reasons
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.health import HealthTracker
 from dtma.domain.probe import ProbeResult
-from dtma.domain.restart import RestartTracker, Verdict
+from dtma.domain.restart import RestartTracker
 from dtma.engine import event_kinds as ev
 from dtma.engine.call_guard import CallGuard
+from dtma.engine.server_calls import ServerCalls
+from dtma.engine.server_restarts import ServerRestarts
 from dtma.engine.supervisor import Supervisor
-from dtma.errors import DockerUnavailable, DtmaError, ServerUnavailable
 from dtma.observability.metrics import METRICS
 from dtma.ports import EngineFaults, ProbeFactory
 from dtma.spec.models import Restart, ServerSpec, publish_address
@@ -34,9 +35,6 @@ from dtma.spec.models import Restart, ServerSpec, publish_address
 log = structlog.get_logger(__name__)
 
 STARTUP_PROBE_INTERVAL = 0.5
-DRAIN_TIMEOUT_S = 30.0  # a removed server's calls in flight get this long to finish
-TOOL_CALL_TIMEOUT_S = 300.0
-RECONCILE_GRACE_S = 60.0  # after an engine fault, the toolbox's reconcile replaces the runner
 
 
 class ServerHost(Protocol):
@@ -62,7 +60,7 @@ class ServerHost(Protocol):
     ) -> None: ...
 
 
-class ServerRunner:
+class ServerRunner(ServerRestarts, ServerCalls):
     def __init__(
         self,
         host: ServerHost,
@@ -111,10 +109,6 @@ class ServerRunner:
         self._started_at = clock()
         self._draining = False
         self._tool_defs: tuple[tuple[str, tuple[str, ...]], list[dict[str, Any]]] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def restart_history(self) -> tuple[float, ...]:
@@ -233,180 +227,6 @@ class ServerRunner:
                     gate_reasons.PROBE_FAILED,
                     f"{self._health.streak} consecutive probe failures, last: {self.last_error}",
                 )
-
-    async def _on_failure(self, kind: str, reason: str, detail: str) -> None:
-        if await self._engine_fault(detail):
-            return
-        self.last_error = f"{reason}: {detail}"
-        await self.host.emit(
-            kind, server=self.name, revision=self.revision, reason=reason, message=detail
-        )
-        while True:
-            decision = self._tracker.on_failure(self._clock())
-            if decision.verdict is Verdict.GIVE_UP:
-                self.state = "failed"
-                self.health = "unhealthy"
-                await self.host.emit(
-                    ev.SERVER_FAILED,
-                    server=self.name,
-                    revision=self.revision,
-                    reason=decision.reason,
-                    message=f"gave up after {decision.attempt} restarts within "
-                    f"{self._tracker.policy.interval:g}s",
-                )
-                await self.save_restarts()
-                self.host.server_changed()
-                return
-            self.state = "restarting"
-            self.host.server_changed()
-            await self.host.emit(
-                ev.SERVER_RESTARTING,
-                server=self.name,
-                revision=self.revision,
-                reason=decision.reason,
-                message=f"attempt {decision.attempt} in {decision.delay:.2f}s",
-            )
-            await asyncio.sleep(decision.delay)
-            if await self._engine_fault("before the restart", refund=True):
-                return
-            # Counted before the old container goes: a kill -9 from here on must not lose it.
-            self.restarts += 1
-            await self.save_restarts(pending=True)
-            replaced = self.container
-            try:
-                await self._recreate()
-            except asyncio.CancelledError:
-                # Halted by an operation (a restart, stop or removal of its own) before the new
-                # container existed: this restart did not happen; the operation counts its own.
-                if self.container is replaced:
-                    self.restarts -= 1
-                raise
-            except DtmaError as exc:
-                self.restarts -= 1
-                await self.save_restarts()
-                if isinstance(exc, DockerUnavailable) and await self._engine_fault(
-                    exc.message, refund=True
-                ):
-                    return
-                self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
-                await self.host.emit(
-                    ev.SERVER_START_FAILED,
-                    server=self.name,
-                    revision=self.revision,
-                    reason=gate_reasons.START_FAILED,
-                    message=exc.message,
-                )
-                continue
-            await self.save_restarts()
-            await self.host.emit(
-                ev.SERVER_RESTARTED,
-                server=self.name,
-                revision=self.revision,
-                reason=decision.reason,
-                message=f"container {self.container.id[:12]}, restart {self.restarts}",
-            )
-            self.host.server_changed()
-            return
-
-    async def _engine_fault(self, detail: str, *, refund: bool = False) -> bool:
-        """Whether the failure at hand is the engine's: it went away or restarted since this
-        runner's container was known. If so, the attempt counted for it is taken back (refund)
-        and the runner waits: the toolbox's reconcile after the engine's return replaces it.
-        Should none come within RECONCILE_GRACE_S, the runner takes the new epoch as its own
-        and goes on as usual."""
-        if await self._engine.confirm(self._epoch):
-            return False
-        if refund:
-            self._tracker.refund()
-        log.info("server_failure_is_the_engines", detail=detail, epoch=self._epoch)
-        await self._engine.moved_from(self._epoch)
-        await asyncio.sleep(RECONCILE_GRACE_S)
-        log.warning("server_not_reconciled_after_engine_fault", epoch=self._engine.epoch)
-        self._epoch = self._engine.epoch
-        return True
-
-    async def _recreate(self) -> None:
-        old = self.container
-        self._expected_exit = True
-        await self._probe.close()
-        await self.host.remove_container(old)
-        self.container = await self.host.create_container(self.spec, self.revision)
-        self._probe = self._probe_factory(self.spec, self.container, True)
-        self._exited = asyncio.Event()
-        self._expected_exit = False
-        self.exit_code = None
-        self._health.reset()
-        self._started_at = self._clock()
-        self.state = "running"
-        self.health = "unknown"
-
-    # -- the gateway's calls ------------------------------------------------------------------
-
-    @property
-    def serving(self) -> bool:
-        """Takes tool calls now: running, healthy, not being removed."""
-        return self.state == "running" and self.health == "healthy" and not self._draining
-
-    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
-        """The server's tools (wire JSON), cached per container and advertised tool names (the
-        probe refreshes the names, so a changed tool set is fetched again)."""
-        key = (self.container.id, tuple(self.tools))
-        if self._tool_defs is not None and self._tool_defs[0] == key:
-            return self._tool_defs[1]
-        defs = await self._probe.tool_defs(timeout)
-        self._tool_defs = (key, defs)
-        return defs
-
-    async def call_tool(
-        self,
-        tool: str,
-        arguments: dict[str, Any] | None,
-        timeout: float = TOOL_CALL_TIMEOUT_S,
-        envelope: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """One tools/call. Concurrent calls share the server's session. Raises ServerUnavailable
-        (retryable) when the server is not serving, or exits or restarts during the call: a
-        crashed server's call never hangs. Counted in flight, so remove() can drain it.
-        `envelope`: a 2026-07-28 client's own request envelope, which may be relayed as is."""
-        return await self._guarded(
-            lambda: self._probe.call_tool(tool, arguments, timeout, envelope)
-        )
-
-    async def catalog_request(
-        self, method: str, params: dict[str, Any] | None, timeout: float = TOOL_CALL_TIMEOUT_S
-    ) -> dict[str, Any]:
-        """A prompts/resources request, guarded like call_tool."""
-        return await self._guarded(lambda: self._probe.catalog_request(method, params, timeout))
-
-    async def offers(self) -> frozenset[str] | None:
-        """`prompts` / `resources` as the server's capabilities say; None when unknown."""
-        return await self._probe.offers()
-
-    async def _guarded(self, start: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        if not self.serving:
-            raise ServerUnavailable(
-                f"server {self.name} is {self._not_serving_because()}; retry shortly"
-            )
-        return await self._calls.run(
-            start,
-            lambda: ServerUnavailable(
-                f"server {self.name} exited during the call; it is being restarted, retry"
-            ),
-        )
-
-    def _not_serving_because(self) -> str:
-        if self._draining:
-            return "being replaced"
-        if self.state != "running":
-            return self.state
-        return "starting" if self.health == "unknown" else self.health
-
-    async def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> None:
-        """Take no new calls and wait (at most `timeout`) for those in flight. Idempotent."""
-        self._draining = True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._calls.idle()
 
     # -- lifecycle ----------------------------------------------------------------------------
 

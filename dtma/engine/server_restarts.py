@@ -1,0 +1,166 @@
+"""A server runner's restarts after a failure: backoff and budget (domain/restart.py), the
+restart write-ahead, and the engine's fault class (engine/engine_watch.py): a failure seen
+while the engine is away or after it restarted is not charged to the server.
+
+ServerRunner (engine/server_runner.py) is the one class that sets these attributes; only its
+steady task calls in here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from dtma.domain import gate as gate_reasons
+from dtma.domain.containers import ObservedContainer
+from dtma.domain.health import HealthTracker
+from dtma.domain.restart import RestartTracker, Verdict
+from dtma.engine import event_kinds as ev
+from dtma.errors import DockerUnavailable, DtmaError
+from dtma.ports import EngineFaults, Probe, ProbeFactory
+from dtma.spec.models import ServerSpec
+
+if TYPE_CHECKING:
+    from dtma.engine.server_runner import ServerHost
+
+log = structlog.get_logger(__name__)
+
+RECONCILE_GRACE_S = 60.0  # after an engine fault, the toolbox's reconcile replaces the runner
+
+
+class ServerRestarts:
+    host: ServerHost
+    spec: ServerSpec
+    revision: int
+    container: ObservedContainer
+    state: str
+    health: str
+    restarts: int
+    last_error: str | None
+    exit_code: int | None
+    _probe: Probe
+    _probe_factory: ProbeFactory
+    _tracker: RestartTracker
+    _health: HealthTracker
+    _engine: EngineFaults
+    _epoch: int
+    _exited: asyncio.Event
+    _expected_exit: bool
+    _started_at: float
+    _clock: Callable[[], float]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    async def save_restarts(self, *, pending: bool = False) -> None:
+        raise NotImplementedError  # ServerRunner's
+
+    async def _on_failure(self, kind: str, reason: str, detail: str) -> None:
+        if await self._engine_fault(detail):
+            return
+        self.last_error = f"{reason}: {detail}"
+        await self.host.emit(
+            kind, server=self.name, revision=self.revision, reason=reason, message=detail
+        )
+        while True:
+            decision = self._tracker.on_failure(self._clock())
+            if decision.verdict is Verdict.GIVE_UP:
+                self.state = "failed"
+                self.health = "unhealthy"
+                await self.host.emit(
+                    ev.SERVER_FAILED,
+                    server=self.name,
+                    revision=self.revision,
+                    reason=decision.reason,
+                    message=f"gave up after {decision.attempt} restarts within "
+                    f"{self._tracker.policy.interval:g}s",
+                )
+                await self.save_restarts()
+                self.host.server_changed()
+                return
+            self.state = "restarting"
+            self.host.server_changed()
+            await self.host.emit(
+                ev.SERVER_RESTARTING,
+                server=self.name,
+                revision=self.revision,
+                reason=decision.reason,
+                message=f"attempt {decision.attempt} in {decision.delay:.2f}s",
+            )
+            await asyncio.sleep(decision.delay)
+            if await self._engine_fault("before the restart", refund=True):
+                return
+            # Counted before the old container goes: a kill -9 from here on must not lose it.
+            self.restarts += 1
+            await self.save_restarts(pending=True)
+            replaced = self.container
+            try:
+                await self._recreate()
+            except asyncio.CancelledError:
+                # Halted by an operation (a restart, stop or removal of its own) before the new
+                # container existed: this restart did not happen; the operation counts its own.
+                if self.container is replaced:
+                    self.restarts -= 1
+                raise
+            except DtmaError as exc:
+                self.restarts -= 1
+                await self.save_restarts()
+                if isinstance(exc, DockerUnavailable) and await self._engine_fault(
+                    exc.message, refund=True
+                ):
+                    return
+                self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
+                await self.host.emit(
+                    ev.SERVER_START_FAILED,
+                    server=self.name,
+                    revision=self.revision,
+                    reason=gate_reasons.START_FAILED,
+                    message=exc.message,
+                )
+                continue
+            await self.save_restarts()
+            await self.host.emit(
+                ev.SERVER_RESTARTED,
+                server=self.name,
+                revision=self.revision,
+                reason=decision.reason,
+                message=f"container {self.container.id[:12]}, restart {self.restarts}",
+            )
+            self.host.server_changed()
+            return
+
+    async def _engine_fault(self, detail: str, *, refund: bool = False) -> bool:
+        """Whether the failure at hand is the engine's: it went away or restarted since this
+        runner's container was known. If so, the attempt counted for it is taken back (refund)
+        and the runner waits: the toolbox's reconcile after the engine's return replaces it.
+        Should none come within RECONCILE_GRACE_S, the runner takes the new epoch as its own
+        and goes on as usual."""
+        if await self._engine.confirm(self._epoch):
+            return False
+        if refund:
+            self._tracker.refund()
+        log.info("server_failure_is_the_engines", detail=detail, epoch=self._epoch)
+        await self._engine.moved_from(self._epoch)
+        await asyncio.sleep(RECONCILE_GRACE_S)
+        log.warning("server_not_reconciled_after_engine_fault", epoch=self._engine.epoch)
+        self._epoch = self._engine.epoch
+        return True
+
+    async def _recreate(self) -> None:
+        old = self.container
+        self._expected_exit = True
+        await self._probe.close()
+        await self.host.remove_container(old)
+        self.container = await self.host.create_container(self.spec, self.revision)
+        self._probe = self._probe_factory(self.spec, self.container, True)
+        self._exited = asyncio.Event()
+        self._expected_exit = False
+        self.exit_code = None
+        self._health.reset()
+        self._started_at = self._clock()
+        self.state = "running"
+        self.health = "unknown"
