@@ -44,9 +44,14 @@ class OwnDockerd:
             ["docker", "-H", self.host, *args], capture_output=True, text=True, **kwargs
         )
 
+    @property
+    def bridge(self) -> str:
+        return "dtd-" + self.root.name.rsplit("-", 1)[-1]  # at most 15 characters
+
     def start(self, wait: float = 60) -> None:
         if self.proc is None:
             self.remove_stale_bridges()  # a route of theirs would shadow a new network's
+            self._make_bridge()
         self.root.mkdir(parents=True, exist_ok=True)
         ns = "dtma-test-" + self.root.name.rsplit("-", 1)[-1]
         argv = [
@@ -63,8 +68,10 @@ class OwnDockerd:
             ns,
             "--containerd-plugins-namespace",
             ns + "-plugins",
+            # Its own default bridge: with `--bridge none` a daemon deletes the link named
+            # docker0 at start, which is the shared daemon's.
             "--bridge",
-            "none",
+            self.bridge,
             "--iptables=false",
             "--ip6tables=false",
             "--log-level",
@@ -147,6 +154,21 @@ class OwnDockerd:
                 )
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def _make_bridge(self) -> None:
+        """The daemon's default bridge, on the pool's last /24 (x.y.255.0/24): the agent's
+        subnet allocator reads every network's subnet from the engine, so it never hands that
+        block to a toolbox."""
+        if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode == 0:
+            return
+        net = ipaddress.ip_network(self.pool)
+        gateway = ipaddress.ip_address(int(net.broadcast_address) - 254)  # x.y.255.1
+        for argv in (
+            ["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+            ["ip", "addr", "add", f"{gateway}/24", "dev", self.bridge],
+            ["ip", "link", "set", self.bridge, "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
+
     def remove_stale_bridges(self) -> None:
         """Delete the bridges with an address in `pool`: a daemon stops without removing its
         networks' bridges, and one that was killed leaves them with their routes."""
@@ -154,7 +176,7 @@ class OwnDockerd:
         out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True)
         for line in out.stdout.splitlines():
             fields = line.split()
-            if len(fields) < 4 or not fields[1].startswith("br-"):
+            if len(fields) < 4 or not fields[1].startswith(("br-", "dtd-")):
                 continue
             if ipaddress.ip_interface(fields[3]).ip in pool:
                 subprocess.run(["ip", "link", "delete", fields[1]], capture_output=True)
