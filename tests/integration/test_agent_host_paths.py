@@ -34,6 +34,22 @@ out = {"id": me.container_id(client)}
 for p in sys.argv[1:]:
     found = me.host_path(client, pathlib.Path(p))
     out[p] = None if found is None else str(found)
+# A create whose secret directory the daemon cannot see fails before anything is created.
+import asyncio
+from dtma.adapters.docker_engine import DockerEngine
+from dtma.adapters.docker_runtime import DockerRuntime
+from dtma.domain.containers import ContainerRequest
+from dtma.errors import SecretsError
+req = ContainerRequest(
+    name="dtma-never-made", image="none", command=None, env={}, labels={}, network=None,
+    network_alias="x", internal_network=True, stdin_open=False, memory=1 << 24, nano_cpus=10**8,
+    pids=8, port=None, publish=None, bind_secrets_dir="/run/plain/x",
+)
+runtime = DockerRuntime(DockerEngine(None), agent_id="t", agent_container=me)
+try:
+    asyncio.run(runtime.create_and_start(req))
+except SecretsError as exc:
+    out["refused"] = exc.message
 print("MAP", json.dumps(out), flush=True)
 """
 
@@ -64,6 +80,7 @@ async def test_paths_of_an_agent_container_map_to_what_the_daemon_sees(
             agent_image,
             entrypoint=["sh", "-c", 'python3 -c "$0" "$@" && sleep 60', MAP, *paths],
             cap_add=["SYS_ADMIN"],  # for the mount inside only
+            network_mode="none",  # the engine is reached over its socket
             volumes={
                 volume.name: {"bind": "/run/dtma/secrets", "mode": "rw"},
                 str(bound): {"bind": "/srv/bound", "mode": "rw"},
@@ -80,6 +97,11 @@ async def test_paths_of_an_agent_container_map_to_what_the_daemon_sees(
         assert mapped["/srv/bound/x/y"] == str(bound / "x/y")
         assert mapped["/run/plain/x"] is None
         assert mapped["/run/dtma/secrets/hidden/x"] is None
+        assert "on no volume or bind mount" in mapped["refused"]
+        assert "DTMA_SECRETS_DIR" in mapped["refused"]
+        assert not await in_thread(
+            docker_client.containers.list, all=True, filters={"name": "dtma-never-made"}
+        )
         # What the agent wrote inside is there, on the host, on a tmpfs.
         assert mount_point_fstype(host_dir) == "tmpfs"
         assert (host_dir / "agent1/c1/TOKEN").read_text() == "written-inside"
