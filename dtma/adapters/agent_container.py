@@ -11,12 +11,19 @@ then /proc/self/cgroup, then a hostname that is a short id), `none` never joins,
 is a container name or id on the engine. A detected id counts only if the engine knows it: an
 agent in a container that drives another engine (DOCKER_HOST) joins nothing.
 
+Paths: the agent writes secret files at paths of its own container, but the daemon that
+bind-mounts them into servers resolves a bind source on the host. `host_path` maps one to the
+other through the agent container's own mounts (a named volume's host directory, or a bind
+mount's source); outside a container the two are the same path.
+
 Blocking: every method takes a docker-py client and must run in a worker thread.
-Thread-safe: the resolution is cached once under a lock; join and leave are idempotent.
+Thread-safe: the resolution (and the container's mounts) is cached once under a lock; join and
+leave are idempotent.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 import socket
 import threading
@@ -26,6 +33,7 @@ from typing import Any
 import docker.errors
 import structlog
 
+from dtma.adapters.mounts import mount_of
 from dtma.errors import DockerError
 
 log = structlog.get_logger(__name__)
@@ -50,6 +58,32 @@ def id_candidates(mountinfo: str, cgroup: str, hostname: str) -> list[str]:
     return out
 
 
+def host_source(mounts: list[dict[str, Any]], path: str, innermost: str) -> str | None:
+    """Where the Docker daemon finds `path` of a container with these mounts (inspect's
+    `Mounts`): the Source of the bind or volume mount whose Destination holds `path` most
+    closely, with the rest of `path` joined on. `innermost` is the mount point that holds `path`
+    as the container itself sees it (mounts.mount_of); if it is not that mount's Destination,
+    something mounted inside the container hides the mount (a tmpfs the agent mounted itself),
+    and the daemon cannot see what is written there. None then, or when no bind or volume mount
+    holds `path` (the container's own layer or a `tmpfs` mount). Pure."""
+    path = posixpath.normpath(path)
+    best: dict[str, Any] | None = None
+    for mount in mounts:
+        dest = posixpath.normpath(str(mount.get("Destination") or "/"))
+        if path != dest and not path.startswith(dest.rstrip("/") + "/"):
+            continue
+        if best is None or len(dest) > len(posixpath.normpath(best["Destination"])):
+            best = mount
+    if best is None or best.get("Type") not in ("bind", "volume") or not best.get("Source"):
+        return None
+    dest = posixpath.normpath(best["Destination"])
+    if posixpath.normpath(innermost or "/") != dest:
+        return None
+    rest = posixpath.relpath(path, dest)
+    source = str(best["Source"])
+    return source if rest == "." else posixpath.join(source, rest)
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text(errors="replace")
@@ -65,6 +99,7 @@ class AgentContainer:
         self._lock = threading.Lock()
         self._resolved = False
         self._id: str | None = None
+        self._mounts: list[dict[str, Any]] | None = None
 
     def container_id(self, client: Any) -> str | None:
         """The agent's container id on this engine, or None when it runs outside one.
@@ -105,6 +140,22 @@ class AgentContainer:
                 hint="set DTMA_AGENT_CONTAINER to this container's name or id, or `none`",
             )
         return None
+
+    def host_path(self, client: Any, path: Path) -> Path | None:
+        """The path the Docker daemon sees for the agent's `path`: `path` itself when the agent
+        runs outside a container (or DTMA_AGENT_CONTAINER=none); inside one, the host path
+        behind the volume or bind mount that holds it (host_source); None when no such mount
+        does, so no bind mount the daemon makes could show what the agent writes there."""
+        me = self.container_id(client)
+        if me is None:
+            return path
+        with self._lock:
+            if self._mounts is None:  # a container's mounts are fixed for its life
+                self._mounts = list(client.api.inspect_container(me).get("Mounts") or [])
+            mounts = self._mounts
+        innermost, _ = mount_of(path)
+        found = host_source(mounts, posixpath.realpath(path), innermost)
+        return Path(found) if found else None
 
     def join(self, client: Any, network_id: str) -> None:
         """Connect the agent's container to the network; a no-op outside a container or when

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -31,7 +33,7 @@ from dtma.domain.containers import (
     network_name,
 )
 from dtma.domain.subnets import DEFAULT_POOL, MIN_PREFIX, parse_pool
-from dtma.errors import ContainerNotFound, DockerError, DtmaError, ImageNotFound
+from dtma.errors import ContainerNotFound, DockerError, DtmaError, ImageNotFound, SecretsError
 
 STOP_TIMEOUT_S = 10
 PULL_TIMEOUT_S = 300
@@ -165,6 +167,8 @@ class DockerRuntime:
 
     def _create_and_start(self, req: ContainerRequest) -> ObservedContainer:
         client = self._c()
+        if req.bind_secrets_dir:
+            req = replace(req, bind_secrets_dir=self._daemon_path(client, req.bind_secrets_dir))
         kwargs = create_kwargs(req)
         kwargs["labels"] = {**req.labels, LABEL_AGENT: self.agent_id}
         if req.network and not req.host_network:
@@ -180,6 +184,19 @@ class DockerRuntime:
                 container.remove(force=True)
             raise
         return observe(container.attrs, self.agent_id)
+
+    def _daemon_path(self, client: Any, directory: str) -> str:
+        """The agent wrote the secret files at `directory` as it sees it; the daemon
+        bind-mounts them from where it sees them (AgentContainer.host_path). Raises
+        SecretsError when it cannot see them at all."""
+        found = self._me.host_path(client, Path(directory))
+        if found is None:
+            raise SecretsError(
+                f"secret files at {directory} are in the agent's container but on no volume or "
+                "bind mount of it, so the Docker daemon cannot mount them into a server: mount a "
+                "tmpfs volume at DTMA_SECRETS_DIR (compose/docker-compose.yml shows one)"
+            )
+        return str(found)
 
     async def start(self, container_id: str) -> None:
         await self._engine.run(

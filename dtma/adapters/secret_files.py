@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from dtma.adapters.mounts import mount_of
 from dtma.errors import ConfigError, SecretsError
 
 log = structlog.get_logger(__name__)
@@ -44,17 +45,7 @@ def load_or_create_key(path: Path) -> bytes:
 
 def mount_point_fstype(path: Path) -> str:
     """The filesystem type of the mount that holds `path` (from /proc/self/mounts)."""
-    target = os.path.realpath(path)
-    best, fstype = "", ""
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            fields = line.split()
-            mnt = fields[1].replace("\\040", " ")
-            if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(
-                best
-            ):
-                best, fstype = mnt, fields[2]
-    return fstype
+    return mount_of(path)[1]
 
 
 def _rmtree(directory: Path) -> None:
@@ -127,10 +118,15 @@ class SecretFileStore:
                 reason="DTMA_ALLOW_DISK_SECRETS is set and no tmpfs could be mounted",
             )
             return None
+        fix = (
+            "mount a tmpfs volume there (compose/docker-compose.yml shows one)"
+            if Path("/.dockerenv").exists()  # Docker's marker: the agent runs in a container
+            else "run the agent as root"
+        )
         return (
             f"{self.base} is not a tmpfs and mounting one failed "
             f"({(proc.stderr or proc.stdout).strip() or 'exit ' + str(proc.returncode)}); "
-            "run the agent as root, or set DTMA_ALLOW_DISK_SECRETS=true to accept secrets on disk"
+            f"{fix}, or set DTMA_ALLOW_DISK_SECRETS=true to accept secrets on disk"
         )
 
     def dir_for(self, container_name: str) -> Path:

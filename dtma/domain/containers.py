@@ -64,6 +64,8 @@ class ContainerRequest:
     pid_host: bool = False
     ipc_host: bool = False
     mounts: tuple[tuple[str, str, str | None, bool], ...] = ()  # (type, target, source, ro)
+    # The secret files' directory as the agent sees it; the runtime adapter maps it to the path
+    # the Docker daemon mounts from (the same path unless the agent runs in a container).
     bind_secrets_dir: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -168,7 +168,8 @@ def test_every_alert_links_a_runbook_section_and_has_a_quiet_case() -> None:
 
 
 def test_compose_file_validates() -> None:
-    env = {**os.environ, "DTMA_API_TOKEN": "t" * 32}
+    # No variable is needed (the API token is generated into the state volume).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DTMA_")}
     run = subprocess.run(
         [_tool("docker-compose"), "-f", COMPOSE, "config"],
         env=env,
@@ -178,16 +179,7 @@ def test_compose_file_validates() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "dtma/agent:latest" in run.stdout
-    unset = {k: v for k, v in os.environ.items() if k != "DTMA_API_TOKEN"}
-    missing = subprocess.run(
-        [_tool("docker-compose"), "-f", COMPOSE, "config"],
-        env=unset,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert missing.returncode != 0
-    assert "DTMA_API_TOKEN" in missing.stderr
+    assert "DTMA_API_TOKEN" not in run.stdout
 
 
 def _registry_names() -> set[str]:
