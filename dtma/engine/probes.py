@@ -5,7 +5,8 @@ stdio: holds a StdioProbeSession (attach). A fresh container is initialized once
 A session that ends (the attach or the first initialize failed, say on a loaded host) is opened
 again on the next probe. It negotiates again if it never did, or if the server speaks 2026-07-28
 (discovery is stateless there); a live handshake-era session is never initialized twice.
-streamable-http: a fresh session per probe against the container's address on the toolbox network.
+streamable-http: a fresh session per probe against the container's address on the toolbox network,
+and the session the gateway calls through held open: healthy only once it is.
 health.mcp = false: healthy while the container runs (the runner tracks that).
 """
 
@@ -65,10 +66,25 @@ class ContainerProbe:
             url = self.endpoint
             if url is None:
                 return ProbeResult.failed(reasons.CONNECT_FAILED, 0.0, "container has no address")
-            return await probe_http(
+            result = await probe_http(
                 url, timeout=health.timeout, expect_tools=health.expect_tools if full else ()
             )
+            unroutable = await self._unroutable(health.timeout) if result.healthy else None
+            if unroutable is not None:
+                return ProbeResult.failed(reasons.SESSION_CLOSED, result.latency_ms, unroutable)
+            return result
         return await self._check_stdio(full)
+
+    async def _unroutable(self, timeout: float) -> str | None:
+        """Why the gateway could not route a call to this HTTP server now (its held session
+        will not open), or None. Health does not lie: a server counts as healthy only once the
+        endpoint can call it. Cheap once the session is open (it is held)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._upstream(lambda _session: asyncio.sleep(0))
+        except (ServerUnavailable, TimeoutError) as exc:
+            return f"the gateway's session: {exc or 'no answer in time'}"
+        return None
 
     async def _check_stdio(self, full: bool) -> ProbeResult:
         health = self._server.health
