@@ -30,6 +30,7 @@ from dtma.errors import (
     ImageNotFound,
     SecretNotFound,
     ServerUnavailable,
+    VaultUnavailable,
 )
 from dtma.spec.models import ServerSpec
 
@@ -352,9 +353,12 @@ class FakeSecretSource:
     def __init__(self, values: dict[tuple[str, str, str], str] | None = None) -> None:
         self.values = dict(values or {})
         self.reads = 0
+        self.down = False  # Vault unreachable: every read raises VaultUnavailable
 
     async def read(self, mount: str, path: str, key: str, version: int | None = None) -> str:
         self.reads += 1
+        if self.down:
+            raise VaultUnavailable(f"Vault unreachable reading {mount}/{path}")
         value = self.values.get((mount, path, key))
         if value is None:
             raise SecretNotFound(f"secret {mount}/{path} has no key {key}")

@@ -1,6 +1,7 @@
 """A server runner's restarts after a failure: backoff and budget (domain/restart.py), the
-restart write-ahead, and the engine's fault class (engine/engine_watch.py): a failure seen
-while the engine is away or after it restarted is not charged to the server.
+restart write-ahead, and the faults below the server: a failure seen while the engine is away or
+after it restarted is not charged to the server (engine/engine_watch.py), and a restart that
+finds Vault unreachable waits for it, charging nothing more.
 
 ServerRunner (engine/server_runner.py) is the one class that sets these attributes; only its
 steady task calls in here.
@@ -19,7 +20,7 @@ from dtma.domain.containers import ObservedContainer
 from dtma.domain.health import HealthTracker
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.engine import event_kinds as ev
-from dtma.errors import DockerUnavailable, DtmaError
+from dtma.errors import DockerUnavailable, DtmaError, VaultUnavailable
 from dtma.ports import EngineFaults, Probe, ProbeFactory
 from dtma.spec.models import ServerSpec
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RECONCILE_GRACE_S = 60.0  # after an engine fault, the toolbox's reconcile replaces the runner
+VAULT_RETRY_S = 1.0  # a restart that finds Vault unreachable tries again after this, doubling
+VAULT_RETRY_MAX_S = 30.0
 
 
 class ServerRestarts:
@@ -99,7 +102,7 @@ class ServerRestarts:
             await self.save_restarts(pending=True)
             replaced = self.container
             try:
-                await self._recreate()
+                await self._recreate_when_vault_answers()
             except asyncio.CancelledError:
                 # Halted by an operation (a restart, stop or removal of its own) before the new
                 # container existed: this restart did not happen; the operation counts its own.
@@ -132,6 +135,28 @@ class ServerRestarts:
             )
             self.host.server_changed()
             return
+
+    async def _recreate_when_vault_answers(self) -> None:
+        """_recreate(), retried while Vault is unreachable: a Vault outage pauses this restart
+        (the secrets are read at the create) and charges nothing more than the one attempt it
+        began with. Told once per outage; backoff doubling to VAULT_RETRY_MAX_S."""
+        wait = VAULT_RETRY_S
+        while True:
+            try:
+                await self._recreate()
+                return
+            except VaultUnavailable as exc:
+                if wait == VAULT_RETRY_S:
+                    self.last_error = f"{gate_reasons.SECRETS_FAILED}: {exc.message}"
+                    await self.host.emit(
+                        ev.SERVER_START_FAILED,
+                        server=self.name,
+                        revision=self.revision,
+                        reason=gate_reasons.SECRETS_FAILED,
+                        message=f"{exc.message}; the restart waits for Vault",
+                    )
+                await asyncio.sleep(wait)
+                wait = min(VAULT_RETRY_MAX_S, wait * 2)
 
     async def _engine_fault(self, detail: str, *, refund: bool = False) -> bool:
         """Whether the failure at hand is the engine's: it went away or restarted since this

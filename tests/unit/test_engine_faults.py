@@ -177,3 +177,33 @@ def test_the_epoch_moves_once_per_outage_and_after_a_quick_restart() -> None:
         assert (watch.epoch, moved) == (2, [1, 2])
 
     run_virtual(main)
+
+
+def test_a_crash_during_a_vault_outage_waits_for_vault_and_charges_once() -> None:
+    e = Engine()
+    secret = {"name": "TOKEN", "vault": {"mount": "secret", "path": "app", "key": "token"}}
+    e.vault.values[("secret", "app", "token")] = "v1"
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        restart = {"attempts": 2, "interval": "10m", "delay": "1s"}
+        body = spec_json(server("a", secrets=[secret]), restart=restart)
+        result = await agent.apply("tb", body)
+        assert result.operation is not None
+        assert (await agent.wait(result.operation, 60)).state == "succeeded"
+        e.vault.down = True
+        e.runtime.exit(e.runtime.of("tb")[0].id, 1)
+        await asyncio.sleep(300)  # five minutes of Vault outage: many retries, one attempt
+        reads = e.vault.reads
+        assert reads > 5
+        waits = [x for x in e.store.event_rows if x.kind == ev.SERVER_START_FAILED]
+        assert len(waits) == 1  # told once
+        assert ev.SERVER_FAILED not in e.store.kinds()
+        e.vault.down = False
+        await eventually(lambda: _all_serving(agent, 1), within=60)
+        status = await agent.status("tb")
+        assert status["servers"][0]["restarts"] == 1
+        await agent.stop()
+
+    run_virtual(main)
