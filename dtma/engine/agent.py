@@ -235,7 +235,7 @@ class Agent:
         )
         if self._deletes.get(toolbox_id, 0) != deletes:  # a delete came in meanwhile
             if created:
-                await self.repo.clear_target(toolbox_id, rev.number)
+                await self._runner(toolbox_id).clear_target(rev.number)
             self._refuse_while_deleting(toolbox_id, raced=True)
         if not created:
             return ApplyResult(toolbox_id, rev.number, None, True)

@@ -157,7 +157,7 @@ class RolloutExecutor:
         tb = self.tb
         match step:
             case Announce():
-                await tb.repo.update_toolbox(tb.id, target_revision=step.revision)
+                await tb.announce(step.revision)
                 await tb.set_phase("deploying")
                 await tb.emit(
                     self._kinds[0],
@@ -187,14 +187,12 @@ class RolloutExecutor:
                     is_rollback=self.is_rollback,
                 )
             case Commit():
-                tb.commit_revision(step.revision, self.spec, self.runners, stopped=False)
+                await tb.commit_stable(step.revision, self.spec, self.runners)
                 tb.end_gating()
                 for runner in self.runners.values():
                     runner.start_steady()
-                await tb.repo.mark_stable(tb.id, step.revision)
-                await tb.repo.update_toolbox(tb.id, stopped=0)
             case MarkStable():
-                await tb.repo.mark_stable(tb.id, step.revision)
+                await tb.mark_stable(step.revision)
             case RemoveServers():
                 for runner in self.old_servers.values():
                     await runner.remove()
@@ -210,7 +208,7 @@ class RolloutExecutor:
             case RemoveRevision():
                 await self._remove_revision(step.revision, step.reason)
             case ClearTarget():
-                await tb.repo.clear_target(tb.id, step.revision)
+                await tb.clear_target(step.revision)
             case RestoreStopped():
                 self.restored = await restore_stopped(tb, self.old_servers, step.revision)
             case RotateServer():

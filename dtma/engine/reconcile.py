@@ -204,7 +204,7 @@ async def reconcile_serving(
             history=from_wall(kept.attempts, tb.clock(), time.time()) if kept else (),
         )
         if step.action == "adopt_stopped":
-            runner.state = "stopped"
+            runner.mark_stopped()
         tb.replace_server(runner)
         if kept is not None and (kept.pending or forgive is not None):
             # pending: the restart it was counted for did happen (settled); forgive: the
@@ -251,6 +251,5 @@ def _adopt_failed(
         restarts=saved.restarts,
         history=from_wall(saved.attempts, tb.clock(), time.time()),
     )
-    runner.state, runner.health = "failed", "unhealthy"
-    runner.last_error = "restarts_exhausted: the budget was spent before the agent restarted"
+    runner.mark_given_up("restarts_exhausted: the budget was spent before the agent restarted")
     tb.replace_server(runner)

@@ -108,7 +108,7 @@ async def recover_or_fail(
             reason="recovery_failed",
             message=f"cannot recreate the toolbox: {reason}",
         )
-        await tb.repo.clear_target(tb.id, record.target_revision or -1)
+        await tb.clear_target(record.target_revision or -1)
         for op_id in interrupted_ops:
             await tb.repo.finish_operation(op_id, "failed", f"{INTERRUPTED}; {reason}")
             await tb.emit(
@@ -162,7 +162,7 @@ async def _finish_rollout(
         decision, runners = await start_and_gate(tb, spec, target, running=candidates, adopt=True)
         if decision.state is GateState.PASSED:
             tb.commit_revision(target, spec, runners, stopped=tb.stopped)
-            await tb.repo.mark_stable(tb.id, target)
+            await tb.mark_stable(target)
             await tb.emit(
                 ev.RECOVERY_KEPT,
                 revision=target,
@@ -177,7 +177,7 @@ async def _finish_rollout(
     for container in observed:
         if container.revision == target:
             await tb.remove_container(container)
-    await tb.repo.update_toolbox(tb.id, target_revision=None)
+    await tb.clear_target(target)
     await tb.emit(
         ev.RECOVERY_REVERTED,
         revision=record.current_revision,

@@ -17,8 +17,7 @@ from dtma.errors import DtmaError
 async def stop_servers(tb: ToolboxRunner, names: list[str] | None) -> tuple[str, str | None]:
     for runner in _select(tb, names):
         await tb.stop_server(runner)
-    tb.mark_stopped(all(r.state == "stopped" for r in tb.servers.values()))
-    await tb.repo.update_toolbox(tb.id, stopped=int(tb.stopped))
+    await tb.set_stopped(all(r.state == "stopped" for r in tb.servers.values()))
     return "succeeded", None
 
 
@@ -27,16 +26,14 @@ async def start_servers(tb: ToolboxRunner, names: list[str] | None) -> tuple[str
         if runner.state == "running":
             continue
         await _replace(tb, runner, reason="started")
-    tb.mark_stopped(False)
-    await tb.repo.update_toolbox(tb.id, stopped=0)
+    await tb.set_stopped(False)
     return "succeeded", None
 
 
 async def restart_servers(tb: ToolboxRunner, names: list[str] | None) -> tuple[str, str | None]:
     for runner in _select(tb, names):
         await _replace(tb, runner, reason="restart requested")
-    tb.mark_stopped(False)
-    await tb.repo.update_toolbox(tb.id, stopped=0)
+    await tb.set_stopped(False)
     return "succeeded", None
 
 

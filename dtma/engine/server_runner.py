@@ -251,6 +251,17 @@ class ServerRunner(ServerRestarts, ServerCalls):
         self._expected_exit = False
         self.start_steady()
 
+    def mark_stopped(self) -> None:
+        """Its container was stopped on purpose (a stop operation, or one found stopped in a
+        stopped toolbox): not a crash, and nothing to probe."""
+        self.state, self.health = "stopped", "unknown"
+
+    def mark_given_up(self, why: str) -> None:
+        """Its restart budget was spent before this runner existed (found so by a reconcile):
+        kept `failed`, its container left as it is."""
+        self.state, self.health = "failed", "unhealthy"
+        self.last_error = why
+
     def mark_failed(self) -> None:
         """No container serves this server any more and none could be made (a restart whose
         create failed): failed, so that the toolbox reads degraded; the attempt counts."""

@@ -99,6 +99,34 @@ class ToolboxRunner:
             stopped,
         )
 
+    # -- transitions of the toolbox's row: the only writes of it (memory and the state DB) ----
+
+    async def announce(self, revision: int) -> None:
+        """`revision` is rolling out: recovery finishes or reverts it after a crash."""
+        await self.repo.update_toolbox(self.id, target_revision=revision)
+
+    async def commit_stable(
+        self, revision: int, spec: ToolboxSpec, servers: dict[str, ServerRunner]
+    ) -> None:
+        """The gate passed: serve `revision` (commit_revision), running, and record it as the
+        serving, stable revision."""
+        self.commit_revision(revision, spec, servers, stopped=False)
+        await self.repo.mark_stable(self.id, revision)
+        await self.repo.update_toolbox(self.id, stopped=0)
+
+    async def mark_stable(self, revision: int) -> None:
+        """`revision` passed its gate and serves (recovery kept it, or a rollout committed)."""
+        await self.repo.mark_stable(self.id, revision)
+
+    async def clear_target(self, revision: int) -> None:
+        """`revision` is no longer rolling out (a newer apply keeps its own). Idempotent."""
+        await self.repo.clear_target(self.id, revision)
+
+    async def set_stopped(self, stopped: bool) -> None:
+        """The toolbox is stopped (or no longer): memory and the state DB together."""
+        self.mark_stopped(stopped)
+        await self.repo.update_toolbox(self.id, stopped=int(stopped))
+
     def replace_server(self, runner: ServerRunner) -> None:
         """`runner` serves its server from now on (a restart, rotation or recovery)."""
         self.servers[runner.name] = runner
@@ -315,10 +343,9 @@ class ToolboxRunner:
         except Exception:
             seen = await _inspect_quietly(self.runtime, runner.container.id)
             if seen is not None and not seen.running:
-                runner.state, runner.health = "stopped", "unknown"
+                runner.mark_stopped()
             raise  # still running: supervised again when the operation ends (run_operation)
-        runner.state = "stopped"
-        runner.health = "unknown"
+        runner.mark_stopped()
         await self.emit(
             ev.SERVER_STOPPED, server=runner.name, revision=runner.revision, reason=reason
         )

@@ -1,0 +1,54 @@
+"""One writer per piece of state (issue 19), checked on the source as test_supervised_tasks.py
+checks tasks: a toolbox's row in the state DB is written only by its ToolboxRunner, and a
+server's state and health are set only inside its ServerRunner's own class."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+TOOLBOX_ROW_WRITES = re.compile(
+    r"\brepo\.(update_toolbox|mark_stable|clear_target|delete_toolbox|save_restart_state|set_tools)\("
+)
+# A server's state or health assigned on anything but `self` (tuple targets included).
+SERVER_STATE_WRITES = re.compile(r"\b(?!self\b)\w+\.(state|health)\s*(,[^=]*)?=(?!=)")
+
+SERVER_RUNNER_FILES = {"server_runner.py", "server_restarts.py", "server_calls.py"}
+
+
+def _engine_and_api() -> list[Path]:
+    return sorted([*REPO.glob("dtma/engine/*.py"), *REPO.glob("dtma/api/*.py")])
+
+
+def test_only_the_toolbox_runner_writes_its_toolbox_row() -> None:
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in _engine_and_api()
+        if path.name != "toolbox_runner.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if TOOLBOX_ROW_WRITES.search(line)
+    ]
+    assert found == []
+
+
+def test_a_servers_state_is_set_only_inside_its_runner() -> None:
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in _engine_and_api()
+        if path.name not in SERVER_RUNNER_FILES
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if SERVER_STATE_WRITES.search(line)
+    ]
+    assert found == []
+
+
+def test_the_scans_see_what_they_look_for() -> None:
+    """The patterns match the writes they must catch, and not reads or comparisons."""
+    assert TOOLBOX_ROW_WRITES.search("await tb.repo.update_toolbox(tb.id, stopped=0)")
+    assert TOOLBOX_ROW_WRITES.search("await self.repo.mark_stable(self.id, n)")
+    assert SERVER_STATE_WRITES.search('runner.state = "stopped"')
+    assert SERVER_STATE_WRITES.search('runner.state, runner.health = "failed", "x"')
+    assert not SERVER_STATE_WRITES.search('if runner.state == "running":')
+    assert not SERVER_STATE_WRITES.search('self.state = "running"')
