@@ -6,13 +6,11 @@ events, and the orphan reaper with its grace period), and one task per queued op
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
-import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +23,8 @@ from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.gateway_catalog import CatalogGateway
 from dtma.engine.journal import Journal
-from dtma.engine.reconcile import run_through_engine_faults, sync_with_engine
+from dtma.engine.operations import Operations
+from dtma.engine.reconcile import sync_with_engine
 from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
@@ -100,7 +99,6 @@ class Agent:
         self.gateway = CatalogGateway(self._runners)  # the MCP endpoint's port
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
-        self._op_done: dict[str, asyncio.Event] = {}
         # Toolboxes with a delete queued or running (its operation id), and a count of deletes
         # submitted per toolbox: an apply that races a delete is refused, never lost.
         self._deleting: dict[str, str] = {}
@@ -110,6 +108,7 @@ class Agent:
         # The engine's fault class: on its return every toolbox is reconciled (_on_engine_back).
         self.engine = engine
         engine.on_back(self._on_engine_back)
+        self.operations = Operations(repo, engine)
         self.watcher = ContainerWatcher(
             runtime, self._runners, journal, secrets, clock, relist_interval, reap_grace, engine
         )
@@ -191,6 +190,7 @@ class Agent:
         for task in [*self._loops, *self._tasks]:
             await cancel_and_wait(task)
         self._loops.clear()
+        await self.operations.stop()
         for tb in self._runners.values():
             await tb.halt()
         if final:
@@ -241,7 +241,7 @@ class Agent:
             return ApplyResult(toolbox_id, rev.number, None, True)
         tb = self._runner(toolbox_id)
         tb.want_revision(rev.number)
-        op = await self._submit(
+        op = await self.operations.submit(
             tb,
             "apply",
             rev.number,
@@ -261,7 +261,7 @@ class Agent:
         elif await self.repo.revision(toolbox_id, revision) is None:
             raise NotFound(f"toolbox {toolbox_id} has no revision {revision}")
         number = revision
-        return await self._submit(
+        return await self.operations.submit(
             tb, "rollback", number, lambda op_id: run_rollout(tb, number, op_id, is_rollback=True)
         )
 
@@ -279,13 +279,13 @@ class Agent:
             if unknown:
                 raise NotFound(f"toolbox {toolbox_id} has no server {', '.join(unknown)}")
         work = {"restart": restart_servers, "stop": stop_servers, "start": start_servers}[kind]
-        return await self._submit(
+        return await self.operations.submit(
             tb, kind, tb.revision, lambda _op: work(tb, servers), params={"servers": servers or []}
         )
 
     async def refresh_secrets(self, toolbox_id: str) -> str:
         tb = await self._existing(toolbox_id)
-        return await self._submit(
+        return await self.operations.submit(
             tb, "refresh_secrets", tb.revision, lambda _op: refresh_secrets(tb)
         )
 
@@ -308,7 +308,7 @@ class Agent:
         self._deletes[toolbox_id] = self._deletes.get(toolbox_id, 0) + 1
         self._deleting[toolbox_id] = "pending"
         try:
-            op = await self._submit(tb, "delete", tb.revision, work)
+            op = await self.operations.submit(tb, "delete", tb.revision, work)
         except BaseException:
             self._deleting.pop(toolbox_id, None)
             raise
@@ -323,43 +323,6 @@ class Agent:
                 + (f" (operation {op})" if op and op != "pending" else "")
                 + "; apply it again once the delete has finished"
             )
-
-    async def _submit(
-        self,
-        tb: ToolboxRunner,
-        kind: str,
-        revision: int | None,
-        work: Callable[[str], Awaitable[tuple[str, str | None]]],
-        params: dict[str, Any] | None = None,
-    ) -> str:
-        op_id = "op-" + secrets.token_hex(8)
-        await self.repo.add_operation(op_id, kind, tb.id, revision, params)
-        done = self._op_done[op_id] = asyncio.Event()
-
-        async def run() -> None:
-            try:
-                await tb.run_operation(
-                    op_id,
-                    lambda: run_through_engine_faults(tb, lambda: work(op_id), revision),
-                    revision,
-                )
-            finally:
-                done.set()
-                # Waiters hold the event already; later ones read the final state from the DB.
-                self._op_done.pop(op_id, None)
-
-        task = asyncio.create_task(run(), name=f"{kind}-{tb.id}-{op_id}")
-        watch_task(task, f"operation {op_id}", "operation")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        if not self.engine.up:
-            # Recorded and queued, nothing lost: it runs once the engine answers again.
-            raise DockerUnavailable(
-                f"Docker engine unreachable ({self.engine.problem()}): operation {op_id} "
-                f"({kind}{f' of revision {revision}' if revision is not None else ''}) is "
-                "recorded and runs once the engine is back; GET /v1/operations/{op} follows it"
-            )
-        return op_id
 
     def _on_engine_back(self, epoch: int) -> None:
         """The engine answers again after an outage or a daemon restart: reconcile every
@@ -384,15 +347,7 @@ class Agent:
 
     async def wait(self, op_id: str, timeout: float) -> OperationRecord:
         """Wait up to `timeout` for the operation to finish; return its record either way."""
-        done = self._op_done.get(op_id)
-        if done is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await done.wait()
-        record = await self.repo.operation(op_id)
-        if record is None:
-            raise NotFound(f"no operation {op_id}")
-        return record
+        return await self.operations.wait(op_id, timeout)
 
     async def _existing(self, toolbox_id: str) -> ToolboxRunner:
         validate_toolbox_id(toolbox_id)
