@@ -14,6 +14,7 @@ from dtma import __version__
 from dtma.adapters.agent_container import AgentContainer
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
+from dtma.adapters.http_json import HttpJson
 from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
@@ -31,6 +32,7 @@ from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.call_journal import CallJournal, flush_loop
 from dtma.engine.errors_journal import ErrorJournal
 from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
+from dtma.engine.oauth import JwtVerifier
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
 from dtma.engine.retention import retention_loop
@@ -106,6 +108,8 @@ async def serve(settings: Settings) -> None:
     access = AccessTokens(agent.repo)  # client tokens of the MCP endpoints
     agent.journal.add_observer(access)  # a deleted toolbox's tokens stop at once
     calls = CallJournal(agent.repo, METRICS, agent.gateway.signature)
+    issuer_http = HttpJson()  # OAuth issuers' metadata and keys (unused without issuers)
+    oauth = JwtVerifier(settings.oauth_issuers, settings.base_url, issuer_http)
     readiness.add_check(agent.supervisor.down)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
@@ -123,6 +127,7 @@ async def serve(settings: Settings) -> None:
                 access=access,
                 calls=calls,
                 mcp_origins=settings.mcp_allowed_origins,
+                oauth=oauth,
             ),
             access_log=None,
             handle_signals=False,
@@ -177,6 +182,7 @@ async def serve(settings: Settings) -> None:
             except Exception:
                 log.exception("shutdown_flush_failed", step=flush.__qualname__)
         await agent.stop()
+        await issuer_http.close()
         await engine.close()
         await store.close()
     log.info("agent_stopped")
