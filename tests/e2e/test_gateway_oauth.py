@@ -92,9 +92,7 @@ def segment(token: str, i: int) -> dict[str, Any]:
 def post_mcp(agent: AgentProcess, tb: str, token: str | None) -> tuple[int, dict[str, str], Any]:
     body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
     headers = {"Accept": "application/json, text/event-stream"}
-    return agent.request(
-        "POST", f"/v1/toolboxes/{tb}/mcp", token=token, body=body, headers=headers
-    )
+    return agent.request("POST", f"/v1/toolboxes/{tb}/mcp", token=token, body=body, headers=headers)
 
 
 async def tool_names(agent: AgentProcess, tb: str, token: str) -> set[str]:
@@ -192,7 +190,8 @@ async def test_every_refusal_is_a_401_or_403_that_quotes_nothing(
             if len(part) > 8:
                 assert part not in answer, case
         assert "mallory" not in answer and "evil.example" not in answer, case
-    assert "mallory" not in agent.logs() and "no-such-kid" not in agent.logs()
+    assert "mallory" not in agent.logs()
+    assert "no-such-kid" not in agent.logs()
     # JWTs open MCP endpoints only: the control API refuses even a valid one.
     token = await in_thread(token_for, idp, agent, toolbox, groups=["ops"])
     status, _ = await in_thread(agent.get, "/v1/toolboxes", token)
@@ -206,7 +205,8 @@ async def test_claims_narrow_the_tools_on_list_and_call(
     both = await in_thread(token_for, idp, agent, toolbox, groups=["ops", "notes"])
     nobody = await in_thread(token_for, idp, agent, toolbox, groups=["sales"])
     notes_tools = await tool_names(agent, toolbox, both) - TIME_TOOLS
-    assert notes_tools and all(n.startswith("notes__") for n in notes_tools)
+    assert notes_tools
+    assert all(n.startswith("notes__") for n in notes_tools)
     assert await tool_names(agent, toolbox, ops) == TIME_TOOLS
     assert await tool_names(agent, toolbox, nobody) == set()
     async with mcp_client(agent, toolbox, ops) as client:
@@ -261,7 +261,9 @@ async def test_a_key_rotated_at_the_issuer_is_taken_without_a_restart(
     assert status not in (401, 403, 503), body
     assert await tool_names(agent, other, after) == TIME_TOOLS
     assert await tool_names(agent, other, before) == TIME_TOOLS  # the old key still verifies
-    assert agent.proc is not None and agent.proc.pid == pid and agent.proc.poll() is None
+    assert agent.proc is not None
+    assert agent.proc.pid == pid
+    assert agent.proc.poll() is None
     assert agent.logs().count("oauth_jwks_loaded") > loads  # fetched again, on the unknown kid
 
 
@@ -271,7 +273,8 @@ async def test_metadata_is_served_for_any_well_formed_id_and_404_otherwise(
     status, _, meta = await in_thread(
         agent.request, "GET", "/.well-known/oauth-protected-resource/v1/toolboxes/nosuchbox/mcp"
     )
-    assert status == 200 and meta["scopes_supported"] == ["toolbox:nosuchbox"]
+    assert status == 200
+    assert meta["scopes_supported"] == ["toolbox:nosuchbox"]
     status, _, _ = await in_thread(
         agent.request, "GET", "/.well-known/oauth-protected-resource/v1/toolboxes/Bad_Id/mcp"
     )
