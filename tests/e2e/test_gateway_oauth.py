@@ -154,6 +154,9 @@ async def test_every_refusal_is_a_401_or_403_that_quotes_nothing(
     other_scope = await in_thread(
         idp.mint, await in_thread(idp.role, audience, {"scope": f"toolbox:{other}"})
     )
+    unknown_kid = await in_thread(own_rsa, good, "no-such-kid")
+    our_key = await in_thread(own_rsa, good, kid)
+    evil = await in_thread(own_rsa, {**good, "iss": "https://evil.example"}, kid)
     await asyncio.sleep(2 + LEEWAY_S + 1)
 
     cases = {
@@ -163,13 +166,9 @@ async def test_every_refusal_is_a_401_or_403_that_quotes_nothing(
             401,
             "token algorithm not accepted",
         ),
-        "an unknown kid": (own_rsa(good, "no-such-kid"), 401, "unknown signing key"),
-        "the issuer's kid, our key": (own_rsa(good, kid), 401, "token signature does not verify"),
-        "another issuer": (
-            own_rsa({**good, "iss": "https://evil.example"}, kid),
-            401,
-            "token issuer not accepted",
-        ),
+        "an unknown kid": (unknown_kid, 401, "unknown signing key"),
+        "the issuer's kid, our key": (our_key, 401, "token signature does not verify"),
+        "another issuer": (evil, 401, "token issuer not accepted"),
         "expired": (expired, 401, "token expired"),
         "the wrong audience": (wrong_aud, 401, "token not issued for this resource"),
         "another toolbox's endpoint": (for_other, 401, "token not issued for this resource"),
