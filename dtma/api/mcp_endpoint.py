@@ -36,6 +36,7 @@ from dtma import __version__
 from dtma.api import mcp_exchange
 from dtma.api.asgi import serve_asgi
 from dtma.api.errors import error_response
+from dtma.api.mcp_caller import CALLER_SCOPE_KEY, caller_of, may_call, visible
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.middleware import CALLER, PRINCIPAL
 from dtma.api.open_streams import OpenStreams
@@ -43,7 +44,6 @@ from dtma.api.origin import OriginPolicy
 from dtma.api.params import path_label
 from dtma.cancellation import cancel_and_wait, suppress_failures
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
-from dtma.domain.oauth import JwtCaller, tool_permitted
 from dtma.engine.call_journal import CallJournal
 from dtma.engine.gateway import GatewayTool, ToolDenied, ToolNotFound, split_name
 from dtma.engine.gateway_catalog import CATALOG, McpGateway
@@ -58,7 +58,6 @@ OFFERS_TIMEOUT_S = 2.0
 # JSON-RPC server-error range: the server behind this tool cannot answer now; retry.
 SERVER_UNAVAILABLE = -32003
 PRINCIPAL_SCOPE_KEY = "dtma.principal"  # the ASGI scope key the handler passes the caller in
-CALLER_SCOPE_KEY = "dtma.caller"  # and a JWT caller's JwtCaller (gateway.access, the journal)
 MAX_NAME_IN_JOURNAL = 128
 MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
 _LIST_CHANGED = {
@@ -226,10 +225,7 @@ class ToolboxEndpoint:
         except NotFound as exc:
             raise MCPError(types.INVALID_REQUEST, exc.message) from None
         self._learn(tools)
-        caller = _caller(ctx)
-        if caller is not None:  # gateway.access narrows what a JWT caller sees
-            rules = self._gateway.access_rules(self.toolbox_id)
-            tools = [t for t in tools if tool_permitted(t.name, rules, caller.claims)]
+        tools = visible(self._gateway, self.toolbox_id, caller_of(ctx), tools)  # gateway.access
         return types.ListToolsResult(
             tools=[types.Tool.model_validate({**t.definition, "name": t.name}) for t in tools]
         )
@@ -239,10 +235,7 @@ class ToolboxEndpoint:
         self._remember(ctx)
         started, outcome, answered = time.perf_counter(), "error", 0
         try:
-            caller = _caller(ctx)
-            if caller is not None and not tool_permitted(
-                params.name, self._gateway.access_rules(self.toolbox_id), caller.claims
-            ):
+            if not may_call(self._gateway, self.toolbox_id, caller_of(ctx), params.name):
                 raise ToolDenied(f"unknown tool {params.name!r}")
             result = await self._gateway.call(
                 self.toolbox_id, params.name, params.arguments, self._envelope(ctx, params.name)
@@ -294,7 +287,7 @@ class ToolboxEndpoint:
         assert self._audit is not None
         scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
         server, tool = split_name(params.name) or ("", params.name)
-        caller = scope.get(CALLER_SCOPE_KEY)
+        caller = caller_of(ctx)
         self._audit.record(
             ToolCall(
                 ts=time.time(),
@@ -306,20 +299,13 @@ class ToolboxEndpoint:
                 outcome=outcome,
                 request_bytes=len(to_json(params.arguments or {})),
                 response_bytes=answered,
-                subject=caller.subject if isinstance(caller, JwtCaller) else "",
-                issuer=caller.issuer if isinstance(caller, JwtCaller) else "",
+                subject=caller.subject if caller is not None else "",
+                issuer=caller.issuer if caller is not None else "",
             )
         )
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
-
-
-def _caller(ctx: Any) -> JwtCaller | None:
-    """The JWT caller of this request, if a JWT opened it (not a dtma token)."""
-    scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
-    caller = scope.get(CALLER_SCOPE_KEY)
-    return caller if isinstance(caller, JwtCaller) else None
 
 
 class McpEndpoints:
