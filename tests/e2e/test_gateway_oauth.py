@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,15 @@ from mcp.shared.exceptions import MCPError
 
 from tests.agent_process import AgentProcess, running_agent
 from tests.conftest import BaoServer, in_thread
-from tests.e2e.access_support import all_calls, apply, issue, mcp_client, spec, state_bytes
+from tests.e2e.access_support import (
+    all_calls,
+    apply,
+    issue,
+    mcp_client,
+    run_doc_line,
+    spec,
+    state_bytes,
+)
 from tests.e2e.oauth_support import (
     BaoIssuer,
     claims_for,
@@ -34,6 +44,7 @@ from tests.engine_fixture import new_toolbox_id, notes_server, time_server
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 TIME_TOOLS = {"time__get_current_time", "time__convert_time"}
+GATEWAY_DOC = Path(__file__).resolve().parents[2] / "docs/gateway.md"
 LEEWAY_S = 1  # the issuer's leeway here, so that a real token can expire within the test
 
 
@@ -279,3 +290,13 @@ async def test_metadata_is_served_for_any_well_formed_id_and_404_otherwise(
         agent.request, "GET", "/.well-known/oauth-protected-resource/v1/toolboxes/Bad_Id/mcp"
     )
     assert status == 404
+
+
+async def test_the_docs_metadata_line_runs_as_written(agent: AgentProcess, toolbox: str) -> None:
+    doc = await in_thread(GATEWAY_DOC.read_text)
+    section = doc.split("## Connecting with OAuth", 1)[1].split("\n## ", 1)[0]
+    (line,) = re.findall(r"```sh\n(.*?)```", section, re.S)[0].strip().splitlines()
+    env = {**os.environ, "DTMA_URL": agent.base_url, "TOOLBOX": toolbox}
+    ran = await in_thread(run_doc_line, line, env)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["resource"] == resource(agent, toolbox)
