@@ -51,8 +51,7 @@ def check_expected_tools(
             TOOL_NAME_COLLISION,
             latency_ms,
             listed,
-            "tools listed more than once: "
-            + ", ".join(t[:MAX_NAME_IN_DETAIL] for t in twice[:10]),
+            "tools listed more than once: " + ", ".join(t[:MAX_NAME_IN_DETAIL] for t in twice[:10]),
         )
     missing = tuple(t for t in expect if t not in listed)
     if missing:
