@@ -95,6 +95,11 @@ def token_for(idp: BaoIssuer, agent: AgentProcess, tb: str, **claims: Any) -> st
     return idp.mint(idp.role(resource(agent, tb), {"scope": f"toolbox:{tb}", **claims}))
 
 
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
+
+
 def segment(token: str, i: int) -> dict[str, Any]:
     """The JSON of a JWT's header (0) or payload (1)."""
     return dict(json.loads(base64.urlsafe_b64decode(token.split(".")[i] + "==")))
@@ -134,8 +139,7 @@ async def test_discovery_from_the_401_to_a_tool_called_with_a_token_from_openbao
     }
     # The issuer named there publishes its metadata and keys (what a client goes on with).
     discovery = f"{meta['authorization_servers'][0]}/.well-known/openid-configuration"
-    with await in_thread(urllib.request.urlopen, discovery, timeout=10) as resp:
-        assert json.load(resp)["issuer"] == idp.issuer
+    assert (await in_thread(get_json, discovery))["issuer"] == idp.issuer
 
     token = await in_thread(token_for, idp, agent, toolbox, groups=["ops"])
     async with mcp_client(agent, toolbox, token) as client:
