@@ -18,7 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.agent_process import AgentProcess, running_agent
@@ -113,6 +116,14 @@ def post_mcp(agent: AgentProcess, tb: str, token: str | None) -> tuple[int, dict
 
 async def tool_names(agent: AgentProcess, tb: str, token: str) -> set[str]:
     async with mcp_client(agent, tb, token) as client:
+        return {t.name for t in (await client.list_tools()).tools}
+
+
+async def legacy_tool_names(agent: AgentProcess, tb: str, token: str) -> set[str]:
+    """As tool_names, in a handshake-era session (`initialize`, Mcp-Session-Id)."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    transport = streamable_http_client(resource(agent, tb), http_client=http)
+    async with http, Client(transport, mode="legacy") as client:  # type: ignore[arg-type]
         return {t.name for t in (await client.list_tools()).tools}
 
 
@@ -224,6 +235,7 @@ async def test_claims_narrow_the_tools_on_list_and_call(
     assert all(n.startswith("notes__") for n in notes_tools)
     assert await tool_names(agent, toolbox, ops) == TIME_TOOLS
     assert await tool_names(agent, toolbox, nobody) == set()
+    assert await legacy_tool_names(agent, toolbox, ops) == TIME_TOOLS
     async with mcp_client(agent, toolbox, ops) as client:
         with pytest.raises(MCPError) as refused:
             await client.call_tool(sorted(notes_tools)[0], {})
