@@ -153,6 +153,7 @@ async def serve(settings: Settings) -> None:
             state_db=str(store.path),
             schema_version=schema,
             api_token=token.source,
+            oauth_issuers=[i.issuer for i in settings.oauth_issuers],
         )
         if vault is not None:
             await files.prepare()
