@@ -9,42 +9,16 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from dtma.domain.oauth import OAuthIssuer
 from dtma.engine.oauth import KEYS_MAX_AGE_S, REFRESH_MIN_S, JwtVerifier
 from dtma.errors import IssuerUnavailable, ScopeRefused, TokenRefused
 from tests.fakes import FakeJsonFetcher, ManualClock
+from tests.jwt_keys import BASE, ISSUER, Key
 
-ISSUER = "https://idp.example/realms/r"
-BASE = "https://agent.example:8750"
 OIDC = f"{ISSUER}/.well-known/openid-configuration"
 RFC8414 = "https://idp.example/.well-known/oauth-authorization-server/realms/r"
 JWKS = "https://idp.example/keys"
-
-
-class Key:
-    def __init__(self, kid: str) -> None:
-        self.kid = kid
-        self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def jwk(self) -> dict[str, Any]:
-        jwk = RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
-        return {**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}
-
-    def sign(self, tb: str = "abc", **claims: Any) -> str:
-        now = int(time.time())
-        body = {
-            "iss": ISSUER,
-            "aud": f"{BASE}/v1/toolboxes/{tb}/mcp",
-            "sub": "alice",
-            "iat": now,
-            "exp": now + 300,
-            "scope": f"toolbox:{tb}",
-            **claims,
-        }
-        return jwt.encode(body, self.private, algorithm="RS256", headers={"kid": self.kid})
 
 
 @pytest.fixture(scope="module")
