@@ -1,4 +1,5 @@
-"""Pure: what a verified JWT's claims grant on a toolbox's MCP endpoint.
+"""Pure: the OAuth issuer settings (`OAuthIssuer`, read by config.py) and what a verified
+JWT's claims grant on a toolbox's MCP endpoint.
 
 Two questions, both answered from claims that engine/oauth.py has already verified:
 - which toolboxes the token reaches: the entries `<prefix><id>` of its `scope` (a
@@ -36,7 +37,10 @@ JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = get_args(JwtAlgorithm)
 def http_url(value: str) -> str:
     """An https URL, or http only to a loopback host (a dev issuer such as `bao -dev`): keys
     fetched in the clear from elsewhere could be swapped on the way."""
-    m = re.fullmatch(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[^/:?#\s]+)(:\d{1,5})?(/[^?#\s]*)?", value)
+    # No quotes, backslashes or angle brackets: the URL goes into a WWW-Authenticate header.
+    m = re.fullmatch(
+        r'(https?)://(\[[0-9A-Fa-f:.]+\]|[^/:?#\s"\\<>]+)(:\d{1,5})?(/[^?#\s"\\<>]*)?', value
+    )
     if m is None:
         raise ValueError(f"{value!r} is not an http(s) URL without query or fragment")
     host = m.group(2).strip("[]")

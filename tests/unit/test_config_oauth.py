@@ -59,6 +59,7 @@ def test_issuers_from_the_config_file(tmp_path: Path) -> None:
         ({"DTMA_OAUTH_ISSUERS": "{not json"}, "must be a JSON array"),
         (env([{"issuer": DEV}], DTMA_LISTEN="0.0.0.0:8750"), "DTMA_PUBLIC_URL must be set"),
         ({"DTMA_PUBLIC_URL": "ftp://agent"}, "DTMA_PUBLIC_URL"),
+        ({"DTMA_PUBLIC_URL": 'https://agent.example/"x'}, "DTMA_PUBLIC_URL"),
     ],
 )
 def test_bad_oauth_settings_are_named(environ: dict[str, str], message: str) -> None:
