@@ -29,6 +29,7 @@ from tests.conftest import BaoServer, in_thread
 from tests.e2e.access_support import (
     all_calls,
     apply,
+    cli,
     issue,
     mcp_client,
     run_doc_line,
@@ -261,6 +262,9 @@ async def test_the_journal_records_subject_and_issuer_never_the_token(
         ("get_current_time", "ok", sub, idp.issuer)
     ]
     assert token.split(".")[2].encode() not in await in_thread(state_bytes, agent)
+    listed = await in_thread(cli, agent, "calls", other)
+    assert listed.returncode == 0, listed.stderr
+    assert f"oauth:{sub}" in listed.stdout
 
 
 async def test_a_key_rotated_at_the_issuer_is_taken_without_a_restart(
