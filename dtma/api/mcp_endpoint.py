@@ -36,7 +36,7 @@ from dtma import __version__
 from dtma.api import mcp_exchange
 from dtma.api.asgi import serve_asgi
 from dtma.api.errors import error_response
-from dtma.api.mcp_caller import CALLER_SCOPE_KEY, caller_of, may_call, visible
+from dtma.api.mcp_caller import CALLER_SCOPE_KEY, caller_of, held_until_expiry, may_call, visible
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
 from dtma.api.middleware import CALLER, PRINCIPAL
 from dtma.api.open_streams import OpenStreams
@@ -358,11 +358,13 @@ def add_mcp_routes(
     app.on_shutdown.append(close)
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        """A GET: a stream that lasts, tracked while it does if a client token opened it."""
+        """A GET: a stream that lasts, tracked (closed on revocation, or as its JWT expires)."""
         principal = request.get(PRINCIPAL, AGENT_PRINCIPAL)
         if principal == AGENT_PRINCIPAL:
             return await handle(request)
-        with streams.held(principal, request):  # entered before the first await
+        caller = request.get(CALLER)
+        held = streams.held if caller is None else held_until_expiry(streams, caller)
+        with held(principal, request):  # entered before the first await
             return await handle(request)
 
     async def handle(request: web.Request) -> web.StreamResponse:

@@ -83,6 +83,7 @@ class JwtCaller:
     issuer: str
     subject: str
     claims: Mapping[str, Any] = field(repr=False)
+    expires_at: float = float("inf")  # wall clock: `exp` plus the issuer's leeway
 
 
 def claim_values(claims: Mapping[str, Any], name: str) -> tuple[str, ...] | None:

@@ -187,6 +187,7 @@ class JwtVerifier:
             issuer=issuer.issuer[:MAX_ID_CHARS],
             subject=str(claims.get("sub", ""))[:MAX_ID_CHARS],
             claims=claims,
+            expires_at=float(claims["exp"]) + issuer.leeway,
         )
 
     def _decode(self, token: str, key: jwt.PyJWK, issuer: OAuthIssuer, toolbox: str) -> Any:

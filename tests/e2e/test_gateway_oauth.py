@@ -30,6 +30,7 @@ from tests.e2e.access_support import (
     all_calls,
     apply,
     cli,
+    get_stream,
     issue,
     mcp_client,
     run_doc_line,
@@ -44,6 +45,7 @@ from tests.e2e.oauth_support import (
     unsigned,
 )
 from tests.engine_fixture import new_toolbox_id, notes_server, time_server
+from tests.mcp_stream import stream_ends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -296,6 +298,23 @@ async def test_a_key_rotated_at_the_issuer_is_taken_without_a_restart(
     assert agent.proc.pid == pid
     assert agent.proc.poll() is None
     assert agent.logs().count("oauth_jwks_loaded") > loads  # fetched again, on the unknown kid
+
+
+async def test_a_jwts_get_stream_ends_when_the_jwt_expires(
+    agent: AgentProcess, other: str, idp: BaoIssuer
+) -> None:
+    ttl = 5
+    role = await in_thread(
+        idp.role, resource(agent, other), {"scope": f"toolbox:{other}"}, f"{ttl}s"
+    )
+    token = await in_thread(idp.mint, role)
+    async with (
+        get_stream(agent, other, token) as expiring,
+        get_stream(agent, other, agent.token) as operator,
+    ):
+        assert await stream_ends(expiring, within=ttl + LEEWAY_S + 10)
+        assert not await stream_ends(operator, within=0.2)
+    assert "token expired" in agent.logs()
 
 
 async def test_metadata_is_served_for_any_well_formed_id_and_404_otherwise(
