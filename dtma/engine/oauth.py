@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import jwt
 import structlog
 
-from dtma.domain.oauth import JWT_ALGORITHMS, JwtCaller, OAuthIssuer, reaches
+from dtma.domain.oauth import JWT_ALGORITHMS, JwtCaller, OAuthIssuer, http_url, reaches
 from dtma.errors import IssuerUnavailable, ScopeRefused, TokenRefused
 from dtma.ports import JsonFetcher
 
@@ -118,13 +118,21 @@ class IssuerKeys:
             if meta.get("issuer") != self.issuer.issuer or not isinstance(jwks_uri, str):
                 failure = IssuerUnavailable(f"{url} does not describe issuer {self.issuer.issuer}")
                 continue
-            return jwks_uri
+            try:
+                return http_url(jwks_uri)  # https (http only to loopback), as a configured one
+            except ValueError:
+                failure = IssuerUnavailable(f"{url} names a jwks_uri that is not https")
         assert failure is not None
         raise failure
 
 
 def _find(keys: jwt.PyJWKSet, kid: str | None) -> jwt.PyJWK | None:
-    usable = [k for k in keys.keys if k.public_key_use in (None, "sig")]
+    """Signing keys of an accepted (asymmetric) algorithm only: never a symmetric `oct` key."""
+    usable = [
+        k
+        for k in keys.keys
+        if k.public_key_use in (None, "sig") and k.algorithm_name in JWT_ALGORITHMS
+    ]
     if kid is None:
         return usable[0] if len(usable) == 1 else None
     return next((k for k in usable if k.key_id == kid), None)

@@ -70,6 +70,22 @@ async def test_metadata_for_another_issuer_is_not_trusted(k1: Key) -> None:
         await verifier.verify(k1.sign(), "abc")
 
 
+async def test_a_jwks_uri_in_the_clear_is_not_followed(k1: Key) -> None:
+    docs = {OIDC: {"issuer": ISSUER, "jwks_uri": "http://idp.example/keys"}}
+    verifier, fetcher, _ = setup([k1], docs)
+    with pytest.raises(IssuerUnavailable):
+        await verifier.verify(k1.sign(), "abc")
+    assert "http://idp.example/keys" not in fetcher.gets
+
+
+async def test_a_symmetric_key_in_the_set_is_never_used(k1: Key) -> None:
+    oct_key = {"kty": "oct", "kid": "k1", "k": "c2VjcmV0", "alg": "HS256"}
+    docs = {OIDC: {"issuer": ISSUER, "jwks_uri": JWKS}, JWKS: {"keys": [oct_key]}}
+    verifier, _, _ = setup([k1], docs)
+    with pytest.raises(TokenRefused, match="unknown signing key"):
+        await verifier.verify(k1.sign(), "abc")
+
+
 async def test_an_unknown_kid_refreshes_at_most_once_per_interval(
     k1: Key, keys: dict[str, Key]
 ) -> None:
