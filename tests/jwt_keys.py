@@ -3,6 +3,7 @@ Making an RSA key takes long enough to block an event loop: make them in sync fi
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 
@@ -32,6 +33,7 @@ class Key:
             "iat": now,
             "exp": now + 300,
             "scope": f"toolbox:{tb}",
+            "jti": secrets.token_hex(8),  # every token its own (the verifier caches by token)
             **claims,
         }
         return jwt.encode(body, self.private, algorithm="RS256", headers={"kid": self.kid})

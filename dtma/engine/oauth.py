@@ -19,6 +19,7 @@ ever quoted back or logged. Loop-only; concurrent verifications share one fetch 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +35,8 @@ from dtma.ports import JsonFetcher
 log = structlog.get_logger(__name__)
 
 REFRESH_MIN_S = 10.0
+VERIFIED_TTL_S = 60.0
+VERIFIED_KEPT = 4096
 KEYS_MAX_AGE_S = 3600.0
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_ID_CHARS = 256  # subject and issuer as journalled
@@ -147,10 +150,17 @@ class JwtVerifier:
         base_url: str,
         fetch: JsonFetcher,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.issuers = tuple(issuers)
         self.base_url = base_url.rstrip("/")
         self._keys = {i.issuer: IssuerKeys(i, fetch, clock) for i in issuers}
+        self._wall = wall
+        # (sha256 of the token, toolbox) -> (caller, good until): a client sends the same
+        # token with every request, and PyJWT's parse and check cost more than the rest of
+        # the request path. Successes only; kept VERIFIED_TTL_S at most (a key withdrawn at
+        # the issuer stops counting within that), never past the token's expiry.
+        self._verified: dict[tuple[str, str], tuple[JwtCaller, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -169,11 +179,27 @@ class JwtVerifier:
         return sorted(found)
 
     async def verify(self, token: str, toolbox: str) -> JwtCaller:
+        """Who the token's bearer is, for `toolbox`'s endpoint; TokenRefused, ScopeRefused or
+        IssuerUnavailable otherwise."""
+        now = self._wall()
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        cached = self._verified.get((digest, toolbox))
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        caller = await self._verify(token, toolbox)
+        if len(self._verified) >= VERIFIED_KEPT:
+            self._verified = {k: v for k, v in self._verified.items() if now < v[1]}
+            while len(self._verified) >= VERIFIED_KEPT:  # all still good: drop the oldest
+                del self._verified[next(iter(self._verified))]
+        self._verified[(digest, toolbox)] = (caller, min(caller.expires_at, now + VERIFIED_TTL_S))
+        return caller
+
+    async def _verify(self, token: str, toolbox: str) -> JwtCaller:
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            parsed = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise TokenRefused("malformed token") from None
+        header, unverified = parsed["header"], parsed["payload"]
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in JWT_ALGORITHMS:
             raise TokenRefused("token algorithm not accepted")

@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from dtma.domain.oauth import OAuthIssuer
-from dtma.engine.oauth import KEYS_MAX_AGE_S, REFRESH_MIN_S, JwtVerifier
+from dtma.engine.oauth import KEYS_MAX_AGE_S, REFRESH_MIN_S, VERIFIED_TTL_S, JwtVerifier
 from dtma.errors import IssuerUnavailable, ScopeRefused, TokenRefused
 from tests.fakes import FakeJsonFetcher, ManualClock
 from tests.jwt_keys import BASE, ISSUER, Key
@@ -33,7 +33,10 @@ def k1(keys: dict[str, Key]) -> Key:
 
 
 def setup(
-    keys: list[Key], documents: dict[str, Any] | None = None, **issuer: Any
+    keys: list[Key],
+    documents: dict[str, Any] | None = None,
+    wall: ManualClock | None = None,
+    **issuer: Any,
 ) -> tuple[JwtVerifier, FakeJsonFetcher, ManualClock]:
     published = keys  # the list is read at every GET: tests append to it to rotate
     fetcher = FakeJsonFetcher(
@@ -45,7 +48,9 @@ def setup(
         }
     )
     clock = ManualClock()
-    verifier = JwtVerifier([OAuthIssuer(issuer=ISSUER, **issuer)], BASE, fetcher, clock)
+    verifier = JwtVerifier(
+        [OAuthIssuer(issuer=ISSUER, **issuer)], BASE, fetcher, clock, wall or ManualClock()
+    )
     return verifier, fetcher, clock
 
 
@@ -162,3 +167,23 @@ async def test_required_claims_and_the_issuers_algorithms(k1: Key) -> None:
         await verifier.verify(token, "abc")  # no exp, no iat
     with pytest.raises(TokenRefused, match="not valid yet"):
         await verifier.verify(k1.sign(nbf=int(time.time()) + 120), "abc")
+
+
+async def test_a_verified_token_is_taken_again_for_a_minute_at_most(
+    k1: Key, keys: dict[str, Key]
+) -> None:
+    published = [k1]
+    wall = ManualClock()
+    verifier, fetcher, clock = setup(published, wall=wall)
+    token = k1.sign()
+    await verifier.verify(token, "abc")
+    with pytest.raises(TokenRefused, match="not issued for this resource"):
+        await verifier.verify(token, "xyz")  # cached per toolbox: checked afresh
+    published[:] = [keys["k2"]]  # k1 withdrawn at the issuer
+    clock.advance(KEYS_MAX_AGE_S + 1)
+    wall.advance(VERIFIED_TTL_S - 1)
+    await verifier.verify(token, "abc")  # from the cache: no parse, no fetch
+    assert fetcher.gets[JWKS] == 1
+    wall.advance(2)
+    with pytest.raises(TokenRefused, match="unknown signing key"):
+        await verifier.verify(token, "abc")
