@@ -14,6 +14,7 @@ from dtma import __version__
 from dtma.adapters.agent_container import AgentContainer
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
+from dtma.adapters.http_json import HttpJson
 from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
@@ -32,6 +33,7 @@ from dtma.engine.call_journal import CallJournal, flush_loop
 from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.errors_journal import ErrorJournal
 from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
+from dtma.engine.oauth import JwtVerifier
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
 from dtma.engine.retention import retention_loop
@@ -108,6 +110,8 @@ async def serve(settings: Settings) -> None:
     access = AccessTokens(agent.repo)  # client tokens of the MCP endpoints
     agent.journal.add_observer(access)  # a deleted toolbox's tokens stop at once
     calls = CallJournal(agent.repo, METRICS, agent.gateway.signature)
+    issuer_http = HttpJson()  # OAuth issuers' metadata and keys (unused without issuers)
+    oauth = JwtVerifier(settings.oauth_issuers, settings.base_url, issuer_http)
     readiness.add_check(agent.supervisor.down)
     runner: web.AppRunner | None = None
     # Every background task runs under the agent's supervisor: a failure is logged, counted,
@@ -126,6 +130,7 @@ async def serve(settings: Settings) -> None:
                 access=access,
                 calls=calls,
                 mcp_origins=settings.mcp_allowed_origins,
+                oauth=oauth,
             ),
             access_log=None,
             handle_signals=False,
@@ -151,6 +156,7 @@ async def serve(settings: Settings) -> None:
             state_db=str(store.path),
             schema_version=schema,
             api_token=token.source,
+            oauth_issuers=[i.issuer for i in settings.oauth_issuers],
         )
         if vault is not None:
             await files.prepare()
@@ -173,6 +179,7 @@ async def serve(settings: Settings) -> None:
             ("agent", agent.stop),  # the supervisor's tasks with it; containers keep running
             ("flush calls", calls.flush),  # the last calls and token uses
             ("flush token uses", access.flush_usage),
+            ("oauth issuers", issuer_http.close),
             ("engine", engine.close),
             ("state", store.close),
         )

@@ -99,7 +99,7 @@ async def _calls(client: DtmaClient, args: argparse.Namespace) -> int:
             _when(c.ts),
             c.server,
             c.tool,
-            c.token,
+            f"{c.token}:{c.subject}" if c.subject else c.token,  # oauth:<sub> for a JWT
             c.outcome,
             f"{c.duration * 1000:.1f}",
             c.request_bytes,

@@ -6,6 +6,7 @@ Keys are the environment variable names of DESIGN.md. A config file (YAML or JSO
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from dtma.domain.oauth import OAuthIssuer, http_url
 from dtma.domain.subnets import DEFAULT_POOL, parse_pool
 from dtma.errors import ConfigError
 from dtma.spec.models import CAPABILITY
@@ -109,6 +111,8 @@ ENV_KEYS = {
     "DTMA_RETAIN_CALLS": "retain_calls",
     "DTMA_MCP_ALLOWED_ORIGINS": "mcp_allowed_origins",
     "DTMA_PRUNE_INTERVAL": "prune_interval",
+    "DTMA_PUBLIC_URL": "public_url",
+    "DTMA_OAUTH_ISSUERS": "oauth_issuers",
     "DTMA_TLS_CERT": "tls_cert",
     "DTMA_TLS_KEY": "tls_key",
     "DTMA_TLS_CLIENT_CA": "tls_client_ca",
@@ -139,6 +143,16 @@ def _retain_age(value: object) -> float:
 
 
 RetainAge = Annotated[float, BeforeValidator(_retain_age)]
+
+
+def _json_list(value: object) -> object:
+    """DTMA_OAUTH_ISSUERS in the environment: a JSON array of issuer objects."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"must be a JSON array of issuer objects ({exc.msg})") from None
+    return value
 
 
 class Settings(BaseModel):
@@ -174,6 +188,12 @@ class Settings(BaseModel):
     # Browser origins the MCP endpoints accept besides loopback ones (api/origin.py).
     mcp_allowed_origins: NameList = ()
     prune_interval: Duration = Field(default=3600.0, ge=1)
+    # The agent's URL as its clients see it: the MCP endpoints' canonical URLs (OAuth audience
+    # and resource metadata). None: from DTMA_LISTEN (https when TLS is on).
+    public_url: Annotated[str, AfterValidator(http_url)] | None = None
+    oauth_issuers: Annotated[
+        tuple[OAuthIssuer, ...], BeforeValidator(_json_list), Field(max_length=16)
+    ] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -215,6 +235,30 @@ class Settings(BaseModel):
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("DTMA_TLS_CLIENT_CA (mTLS) needs DTMA_TLS_CERT and DTMA_TLS_KEY")
         return self
+
+    @model_validator(mode="after")
+    def _oauth_needs_a_url(self) -> Settings:
+        if self.oauth_issuers and self.public_url is None:
+            host = self.listen_host
+            if host in ("0.0.0.0", "::", ""):  # noqa: S104 (compared, not bound)
+                raise ValueError(
+                    "DTMA_PUBLIC_URL must be set with DTMA_OAUTH_ISSUERS when DTMA_LISTEN is a "
+                    "wildcard address: it is the audience tokens are checked against"
+                )
+        issuers = [i.issuer for i in self.oauth_issuers]
+        if len(issuers) != len(set(issuers)):
+            raise ValueError("DTMA_OAUTH_ISSUERS names an issuer twice")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The agent's canonical base URL, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        host = self.listen_host
+        host = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{host}:{self.listen_port}"
 
     @property
     def listen_host(self) -> str:

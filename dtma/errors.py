@@ -117,3 +117,24 @@ class VaultDenied(SecretsError):
 
 class SecretNotFound(SecretsError):
     code = "secret_not_found"
+
+
+class TokenRefused(DtmaError):
+    """A bearer token the MCP endpoint does not accept (401): bad signature, wrong audience,
+    expired, unknown key or issuer. The message is a fixed reason; it quotes nothing of the
+    token."""
+
+    code = "invalid_token"
+
+
+class ScopeRefused(DtmaError):
+    """A valid token that does not reach this toolbox (403)."""
+
+    code = "insufficient_scope"
+
+
+class IssuerUnavailable(DtmaError):
+    """An OAuth issuer's metadata or keys cannot be fetched now (503; the token may be fine)."""
+
+    transient = True
+    code = "issuer_unavailable"

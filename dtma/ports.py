@@ -258,3 +258,10 @@ class Probe(Protocol):
 
 # (server, container, fresh) -> a probe for it; `fresh`: a new process (initialize it).
 ProbeFactory = Callable[[ServerSpec, ObservedContainer, bool], Probe]
+
+
+class JsonFetcher(Protocol):
+    """GET a JSON object over HTTP(S) (an OAuth issuer's metadata and keys). Raises
+    IssuerUnavailable when it cannot (unreachable, not 200, not a JSON object, too large)."""
+
+    async def get_json(self, url: str) -> dict[str, Any]: ...

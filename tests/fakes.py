@@ -28,6 +28,7 @@ from dtma.errors import (
     DockerError,
     DockerUnavailable,
     ImageNotFound,
+    IssuerUnavailable,
     SecretNotFound,
     ServerUnavailable,
     VaultUnavailable,
@@ -390,3 +391,20 @@ class FakeSecretFiles:
         for name in gone:
             del self.dirs[name]
         return gone
+
+
+class FakeJsonFetcher:
+    """JsonFetcher over a dict of URL -> document (a callable gives a fresh one per GET); an
+    absent URL is IssuerUnavailable, as is everything while `down`. Counts GETs per URL."""
+
+    def __init__(self, documents: dict[str, Any]) -> None:
+        self.documents = documents
+        self.gets: dict[str, int] = {}
+        self.down = False
+
+    async def get_json(self, url: str) -> dict[str, Any]:
+        self.gets[url] = self.gets.get(url, 0) + 1
+        if self.down or url not in self.documents:
+            raise IssuerUnavailable(f"GET {url} failed")
+        doc = self.documents[url]
+        return dict(doc() if callable(doc) else doc)

@@ -155,6 +155,11 @@ MIGRATIONS: tuple[str, ...] = (
     -- 1 while a restart is counted but its container may not exist yet (a write-ahead)
     ALTER TABLE server_restarts ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
     """,
+    """
+    -- a JWT caller's `sub` and `iss` (token 'oauth'); '' for dtma tokens. Never a token.
+    ALTER TABLE tool_calls ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tool_calls ADD COLUMN issuer TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -102,6 +102,8 @@ class CallRecords(_Rows):
                 k.outcome,
                 k.request_bytes,
                 k.response_bytes,
+                k.subject,
+                k.issuer,
             )
             for k in calls
         ]
@@ -111,7 +113,8 @@ class CallRecords(_Rows):
                     c,
                     lambda tx: tx.executemany(
                         "INSERT INTO tool_calls (ts, toolbox, server, tool, token, duration, "
-                        "outcome, request_bytes, response_bytes) VALUES (?,?,?,?,?,?,?,?,?)",
+                        "outcome, request_bytes, response_bytes, subject, issuer) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         rows,
                     ),
                 )

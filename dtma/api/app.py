@@ -14,6 +14,7 @@ from dtma.api.middleware import (
     metrics_middleware,
     request_id_middleware,
 )
+from dtma.api.oauth import add_oauth_routes
 from dtma.api.open_streams import OpenStreams
 from dtma.api.origin import OriginPolicy
 from dtma.api.routes_access import add_access_routes
@@ -22,6 +23,7 @@ from dtma.api.routes_toolboxes import add_routes
 from dtma.engine.access import AccessTokens
 from dtma.engine.agent import Agent
 from dtma.engine.call_journal import CallJournal
+from dtma.engine.oauth import JwtVerifier
 from dtma.observability.metrics import METRICS
 from dtma.ports import Readiness
 
@@ -38,6 +40,7 @@ def create_app(
     access: AccessTokens | None = None,
     calls: CallJournal | None = None,
     mcp_origins: tuple[str, ...] = (),
+    oauth: JwtVerifier | None = None,
 ) -> web.Application:
     """Build the app. The handlers see only the narrow capabilities passed in here. `access`
     and `calls` default to fresh ones over the agent's repository (the caller loads the token
@@ -54,6 +57,7 @@ def create_app(
                 token,
                 public_metrics=not metrics_auth,
                 scoped=access.verify if access is not None else None,
+                oauth=oauth,
             ),
             error_middleware(),
         ],
@@ -82,6 +86,7 @@ def create_app(
 
     app.router.add_get("/v1/ready", ready)
     app.router.add_get("/metrics", metrics)
+    add_oauth_routes(app, oauth)
     if agent is not None and access is not None and calls is not None:
         streams = OpenStreams()
         access.on_forget(streams.cut)  # a revoked token's open GET streams close at once

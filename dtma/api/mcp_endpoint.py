@@ -36,8 +36,9 @@ from dtma import __version__
 from dtma.api import mcp_exchange
 from dtma.api.asgi import serve_asgi
 from dtma.api.errors import error_response
+from dtma.api.mcp_caller import CALLER_SCOPE_KEY, caller_of, held_until_expiry, may_call, visible
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
-from dtma.api.middleware import PRINCIPAL
+from dtma.api.middleware import CALLER, PRINCIPAL
 from dtma.api.open_streams import OpenStreams
 from dtma.api.origin import OriginPolicy
 from dtma.api.params import path_label
@@ -224,6 +225,7 @@ class ToolboxEndpoint:
         except NotFound as exc:
             raise MCPError(types.INVALID_REQUEST, exc.message) from None
         self._learn(tools)
+        tools = visible(self._gateway, self.toolbox_id, caller_of(ctx), tools)  # gateway.access
         return types.ListToolsResult(
             tools=[types.Tool.model_validate({**t.definition, "name": t.name}) for t in tools]
         )
@@ -233,6 +235,8 @@ class ToolboxEndpoint:
         self._remember(ctx)
         started, outcome, answered = time.perf_counter(), "error", 0
         try:
+            if not may_call(self._gateway, self.toolbox_id, caller_of(ctx), params.name):
+                raise ToolDenied(f"unknown tool {params.name!r}")
             result = await self._gateway.call(
                 self.toolbox_id, params.name, params.arguments, self._envelope(ctx, params.name)
             )
@@ -283,6 +287,7 @@ class ToolboxEndpoint:
         assert self._audit is not None
         scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
         server, tool = split_name(params.name) or ("", params.name)
+        caller = caller_of(ctx)
         self._audit.record(
             ToolCall(
                 ts=time.time(),
@@ -294,6 +299,8 @@ class ToolboxEndpoint:
                 outcome=outcome,
                 request_bytes=len(to_json(params.arguments or {})),
                 response_bytes=answered,
+                subject=caller.subject if caller is not None else "",
+                issuer=caller.issuer if caller is not None else "",
             )
         )
 
@@ -351,11 +358,13 @@ def add_mcp_routes(
     app.on_shutdown.append(close)
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        """A GET: a stream that lasts, tracked while it does if a client token opened it."""
+        """A GET: a stream that lasts, tracked (closed on revocation, or as its JWT expires)."""
         principal = request.get(PRINCIPAL, AGENT_PRINCIPAL)
         if principal == AGENT_PRINCIPAL:
             return await handle(request)
-        with streams.held(principal, request):  # entered before the first await
+        caller = request.get(CALLER)
+        held = streams.held if caller is None else held_until_expiry(streams, caller)
+        with held(principal, request):  # entered before the first await
             return await handle(request)
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -372,7 +381,9 @@ def add_mcp_routes(
         if not gateway.knows(toolbox_id):
             raise NotFound(f"toolbox {toolbox_id} not found")
         endpoint = await endpoints.get(toolbox_id)
-        scope = {PRINCIPAL_SCOPE_KEY: request.get(PRINCIPAL, AGENT_PRINCIPAL)}
+        scope: dict[str, Any] = {PRINCIPAL_SCOPE_KEY: request.get(PRINCIPAL, AGENT_PRINCIPAL)}
+        if (caller := request.get(CALLER)) is not None:
+            scope[CALLER_SCOPE_KEY] = caller
         body: bytes | None = None
         if mcp_exchange.takes(request):
             body = await request.read()

@@ -14,9 +14,12 @@ from aiohttp import web
 
 from dtma.api.errors import error_response, status_for
 from dtma.domain.access import AGENT_PRINCIPAL
+from dtma.domain.oauth import OAUTH_PRINCIPAL, JwtCaller
 from dtma.engine.access import Grant
-from dtma.errors import DtmaError
+from dtma.engine.oauth import JwtVerifier, looks_like_jwt
+from dtma.errors import DtmaError, IssuerUnavailable, ScopeRefused, TokenRefused
 from dtma.observability.metrics import METRICS, LabelledChildren, route_label
+from dtma.spec.models import is_dns_label
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +29,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID = web.RequestKey("request_id", str)
 # Who made the request: AGENT_PRINCIPAL (the API token) or a client token's id.
 PRINCIPAL = web.RequestKey("principal", str)
+# A JWT caller's issuer, subject and claims (never the token), on MCP requests it opened.
+CALLER = web.RequestKey("caller", JwtCaller)
+# RFC 9728: served without auth (api/oauth.py).
+OAUTH_METADATA_PREFIX = "/.well-known/oauth-protected-resource/"
 MCP_PATH = re.compile(r"/v1/toolboxes/([^/]+)/mcp")
 _U32 = 0xFFFFFFFF
 
@@ -90,31 +97,40 @@ def auth_middleware(
     token: str,
     public_metrics: bool = True,
     scoped: Callable[[str], Grant | None] | None = None,
+    oauth: JwtVerifier | None = None,
 ) -> web.middleware:  # type: ignore[valid-type]
     """The API token opens everything; a client token (`scoped`) only its own toolbox's MCP
-    endpoint: 403 anywhere else, 401 once revoked or unknown."""
+    endpoint: 403 anywhere else, 401 once revoked or unknown. With OAuth issuers configured
+    (`oauth`), a JWT opens the MCP endpoints of the toolboxes it grants (engine/oauth.py), and
+    a 401 on an MCP endpoint points at its RFC 9728 metadata."""
     expected = token.encode()
     public = PUBLIC_PATHS | ({"/metrics"} if public_metrics else set())
+    oauth = oauth if oauth is not None and oauth.enabled else None
+
+    def refused(mcp: re.Match[str] | None, message: str, error: str | None) -> web.Response:
+        challenge = 'Bearer realm="dtma"'
+        if mcp is not None and oauth is not None:
+            challenge = f'Bearer resource_metadata="{oauth.metadata_url(mcp.group(1))}"'
+        if error:
+            challenge += f', error="{error}"'
+        return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
     @web.middleware
     async def mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in public:
+        if request.path in public or request.path.startswith(OAUTH_METADATA_PREFIX):
             return await handler(request)
+        mcp = MCP_PATH.fullmatch(request.path)
+        if mcp is not None and not is_dns_label(mcp.group(1)):
+            mcp = None  # no toolbox can have that id; and it is not fit for a header
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented:
-            return error_response(
-                401,
-                "unauthorized",
-                "missing bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="dtma"'},
-            )
+            return refused(mcp, "missing bearer token", None)
         presented = presented.strip()
         if hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected):
             request[PRINCIPAL] = AGENT_PRINCIPAL
             return await handler(request)
         grant = scoped(presented) if scoped is not None else None
         if grant is not None:
-            mcp = MCP_PATH.fullmatch(request.path)
             if mcp is None or mcp.group(1) != grant.toolbox:
                 return error_response(
                     403,
@@ -124,14 +140,48 @@ def auth_middleware(
                 )
             request[PRINCIPAL] = grant.token_id
             return await handler(request)
-        return error_response(
-            401,
-            "unauthorized",
-            "invalid bearer token",
-            headers={"WWW-Authenticate": 'Bearer realm="dtma", error="invalid_token"'},
-        )
+        if oauth is not None and mcp is not None and looks_like_jwt(presented):
+            return await _with_jwt(oauth, request, handler, presented, mcp, refused)
+        return refused(mcp, "invalid bearer token", "invalid_token")
 
     return mw
+
+
+async def _with_jwt(
+    oauth: JwtVerifier,
+    request: web.Request,
+    handler: Handler,
+    presented: str,
+    mcp: re.Match[str],
+    refused: Callable[[re.Match[str] | None, str, str | None], web.Response],
+) -> web.StreamResponse:
+    """Verify a JWT for the MCP endpoint `mcp` names: 401 invalid_token, 403
+    insufficient_scope, 503 while the issuer's keys cannot be had; else on to the handler."""
+    toolbox = mcp.group(1)
+    try:
+        caller = await oauth.verify(presented, toolbox)
+    except TokenRefused as exc:
+        log.info("oauth_token_refused", toolbox=toolbox, reason=exc.message)
+        return refused(mcp, f"invalid bearer token: {exc.message}", "invalid_token")
+    except ScopeRefused as exc:
+        scopes = " ".join(oauth.scopes(toolbox))
+        challenge = (
+            f'Bearer resource_metadata="{oauth.metadata_url(toolbox)}", '
+            f'error="insufficient_scope"' + (f', scope="{scopes}"' if scopes else "")
+        )
+        return error_response(
+            403, "forbidden", exc.message, headers={"WWW-Authenticate": challenge}
+        )
+    except IssuerUnavailable:
+        return error_response(
+            503,
+            "issuer_unavailable",
+            "the token's issuer cannot be reached to check it; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    request[PRINCIPAL] = OAUTH_PRINCIPAL
+    request[CALLER] = caller
+    return await handler(request)
 
 
 def error_middleware() -> web.middleware:  # type: ignore[valid-type]

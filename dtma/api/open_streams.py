@@ -39,7 +39,7 @@ class OpenStreams:
             if not streams and self._by_token.get(token_id) is streams:
                 del self._by_token[token_id]
 
-    def cut(self, token_ids: Iterable[str]) -> int:
+    def cut(self, token_ids: Iterable[str], reason: str = "token revoked") -> int:
         """Close the connections of the streams these tokens hold; returns how many."""
         count = 0
         for token_id in token_ids:
@@ -48,7 +48,7 @@ class OpenStreams:
                     request.transport.abort()  # at once: not even what is buffered goes out
                     count += 1
         if count:
-            log.info("mcp_streams_cut", count=count, reason="token revoked")
+            log.info("mcp_streams_cut", count=count, reason=reason)
         return count
 
     def __len__(self) -> int:

@@ -204,6 +204,16 @@ ROUTES: tuple[Route, ...] = (
         )
     ),
     Route(
+        "GET",
+        "/.well-known/oauth-protected-resource/v1/toolboxes/{id}/mcp",
+        "OAuth protected-resource metadata (RFC 9728) of the toolbox's MCP endpoint; 404 when "
+        "no OAuth issuer is configured",
+        {200: s.ProtectedResourceOut, 404: s.ErrorOut},
+        auth=False,
+        agent=False,
+        tags=("mcp",),
+    ),
+    Route(
         "POST",
         "/v1/toolboxes/{id}/tokens",
         "Issue a client token for this toolbox's MCP endpoint; its value is in this answer only",

@@ -248,13 +248,27 @@ class ToolCallOut(Out):
     toolbox: str
     server: str
     tool: str
-    token: str = Field(description="the client token's id, or 'agent' for the API token")
+    token: str = Field(
+        description="the client token's id, 'agent' for the API token, or 'oauth' for a JWT"
+    )
     duration: float
     outcome: Literal["ok", "error", "unavailable", "denied", "not_found"]
     request_bytes: int
     response_bytes: int
+    subject: str = Field("", description="a JWT caller's `sub` claim; empty otherwise")
+    issuer: str = Field("", description="a JWT caller's issuer; empty otherwise")
 
 
 class CallsPageOut(Out):
     items: list[ToolCallOut]
     next: int
+
+
+class ProtectedResourceOut(Out):
+    """RFC 9728 protected-resource metadata of a toolbox's MCP endpoint."""
+
+    resource: str = Field(description="the endpoint's canonical URL (the default audience)")
+    authorization_servers: list[str]
+    scopes_supported: list[str]
+    bearer_methods_supported: list[str]
+    resource_name: str

@@ -42,6 +42,8 @@ class ToolCall:
     outcome: str  # one of OUTCOMES
     request_bytes: int
     response_bytes: int
+    subject: str = ""  # a JWT caller's `sub` and `iss` (token "oauth"); never the token
+    issuer: str = ""
 
 
 def new_token() -> tuple[str, str]:

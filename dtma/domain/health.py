@@ -27,7 +27,13 @@ HEALTHY = "healthy"
 UNHEALTHY = "unhealthy"
 
 # Answers from a live server: these count toward the threshold even before the first success.
-ANSWERED = frozenset({probe_reasons.MISSING_TOOLS, probe_reasons.UNAUTHENTICATED})
+ANSWERED = frozenset(
+    {
+        probe_reasons.MISSING_TOOLS,
+        probe_reasons.TOOL_NAME_COLLISION,
+        probe_reasons.UNAUTHENTICATED,
+    }
+)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import NotFound
-from dtma.spec.models import ToolFilter
+from dtma.spec.models import AccessRule, ToolFilter
 
 SEPARATOR = "__"
 LIST_TIMEOUT_S = 10.0
@@ -63,6 +63,7 @@ class ToolGateway(Protocol):
     """What the API's MCP endpoint may ask of the engine."""
 
     def knows(self, toolbox_id: str) -> bool: ...
+    def access_rules(self, toolbox_id: str) -> list[AccessRule]: ...
     def signature(self, toolbox_id: str) -> frozenset[str]: ...
     async def tools(self, toolbox_id: str) -> list[GatewayTool]: ...
     async def call(
@@ -87,6 +88,12 @@ class EngineGateway:
         retry, and the endpoint's sessions end)."""
         tb = self._runners.get(toolbox_id)
         return tb is not None and tb.phase != "deleting"
+
+    def access_rules(self, toolbox_id: str) -> list[AccessRule]:
+        """The serving spec's `gateway.access`: what JWT callers' claims narrow the tools to."""
+        tb = self._runners.get(toolbox_id)
+        gateway = tb.spec.gateway if tb is not None and tb.spec is not None else None
+        return gateway.access if gateway is not None else []
 
     def _serving(self, toolbox_id: str) -> tuple[list[ServerRunner], ToolFilter]:
         tb = self._runners.get(toolbox_id)

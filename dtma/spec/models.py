@@ -294,8 +294,26 @@ class ToolFilter(Strict):
         return not self.allow or any(fnmatch.fnmatchcase(name, p) for p in self.allow)
 
 
+ClaimName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+ClaimValue = Annotated[str, StringConstraints(max_length=1024)]
+
+
+class AccessRule(Strict):
+    """Tools a JWT caller may reach when its token's claims match (domain/oauth.py): every
+    claim named here must match (a value, or any of a list); `tools` then narrows as
+    `gateway.tools` does."""
+
+    claims: Annotated[
+        dict[ClaimName, ClaimValue | Annotated[list[ClaimValue], Field(min_length=1)]],
+        Field(min_length=1, max_length=32),
+    ]
+    tools: ToolFilter = ToolFilter()
+
+
 class GatewaySpec(Strict):
     tools: ToolFilter = ToolFilter()
+    # Applies to OAuth (JWT) callers only; empty: no narrowing beyond `tools`.
+    access: Annotated[list[AccessRule], Field(max_length=64)] = []
 
 
 class ToolboxSpec(Strict):

@@ -20,3 +20,11 @@ def test_missing_tools_are_named_in_order() -> None:
 
 def test_no_expectations_means_any_listing_is_healthy() -> None:
     assert check_expected_tools([], [], 0.1).healthy
+
+
+def test_a_tool_listed_twice_is_a_name_collision() -> None:
+    r = check_expected_tools(["a", "b", "a"], ["b"], 1.0)
+    assert not r.healthy
+    assert r.reason == probe.TOOL_NAME_COLLISION
+    assert r.detail == "tools listed more than once: a"
+    assert r.tools == ("a", "b", "a")
