@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import signal
 import ssl
+import time
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from dtma import __version__
 from dtma.adapters.agent_container import AgentContainer
+from dtma.adapters.controller_http import ControllerConfig, HttpController, controller_config_from
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
+from dtma.adapters.host_facts import read_host_facts
 from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
@@ -23,6 +27,7 @@ from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
+from dtma.domain.heartbeat import AgentFacts
 from dtma.domain.retention import RetentionPolicy
 from dtma.domain.subnets import DEFAULT_POOL
 from dtma.engine import event_kinds as ev
@@ -30,6 +35,7 @@ from dtma.engine.access import AccessTokens
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.call_journal import CallJournal, flush_loop
 from dtma.engine.errors_journal import ErrorJournal
+from dtma.engine.heartbeat import HeartbeatSender
 from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
@@ -60,10 +66,12 @@ async def serve(settings: Settings) -> None:
 
     Containers keep running when the agent stops; the next start adopts them.
     """
+    started_at = time.time()
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         token = resolve_api_token(settings)
         identity = resolve_agent_id(settings)
+        controller = controller_config_from(settings)
     except PermissionError as exc:
         raise ConfigError(
             f"DTMA_STATE_DIR={settings.state_dir}: cannot write {exc.filename} ({exc.strerror})"
@@ -107,6 +115,11 @@ async def serve(settings: Settings) -> None:
     agent.journal.add_observer(access)  # a deleted toolbox's tokens stop at once
     calls = CallJournal(agent.repo, METRICS, agent.gateway.signature)
     readiness.add_check(agent.supervisor.down)
+    heartbeats = (
+        _heartbeat_sender(controller, agent, started_at, settings.state_dir)
+        if controller is not None
+        else None
+    )
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -155,6 +168,12 @@ async def serve(settings: Settings) -> None:
                 asyncio.create_task(vault.keep_alive(_vault_reporter(agent.journal)), name="vault")
             )
         tasks.append(asyncio.create_task(_start_agent(agent, readiness), name="agent-start"))
+        if heartbeats is not None:  # supervised, but not stopped by a failed agent start
+            tasks.append(
+                asyncio.create_task(
+                    agent.supervisor.run("heartbeat", "heartbeat", heartbeats.run), name="heartbeat"
+                )
+            )
         tasks.append(asyncio.create_task(flush_loop(calls.flush, access.flush_usage), name="flush"))
         tasks.append(
             asyncio.create_task(
@@ -252,6 +271,29 @@ def build_agent(
         hold_orphans=hold_orphans,
         max_starts=max_starts,
     )
+
+
+def _heartbeat_sender(
+    controller: ControllerConfig, agent: Agent, started_at: float, state_dir: Path
+) -> HeartbeatSender:
+    """The heartbeat loop, wired: a journal observer (pushes), GET /v1/agent and the metrics."""
+    sender = HeartbeatSender(
+        agent=AgentFacts(
+            id=agent.agent_id,
+            version=__version__,
+            started_at=round(started_at, 3),
+            url=controller.advertise_url,
+            labels=controller.labels,
+        ),
+        transport=HttpController(controller, agent.agent_id, timeout=controller.interval),
+        interval=controller.interval,
+        toolboxes=agent.statuses,
+        host=lambda: read_host_facts(state_dir),
+    )
+    agent.journal.add_observer(sender)
+    agent.controller = sender.describe
+    METRICS.watch_heartbeat(sender.age)
+    return sender
 
 
 def _vault_reporter(journal: Journal) -> TokenReport:

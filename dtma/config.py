@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from dtma.domain.heartbeat import http_url, interval_bounds, parse_labels
 from dtma.domain.subnets import DEFAULT_POOL, parse_pool
 from dtma.errors import ConfigError
 from dtma.spec.models import CAPABILITY
@@ -123,6 +124,13 @@ ENV_KEYS = {
     "DTMA_VAULT_SECRET_ID_FILE": "vault_secret_id_file",
     "DTMA_VAULT_SKIP_VERIFY": "vault_skip_verify",
     "DTMA_POLICY_FILE": "policy_file",
+    "DTMA_CONTROLLER_URL": "controller_url",
+    "DTMA_CONTROLLER_TOKEN": "controller_token",
+    "DTMA_CONTROLLER_TOKEN_FILE": "controller_token_file",
+    "DTMA_CONTROLLER_CA": "controller_ca",
+    "DTMA_HEARTBEAT_INTERVAL": "heartbeat_interval",
+    "DTMA_ADVERTISE_URL": "advertise_url",
+    "DTMA_AGENT_LABELS": "agent_labels",
     **{f"DTMA_POLICY_{k.upper()}": f"policy_{k}" for k in POLICY_KEYS},
 }
 
@@ -194,6 +202,16 @@ class Settings(BaseModel):
     policy_allow_host_namespaces: bool = False
     policy_allow_bind_mounts: PathPrefixes = ()
     policy_allow_cap_add: Capabilities = ()
+    # Heartbeats to a controller (docs/controller.md); no controller_url: none are sent.
+    controller_url: Annotated[str, AfterValidator(http_url)] | None = None
+    controller_token: str | None = Field(default=None, repr=False)
+    controller_token_file: Path | None = None
+    controller_ca: Path | None = None
+    heartbeat_interval: Annotated[Duration, AfterValidator(interval_bounds)] = 15.0
+    advertise_url: Annotated[str, AfterValidator(http_url)] | None = None
+    agent_labels: Annotated[dict[str, str], BeforeValidator(parse_labels)] = Field(
+        default_factory=dict
+    )
 
     @field_validator("listen")
     @classmethod
@@ -214,6 +232,16 @@ class Settings(BaseModel):
             raise ValueError("DTMA_TLS_CERT and DTMA_TLS_KEY go together")
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("DTMA_TLS_CLIENT_CA (mTLS) needs DTMA_TLS_CERT and DTMA_TLS_KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _controller(self) -> Settings:
+        if self.controller_token and self.controller_token_file:
+            raise ValueError("set DTMA_CONTROLLER_TOKEN or DTMA_CONTROLLER_TOKEN_FILE, not both")
+        if self.controller_url and not (self.controller_token or self.controller_token_file):
+            raise ValueError(
+                "DTMA_CONTROLLER_URL needs DTMA_CONTROLLER_TOKEN or DTMA_CONTROLLER_TOKEN_FILE"
+            )
         return self
 
     @property

@@ -113,6 +113,14 @@ class Metrics:
         self.errors = Counter(
             "dtma_errors_total", "Failures recorded in the error journal", ["category"], registry=r
         )
+        self.controller_heartbeats = Counter(
+            "dtma_controller_heartbeats_total",
+            "Heartbeat attempts to the controller, by outcome (ok, unreachable, timeout, "
+            "server_error, unauthorized, rejected, redirect, bad_answer)",
+            ["outcome"],
+            registry=r,
+        )
+        self._heartbeat_age: Callable[[], float] | None = None
         self._state: Callable[[], Iterable[tuple[str, str, Iterable[tuple[str, bool]]]]] | None = (
             None
         )
@@ -130,6 +138,11 @@ class Metrics:
     ) -> None:
         """source() -> [(toolbox, phase, [(server, healthy)])], read at scrape time."""
         self._state = source
+
+    def watch_heartbeat(self, age: Callable[[], float]) -> None:
+        """age() -> seconds since the controller last acknowledged a heartbeat; exported as
+        dtma_controller_heartbeat_age_seconds only once a controller is configured."""
+        self._heartbeat_age = age
 
 
 class _StateCollector(Collector):
@@ -151,6 +164,13 @@ class _StateCollector(Collector):
                 healthy.add_metric([toolbox, server], 1.0 if ok else 0.0)
         yield phase
         yield healthy
+        if self._metrics._heartbeat_age is not None:
+            yield GaugeMetricFamily(
+                "dtma_controller_heartbeat_age_seconds",
+                "Seconds since the controller last acknowledged a heartbeat (since the agent "
+                "started, while none was)",
+                value=self._metrics._heartbeat_age(),
+            )
 
 
 class MetricsObserver:
