@@ -292,7 +292,7 @@ def _heartbeat_sender(
     )
     agent.journal.add_observer(sender)
     agent.controller = sender.describe
-    METRICS.watch_heartbeat(sender.age)
+    METRICS.watch_heartbeat(sender.age, controller.interval)
     return sender
 
 

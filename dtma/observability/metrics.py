@@ -121,6 +121,7 @@ class Metrics:
             registry=r,
         )
         self._heartbeat_age: Callable[[], float] | None = None
+        self._heartbeat_interval = 0.0
         self._state: Callable[[], Iterable[tuple[str, str, Iterable[tuple[str, bool]]]]] | None = (
             None
         )
@@ -139,10 +140,11 @@ class Metrics:
         """source() -> [(toolbox, phase, [(server, healthy)])], read at scrape time."""
         self._state = source
 
-    def watch_heartbeat(self, age: Callable[[], float]) -> None:
-        """age() -> seconds since the controller last acknowledged a heartbeat; exported as
-        dtma_controller_heartbeat_age_seconds only once a controller is configured."""
+    def watch_heartbeat(self, age: Callable[[], float], interval: float) -> None:
+        """age() -> seconds since the controller last acknowledged a heartbeat. Exported, with
+        the interval, only once a controller is configured (the stale alert compares them)."""
         self._heartbeat_age = age
+        self._heartbeat_interval = interval
 
 
 class _StateCollector(Collector):
@@ -170,6 +172,11 @@ class _StateCollector(Collector):
                 "Seconds since the controller last acknowledged a heartbeat (since the agent "
                 "started, while none was)",
                 value=self._metrics._heartbeat_age(),
+            )
+            yield GaugeMetricFamily(
+                "dtma_controller_heartbeat_interval_seconds",
+                "DTMA_HEARTBEAT_INTERVAL",
+                value=self._metrics._heartbeat_interval,
             )
 
 
