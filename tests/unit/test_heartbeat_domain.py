@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dtma.adapters.controller_http import controller_config_from
+from dtma.api.openapi import build_document
 from dtma.api.schemas_heartbeat import HeartbeatIn
 from dtma.config import load_settings
 from dtma.domain.heartbeat import (
@@ -268,3 +269,17 @@ def test_a_short_token_or_a_bad_ca_is_refused_at_start(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="DTMA_CONTROLLER_CA"):
         controller_config_from(load_settings(env))
+
+
+def test_the_openapi_document_has_the_heartbeat_as_a_callback_of_get_agent() -> None:
+    doc = build_document()
+    callbacks = doc["paths"]["/v1/agent"]["get"]["callbacks"]["heartbeat"]
+    (expression, item) = next(iter(callbacks.items()))
+    # Runtime expressions over GET /v1/agent's own answer: controller.url and agent_id.
+    assert expression == (
+        "{$response.body#/controller/url}/v1/agents/{$response.body#/agent_id}/heartbeat"
+    )
+    schema = item["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/HeartbeatIn"}
+    assert "HeartbeatAnswer" in doc["components"]["schemas"]
+    assert "controller" in doc["components"]["schemas"]["AgentOut"]["properties"]

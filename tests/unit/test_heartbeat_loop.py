@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtma.api.schemas import ControllerOut
 from dtma.domain.heartbeat import AgentFacts, Answer, HostFacts, read_answer
 from dtma.domain.records import EventRecord
 from dtma.engine.heartbeat import HeartbeatSender
@@ -160,7 +161,7 @@ def test_a_401_is_tried_once_per_interval_even_when_toolboxes_change() -> None:
 
     h = run(ScriptedController(lambda n: read_answer(401, b"")), scenario)
     assert h.controller.times() == [0.0, 10.0, 20.0, 30.0, 40.0]
-    described = h.sender.describe()
+    described = ControllerOut.model_validate(h.sender.describe()).model_dump()  # as the API shows
     assert described["consecutive_failures"] == 5
     assert described["last_success"] is None
     assert described["last_error"].startswith("unauthorized: HTTP 401")
