@@ -242,11 +242,15 @@ class SendSchedule:
             return self._regular
         return min(self._regular, self._last + self._quiet, self._first + self._max_wait)
 
-    def attempted(self, started: float, succeeded: bool) -> None:
-        """A heartbeat that began at `started` ended; changes seen before it began are in it."""
+    def attempted(self, started: float, ended: float, succeeded: bool) -> None:
+        """A heartbeat that began at `started` ended at `ended`. Changes seen before it began
+        are in it; changes seen while it ran make a new burst that begins at `ended`, so pushes
+        are at least `quiet` apart however fast changes come (never a hot loop)."""
         self._regular = started + self.interval
         if self._last is not None and self._last <= started:
             self._first = self._last = None
+        elif self._last is not None:
+            self._first = self._last = ended
         self._pushes = succeeded
 
 

@@ -132,7 +132,7 @@ class HeartbeatSender:
                 await self._until_due(self._schedule)
                 started = self._now()
                 answer = await self._send_within_interval(started)
-                self._schedule.attempted(started, answer.acknowledged)
+                self._schedule.attempted(started, self._now(), answer.acknowledged)
                 self._log_tick(answer)
         finally:
             await self._transport.close()

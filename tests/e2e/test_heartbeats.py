@@ -9,6 +9,7 @@ deltas, resync, hostile answers, the controller down and back, agents killed, a 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -30,7 +31,7 @@ from tests.engine_fixture import remove_toolboxes, spec, time_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-FLEET_DEFAULT = 10
+FLEET_DEFAULT = 5  # 50 works as a parameter; see docs/benchmarks.md for the cost
 AGENTS = int(os.environ.get("DTMA_TEST_FLEET_AGENTS", str(FLEET_DEFAULT)))
 INTERVAL = float(os.environ.get("DTMA_TEST_HEARTBEAT_INTERVAL", "2"))
 DOWN_S = float(os.environ.get("DTMA_TEST_CONTROLLER_DOWN", "10"))
@@ -151,7 +152,8 @@ def fleet(
     finally:
         for i, a in enumerate(agents):
             if i not in fl.killed:
-                a.stop()
+                with contextlib.suppress(subprocess.TimeoutExpired):  # stop() killed it
+                    a.stop()
         controller.stop()
         remove_toolboxes(docker_client, [t for tbs in toolboxes.values() for t in tbs])
         fl.figures["wall_s"] = round(time.monotonic() - began, 1)

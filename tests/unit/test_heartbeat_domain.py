@@ -3,6 +3,7 @@ the body against the documented model, answers, and the settings' bad input."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_a_server_counts_once_by_name_and_healthy_when_any_of_its_containers_is(
 
 def test_a_burst_of_changes_makes_one_push_within_a_second() -> None:
     schedule = SendSchedule(15.0, start=0.0)
-    schedule.attempted(0.0, succeeded=True)
+    schedule.attempted(0.0, 0.01, succeeded=True)
     assert schedule.due() == 15.0
     schedule.changed(3.0)
     assert schedule.due() == pytest.approx(3.2)  # quiet after the last change
@@ -131,7 +132,7 @@ def test_a_burst_of_changes_makes_one_push_within_a_second() -> None:
     for t in (3.4, 3.5, 3.55):  # a change keeps coming: never later than 0.6 s after the first
         schedule.changed(t)
     assert schedule.due() == pytest.approx(3.6)
-    schedule.attempted(3.6, succeeded=True)
+    schedule.attempted(3.6, 3.61, succeeded=True)
     assert not schedule.pending
     assert schedule.due() == pytest.approx(18.6)
 
@@ -139,17 +140,31 @@ def test_a_burst_of_changes_makes_one_push_within_a_second() -> None:
 def test_a_change_during_a_heartbeat_makes_another_one() -> None:
     schedule = SendSchedule(15.0, start=0.0)
     schedule.changed(1.0)
-    schedule.attempted(0.5, succeeded=True)  # began before the change: it may not carry it
+    schedule.attempted(0.5, 1.5, succeeded=True)  # began before the change: may not carry it
     assert schedule.pending
-    assert schedule.due() == pytest.approx(1.2)
+    assert schedule.due() == pytest.approx(1.7)  # a new burst, from the end of that one
+
+
+def test_changes_during_every_heartbeat_never_make_a_hot_loop() -> None:
+    schedule = SendSchedule(15.0, start=0.0)
+    now, sends = 0.0, []
+    while now < 10.0:
+        now = max(now, schedule.due())
+        sends.append(now)
+        schedule.changed(now + 0.001)  # a change arrives while each heartbeat is sent
+        schedule.attempted(now, now + 0.002, succeeded=True)
+        now += 0.002
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    assert min(gaps) >= 0.2
+    assert len(sends) <= 10.0 / 0.2 + 1
 
 
 def test_while_the_controller_fails_changes_wait_for_the_interval() -> None:
     schedule = SendSchedule(15.0, start=0.0)
-    schedule.attempted(0.0, succeeded=False)
+    schedule.attempted(0.0, 0.01, succeeded=False)
     schedule.changed(2.0)
     assert schedule.due() == 15.0
-    schedule.attempted(15.0, succeeded=True)
+    schedule.attempted(15.0, 15.01, succeeded=True)
     schedule.changed(16.0)
     assert schedule.due() == pytest.approx(16.2)
 
