@@ -39,6 +39,7 @@ class TestController:
         self.resync: set[str] = set()  # agents whose next heartbeat is answered {"resync": true}
         self.followed = 0  # requests to the redirect target: must stay 0
         self.down = False
+        self.stopping = False
         self._got: list[Received] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -69,7 +70,7 @@ class TestController:
         self.down = False
 
     def stop(self) -> None:
-        self.mode = "ok"  # ends hanging handlers
+        self.stopping = True  # ends hanging handlers
         self._call(self._cleanup)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -135,8 +136,8 @@ class TestController:
             return web.Response(status=200, text="<html>not json</html>")
         if mode == "redirect":
             raise web.HTTPTemporaryRedirect(f"{self.url}/elsewhere")
-        if mode == "hang":
-            while self.mode == "hang":  # noqa: ASYNC110 - the mode is set from another thread
+        if mode == "hang":  # until the controller stops: the agent has given up long before
+            while not self.stopping:  # noqa: ASYNC110 - set from the test's thread
                 await asyncio.sleep(0.1)
             return web.Response(status=503)
         if agent in self.resync:

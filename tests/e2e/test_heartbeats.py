@@ -31,7 +31,7 @@ from tests.engine_fixture import remove_toolboxes, spec, time_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-FLEET_DEFAULT = 5  # 50 works as a parameter; see docs/benchmarks.md for the cost
+FLEET_DEFAULT = 5  # the issue asks for 50: DTMA_TEST_FLEET_AGENTS=50 (docs/benchmarks.md)
 AGENTS = int(os.environ.get("DTMA_TEST_FLEET_AGENTS", str(FLEET_DEFAULT)))
 INTERVAL = float(os.environ.get("DTMA_TEST_HEARTBEAT_INTERVAL", "2"))
 DOWN_S = float(os.environ.get("DTMA_TEST_CONTROLLER_DOWN", "10"))
@@ -122,7 +122,7 @@ def fleet(
         for a in agents:
             a.start(probe=False)
         for i, a in enumerate(agents):
-            wait_until(lambda a=a: _ready(a), 180, f"agent {ids[i]} ready")
+            wait_until(lambda a=a: _ready(a), 60 + 5 * AGENTS, f"agent {ids[i]} ready")
             ready_at[i] = time.time()
         fl.figures["start_s"] = round(time.monotonic() - began, 1)
         firsts = [controller.received(agent_id)[:1] for agent_id in ids]
