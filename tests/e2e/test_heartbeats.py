@@ -140,7 +140,8 @@ def fleet(
                 spec(
                     _quiet_time_server(
                         "time", secrets=[{"name": "TOKEN", "vault": secret_ref, "as": "env"}]
-                    )
+                    ),
+                    deadline="90s",  # the machine is shared: a slow start is not what is tested
                 ),
             )
         )
@@ -366,11 +367,14 @@ def test_hostile_answers_are_bounded_and_logged_and_the_agents_keep_serving(
     )
     after = {i: [t["servers"] for t in fleet.toolbox_status(i)] for i in fleet.live()}
     assert _steady(after) == _steady(before)
+    assert all(s["health"] != "unhealthy" for tbs in after.values() for tb in tbs for s in tb)
 
 
 def _steady(servers: dict[int, list[list[dict[str, Any]]]]) -> Any:
+    """The same containers, never restarted (health may go from unknown to healthy: a server
+    started just before is probed every 10 s)."""
     return {
-        i: [[(s["container_id"], s["restarts"], s["health"]) for s in tb] for tb in tbs]
+        i: [[(s["container_id"], s["restarts"]) for s in tb] for tb in tbs]
         for i, tbs in servers.items()
     }
 
