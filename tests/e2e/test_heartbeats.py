@@ -3,8 +3,9 @@
 A fleet of agents (heartbeat_fleet.py: DTMA_TEST_FLEET_AGENTS, default 5), each with its own
 state dir, port, agent id and one small stdio toolbox (agent 0 has two, one with a Vault
 secret), sends heartbeats every DTMA_TEST_HEARTBEAT_INTERVAL seconds to an aiohttp controller
-in this process. The tests run in file order over the one fleet: first heartbeats, a pushed phase change,
-deltas, resync, hostile answers, the controller down and back, agents killed, a clean stop.
+in this process. The tests run in file order over the one fleet: first heartbeats, a pushed
+phase change, deltas, resync, hostile answers, the controller down and back, agents killed,
+a clean stop.
 """
 
 from __future__ import annotations
