@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from dtma import __version__
 from dtma.adapters.agent_container import AgentContainer
+from dtma.adapters.controller_http import ControllerConfig, HttpController, controller_config_from
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.adapters.docker_runtime import PULL_TIMEOUT_S, DockerRuntime
+from dtma.adapters.host_facts import read_host_facts
 from dtma.adapters.http_json import HttpJson
 from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
@@ -24,6 +28,7 @@ from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
 from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
+from dtma.domain.heartbeat import AgentFacts
 from dtma.domain.retention import RetentionPolicy
 from dtma.domain.subnets import DEFAULT_POOL
 from dtma.engine import event_kinds as ev
@@ -32,6 +37,7 @@ from dtma.engine.agent import RELIST_INTERVAL_S, Agent
 from dtma.engine.call_journal import CallJournal, flush_loop
 from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.errors_journal import ErrorJournal
+from dtma.engine.heartbeat import HeartbeatSender
 from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
 from dtma.engine.oauth import JwtVerifier
 from dtma.engine.probes import ContainerProbe
@@ -64,10 +70,12 @@ async def serve(settings: Settings) -> None:
 
     Containers keep running when the agent stops; the next start adopts them.
     """
+    started_at = time.time()
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         token = resolve_api_token(settings)
         identity = resolve_agent_id(settings)
+        controller = controller_config_from(settings)
     except PermissionError as exc:
         raise ConfigError(
             f"DTMA_STATE_DIR={settings.state_dir}: cannot write {exc.filename} ({exc.strerror})"
@@ -113,6 +121,11 @@ async def serve(settings: Settings) -> None:
     issuer_http = HttpJson()  # OAuth issuers' metadata and keys (unused without issuers)
     oauth = JwtVerifier(settings.oauth_issuers, settings.base_url, issuer_http)
     readiness.add_check(agent.supervisor.down)
+    heartbeats = (
+        _heartbeat_sender(controller, agent, started_at, settings.state_dir)
+        if controller is not None
+        else None
+    )
     runner: web.AppRunner | None = None
     # Every background task runs under the agent's supervisor: a failure is logged, counted,
     # makes /v1/ready 503 while it waits, and is restarted (engine/supervisor.py).
@@ -163,6 +176,8 @@ async def serve(settings: Settings) -> None:
             report = _vault_reporter(agent.journal)
             supervise("vault session", "vault", lambda: vault.keep_alive(report))
         supervise("agent start", "start", lambda: _start_agent(agent, readiness), forever=False)
+        if heartbeats is not None:  # the supervisor's: a failed agent start does not stop it
+            supervise("heartbeat", "heartbeat", heartbeats.run)
         supervise(
             "call journal flush", "flush", lambda: flush_loop(calls.flush, access.flush_usage)
         )
@@ -272,6 +287,29 @@ def build_agent(
         hold_orphans=hold_orphans,
         max_starts=max_starts,
     )
+
+
+def _heartbeat_sender(
+    controller: ControllerConfig, agent: Agent, started_at: float, state_dir: Path
+) -> HeartbeatSender:
+    """The heartbeat loop, wired: a journal observer (pushes), GET /v1/agent and the metrics."""
+    sender = HeartbeatSender(
+        agent=AgentFacts(
+            id=agent.agent_id,
+            version=__version__,
+            started_at=round(started_at, 3),
+            url=controller.advertise_url,
+            labels=controller.labels,
+        ),
+        transport=HttpController(controller, agent.agent_id, timeout=controller.interval),
+        interval=controller.interval,
+        toolboxes=agent.statuses,
+        host=lambda: read_host_facts(state_dir),
+    )
+    agent.journal.add_observer(sender)
+    agent.controller = sender.describe
+    METRICS.watch_heartbeat(sender.age, controller.interval)
+    return sender
 
 
 def _vault_reporter(journal: Journal) -> TokenReport:

@@ -26,7 +26,9 @@ from pydantic import (
     model_validator,
 )
 
-from dtma.domain.oauth import OAuthIssuer, http_url
+from dtma.domain.heartbeat import http_url, interval_bounds, parse_labels
+from dtma.domain.oauth import OAuthIssuer
+from dtma.domain.oauth import http_url as secure_url
 from dtma.domain.subnets import DEFAULT_POOL, parse_pool
 from dtma.errors import ConfigError
 from dtma.spec.models import CAPABILITY
@@ -127,6 +129,13 @@ ENV_KEYS = {
     "DTMA_VAULT_SECRET_ID_FILE": "vault_secret_id_file",
     "DTMA_VAULT_SKIP_VERIFY": "vault_skip_verify",
     "DTMA_POLICY_FILE": "policy_file",
+    "DTMA_CONTROLLER_URL": "controller_url",
+    "DTMA_CONTROLLER_TOKEN": "controller_token",
+    "DTMA_CONTROLLER_TOKEN_FILE": "controller_token_file",
+    "DTMA_CONTROLLER_CA": "controller_ca",
+    "DTMA_HEARTBEAT_INTERVAL": "heartbeat_interval",
+    "DTMA_ADVERTISE_URL": "advertise_url",
+    "DTMA_AGENT_LABELS": "agent_labels",
     **{f"DTMA_POLICY_{k.upper()}": f"policy_{k}" for k in POLICY_KEYS},
 }
 
@@ -190,7 +199,7 @@ class Settings(BaseModel):
     prune_interval: Duration = Field(default=3600.0, ge=1)
     # The agent's URL as its clients see it: the MCP endpoints' canonical URLs (OAuth audience
     # and resource metadata). None: from DTMA_LISTEN (https when TLS is on).
-    public_url: Annotated[str, AfterValidator(http_url)] | None = None
+    public_url: Annotated[str, AfterValidator(secure_url)] | None = None
     oauth_issuers: Annotated[
         tuple[OAuthIssuer, ...], BeforeValidator(_json_list), Field(max_length=16)
     ] = ()
@@ -214,6 +223,16 @@ class Settings(BaseModel):
     policy_allow_host_namespaces: bool = False
     policy_allow_bind_mounts: PathPrefixes = ()
     policy_allow_cap_add: Capabilities = ()
+    # Heartbeats to a controller (docs/controller.md); no controller_url: none are sent.
+    controller_url: Annotated[str, AfterValidator(http_url)] | None = None
+    controller_token: str | None = Field(default=None, repr=False)
+    controller_token_file: Path | None = None
+    controller_ca: Path | None = None
+    heartbeat_interval: Annotated[Duration, AfterValidator(interval_bounds)] = 15.0
+    advertise_url: Annotated[str, AfterValidator(http_url)] | None = None
+    agent_labels: Annotated[dict[str, str], BeforeValidator(parse_labels)] = Field(
+        default_factory=dict
+    )
 
     @field_validator("listen")
     @classmethod
@@ -238,7 +257,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _oauth_needs_a_url(self) -> Settings:
-        if self.oauth_issuers and self.public_url is None:
+        if self.oauth_issuers and self.public_url is None and self.advertise_url is None:
             host = self.listen_host
             if host in ("0.0.0.0", "::", ""):  # noqa: S104 (compared, not bound)
                 raise ValueError(
@@ -253,12 +272,22 @@ class Settings(BaseModel):
     @property
     def base_url(self) -> str:
         """The agent's canonical base URL, without a trailing slash."""
-        if self.public_url:
-            return self.public_url.rstrip("/")
+        if self.public_url or self.advertise_url:
+            return str(self.public_url or self.advertise_url).rstrip("/")
         scheme = "https" if self.tls_cert else "http"
         host = self.listen_host
         host = f"[{host}]" if ":" in host else host
         return f"{scheme}://{host}:{self.listen_port}"
+
+    @model_validator(mode="after")
+    def _controller(self) -> Settings:
+        if self.controller_token and self.controller_token_file:
+            raise ValueError("set DTMA_CONTROLLER_TOKEN or DTMA_CONTROLLER_TOKEN_FILE, not both")
+        if self.controller_url and not (self.controller_token or self.controller_token_file):
+            raise ValueError(
+                "DTMA_CONTROLLER_URL needs DTMA_CONTROLLER_TOKEN or DTMA_CONTROLLER_TOKEN_FILE"
+            )
+        return self
 
     @property
     def listen_host(self) -> str:

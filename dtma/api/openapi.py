@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from dtma import __version__
 from dtma.api import schemas as s
+from dtma.api import schemas_heartbeat as hb
 from dtma.api.params import (
     IDEMPOTENCY_KEY_PATTERN,
     IF_MATCH_PATTERN,
@@ -49,6 +50,7 @@ class Route:
     headers: tuple[Param, ...] = ()
     tags: tuple[str, ...] = field(default=("toolboxes",))
     idempotency_key: bool = True  # a POST that honours Idempotency-Key
+    callbacks: bool = False  # the agent's heartbeats to its controller (docs/controller.md)
 
 
 def _int(lo: int, hi: int, default: int | None = None) -> dict[str, Any]:
@@ -116,9 +118,10 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         "/v1/agent",
-        "Agent version, host, Docker version and counts",
+        "Agent version, host, Docker version, counts and the controller's heartbeat status",
         {200: s.AgentOut},
         tags=("agent",),
+        callbacks=True,
     ),
     Route(
         "POST",
@@ -348,6 +351,8 @@ def build_document() -> dict[str, Any]:
             op["responses"][str(status)] = _response(status, out, models)
         if not route.auth:
             op["security"] = []
+        if route.callbacks:
+            op["callbacks"] = heartbeat_callback(models)
         paths.setdefault(route.path, {})[route.method.lower()] = op
     schemas: dict[str, Any] = {}
     for model in sorted(models, key=lambda m: m.__name__):
@@ -368,6 +373,38 @@ def build_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+# Where the agent sends heartbeats, as runtime expressions over GET /v1/agent's answer.
+HEARTBEAT_URL = "{$response.body#/controller/url}/v1/agents/{$response.body#/agent_id}/heartbeat"
+
+
+def heartbeat_callback(models: set[type[BaseModel]]) -> dict[str, Any]:
+    """The heartbeat the agent POSTs to DTMA_CONTROLLER_URL, as an OpenAPI callback."""
+    models.update((hb.HeartbeatIn, hb.HeartbeatAnswer))
+
+    def json_of(model: type[BaseModel]) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+
+    post = {
+        "summary": "Heartbeat to the controller (sent by the agent; docs/controller.md)",
+        "operationId": "heartbeat",
+        "security": [{"bearer": []}],
+        "requestBody": {"required": True, "content": json_of(hb.HeartbeatIn)},
+        "responses": {
+            "2XX": {
+                "description": "acknowledged; an empty body or a JSON object, "
+                '`{"resync": true}` asks for a full heartbeat next',
+                "content": json_of(hb.HeartbeatAnswer),
+            },
+            "default": {
+                "description": "not acknowledged: 5xx and no answer are retried with backoff "
+                "within the interval; 401/403, other 4xx, redirects (never followed) and "
+                "bodies that are not a JSON object wait for the next interval"
+            },
+        },
+    }
+    return {"heartbeat": {HEARTBEAT_URL: {"post": post}}}
 
 
 def _param(param: Param, where: str) -> dict[str, Any]:

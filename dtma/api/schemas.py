@@ -162,6 +162,18 @@ class AdoptOut(Out):
     networks: int
 
 
+class ControllerOut(Out):
+    """The heartbeat loop (docs/controller.md); times are seconds since the epoch."""
+
+    url: str = Field(
+        description="DTMA_CONTROLLER_URL; heartbeats go to {url}/v1/agents/{id}/heartbeat"
+    )
+    interval: float
+    last_success: float | None = Field(description="when the controller last acknowledged one")
+    last_error: str | None = Field(description="how the last failed attempt ended")
+    consecutive_failures: int = Field(ge=0)
+
+
 class AgentOut(Out):
     version: str
     agent_id: str
@@ -172,6 +184,7 @@ class AgentOut(Out):
     servers: int
     phases: dict[str, int]
     policy: PolicyOut
+    controller: ControllerOut | None = Field(None, description="null: no DTMA_CONTROLLER_URL")
 
 
 class RollbackIn(Out):

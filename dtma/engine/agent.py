@@ -109,6 +109,8 @@ class Agent:
         self.engine = engine
         engine.on_back(self._on_engine_back)
         self.operations = Operations(repo, engine)
+        # The heartbeat loop's status for GET /v1/agent (engine/heartbeat.py); None: no controller.
+        self.controller: Callable[[], dict[str, Any]] | None = None
         self.watcher = ContainerWatcher(
             runtime, self._runners, journal, secrets, clock, relist_interval, reap_grace, engine
         )
@@ -396,6 +398,7 @@ class Agent:
             "servers": sum(len(tb.servers) for tb in self._runners.values()),
             "phases": phases,
             "policy": self.policy.describe(),
+            "controller": self.controller() if self.controller else None,
         }
 
     def metrics_state(self) -> list[tuple[str, str, list[tuple[str, bool]]]]:

@@ -122,6 +122,15 @@ class Metrics:
         self.errors = Counter(
             "dtma_errors_total", "Failures recorded in the error journal", ["category"], registry=r
         )
+        self.controller_heartbeats = Counter(
+            "dtma_controller_heartbeats_total",
+            "Heartbeat attempts to the controller, by outcome (ok, unreachable, timeout, "
+            "server_error, unauthorized, rejected, redirect, bad_answer)",
+            ["outcome"],
+            registry=r,
+        )
+        self._heartbeat_age: Callable[[], float] | None = None
+        self._heartbeat_interval = 0.0
         self._state: Callable[[], Iterable[tuple[str, str, Iterable[tuple[str, bool]]]]] | None = (
             None
         )
@@ -139,6 +148,12 @@ class Metrics:
     ) -> None:
         """source() -> [(toolbox, phase, [(server, healthy)])], read at scrape time."""
         self._state = source
+
+    def watch_heartbeat(self, age: Callable[[], float], interval: float) -> None:
+        """age() -> seconds since the controller last acknowledged a heartbeat. Exported, with
+        the interval, only once a controller is configured (the stale alert compares them)."""
+        self._heartbeat_age = age
+        self._heartbeat_interval = interval
 
 
 class _StateCollector(Collector):
@@ -160,6 +175,18 @@ class _StateCollector(Collector):
                 healthy.add_metric([toolbox, server], 1.0 if ok else 0.0)
         yield phase
         yield healthy
+        if self._metrics._heartbeat_age is not None:
+            yield GaugeMetricFamily(
+                "dtma_controller_heartbeat_age_seconds",
+                "Seconds since the controller last acknowledged a heartbeat (since the agent "
+                "started, while none was)",
+                value=self._metrics._heartbeat_age(),
+            )
+            yield GaugeMetricFamily(
+                "dtma_controller_heartbeat_interval_seconds",
+                "DTMA_HEARTBEAT_INTERVAL",
+                value=self._metrics._heartbeat_interval,
+            )
 
 
 class MetricsObserver:

@@ -68,6 +68,7 @@ def test_agent_info(agent: AgentProcess) -> None:
     assert info["host"]
     assert info["docker"]["version"]
     assert info["toolboxes"] >= 0
+    assert info["controller"] is None  # no DTMA_CONTROLLER_URL: no heartbeats
 
 
 def test_an_oversized_body_gets_413(agent: AgentProcess) -> None:

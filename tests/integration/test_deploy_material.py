@@ -198,6 +198,8 @@ def test_alerts_and_dashboard_use_only_existing_metrics() -> None:
         for target in panel["targets"]:
             used |= set(re.findall(r"\b(dtma_[a-z_]+)", target["expr"]))
     known = _registry_names() | {"dtma_toolbox_phase", "dtma_server_healthy"}
+    # Exported only by an agent with a controller (METRICS.watch_heartbeat).
+    known |= {"dtma_controller_heartbeat_age_seconds", "dtma_controller_heartbeat_interval_seconds"}
     assert used, "no metrics found"
     assert used <= known, used - known
 
