@@ -83,6 +83,13 @@ class ManualClock:
 _STREAM_BREAK = "__stream_break__"
 
 
+def _drain(queue: asyncio.Queue[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
+
+
 class FakeRuntime:
     """A ContainerRuntime keeping containers and networks in dicts. Tell it what goes wrong:
     `missing_images` (ensure_image raises ImageNotFound), `create_fails[server]` (the next
@@ -204,6 +211,10 @@ class FakeRuntime:
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         self._answer()
+        # A new connection: a break meant for an earlier one does not end this one.
+        pending = [e for e in _drain(self._events) if not e.get(_STREAM_BREAK)]
+        for event in pending:
+            self._events.put_nowait(event)
         while True:
             event = await self._events.get()
             if event.get(_STREAM_BREAK):

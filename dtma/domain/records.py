@@ -70,17 +70,6 @@ class RestartState:
     gave_up: bool = False
     pending: bool = False
 
-    def forgiven_since(self, wall: float) -> RestartState:
-        """Without the restarts at or after the wall-clock time `wall`: exits the engine
-        caused around an outage are not the server's. A budget those spent is given back."""
-        kept = tuple(a for a in self.attempts if a < wall)
-        dropped = len(self.attempts) - len(kept)
-        if not dropped:
-            return self
-        return RestartState(
-            self.revision, max(0, self.restarts - dropped), kept, False, self.pending
-        )
-
 
 # One row of the toolbox listing: (id, phase, stable_revision, updated_at, newest revision).
 ToolboxListing = tuple[str, str, int | None, float, int | None]

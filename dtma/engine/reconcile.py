@@ -1,38 +1,36 @@
-"""Reconciling a toolbox's serving revision with what the engine holds: the pass that recovery
-runs on agent start, and that runs again whenever the engine comes back from an outage or a
-daemon restart (engine/engine_watch.py), before any operation acts on the toolbox.
+"""Reconciling a toolbox with what the engine holds: the pass recovery runs on agent start
+(`reconcile_serving`: crashes while the agent was away are charged to the servers' budgets),
+and the pass that runs whenever the engine comes back from an outage or a daemon restart
+(`reconcile_after_engine`: server by server, charging nothing), before any operation acts on the
+toolbox (`sync_with_engine`, `run_through_engine_faults`).
 
-The pure planner (domain/planner.py) says what to do; this module does it: running containers
-are adopted untouched (a stdio session is re-attached, never re-initialized), exited or missing
-ones are recreated, every container no server wants is removed. `charge` says whose fault the
-exits were: the servers' (on agent start: crashes while the agent was away, charged to each
-restart budget) or the engine's (never charged).
-
-Every function here runs under the toolbox's lock (tb.lock).
+The pure planner (domain/planner.py) says what to do; this module does it. Every function here
+runs under the toolbox's lock (tb.lock).
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from dtma.domain.containers import ObservedContainer
-from dtma.domain.planner import EXITED, plan_serving
+from dtma.domain.planner import EXITED, Held, plan_engine_return, plan_serving
 from dtma.domain.records import RestartState
 from dtma.domain.restart import RestartTracker, Verdict, from_wall
 from dtma.domain.rollout_plan import SUCCEEDED
 from dtma.engine import event_kinds as ev
+from dtma.engine.server_runner import ServerRunner
 from dtma.engine.start_gate import start_container
 from dtma.engine.toolbox_runner import ToolboxRunner
-from dtma.errors import DockerUnavailable
+from dtma.errors import DockerUnavailable, DtmaError
 from dtma.spec.models import ToolboxSpec
 
 ENGINE_RESTARTED = "engine_restarted"
 RECOVERED = "recovered"
 ENGINE_RETRIES = 5  # times an operation is run again after the engine went away under it
-ENGINE_FAULT_WINDOW_S = 30.0  # restarts this long before an outage are taken as the engine's
 
 log = structlog.get_logger(__name__)
 
@@ -71,43 +69,126 @@ async def sync_with_engine(tb: ToolboxRunner) -> None:
 
 
 async def reconcile_after_engine(tb: ToolboxRunner, epoch: int) -> None:
-    """The engine came back (epoch `epoch`): every runner is halted, and the serving revision
-    is reconciled with the containers the engine holds now, as after an adoption, charging no
-    restart budget. A server that had given up stays failed."""
+    """The engine came back (epoch `epoch`): each server is brought in line on its own
+    (domain/planner.plan_engine_return). A runner that can go on is kept; a running container
+    gets a new runner that re-attaches; a stopped or vanished one is restarted by a new runner,
+    charging no budget; one that had given up stays failed. The serving map never empties (a
+    server being replaced answers the retryable -32003), and a server that cannot start is its
+    runner's to retry, under its budget, never a failure of the pass. Raises DockerUnavailable
+    only if the engine goes away again (the next epoch brings another pass)."""
     if tb.spec is None or tb.revision is None:
         tb.reconciled_epoch = epoch
         return
-    for runner in list(tb.servers.values()):
-        await runner.halt()
+    spec, revision = tb.spec, tb.revision
     await tb.runtime.join_network(tb.id)
     observed = await tb.runtime.list_managed(tb.id)
-    tb.commit_revision(tb.revision, tb.spec, {}, stopped=tb.stopped)
-    # Exits just before the engine went (a daemon stops its containers before its API) were
-    # charged as crashes: they were the engine's.
-    forgive = time.time() - tb.engine.last_outage_s - ENGINE_FAULT_WINDOW_S
-    counts = await reconcile_serving(tb, tb.revision, observed, charge=False, forgive=forgive)
+    by_id = {c.id: c for c in observed}
+    held = {name: Held(r.container.id, r.state, _keepable(r)) for name, r in tb.servers.items()}
+    saved = {
+        n: st for n, st in (await tb.repo.restart_states(tb.id)).items() if st.revision == revision
+    }
+    counts: Counter[str] = Counter()
+    for step in plan_engine_return(observed, revision, [s.name for s in spec.servers], held):
+        old = tb.servers.get(step.server or "")
+        counts[step.action] += 1
+        if step.action == "remove":
+            assert step.container_id is not None
+            await tb.remove_container(by_id[step.container_id])
+            continue
+        if step.action == "keep":
+            assert old is not None
+            old.rebase(epoch)
+            continue
+        if step.action == "leave":
+            continue
+        assert step.server is not None
+        container = by_id.get(step.container_id or "") or (old.container if old else None)
+        if container is None:  # nothing of it left at all, and no runner: start it afresh
+            await _start_missing(tb, spec, revision, step.server, saved.get(step.server))
+            continue
+        restarts, history = _budget_of(tb, old, saved.get(step.server))
+        new = tb.new_runner(
+            spec.server(step.server),
+            revision,
+            container,
+            fresh=step.action == "restart",
+            spec=spec,
+            restarts=restarts,
+            history=history,
+        )
+        tb.replace_server(new)
+        if old is not None:
+            await old.halt()
+        new.start_steady(restart_first=step.action == "restart")
+        if step.action == "adopt":
+            await tb.emit(
+                ev.CONTAINER_ADOPTED,
+                server=step.server,
+                revision=revision,
+                message=f"container {container.id[:12]}, re-attached after the engine's return",
+            )
     tb.reconciled_epoch = epoch
     await tb.emit(
         ev.TOOLBOX_RECONCILED,
-        revision=tb.revision,
+        revision=revision,
         reason=ENGINE_RESTARTED,
         message=", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to do",
     )
     await tb.set_phase(tb.steady_phase())
 
 
+def _keepable(runner: ServerRunner) -> bool:
+    """A runner that can go on through the engine's return: running, not waiting on the
+    engine, and over HTTP (its session goes to the container, not through the daemon; a
+    stdio attach went down with the daemon and is re-opened by a new runner)."""
+    return runner.state == "running" and not runner.parked and runner.spec.transport != "stdio"
+
+
+def _budget_of(
+    tb: ToolboxRunner, old: ServerRunner | None, saved: RestartState | None
+) -> tuple[int, tuple[float, ...]]:
+    """The restart count and window a replacement carries on: its runner's, else the saved."""
+    if old is not None:
+        return old.restarts, old.restart_history
+    if saved is not None:
+        return saved.restarts, tuple(from_wall(saved.attempts, tb.clock(), time.time()))
+    return 0, ()
+
+
+async def _start_missing(
+    tb: ToolboxRunner, spec: ToolboxSpec, revision: int, name: str, saved: RestartState | None
+) -> None:
+    """A server of the serving revision with neither a runner nor a container: start one.
+    If it cannot start now, the next operation's reconcile tries again."""
+    try:
+        container = await start_container(tb, spec.server(name), revision, spec, None)
+    except DockerUnavailable:
+        raise
+    except DtmaError as exc:
+        log.warning("reconcile_could_not_start", server=name, error=exc.message)
+        return
+    restarts, history = _budget_of(tb, None, saved)
+    runner = tb.new_runner(
+        spec.server(name),
+        revision,
+        container,
+        fresh=True,
+        spec=spec,
+        restarts=restarts,
+        history=history,
+    )
+    tb.replace_server(runner)
+    runner.start_steady()
+
+
 async def reconcile_serving(
     tb: ToolboxRunner,
     revision: int | None,
     observed: list[ObservedContainer],
-    *,
-    charge: bool,
-    forgive: float | None = None,
 ) -> dict[str, int]:
-    """Leave exactly one supervised container per server of `revision`. Returns how many
-    containers were adopted, recreated and removed. Restarts saved at or after the wall-clock
-    time `forgive` are taken back. Raises DtmaError (DockerUnavailable when the engine goes
-    away): the runners made so far serve, the rest is left to the next pass."""
+    """On agent start (recovery): leave exactly one supervised container per server of
+    `revision`, charging exits (crashes while the agent was away) to each restart budget.
+    Returns how many containers were adopted, recreated and removed. Raises DtmaError."""
     counts = {"adopted": 0, "recreated": 0, "removed": 0}
     spec = None
     if revision is not None:
@@ -119,7 +200,7 @@ async def reconcile_serving(
     by_id = {c.id: c for c in observed}
     adopted = tb.known_container_ids()
     saved = {
-        name: st if forgive is None else st.forgiven_since(forgive)
+        name: st
         for name, st in (await tb.repo.restart_states(tb.id)).items()
         if st.revision == revision
     }
@@ -134,9 +215,7 @@ async def reconcile_serving(
             last = saved.get(step.server, RestartState(revision, 0))
             if last.pending:
                 pass  # the crash was counted before the agent died; the recreate below ends it
-            elif last.gave_up or (
-                charge and budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP
-            ):
+            elif last.gave_up or (budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP):
                 _adopt_failed(tb, spec, revision, by_id[step.container_id], last)
                 given_up.add(step.server)
                 continue
@@ -163,7 +242,7 @@ async def reconcile_serving(
             tracker = budgets.get(server.name)
             if tracker is None:  # missing, not crashed: still counts as a restart
                 tracker = _budget(tb, spec, server.name, saved)
-                if charge and not (before and before.pending):
+                if not (before and before.pending):
                     tracker.on_failure(tb.clock())
             restarts = (before.restarts if before else 0) + (0 if before and before.pending else 1)
             # Write-ahead, as the server runner does: a kill -9 during the create keeps the count.
@@ -185,7 +264,7 @@ async def reconcile_serving(
                 ev.SERVER_RESTARTED,
                 server=server.name,
                 revision=revision,
-                reason=RECOVERED if charge else ENGINE_RESTARTED,
+                reason=RECOVERED,
                 message=f"container {fresh.id[:12]} replaces an {step.reason} one",
             )
             runner.start_steady()
@@ -206,10 +285,8 @@ async def reconcile_serving(
         if step.action == "adopt_stopped":
             runner.mark_stopped()
         tb.replace_server(runner)
-        if kept is not None and (kept.pending or forgive is not None):
-            # pending: the restart it was counted for did happen (settled); forgive: the
-            # engine's restarts are taken back for good.
-            await runner.save_restarts()
+        if kept is not None and kept.pending:
+            await runner.save_restarts()  # the restart it was counted for did happen: settled
         counts["adopted"] += 1
         await tb.emit(
             ev.CONTAINER_ADOPTED,

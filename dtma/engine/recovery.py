@@ -139,7 +139,7 @@ async def recover(
         if kept:
             serving = record.target_revision
         observed = await tb.runtime.list_managed(tb.id)
-    await reconcile_serving(tb, serving, observed, charge=True)
+    await reconcile_serving(tb, serving, observed)
     tb.reconciled_epoch = epoch
     for op_id in interrupted_ops:
         state = outcome or "failed"

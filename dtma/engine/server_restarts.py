@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+ENGINE_RESTARTED = "engine_restarted"
 RECONCILE_GRACE_S = 60.0  # after an engine fault, the toolbox's reconcile replaces the runner
 VAULT_RETRY_S = 1.0  # a restart that finds Vault unreachable tries again after this, doubling
 VAULT_RETRY_MAX_S = 30.0
@@ -54,6 +55,7 @@ class ServerRestarts:
     _expected_exit: bool
     _started_at: float
     _clock: Callable[[], float]
+    parked: bool
 
     @property
     def name(self) -> str:
@@ -63,7 +65,8 @@ class ServerRestarts:
         raise NotImplementedError  # ServerRunner's
 
     async def _on_failure(self, kind: str, reason: str, detail: str) -> None:
-        if await self._engine_fault(detail):
+        if not await self._engine.confirm(self._epoch):
+            await self._park(detail)
             return
         self.last_error = f"{reason}: {detail}"
         await self.host.emit(
@@ -95,46 +98,71 @@ class ServerRestarts:
                 message=f"attempt {decision.attempt} in {decision.delay:.2f}s",
             )
             await asyncio.sleep(decision.delay)
-            if await self._engine_fault("before the restart", refund=True):
+            if not await self._engine.confirm(self._epoch):
+                # The daemon stops its containers before its API goes: the exit was the
+                # engine's. Taken back before anything is saved.
+                self._tracker.refund()
+                await self._park("before the restart")
                 return
-            # Counted before the old container goes: a kill -9 from here on must not lose it.
-            self.restarts += 1
-            await self.save_restarts(pending=True)
-            replaced = self.container
-            try:
-                await self._recreate_when_vault_answers()
-            except asyncio.CancelledError:
-                # Halted by an operation (a restart, stop or removal of its own) before the new
-                # container existed: this restart did not happen; the operation counts its own.
-                if self.container is replaced:
-                    self.restarts -= 1
-                raise
-            except DtmaError as exc:
+            if await self._replace_container(decision.reason):
+                return
+
+    async def _restart_for_the_engine(self) -> None:
+        """The engine stopped this server's container (a daemon restart without live-restore):
+        replace it now, charging no restart budget. A replacement that cannot start falls back
+        to the usual crash handling (budget, backoff)."""
+        self.state = "restarting"
+        self.host.server_changed()
+        if not await self._replace_container(ENGINE_RESTARTED):
+            self.state, self.exit_code = "exited", None
+            self._exited.set()
+
+    async def _replace_container(self, reason: str) -> bool:
+        """One restart: write-ahead, recreate (waiting for Vault), settle. Returns whether the
+        new container runs; on False the attempt is undone (and, when the engine went away
+        meanwhile, the runner is parked)."""
+        # Counted before the old container goes: a kill -9 from here on must not lose it.
+        self.restarts += 1
+        await self.save_restarts(pending=True)
+        replaced = self.container
+        try:
+            await self._recreate_when_vault_answers()
+        except asyncio.CancelledError:
+            # Halted by an operation (a restart, stop or removal of its own) before the new
+            # container existed: this restart did not happen; the operation counts its own.
+            if self.container is replaced:
                 self.restarts -= 1
-                await self.save_restarts()
-                if isinstance(exc, DockerUnavailable) and await self._engine_fault(
-                    exc.message, refund=True
-                ):
-                    return
-                self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
-                await self.host.emit(
-                    ev.SERVER_START_FAILED,
-                    server=self.name,
-                    revision=self.revision,
-                    reason=gate_reasons.START_FAILED,
-                    message=exc.message,
-                )
-                continue
+            raise
+        except DtmaError as exc:
+            self.restarts -= 1
+            engines = isinstance(exc, DockerUnavailable) and not await self._engine.confirm(
+                self._epoch
+            )
+            if engines:
+                self._tracker.refund()  # before the save: the DB never holds it
             await self.save_restarts()
+            if engines:
+                await self._park(exc.message)
+                return False
+            self.last_error = f"{gate_reasons.START_FAILED}: {exc.message}"
             await self.host.emit(
-                ev.SERVER_RESTARTED,
+                ev.SERVER_START_FAILED,
                 server=self.name,
                 revision=self.revision,
-                reason=decision.reason,
-                message=f"container {self.container.id[:12]}, restart {self.restarts}",
+                reason=gate_reasons.START_FAILED,
+                message=exc.message,
             )
-            self.host.server_changed()
-            return
+            return False
+        await self.save_restarts()
+        await self.host.emit(
+            ev.SERVER_RESTARTED,
+            server=self.name,
+            revision=self.revision,
+            reason=reason,
+            message=f"container {self.container.id[:12]}, restart {self.restarts}",
+        )
+        self.host.server_changed()
+        return True
 
     async def _recreate_when_vault_answers(self) -> None:
         """_recreate(), retried while Vault is unreachable: a Vault outage pauses this restart
@@ -158,22 +186,24 @@ class ServerRestarts:
                 await asyncio.sleep(wait)
                 wait = min(VAULT_RETRY_MAX_S, wait * 2)
 
-    async def _engine_fault(self, detail: str, *, refund: bool = False) -> bool:
-        """Whether the failure at hand is the engine's: it went away or restarted since this
-        runner's container was known. If so, the attempt counted for it is taken back (refund)
-        and the runner waits: the toolbox's reconcile after the engine's return replaces it.
-        Should none come within RECONCILE_GRACE_S, the runner takes the new epoch as its own
-        and goes on as usual."""
-        if await self._engine.confirm(self._epoch):
-            return False
-        if refund:
-            self._tracker.refund()
+    async def _park(self, detail: str) -> None:
+        """The engine went away or restarted since this runner's container was known: wait
+        for the toolbox's reconcile after its return, which replaces this runner. Should none
+        come within RECONCILE_GRACE_S, take the new epoch as this runner's own and go on."""
+        self.parked = True
         log.info("server_failure_is_the_engines", detail=detail, epoch=self._epoch)
-        await self._engine.moved_from(self._epoch)
-        await asyncio.sleep(RECONCILE_GRACE_S)
+        try:
+            await self._engine.moved_from(self._epoch)
+            await asyncio.sleep(RECONCILE_GRACE_S)
+        finally:
+            self.parked = False
         log.warning("server_not_reconciled_after_engine_fault", epoch=self._engine.epoch)
         self._epoch = self._engine.epoch
-        return True
+
+    def rebase(self, epoch: int) -> None:
+        """Kept through the engine's return (its container still runs): failures from now on
+        are charged in `epoch`."""
+        self._epoch = epoch
 
     async def _recreate(self) -> None:
         old = self.container

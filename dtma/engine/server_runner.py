@@ -108,6 +108,8 @@ class ServerRunner(ServerRestarts, ServerCalls):
         self._startup_deadline = startup_deadline
         self._started_at = clock()
         self._draining = False
+        self._restart_first = False
+        self.parked = False  # waiting out an engine fault for the toolbox's reconcile
         self._tool_defs: tuple[tuple[str, tuple[str, ...]], list[dict[str, Any]]] | None = None
 
     @property
@@ -171,9 +173,12 @@ class ServerRunner(ServerRestarts, ServerCalls):
 
     # -- steady state -------------------------------------------------------------------------
 
-    def start_steady(self) -> None:
+    def start_steady(self, *, restart_first: bool = False) -> None:
         """Supervise in a task of its own, in a fresh logging context: it outlives the operation
-        that started it, so it must not carry that operation's id in its log lines."""
+        that started it, so it must not carry that operation's id in its log lines. With
+        `restart_first`, its container (stopped by the engine, not by the server) is replaced
+        first, charging no restart budget."""
+        self._restart_first = restart_first
         if self._steady is None or self._steady.done():
             self._steady = asyncio.create_task(
                 self._supervisor.run(
@@ -193,6 +198,9 @@ class ServerRunner(ServerRestarts, ServerCalls):
             await self._run_steady()
 
     async def _run_steady(self) -> None:
+        if self._restart_first:
+            self._restart_first = False
+            await self._restart_for_the_engine()
         while self.state not in ("failed", "stopped"):
             if self.exited:
                 await self._on_failure(

@@ -75,3 +75,43 @@ def test_complete_revision_needs_every_server_running() -> None:
     full = complete_revision([*observed, c("4", "b", 4, started="2026-01-02")], 4, ["a", "b"])
     assert full is not None
     assert {k: v.id for k, v in full.items()} == {"a": "1", "b": "4"}
+
+
+# -- after the engine's return (plan_engine_return) -------------------------------------------
+
+
+def test_after_the_engine_returns_each_server_is_kept_adopted_or_restarted() -> None:
+    observed = [
+        c("1", "http", 3),  # still running (live-restore): its runner goes on
+        c("2", "stdio", 3),  # still running: a new runner re-attaches
+        c("3", "gone", 3, "exited"),  # stopped with the daemon: restarted
+        c("4", "http", 2),  # an old revision's leftover
+    ]
+    held = {
+        "http": planner.Held("1", "running", keepable=True),
+        "stdio": planner.Held("2", "running", keepable=False),
+        "gone": planner.Held("3", "running", keepable=True),
+        "lost": planner.Held("9", "running", keepable=True),  # its container vanished
+    }
+    steps = planner.plan_engine_return(observed, 3, ["http", "stdio", "gone", "lost"], held)
+    assert steps == [
+        Step("keep", "http", "1"),
+        Step("adopt", "stdio", "2"),
+        Step("restart", "gone", "3", planner.EXITED),
+        Step("restart", "lost", "9", planner.MISSING),
+        Step("remove", "http", "4", planner.NOT_WANTED),
+    ]
+
+
+def test_after_the_engine_returns_given_up_and_stopped_servers_are_left_alone() -> None:
+    observed = [c("1", "a", 3, "exited"), c("2", "b", 3, "exited"), c("5", "b", 3, "exited")]
+    held = {
+        "a": planner.Held("1", "failed", keepable=False),
+        "b": planner.Held("2", "stopped", keepable=False),
+    }
+    steps = planner.plan_engine_return(observed, 3, ["a", "b"], held)
+    assert steps == [
+        Step("leave", "a", "1", "failed"),
+        Step("leave", "b", "2", "stopped"),
+        Step("remove", "b", "5", planner.DUPLICATE),
+    ]

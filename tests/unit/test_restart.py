@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 from dtma.domain import restart
-from dtma.domain.records import RestartState
 from dtma.domain.restart import RestartTracker, Verdict
 from dtma.spec.models import Restart
 
@@ -79,10 +78,3 @@ def test_a_refunded_attempt_gives_the_budget_back() -> None:
     t.refund()
     t.refund()  # nothing left to take back: no error
     assert t.history() == ()
-
-
-def test_restarts_around_an_outage_are_forgiven_and_a_spent_budget_given_back() -> None:
-    saved = RestartState(3, restarts=4, attempts=(100.0, 200.0, 290.0), gave_up=True)
-    forgiven = saved.forgiven_since(150.0)
-    assert forgiven == RestartState(3, restarts=2, attempts=(100.0,), gave_up=False)
-    assert saved.forgiven_since(300.0) is saved  # nothing in the window: unchanged
