@@ -149,7 +149,8 @@ class DtmaClient:
                 parsed = text
             if resp.status >= 400:
                 err = (parsed or {}).get("error", {}) if isinstance(parsed, dict) else {}
-                cls = Unavailable if resp.status == 503 else ApiError
+                queued = err.get("code") == "operation_queued"  # recorded: never sent twice
+                cls = Unavailable if resp.status == 503 and not queued else ApiError
                 raise cls(
                     resp.status,
                     err.get("code", "error"),

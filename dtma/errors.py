@@ -40,6 +40,19 @@ class EngineOutage(DockerUnavailable):
     code = "docker_unavailable"
 
 
+class OperationQueued(DockerUnavailable):
+    """The engine is unreachable, but the operation is recorded and queued: it runs once the
+    engine is back. Answered 503 with the code `operation_queued` and the operation's id in the
+    details; a client must not send it again (that would queue it twice)."""
+
+    code = "operation_queued"
+
+    def __init__(self, message: str, operation: str) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.details = [{"loc": ["operation"], "msg": operation}]
+
+
 class DockerError(DtmaError):
     """The Docker engine refused a request (bad parameters, conflict, missing image, ...)."""
 

@@ -59,8 +59,10 @@ class DockerEngine:
         self._calls = ThreadPoolExecutor(self.threads, thread_name_prefix="dtma-docker")
         # Sized per engine; used by StdioProbeSession (mcp_probe.py) to open attach sockets.
         self.attach_pool = ThreadPoolExecutor(attach_threads, thread_name_prefix="dtma-attach")
+        # Pings never queue behind image pulls or create bursts: a busy engine is not a gone one.
+        self._ping_pool = ThreadPoolExecutor(2, thread_name_prefix="dtma-ping")
         # One HTTP connection per thread that may hold one, plus the event stream.
-        self._max_connections = self.threads + attach_threads + 2
+        self._max_connections = self.threads + attach_threads + 4
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking docker-py call in the Docker pool (bounded; FIFO when all are busy)."""
@@ -86,7 +88,7 @@ class DockerEngine:
             preflight(self._docker_host)
             call("ping", lambda: self.client().ping())
 
-        await self.run(ping)
+        await asyncio.get_running_loop().run_in_executor(self._ping_pool, ping)
 
     async def info(self) -> EngineInfo:
         raw = await self.run(lambda: call("version", lambda: self.client().version()))

@@ -18,7 +18,7 @@ from weakref import WeakValueDictionary
 from aiohttp import web
 
 from dtma.api.params import IDEMPOTENCY_KEY_PATTERN, MAX_KEY, matches
-from dtma.errors import SpecInvalid
+from dtma.errors import OperationQueued, SpecInvalid
 from dtma.ports import StateStore
 
 HEADER = "Idempotency-Key"
@@ -63,7 +63,22 @@ class IdempotencyKeys:
                     return web.json_response(
                         json.loads(seen[2]), status=seen[1], headers={"Idempotent-Replayed": "true"}
                     )
-                response = await handler(request)
+                try:
+                    response = await handler(request)
+                except OperationQueued as queued:
+                    # Recorded and queued though the answer is a 503: a retry with the same
+                    # key gets the same operation, never a second one.
+                    body = {
+                        "error": {
+                            "code": queued.code,
+                            "message": queued.message,
+                            "details": queued.details,
+                        }
+                    }
+                    await self._repo.store_idempotent_response(
+                        key, fingerprint, 503, json.dumps(body), KEEP_S
+                    )
+                    raise
                 # Only successes are kept: a refused request started nothing, so a retry
                 # with the same key (say, once the toolbox exists) is judged afresh.
                 if isinstance(response, web.Response) and response.status < 400 and response.text:

@@ -35,7 +35,7 @@ from dtma.engine.status_view import ListingCache, status_fields, toolbox_status
 from dtma.engine.supervisor import Supervisor, watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
-from dtma.errors import Conflict, DockerUnavailable, DtmaError, NotFound
+from dtma.errors import Conflict, DockerUnavailable, DtmaError, NotFound, OperationQueued
 from dtma.ports import Clock, ContainerRuntime, ProbeFactory, StateStore
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, validate_toolbox_id
@@ -311,6 +311,9 @@ class Agent:
         self._deleting[toolbox_id] = "pending"
         try:
             op = await self.operations.submit(tb, "delete", tb.revision, work)
+        except OperationQueued as queued:  # queued all the same: a PUT meanwhile is refused
+            self._deleting[toolbox_id] = queued.operation
+            raise
         except BaseException:
             self._deleting.pop(toolbox_id, None)
             raise

@@ -61,6 +61,8 @@ class EngineWatch:
         self._reported = False  # its engine_unreachable event went out
         self.last_outage_s = 0.0  # how long the last outage (closed by an epoch) lasted
         self._ping: asyncio.Task[bool] | None = None
+        self._ping_generation = 0  # the `lost()` count when the ping in flight began
+        self._lost_generation = 0
         self._wake = asyncio.Event()
         self._up_event = asyncio.Event()
         self._epoch_moved = asyncio.Event()
@@ -83,6 +85,7 @@ class EngineWatch:
         if not self._broken:
             log.info("engine_stream_lost", reason=why)
         self._broken = True
+        self._lost_generation += 1  # a ping already in flight cannot close this one
         self.up = False
         self._up_event.clear()
         if self._down_since is None:
@@ -124,17 +127,23 @@ class EngineWatch:
 
     async def check(self) -> bool:
         """One ping (shared with any already in flight); updates up/epoch. Never raises."""
-        if self._ping is None or self._ping.done():
-            self._ping = asyncio.create_task(self._ping_once(), name="engine-ping")
+        stale = self._ping is not None and self._ping_generation != self._lost_generation
+        if self._ping is None or self._ping.done() or stale:
+            self._ping_generation = self._lost_generation
+            self._ping = asyncio.create_task(
+                self._ping_once(self._lost_generation), name="engine-ping"
+            )
         return await asyncio.shield(self._ping)
 
-    async def _ping_once(self) -> bool:
+    async def _ping_once(self, generation: int) -> bool:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._engine.ping()
         except (DtmaError, TimeoutError) as exc:
             await self._went_down(str(exc) or f"no answer to a ping in {self._timeout:g}s")
             return False
+        if generation != self._lost_generation:
+            return False  # began before the stream broke: it may have been the old daemon
         await self._came_back()
         return True
 
@@ -154,8 +163,7 @@ class EngineWatch:
         self._reported = True
         METRICS.engine_up.set(0)
         log.warning("docker_unreachable", error=message)
-        if self._report is not None:
-            await self._report(False, message)
+        await self._tell(False, message)
 
     async def _came_back(self) -> None:
         self._wake.clear()
@@ -175,18 +183,25 @@ class EngineWatch:
         self.last_outage_s = down_for
         METRICS.engine_outages.inc()
         self._epoch_moved.set()
-        message = (
-            f"the engine answers again after {down_for:.1f}s; reconciling every toolbox "
-            f"(engine epoch {self.epoch})"
-        )
         log.warning("docker_back", epoch=self.epoch, down_s=round(down_for, 1))
-        if self._report is not None:
-            await self._report(True, message)
-        for listener in list(self._listeners):
+        for listener in list(self._listeners):  # first: a failed report must not lose an epoch
             try:
                 listener(self.epoch)
             except Exception:
                 log.exception("engine_listener_failed")
+        message = (
+            f"the engine answers again after {down_for:.1f}s; reconciling every toolbox "
+            f"(engine epoch {self.epoch})"
+        )
+        await self._tell(True, message)
+
+    async def _tell(self, reachable: bool, message: str) -> None:
+        if self._report is None:
+            return
+        try:
+            await self._report(reachable, message)
+        except Exception:
+            log.exception("engine_report_failed")
 
     async def run(self) -> None:
         """Ping until cancelled: at `interval` while up, at `fast_interval` otherwise, and at

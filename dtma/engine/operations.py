@@ -21,7 +21,7 @@ from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.reconcile import run_through_engine_faults
 from dtma.engine.supervisor import watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
-from dtma.errors import DockerUnavailable, NotFound
+from dtma.errors import NotFound, OperationQueued
 from dtma.ports import StateStore
 
 Work = Callable[[str], Awaitable[tuple[str, str | None]]]
@@ -43,7 +43,7 @@ class Operations:
         params: dict[str, Any] | None = None,
     ) -> str:
         """Record the operation, queue it on its toolbox, and return its id. Raises
-        DockerUnavailable (after recording and queueing it) while the engine is down."""
+        OperationQueued (after recording and queueing it) while the engine is down."""
         op_id = "op-" + secrets.token_hex(8)
         await self._repo.add_operation(op_id, kind, tb.id, revision, params)
         done = self._done[op_id] = asyncio.Event()
@@ -65,10 +65,11 @@ class Operations:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if not self._engine.up:
-            raise DockerUnavailable(
+            raise OperationQueued(
                 f"Docker engine unreachable ({self._engine.problem()}): operation {op_id} "
                 f"({kind}{f' of revision {revision}' if revision is not None else ''}) is "
-                "recorded and runs once the engine is back; GET /v1/operations/{op} follows it"
+                "recorded and runs once the engine is back; GET /v1/operations/{op} follows it",
+                op_id,
             )
         return op_id
 

@@ -207,3 +207,35 @@ def test_a_crash_during_a_vault_outage_waits_for_vault_and_charges_once() -> Non
         await agent.stop()
 
     run_virtual(main)
+
+
+def test_a_ping_that_began_before_the_stream_broke_does_not_close_the_outage() -> None:
+    """The dying daemon may still answer a ping sent just before its event stream ended: that
+    answer must not start a new epoch (and a reconcile of everything against a daemon that is
+    going away)."""
+
+    class SlowPing(FakeEnginePing):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def ping(self) -> None:
+            await self.release.wait()
+            await super().ping()
+
+    async def main() -> None:
+        ping = SlowPing()
+        watch = EngineWatch(ping)
+        ping.release.set()
+        assert await watch.check()
+        ping.release.clear()
+        in_flight = asyncio.ensure_future(watch.check())
+        await asyncio.sleep(0)
+        watch.lost("the event stream ended")
+        ping.release.set()  # the old daemon's answer
+        assert not await in_flight
+        assert watch.epoch == 0
+        assert await watch.confirm(0) is False  # a new ping: it answers, in a new epoch
+        assert watch.epoch == 1
+
+    run_virtual(main)

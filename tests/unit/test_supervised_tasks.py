@@ -94,7 +94,7 @@ def test_every_task_the_engine_and_api_create_is_supervised_or_watched() -> None
     (Supervisor.run/spawn), watched (watch_task), or a child task its creator awaits."""
     awaited_children = {
         # one engine ping shared by its callers: each awaits it (shielded), none outlives them
-        ("engine_watch.py", "self._ping_once()"),
+        ("engine_watch.py", "self._ping_once("),
         # the gate's probe loops: hold_gate re-raises a crashed one and cancels them on return
         ("gating.py", "probe_loop()"),
         # a stdio session: its end is seen (and reported) by the next probe; close() awaits it
