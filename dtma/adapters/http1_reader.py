@@ -8,10 +8,13 @@ Content-Length fields, Content-Length beside Transfer-Encoding, bad chunk framin
 - a version other than HTTP/1.0 or 1.1 is refused (llhttp reads 0.9 and 2.0 status lines too);
 - a transfer coding other than exactly `chunked`, or a content coding other than identity (the
   request asks for identity), is refused;
-- bounds: the heads (interim answers included) within `max_head` bytes, a body within
-  `max_body` (a larger Content-Length is refused before any of the body is read), and all the
-  bytes of the answer, chunk framing included, within `max_head + max_body`;
-- a 204 or 304 that carries framing is read as bodiless, and its connection is not reused.
+- bounds: the heads (interim answers and trailer fields included) within `max_head` bytes, a
+  body within `max_body` (a larger Content-Length is refused before any of the body is read),
+  and all the bytes of the answer, chunk framing included, within `max_head + max_body`;
+- trailer fields are not kept;
+- a 204 or 304 that carries framing is read as bodiless, and its connection is not reused;
+- bytes after the complete answer leave its connection out of step: the answer stands, the
+  connection is not reused (llhttp alone skips empty lines between answers).
 llhttp reads a status line that names RTSP/ or ICE/ in place of HTTP/ like an HTTP/1.x one:
 its framing is HTTP's, so nothing unsafe follows; such an answer is never reused unless it says
 1.1 and keep-alive.
@@ -64,7 +67,7 @@ class AnswerReader:
         self._max_head = max_head
         self._parser = httptools.HttpResponseParser(self)
         self._fed = 0  # bytes fed so far, every head and all framing included
-        self._head_size = 0  # of the heads so far, as far as the callbacks see them
+        self._head_size = 0  # of the heads and trailers so far, as the callbacks see them
         self._headers: dict[str, str] = {}
         self._status = 0
         self._final = False  # the final (non-1xx) head is complete
@@ -120,6 +123,8 @@ class AnswerReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._grow_head(len(name) + len(value) + _FIELD_OVERHEAD)
+        if self._final:
+            return  # a trailer field: bounded with the head, not kept
         key = name.decode("latin-1").lower()  # llhttp admits only token characters
         text = value.strip(b" \t").decode("latin-1")
         known = self._headers.get(key)

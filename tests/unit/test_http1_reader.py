@@ -49,6 +49,7 @@ def test_a_chunked_body_with_extensions_and_trailers(cuts: str) -> None:
     answer = read(raw, cuts=cuts)
     assert answer.body == b"event: 0123456\n"
     assert answer.media_type == "text/event-stream"
+    assert "x-trailer" not in answer.headers  # trailer fields are not kept
     assert answer.reusable
 
 
