@@ -4,13 +4,13 @@ Why not aiohttp's client: on the project's 2-core machines a POST through `Clien
 the agent about 0.23 ms of CPU, three times what the exchange itself needs (a task for the body,
 timers, cookie and header machinery; bench/gateway_latency.py and docs/benchmarks.md), and the
 relay makes one per tool call. This client does only what the relay needs: one POST at a time per
-connection, written in one piece; the answer read by `http1_answer.AnswerReader` (bounded, strict
-framing); idle connections kept for reuse (newest first) and closed after `idle_timeout`, before
-a typical server closes them (uvicorn: 5 s). A request is never retried: a POST may not be
-repeated behind the caller's back (RFC 9110, 9.2.2). Redirects are answers like any other, never
-followed. Plain `http` only: the toolbox's servers are reached on its own network. An SSE
-answer is read to the end of its stream, which the server closes once it has replied (as the
-MCP transport spec asks).
+connection, written in one piece; the answer read by `http1_reader.AnswerReader` (llhttp, within
+bounds, strict framing); idle connections kept for reuse (newest first) and closed after
+`idle_timeout`, before a typical server closes them (uvicorn: 5 s). A request is never retried:
+a POST may not be repeated behind the caller's back (RFC 9110, 9.2.2). Redirects are answers like
+any other, never followed. Plain `http` only: the toolbox's servers are reached on its own
+network. An SSE answer is read to the end of its stream, which the server closes once it has
+replied (as the MCP transport spec asks).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import cast
 from urllib.parse import quote, urlsplit
 
-from dtma.adapters.http1_answer import Answer, AnswerError, AnswerReader, AnswerTooLarge
+from dtma.adapters.http1_reader import Answer, AnswerError, AnswerReader, AnswerTooLarge
 
 __all__ = ["Answer", "AnswerError", "AnswerTooLarge", "Http1Origin"]
 

@@ -68,7 +68,7 @@ class IdempotencyKeys:
                 except OperationQueued as queued:
                     # Recorded and queued though the answer is a 503: a retry with the same
                     # key gets the same operation, never a second one.
-                    body = {
+                    answer = {
                         "error": {
                             "code": queued.code,
                             "message": queued.message,
@@ -76,7 +76,7 @@ class IdempotencyKeys:
                         }
                     }
                     await self._repo.store_idempotent_response(
-                        key, fingerprint, 503, json.dumps(body), KEEP_S
+                        key, fingerprint, 503, json.dumps(answer), KEEP_S
                     )
                     raise
                 # Only successes are kept: a refused request started nothing, so a retry
