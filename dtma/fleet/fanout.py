@@ -7,8 +7,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
+from pydantic import ValidationError
+
 from dtma.client import DtmaClient
 from dtma.fleet.inventory import FleetAgent
+
+# What else an agent (or something that is not one) can do to a call: answer a body that is
+# not the API's shape, or break the HTTP exchange in a way the client does not retry.
+STRANGE_ANSWERS = (ValidationError, aiohttp.ClientError)
+
+
+def strange_answer(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return f"not a dtma agent's answer ({exc.error_count()} fields do not match the API)"
+    return f"HTTP exchange failed: {type(exc).__name__}: {exc}"
+
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dtma.client import ApiError, Unreachable
-from dtma.fleet.fanout import Connection, fan_out
+from dtma.fleet.fanout import STRANGE_ANSWERS, Connection, fan_out, strange_answer
 from dtma.fleet.inventory import FleetAgent
 
 
@@ -47,6 +47,8 @@ async def fleet_remove(
             return RemoveResult(agent, "unreachable", str(exc))
         except ApiError as exc:
             return RemoveResult(agent, "failed", f"{exc.status} {exc.code}: {exc.message}")
+        except STRANGE_ANSWERS as exc:
+            return RemoveResult(agent, "failed", strange_answer(exc))
         if op.state == "succeeded":
             return RemoveResult(agent, "removed")
         return RemoveResult(agent, "failed", f"delete {op.state}: {op.error or ''}".rstrip(": "))

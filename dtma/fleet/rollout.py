@@ -17,7 +17,7 @@ from typing import Literal
 
 from dtma.api.schemas import ApplyAcceptedOut, ToolboxStatusOut
 from dtma.client import ApiError, DtmaClient, Unreachable
-from dtma.fleet.fanout import Connection, fan_out
+from dtma.fleet.fanout import STRANGE_ANSWERS, Connection, fan_out, strange_answer
 from dtma.fleet.inventory import FleetAgent
 from dtma.fleet.plan import Wave, plan_waves
 from dtma.fleet.status import serving
@@ -162,6 +162,8 @@ class FleetRollout:
             verdict = _Verdict("unreachable", str(exc))
         except ApiError as exc:
             verdict = _Verdict("error", _api_error(exc))
+        except STRANGE_ANSWERS as exc:
+            verdict = _Verdict("error", strange_answer(exc))
         return AgentResult(
             agent,
             verdict.outcome,
@@ -174,7 +176,9 @@ class FleetRollout:
 
     async def _verdict(self, client: DtmaClient) -> _Verdict:
         """PUT the spec and wait for the agent's own gate to end."""
-        answer = await client.apply(self.opt.toolbox, self.opt.spec, wait=self.opt.timeout)
+        # The agent's wait ends a little before ours, so a long gate is polled, not cut off.
+        wait = max(1.0, self.opt.timeout - 5)
+        answer = await client.apply(self.opt.toolbox, self.opt.spec, wait=wait)
         assert not isinstance(answer, ApplyAcceptedOut)  # a PUT with ?wait answers a status
         if answer.unchanged:
             status = await _settled(client, self.opt.toolbox)
@@ -226,6 +230,8 @@ class FleetRollout:
             return RevertResult(r.agent, False, str(exc))
         except ApiError as exc:
             return RevertResult(r.agent, False, _api_error(exc))
+        except STRANGE_ANSWERS as exc:
+            return RevertResult(r.agent, False, strange_answer(exc))
         if op.state == "succeeded":
             return RevertResult(r.agent, True, verb)
         return RevertResult(r.agent, False, f"{op.kind} {op.state}: {op.error or ''}".rstrip(": "))

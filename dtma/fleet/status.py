@@ -9,7 +9,7 @@ from typing import Any
 
 from dtma.api.schemas import ToolboxStatusOut
 from dtma.client import ApiError, Unreachable
-from dtma.fleet.fanout import Connection, fan_out
+from dtma.fleet.fanout import STRANGE_ANSWERS, Connection, fan_out, strange_answer
 from dtma.fleet.inventory import FleetAgent
 
 
@@ -80,5 +80,7 @@ async def fleet_status(
             return AgentStatus(agent, False, str(exc))
         except ApiError as exc:  # 401, 503 after retries, ...: reached, but no usable answer
             return AgentStatus(agent, True, f"{exc.status} {exc.code}: {exc.message}")
+        except STRANGE_ANSWERS as exc:
+            return AgentStatus(agent, True, strange_answer(exc))
 
     return await fan_out(agents, one, parallel)

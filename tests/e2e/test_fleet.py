@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,7 @@ import pytest
 
 from tests.agent_fleet import agent_name, running_fleet, write_fleet_file
 from tests.agent_process import DTMA, AgentProcess
-from tests.conftest import free_port
+from tests.conftest import die_with_parent, free_port, wait_until
 from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.e2e
@@ -78,11 +81,18 @@ def revisions(agent: AgentProcess, toolbox: str) -> list[int]:
     return [r["revision"] for r in body["items"]]
 
 
-def fleet_spec(*servers: dict[str, Any], deadline: str = "60s", **kw: Any) -> str:
-    # Egress on from the start: the clash revision below publishes a host port, which an
-    # internal network never does, and a toolbox's network cannot change in place. A long
-    # healthy_deadline: a batch starts many containers at once on a small, shared machine.
-    return spec(*servers, network={"egress": True}, deadline=deadline, **kw)
+def fleet_spec(*servers: dict[str, Any], deadline: str = "90s", **kw: Any) -> str:
+    """Egress on from the start: the clash revision below publishes a host port, which an
+    internal network never does, and a toolbox's network cannot change in place. Long
+    deadlines and probe timeouts: a batch starts many containers at once, and N agents share
+    a small machine; the stock 3 s probe timeout can starve a stdio server's first initialize."""
+    slow = [{**s, "health": {**s["health"], "timeout": "20s"}} for s in servers]
+    return spec(*slow, network={"egress": True}, deadline=deadline, **kw)
+
+
+def listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), 1):
+        return True
 
 
 def write(path: Path, text: str) -> str:
@@ -198,25 +208,46 @@ def test_gated_rollout_across_the_fleet(
     assert left == []
 
 
-def test_status_shows_unreachable_and_refused_agents_as_rows(
+def test_status_shows_unreachable_refused_and_strange_agents_as_rows(
     fleet: list[AgentProcess], tmp_path: Path
 ) -> None:
-    good = fleet[:2]
-    path = write_fleet_file(tmp_path / "fleet.yaml", good, token_files=False)
-    text = path.read_text() + (
-        f"- name: gone\n  url: http://127.0.0.1:{free_port()}\n  token: x\n"
-        f"- name: wrong-token\n  url: {good[0].base_url}\n  token: not-the-token\n"
+    # Something that is not a dtma agent: a plain static HTTP server whose /v1/toolboxes is HTML.
+    site = tmp_path / "site"
+    (site / "v1").mkdir(parents=True)
+    (site / "v1" / "toolboxes").write_text("<html>not an agent</html>")
+    other_port = free_port()
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(other_port), "--bind", "127.0.0.1"],
+        cwd=site,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
-    path.write_text(text)
-    run = dtma("fleet", "status", "-F", str(path), "--timeout", "5")
+    try:
+        wait_until(lambda: listening(other_port), 30, "the static HTTP server")
+        good = fleet[:2]
+        path = write_fleet_file(tmp_path / "fleet.yaml", good, token_files=False)
+        path.write_text(
+            path.read_text()
+            + f"- name: gone\n  url: http://127.0.0.1:{free_port()}\n  token: x\n"
+            + f"- name: wrong-token\n  url: {good[0].base_url}\n  token: not-the-token\n"
+            + f"- name: not-dtma\n  url: http://127.0.0.1:{other_port}\n  token: x\n"
+        )
+        run = dtma("fleet", "status", "-F", str(path), "--timeout", "5")
+    finally:
+        other.terminate()
+        other.wait(10)
     assert run.returncode == 3, run.stdout + run.stderr
     rows = {ln.split()[0]: ln for ln in run.stdout.splitlines()[1:]}
-    assert set(rows) == {agent_name(0), agent_name(1), "gone", "wrong-token"}
+    assert set(rows) == {agent_name(0), agent_name(1), "gone", "wrong-token", "not-dtma"}
     assert " no " in rows["gone"]
     assert "cannot reach the agent" in rows["gone"]
+    assert " yes " in rows["wrong-token"]
     assert "401" in rows["wrong-token"]
+    assert "not a dtma agent's answer" in rows["not-dtma"]
     assert "not-the-token" not in run.stdout + run.stderr
     assert " yes " in rows[agent_name(0)]
+    assert rows[agent_name(0)].rstrip().endswith("-")  # no error
     run = dtma("fleet", "status", "-F", str(path), "--selector", "zone=nowhere")
     assert run.returncode == 2
     assert "no agent in" in run.stderr
@@ -248,3 +279,33 @@ def test_bad_fleet_files_and_arguments_exit_2(tmp_path: Path) -> None:
     assert "cannot read fleet file" in missing.stderr
     assert dtma("fleet", "apply", "-F", path, "-f", path, "--batch", "0").returncode == 2
     assert dtma("fleet", "status", "-F", path, "--selector", "nokey").returncode == 2
+
+
+def test_the_documented_commands(fleet: list[AgentProcess], tmp_path: Path) -> None:
+    """docs/fleet.md's "Try it" block, word for word, in a directory holding fleet.yaml and
+    time.yaml (three of the agents, to keep it short)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "fleet.md").read_text()
+    block = text.split("### Try it", 1)[1].split("```console\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert [c[:3] for c in commands] == [
+        ["dtma", "fleet", "apply"],
+        ["dtma", "fleet", "status"],
+        ["dtma", "fleet", "apply"],
+        ["dtma", "fleet", "rm"],
+    ]
+    write_fleet_file(tmp_path / "fleet.yaml", fleet[:3])
+    (tmp_path / "time.yaml").write_text(fleet_spec(time_server("time")))
+    for a in fleet[:3]:
+        a.made.append("time")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DTMA_")}
+    outputs = []
+    for argv in commands:
+        run = subprocess.run(
+            [DTMA, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert run.returncode == 0, f"{argv}: {run.stdout}{run.stderr}"
+        outputs.append(run.stdout)
+    assert "done: 3 updated" in outputs[0]
+    assert outputs[1].count("healthy") >= 3
+    assert "done: 0 updated, 3 already at the spec" in outputs[2]
+    assert outputs[3].count("removed") == 3
