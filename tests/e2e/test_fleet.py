@@ -65,7 +65,7 @@ def timed(*args: str) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
     run = dtma(*args)
     took = time.monotonic() - started
-    print(f"`dtma {' '.join(args[:2])} ...` exit {run.returncode} in {took:.1f}s")
+    print(f"`dtma {' '.join(args[:2])} ...` exit {run.returncode} in {took:.1f}s\n{run.stdout}")
     return run
 
 
