@@ -129,6 +129,13 @@ def test_gated_rollout_across_the_fleet(
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count("already at revision 1, skipped") == COUNT
     assert f"done: 0 updated, {COUNT} already at the spec" in run.stdout
+    run = dtma("fleet", "apply", "-F", F, "-f", v1, "--id", tb, "--json")  # JSON lines
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    agents = [ln for ln in lines if ln["kind"] == "agent"]
+    assert {(a["outcome"], a["after"]) for a in agents} == {("unchanged", 1)}
+    assert [a["agent"] for a in agents][:1] == [agent_name(0)]
+    assert lines[-1]["kind"] == "done"
 
     # The good revision: canary 1, batch 10; every agent ends healthy on revision 2.
     run = timed("fleet", "apply", "-F", F, "-f", v2, "--id", tb, "--canary", "1", "--batch", "10")
