@@ -176,7 +176,8 @@ class FleetRollout:
 
     async def _verdict(self, client: DtmaClient) -> _Verdict:
         """PUT the spec and wait for the agent's own gate to end."""
-        # The agent's wait ends a little before ours, so a long gate is polled, not cut off.
+        # The agent's wait ends a little before our timeout, so a gate still open by then comes
+        # back as its running operation (polled below) instead of a request cut off mid-way.
         wait = max(1.0, self.opt.timeout - 5)
         answer = await client.apply(self.opt.toolbox, self.opt.spec, wait=wait)
         assert not isinstance(answer, ApplyAcceptedOut)  # a PUT with ?wait answers a status
