@@ -316,3 +316,45 @@ def test_the_documented_commands(fleet: list[AgentProcess], tmp_path: Path) -> N
     assert outputs[1].count("healthy") >= 3
     assert "done: 0 updated, 3 already at the spec" in outputs[2]
     assert outputs[3].count("removed") == 3
+
+
+def test_rolling_back_a_new_toolbox_removes_it_and_a_rerun_resumes(
+    fleet: list[AgentProcess], tmp_path: Path
+) -> None:
+    """Where the halted run created the toolbox, --rollback-on-failure removes it; a run cut
+    short (here: a selector took half) is finished by re-running it for all."""
+    four = fleet[:4]
+    path = str(write_fleet_file(tmp_path / "fleet.yaml", four, lambda i: {"zone": zone(i)}))
+    tb = new_toolbox_id()
+    for a in four:
+        a.made.append(tb)
+    clash = write(
+        tmp_path / "clash.yaml",
+        fleet_spec(notes_server("notes", publish=f"127.0.0.1:{free_port()}"), order="stop_first"),
+    )
+    run = timed(
+        "fleet", "apply", "-F", path, "-f", clash, "--id", tb,
+        "--canary", "1", "--batch", "2", "--rollback-on-failure",
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"{agent_name(0)}: new -> revision 1 healthy" in run.stdout
+    assert f"{agent_name(1)}: gate failed: " in run.stdout  # nothing served before: failed
+    assert "1 agents untouched" in run.stdout
+    assert f"rollback {agent_name(0)}: removed {tb} (new on this agent)" in run.stdout
+    assert four[0].get(f"/v1/toolboxes/{tb}", four[0].token)[0] == 404
+    assert four[3].get(f"/v1/toolboxes/{tb}", four[3].token)[0] == 404  # untouched
+
+    good = write(tmp_path / "good.yaml", fleet_spec(time_server("time")))
+    run = dtma("fleet", "apply", "-F", path, "-f", good, "--id", tb, "--selector", "zone=a")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "done: 2 updated, 0 already at the spec" in run.stdout
+    run = dtma("fleet", "apply", "-F", path, "-f", good, "--id", tb)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for i in (0, 2):  # agent-02's failed revision 1 was retried as revision 2 above
+        assert re.search(rf"{agent_name(i)}: already at revision \d, skipped", run.stdout)
+    for i in (1, 3):
+        assert re.search(rf"{agent_name(i)}: (new|revision \d) -> revision \d healthy", run.stdout)
+    assert "done: 2 updated, 2 already at the spec" in run.stdout
+    run = dtma("fleet", "rm", "-F", path, "--id", tb)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("removed") == 4
