@@ -17,15 +17,16 @@ from typing import Any
 
 from dtma.cli_output import table
 from dtma.fleet import (
+    AgentSource,
     Connection,
     FleetAgent,
+    FleetFile,
     FleetFileError,
     FleetRollout,
     Progress,
     RolloutOptions,
     fleet_remove,
     fleet_status,
-    load_fleet,
     parse_selectors,
     select,
 )
@@ -107,10 +108,9 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     from dtma.cli_client import UsageError, _client_tls
 
     try:
-        agents = _selected(args)
+        selector = parse_selectors(args.selector)
         conn = Connection(ssl=_client_tls())
-        handler = {"status": _status, "apply": _apply, "rm": _rm}[args.action]
-        return asyncio.run(handler(args, agents, conn))
+        return asyncio.run(_main(args, _source(args), selector, conn))
     except FleetFileError as exc:
         for line in exc.lines():
             print(f"dtma: {line}" if not line.startswith(" ") else line, file=sys.stderr)
@@ -119,17 +119,28 @@ def run_fleet_command(args: argparse.Namespace) -> int:
         print(f"dtma: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("dtma: interrupted; rollouts the agents accepted go on (re-run to resume)")
+        print(
+            "dtma: interrupted; rollouts the agents accepted go on (re-run to resume)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 
-def _selected(args: argparse.Namespace) -> list[FleetAgent]:
-    selector = parse_selectors(args.selector)
-    agents = select(load_fleet(args.fleet), selector)
+def _source(args: argparse.Namespace) -> AgentSource:
+    """Where the agents come from: the one place a controller-backed AgentSource would be
+    chosen (no controller API lists agents yet; docs/fleet.md)."""
+    return FleetFile(args.fleet)
+
+
+async def _main(
+    args: argparse.Namespace, source: AgentSource, selector: dict[str, str], conn: Connection
+) -> int:
+    agents = select(await source.agents(), selector)
     if not agents:
         wanted = ",".join(f"{k}={v}" for k, v in selector.items())
         raise _Usage(f"no agent in {args.fleet} matches the selector {wanted}")
-    return agents
+    handler = {"status": _status, "apply": _apply, "rm": _rm}[args.action]
+    return await handler(args, agents, conn)
 
 
 async def _status(args: argparse.Namespace, agents: list[FleetAgent], conn: Connection) -> int:

@@ -11,6 +11,7 @@ agents that heartbeat to it can implement the same protocol once a controller AP
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,12 +117,12 @@ class FleetFile:
         self.path = path
 
     async def agents(self) -> list[FleetAgent]:
-        return load_fleet(self.path)
+        return await asyncio.to_thread(load_fleet, self.path)  # file reads, off the loop
 
 
 def load_fleet(path: Path) -> list[FleetAgent]:
     """Read and validate fleet.yaml. Raises FleetFileError naming every bad field. Blocking
-    (small local files), so callers on an event loop read it before the loop's work starts."""
+    (it reads files): on an event loop, use `FleetFile.agents`."""
     try:
         text = path.read_text()
     except OSError as exc:
