@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dtma import __version__
 from dtma.cli_client import add_client_commands, run_client_command
+from dtma.cli_fleet import add_fleet_commands, run_fleet_command
 from dtma.config import load_settings
 from dtma.errors import ConfigError
 from dtma.observability.logging import configure_logging
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the agent (settings from DTMA_* variables)")
     serve.add_argument("--config", type=Path, help="YAML/JSON file with the same keys as the env")
     add_client_commands(sub)
+    add_fleet_commands(sub)
     return parser
 
 
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args.config)
+    if args.command == "fleet":  # many agents: tokens come from the fleet file
+        return run_fleet_command(args)
     return run_client_command(args)
 
 
