@@ -3,6 +3,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# Test files spread over this many pytest-xdist workers (one per core); TEST_WORKERS=0 runs them
+# in this process, one after another.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: help venv docker images run test test-unit lint fmt clean
 
@@ -25,7 +28,7 @@ run: venv ## run the agent on 127.0.0.1:8750 (state in .dtma/, dev OpenBao unles
 test: venv ## run the whole suite against the real Docker engine, OpenBao and MCP servers
 	@scripts/ensure-tools
 	@scripts/build-images
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv ## run only the unit tests (no Docker needed)
 	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

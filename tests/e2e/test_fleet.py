@@ -1,6 +1,6 @@
 """`dtma fleet` against N real agent processes on the one Docker engine (issue 21, item 2).
 
-N is DTMA_FLEET_AGENTS (default 12, so CI stays within a few minutes; the issue's 50 were run by
+N is DTMA_FLEET_AGENTS (default 6, so CI stays within a few minutes; the issue's 50 were run by
 hand, figures in docs/fleet.md). The scenario: a first rollout and a no-op re-run, a good
 revision (canary 1, batch 10) ends with every agent healthy, a bad revision halts after the
 canary with the others untouched, a revision that passes the canary but fails the next batch
@@ -30,7 +30,7 @@ from tests.engine_fixture import new_toolbox_id, notes_server, spec, time_server
 
 pytestmark = pytest.mark.e2e
 
-COUNT = int(os.environ.get("DTMA_FLEET_AGENTS", "12"))
+COUNT = int(os.environ.get("DTMA_FLEET_AGENTS", "6"))
 
 
 def zone(i: int) -> str:
