@@ -345,6 +345,11 @@ async def _start_agent(agent: Agent, readiness: ReadinessMonitor) -> None:
             await agent.stop(final=False)
             await asyncio.sleep(AGENT_START_RETRY_S)
             continue
+        except Exception:
+            # Undo the half start before the supervisor runs this again: its loops would run
+            # twice otherwise.
+            await agent.stop(final=False)
+            raise
         readiness.mark_state_loaded()
         log.info("agent_recovered")
         return

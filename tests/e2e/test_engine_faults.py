@@ -116,6 +116,27 @@ def _wait(
     )
 
 
+def _cursor(agent: AgentProcess) -> int:
+    """The journal's newest cursor now."""
+    since = 0
+    while True:
+        page = _call(agent, "GET", f"/v1/events?since={since}&limit=1000")[1]
+        if not page["items"]:
+            return since
+        since = page["items"][-1]["cursor"]
+
+
+def _reconciled_since(agent: AgentProcess, since: int) -> set[str]:
+    """The toolboxes with a `toolbox_reconciled` event after cursor `since`."""
+    done: set[str] = set()
+    while True:
+        page = _call(agent, "GET", f"/v1/events?since={since}&limit=1000")[1]
+        if not page["items"]:
+            return done
+        done |= {e["toolbox"] for e in page["items"] if e["kind"] == "toolbox_reconciled"}
+        since = page["items"][-1]["cursor"]
+
+
 def _restarts(statuses: dict[str, dict[str, Any]]) -> dict[tuple[str, str], int]:
     return {(tb, s["name"]): s["restarts"] for tb, st in statuses.items() for s in st["servers"]}
 
@@ -165,6 +186,7 @@ def test_six_daemon_restarts_leave_every_toolbox_serving(
     servers = sum(2 if i % HTTP_EVERY == 0 else 1 for i in range(TOOLBOXES))
     before = _restarts(_statuses(agent))
     for n in range(1, RESTARTS + 1):
+        mark = _cursor(agent)
         own_engine.stop()
         _wait(lambda: agent.get("/v1/ready")[0] == 503, 15, "ready 503", own_engine, agent)
         _, ready = agent.get("/v1/ready")
@@ -177,6 +199,15 @@ def test_six_daemon_restarts_leave_every_toolbox_serving(
             assert "recorded and runs once the engine is back" in body["error"]["message"], body
             revisions[toolboxes[0]] = 2
         own_engine.start()
+        # Statuses may read healthy before the engine's return is even noticed: wait for every
+        # toolbox's reconcile of this restart first.
+        _wait(
+            lambda mark=mark: _reconciled_since(agent, mark) >= set(toolboxes),
+            BACK_WITHIN_S,
+            "every toolbox reconciled",
+            own_engine,
+            agent,
+        )
         _wait(
             lambda: _all_back(agent, toolboxes, revisions),
             BACK_WITHIN_S,
