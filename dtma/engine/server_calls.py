@@ -49,10 +49,12 @@ class ServerCalls:
 
     async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
         """The server's tools (wire JSON), cached per container and advertised tool names (the
-        probe refreshes the names, so a changed tool set is fetched again) for at most
-        TOOL_DEFS_MAX_AGE_S (a changed description or schema is seen by then)."""
+        probe refreshes the names, so a changed tool set is fetched again), until the server
+        sends `notifications/tools/list_changed`, and for at most TOOL_DEFS_MAX_AGE_S (a changed
+        description or schema is seen by then even without a notification)."""
         window = int(time.monotonic() // TOOL_DEFS_MAX_AGE_S)
-        key = (self.container.id, (*self.tools, f"#{window}"))
+        changes = self._probe.tool_list_changes()
+        key = (self.container.id, (*self.tools, f"#{window}/{changes}"))
         if self._tool_defs is not None and self._tool_defs[0] == key:
             return self._tool_defs[1]
         defs = await self._probe.tool_defs(timeout)

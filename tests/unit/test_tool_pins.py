@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 from typing import Any
 
+import mcp_types
 import pytest
 from pydantic import ValidationError
 
+from dtma.adapters.mcp_upstream import ToolListWatch
 from dtma.domain import tool_pins as tp
 from dtma.domain.gate import Decision, GateState
+from dtma.engine import server_calls
 from dtma.engine.pinning import PinGuard
+from dtma.engine.server_calls import ServerCalls
 from dtma.engine.tool_contracts import check_tool_contracts
 from dtma.spec.hashing import spec_hash
 from dtma.spec.models import ToolboxSpec
@@ -235,3 +240,48 @@ async def test_a_revision_without_pins_trusts_its_first_listing_once() -> None:
     assert await withheld(PinGuard(), host, runner, [changed(ECHO, description="x")]) == {
         "echo": tp.DESCRIPTION_CHANGED
     }
+
+
+# -- when the endpoint reads a server's tools again ---------------------------------------------
+
+
+class CountingProbe:
+    def __init__(self) -> None:
+        self.lists = 0
+        self.changes = 0
+
+    def tool_list_changes(self) -> int:
+        return self.changes
+
+    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
+        self.lists += 1
+        return [{"name": "echo", "description": f"version {self.lists}"}]
+
+
+class Calls(ServerCalls):
+    def __init__(self, probe: CountingProbe) -> None:
+        self._probe = probe  # type: ignore[assignment]
+        self.container = SimpleNamespace(id="c1")  # type: ignore[assignment]
+        self.tools = ["echo"]
+        self._tool_defs = None
+
+
+async def test_a_list_changed_notification_makes_the_tools_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_calls, "TOOL_DEFS_MAX_AGE_S", 1e9)  # no re-list by age here
+    probe = CountingProbe()
+    calls = Calls(probe)
+    first = await calls.tool_defs(1.0)
+    assert await calls.tool_defs(1.0) == first  # cached
+    probe.changes += 1  # the server sent notifications/tools/list_changed
+    assert (await calls.tool_defs(1.0))[0]["description"] == "version 2"
+    assert probe.lists == 2
+
+
+async def test_the_session_counts_only_tool_list_changes() -> None:
+    watch = ToolListWatch()
+    await watch(mcp_types.ToolListChangedNotification())
+    await watch(mcp_types.PromptListChangedNotification())
+    await watch(RuntimeError("transport"))
+    assert watch.changes == 1
