@@ -84,7 +84,7 @@ class EngineGateway:
 
     def __init__(self, runners: Mapping[str, ToolboxRunner]) -> None:
         self._runners = runners
-        self._pins = PinGuard()
+        self._pins = PinGuard(runners)
 
     def knows(self, toolbox_id: str) -> bool:
         """Whether the toolbox is there for MCP clients: not once its deletion has begun (its

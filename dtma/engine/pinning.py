@@ -42,9 +42,14 @@ def policy_of(tb: ToolboxRunner) -> tp.Policy:
 class PinGuard:
     """Compares listings with pins, reports changes, and says which tools to withhold."""
 
-    def __init__(self) -> None:
+    def __init__(self, toolboxes: Mapping[str, ToolboxRunner] | None = None) -> None:
+        """`toolboxes`: the agent's live runners, so that a deleted toolbox's entries go."""
+        self._toolboxes = toolboxes
         self._pins: dict[tuple[str, int], dict[str, tp.Pins]] = {}
         self._reported: set[tuple[str, int, str, str, str]] = set()
+        # The last answer per server, for the very list object it was computed from (a cached
+        # tools/list is the same object until it is read again): a call pays no digests.
+        self._last: dict[tuple[str, int, str], tuple[list[dict[str, Any]], dict[str, str]]] = {}
 
     async def withheld(
         self, tb: ToolboxRunner, runner: ServerRunner, defs: list[dict[str, Any]]
@@ -54,6 +59,16 @@ class PinGuard:
         policy = policy_of(tb)
         if policy == "off":
             return {}
+        last = self._last.get((tb.id, runner.revision, runner.name))
+        if last is not None and last[0] is defs:
+            return last[1]
+        withheld = await self._compare(tb, runner, defs, policy)
+        self._last[(tb.id, runner.revision, runner.name)] = (defs, withheld)
+        return withheld
+
+    async def _compare(
+        self, tb: ToolboxRunner, runner: ServerRunner, defs: list[dict[str, Any]], policy: str
+    ) -> dict[str, str]:
         pinned = await self._pinned(tb, runner, defs)
         changes = tp.pin_changes(pinned, defs)
         if not changes:
@@ -95,7 +110,17 @@ class PinGuard:
         return recorded.get(runner.name, {})
 
     def _forget_other_revisions(self, tb: ToolboxRunner) -> None:
+        """Drop what belongs to revisions `tb` no longer serves, and to deleted toolboxes."""
         serving = {r.revision for r in tb.servers.values()}
-        for key in [k for k in self._pins if k[0] == tb.id and k[1] not in serving]:
+        live = self._toolboxes
+
+        def stale(toolbox: str, revision: int) -> bool:
+            if toolbox == tb.id:
+                return revision not in serving
+            return live is not None and toolbox not in live
+
+        for key in [k for k in self._pins if stale(*k)]:
             del self._pins[key]
-        self._reported = {r for r in self._reported if r[0] != tb.id or r[1] in serving}
+        self._reported = {r for r in self._reported if not stale(r[0], r[1])}
+        for last in [k for k in self._last if stale(k[0], k[1])]:
+            del self._last[last]

@@ -285,3 +285,19 @@ async def test_the_session_counts_only_tool_list_changes() -> None:
     await watch(mcp_types.PromptListChangedNotification())
     await watch(RuntimeError("transport"))
     assert watch.changes == 1
+
+
+async def test_a_deleted_toolboxs_pins_are_dropped_when_another_loads() -> None:
+    _, gone, runner = await guard_with("block")
+    live_runner = PinRunner("kit", 1)
+    live = PinHost("block", live_runner)
+    live.id = "live"
+    toolboxes: dict[str, Any] = {"tb": gone, "live": live}
+    g = PinGuard(toolboxes)
+    await withheld(g, gone, runner, [changed(ECHO, description="x"), ADD])
+    assert any(k[0] == "tb" for k in g._pins)
+    del toolboxes["tb"]  # deleted
+    await withheld(g, live, live_runner, [ECHO])
+    assert [k[0] for k in g._pins] == ["live"]
+    assert all(k[0] == "live" for k in g._last)
+    assert all(r[0] == "live" for r in g._reported)
