@@ -106,12 +106,16 @@ class EngineGateway:
         return [r for r in tb.servers.values() if r.serving], _tool_filter(tb)
 
     def signature(self, toolbox_id: str) -> frozenset[str]:
-        """The exported names offered now, from the probes' tool names (cheap, no I/O): when it
-        changes, clients are told the list changed."""
+        """The exported names offered now, from the probes' tool names less those pinning
+        withheld last (cheap, no I/O): when it changes, clients are told the list changed."""
         if toolbox_id not in self._runners:
             return frozenset()
         runners, allowed = self._serving(toolbox_id)
-        names = (exported_name(r.name, t) for r in runners for t in r.tools)
+        tb = self._runners[toolbox_id]
+        names: list[str] = []
+        for r in runners:
+            hidden = self._pins.last_withheld(tb, r)
+            names.extend(exported_name(r.name, t) for t in r.tools if t not in hidden)
         return frozenset(n for n in names if allowed.permits(n))
 
     def instances(self, toolbox_id: str) -> frozenset[tuple[str, str]]:

@@ -66,6 +66,12 @@ class PinGuard:
         self._last[(tb.id, runner.revision, runner.name)] = (defs, withheld)
         return withheld
 
+    def last_withheld(self, tb: ToolboxRunner, runner: ServerRunner) -> frozenset[str]:
+        """The tools the last comparison withheld (no I/O): what the endpoint's list-changed
+        watch leaves out of its signature, so clients hear that a tool went away."""
+        last = self._last.get((tb.id, runner.revision, runner.name))
+        return frozenset(last[1]) if last is not None else frozenset()
+
     async def _compare(
         self, tb: ToolboxRunner, runner: ServerRunner, defs: list[dict[str, Any]], policy: str
     ) -> dict[str, str]:

@@ -211,6 +211,7 @@ async def test_block_withholds_changed_and_new_tools_and_reports_each_change_onc
         "(not offered, calls refused; gateway.pin: block)"
     )
     assert all("ssh" not in e["message"] for e in host.events)
+    assert g.last_withheld(host, runner) == {"echo", "peek"}  # type: ignore[arg-type]
     # A second, different change of the same tool is reported again.
     await withheld(g, host, runner, [changed(ECHO, description="Other."), ADD])
     assert len(host.events) == 3
