@@ -35,6 +35,7 @@ from dtma.domain.records import (
     ToolboxRecord,
 )
 from dtma.domain.retention import Pruned, RetentionPolicy
+from dtma.domain.tool_pins import Pins
 from dtma.spec.models import ServerSpec
 
 
@@ -104,6 +105,10 @@ class ContractStore(Protocol):
     async def tool_contracts(self, toolbox_id: str, revision: int) -> Recorded: ...
     async def save_tool_contracts(
         self, toolbox_id: str, revision: int, contracts: Mapping[str, tuple[str, dict[str, Any]]]
+    ) -> None: ...
+    async def tool_pins(self, toolbox_id: str, revision: int) -> dict[str, Pins]: ...
+    async def save_tool_pins(
+        self, toolbox_id: str, revision: int, pins: Mapping[str, Pins]
     ) -> None: ...
 
 
@@ -242,6 +247,11 @@ class Probe(Protocol):
     def endpoint(self) -> str | None: ...
     async def check(self, *, full: bool) -> ProbeResult: ...
     async def tool_defs(self, timeout: float) -> list[dict[str, Any]]: ...
+    def tool_list_changes(self) -> int:
+        """`notifications/tools/list_changed` seen on the held sessions (moves when one comes;
+        may go back to 0 with a new session): a changed value means "read the tools again"."""
+        ...
+
     async def call_tool(
         self,
         name: str,

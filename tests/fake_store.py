@@ -35,6 +35,7 @@ class FakeStore:
         self.error_rows: list[dict[str, Any]] = []
         self.idempotency: dict[str, tuple[str, int, str]] = {}
         self.contract_rows: dict[tuple[str, int], dict[str, tuple[str, dict[str, Any]]]] = {}
+        self.pin_rows: dict[tuple[str, int], dict[str, Any]] = {}
 
     # -- toolboxes and revisions --------------------------------------------------------------
 
@@ -141,6 +142,8 @@ class FakeStore:
             del self.restart_rows[rkey]
         for ckey in [k for k in self.contract_rows if k[0] == toolbox_id]:
             del self.contract_rows[ckey]
+        for pkey in [k for k in self.pin_rows if k[0] == toolbox_id]:
+            del self.pin_rows[pkey]
 
     # -- tools and restarts -------------------------------------------------------------------
 
@@ -167,6 +170,14 @@ class FakeStore:
         self, toolbox_id: str, revision: int, contracts: Mapping[str, tuple[str, dict[str, Any]]]
     ) -> None:
         self.contract_rows[(toolbox_id, revision)] = dict(contracts)
+
+    async def tool_pins(self, toolbox_id: str, revision: int) -> dict[str, Any]:
+        return dict(self.pin_rows.get((toolbox_id, revision), {}))
+
+    async def save_tool_pins(self, toolbox_id: str, revision: int, pins: Mapping[str, Any]) -> None:
+        rows = self.pin_rows.setdefault((toolbox_id, revision), {})
+        for server, server_pins in pins.items():
+            rows.setdefault(server, server_pins)  # first pins win, as in the real store
 
     # -- operations and events ----------------------------------------------------------------
 

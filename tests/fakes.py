@@ -290,6 +290,7 @@ class FakeProber:
         self.runtime = runtime
         self.scripts: dict[str, list[ProbeResult]] = {}
         self.checks = 0
+        self.tool_list_changes = 0  # notifications/tools/list_changed "seen" by every probe
 
     def script(self, key: str, *answers: ProbeResult) -> None:
         self.scripts[key] = list(answers)
@@ -334,6 +335,9 @@ class FakeProbe:
         return [
             {"name": t, "inputSchema": {"type": "object"}} for t in self._server.health.expect_tools
         ]
+
+    def tool_list_changes(self) -> int:
+        return self._prober.tool_list_changes
 
     async def call_tool(
         self,

@@ -136,6 +136,7 @@ class FakeContractHost:
     def __init__(self, toolbox_id: str = "tb") -> None:
         self.id = toolbox_id
         self.saved: dict[int, dict[str, tuple[str, dict[str, Any]]]] = {}
+        self.pins: dict[int, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
 
     @property
@@ -151,6 +152,14 @@ class FakeContractHost:
         self, toolbox_id: str, revision: int, contracts: Mapping[str, tuple[str, dict[str, Any]]]
     ) -> None:
         self.saved.setdefault(revision, {}).update(contracts)
+
+    async def tool_pins(self, toolbox_id: str, revision: int) -> dict[str, Any]:
+        return dict(self.pins.get(revision, {}))
+
+    async def save_tool_pins(self, toolbox_id: str, revision: int, pins: Mapping[str, Any]) -> None:
+        rows = self.pins.setdefault(revision, {})
+        for server, server_pins in pins.items():
+            rows.setdefault(server, server_pins)
 
     async def emit(self, kind: str, **fields: Any) -> None:
         self.events.append({"kind": kind, **fields})

@@ -32,6 +32,7 @@ from dtma.adapters.docker_attach import (
     attached_stdio_transport,
     open_attach_socket,
 )
+from dtma.adapters.mcp_upstream import ToolListWatch
 from dtma.cancellation import raise_if_cancelling
 from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult, check_expected_tools
@@ -173,6 +174,7 @@ class StdioProbeSession:
         self.initialized = False
         self.modern = False  # the negotiated era is 2026-07-28 (stateless; no ping)
         self._pinger = LivenessPinger()
+        self.tool_list = ToolListWatch()
 
     async def run(self, *, initialize: bool, timeout: float) -> None:
         """Attach, optionally negotiate the era (`server/discover`, or the `initialize` handshake
@@ -188,7 +190,9 @@ class StdioProbeSession:
                     read,
                     write,
                 ),
-                ClientSession(read, write, client_info=_client_info()) as session,
+                ClientSession(
+                    read, write, client_info=_client_info(), message_handler=self.tool_list
+                ) as session,
             ):
                 if initialize:
                     with anyio.fail_after(timeout):

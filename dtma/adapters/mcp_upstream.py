@@ -21,7 +21,7 @@ from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ToolListChangedNotification
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
@@ -173,6 +173,19 @@ async def catalog_request(
         raise UpstreamUnavailable(f"{method} failed: {_short(exc)}") from exc
 
 
+class ToolListWatch:
+    """A session's `message_handler` that counts the server's `notifications/tools/list_changed`
+    (so that a cached tool list is read again: gateway.pin). Other messages are ignored, as the
+    SDK's default handler does. Event loop only."""
+
+    def __init__(self) -> None:
+        self.changes = 0
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            self.changes += 1
+
+
 class HttpUpstream:
     """One held MCP session with a streamable-HTTP server, reopened after it ends.
 
@@ -190,6 +203,7 @@ class HttpUpstream:
         self._failure = ""
         self._closed = False
         self._relay: HttpRelay | None = None
+        self.tool_list = ToolListWatch()
 
     async def session(self) -> ClientSession:
         if self._closed:
@@ -209,7 +223,7 @@ class HttpUpstream:
             async with (
                 http,
                 streamable_http_client(self.url, http_client=http) as (read, write),
-                ClientSession(read, write) as session,
+                ClientSession(read, write, message_handler=self.tool_list) as session,
             ):
                 with anyio.fail_after(self._connect_timeout):
                     await negotiate_auto(session)

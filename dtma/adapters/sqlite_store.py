@@ -160,6 +160,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tool_calls ADD COLUMN subject TEXT NOT NULL DEFAULT '';
     ALTER TABLE tool_calls ADD COLUMN issuer TEXT NOT NULL DEFAULT '';
     """,
+    """
+    CREATE TABLE tool_pins (
+        toolbox TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        server TEXT NOT NULL,
+        pins TEXT NOT NULL,                -- tool name -> digests of description, schema (JSON)
+        created_at REAL NOT NULL,
+        PRIMARY KEY (toolbox, revision, server)
+    );
+    """,
 )
 
 

@@ -233,6 +233,7 @@ class StateRepository(
                 ("client_tokens", "toolbox"),  # a toolbox's tokens and calls go with it
                 ("tool_calls", "toolbox"),
                 ("tool_contracts", "toolbox"),
+                ("tool_pins", "toolbox"),
             ):
                 c.execute(f"DELETE FROM {table} WHERE {col} = ?", (toolbox_id,))  # noqa: S608
 

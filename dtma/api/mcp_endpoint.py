@@ -47,6 +47,7 @@ from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
 from dtma.engine.call_journal import CallJournal
 from dtma.engine.gateway import GatewayTool, ToolDenied, ToolNotFound, split_name
 from dtma.engine.gateway_catalog import CATALOG, McpGateway
+from dtma.engine.pinning import ToolDefinitionChanged
 from dtma.engine.supervisor import watch_task
 from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
 
@@ -57,6 +58,8 @@ NOTIFY_TIMEOUT_S = 2.0
 OFFERS_TIMEOUT_S = 2.0
 # JSON-RPC server-error range: the server behind this tool cannot answer now; retry.
 SERVER_UNAVAILABLE = -32003
+# The tool changed its definition since the gate and `gateway.pin` is block: not retryable.
+TOOL_DEFINITION_CHANGED = -32004
 PRINCIPAL_SCOPE_KEY = "dtma.principal"  # the ASGI scope key the handler passes the caller in
 MAX_NAME_IN_JOURNAL = 128
 MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
@@ -244,6 +247,11 @@ class ToolboxEndpoint:
         except ToolNotFound as exc:
             outcome = "denied" if isinstance(exc, ToolDenied) else "not_found"
             raise MCPError(types.INVALID_PARAMS, exc.message) from None
+        except ToolDefinitionChanged as exc:
+            outcome = "denied"
+            raise MCPError(
+                TOOL_DEFINITION_CHANGED, exc.message, {"retryable": False, "reason": exc.code}
+            ) from None
         except ServerUnavailable as exc:
             outcome = "unavailable"
             raise MCPError(

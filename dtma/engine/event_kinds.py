@@ -31,6 +31,7 @@ SECRETS_ROTATION_FAILED = "secrets_rotation_failed"
 VAULT_AUTH_FAILED = "vault_auth_failed"
 VAULT_AUTH_RECOVERED = "vault_auth_recovered"
 TOOL_CONTRACT_BROKEN = "tool_contract_broken"
+TOOL_DEFINITION_CHANGED = "tool_definition_changed"  # reason: pinned | warned (engine/pinning.py)
 ENGINE_UNREACHABLE = "engine_unreachable"
 ENGINE_REACHABLE = "engine_reachable"
 TOOLBOX_RECONCILED = "toolbox_reconciled"

@@ -5,7 +5,9 @@ and "call this server".
 gate passes and never touches when a revision fails; only servers that are running, healthy and
 not draining count. A removed server drains its calls in flight first (`ServerRunner.remove`).
 Tools are exported as `<server>__<tool>` (a server name is a DNS label, so it holds no `__` and
-the first `__` splits unambiguously), filtered by the serving spec's `gateway.tools`.
+the first `__` splits unambiguously), filtered by the serving spec's `gateway.tools`, and by
+`gateway.pin` (engine/pinning.py): a tool whose definition changed since its revision's gate is
+withheld and refused under `block`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dtma.engine.pinning import PinGuard, ToolDefinitionChanged, policy_of
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import NotFound
@@ -77,10 +80,11 @@ class ToolGateway(Protocol):
 
 class EngineGateway:
     """ToolGateway over the agent's toolbox runners. Reads them live on every request; holds no
-    state of its own. Safe to call from any task on the loop."""
+    state of its own but the pins' cache (PinGuard). Safe to call from any task on the loop."""
 
     def __init__(self, runners: Mapping[str, ToolboxRunner]) -> None:
         self._runners = runners
+        self._pins = PinGuard(runners)
 
     def knows(self, toolbox_id: str) -> bool:
         """Whether the toolbox is there for MCP clients: not once its deletion has begun (its
@@ -102,12 +106,16 @@ class EngineGateway:
         return [r for r in tb.servers.values() if r.serving], _tool_filter(tb)
 
     def signature(self, toolbox_id: str) -> frozenset[str]:
-        """The exported names offered now, from the probes' tool names (cheap, no I/O): when it
-        changes, clients are told the list changed."""
+        """The exported names offered now, from the probes' tool names less those pinning
+        withheld last (cheap, no I/O): when it changes, clients are told the list changed."""
         if toolbox_id not in self._runners:
             return frozenset()
         runners, allowed = self._serving(toolbox_id)
-        names = (exported_name(r.name, t) for r in runners for t in r.tools)
+        tb = self._runners[toolbox_id]
+        names: list[str] = []
+        for r in runners:
+            hidden = self._pins.last_withheld(tb, r)
+            names.extend(exported_name(r.name, t) for t in r.tools if t not in hidden)
         return frozenset(n for n in names if allowed.permits(n))
 
     def instances(self, toolbox_id: str) -> frozenset[tuple[str, str]]:
@@ -121,6 +129,7 @@ class EngineGateway:
         """Every permitted tool of every serving server, in server order. A server whose list
         cannot be read right now is left out (it is restarting or going away)."""
         runners, allowed = self._serving(toolbox_id)
+        tb = self._runners[toolbox_id]
         lists = await asyncio.gather(
             *(r.tool_defs(LIST_TIMEOUT_S) for r in runners), return_exceptions=True
         )
@@ -130,9 +139,10 @@ class EngineGateway:
                 if isinstance(defs, Exception):
                     continue
                 raise defs
+            withheld = await self._pins.withheld(tb, runner, defs)
             for d in defs:
                 name = exported_name(runner.name, str(d.get("name", "")))
-                if allowed.permits(name):
+                if allowed.permits(name) and d.get("name") not in withheld:
                     found.append(GatewayTool(name, runner.name, str(d["name"]), d))
         return found
 
@@ -144,7 +154,8 @@ class EngineGateway:
         envelope: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Route one tools/call to the server that serves it now. Raises ToolNotFound (unknown or
-        filtered out) or ServerUnavailable (retryable). `envelope`: see ServerRunner.call_tool."""
+        filtered out), ToolDefinitionChanged (pinned) or ServerUnavailable (retryable).
+        `envelope`: see ServerRunner.call_tool."""
         parts = split_name(name)
         if parts is None:
             raise ToolNotFound(f"unknown tool {name!r}: names are <server>{SEPARATOR}<tool>")
@@ -159,5 +170,15 @@ class EngineGateway:
             raise ToolNotFound(f"unknown tool {name!r}: no server {server!r} in this toolbox")
         if runner.serving and runner.tools and tool not in runner.tools:
             raise ToolNotFound(f"unknown tool {name!r}")
+        if runner.serving and policy_of(tb) != "off":
+            # Cached per container for a few seconds (ServerCalls.tool_defs): the hot path
+            # re-lists at most that often.
+            withheld = await self._pins.withheld(tb, runner, await runner.tool_defs(LIST_TIMEOUT_S))
+            if tool in withheld:
+                raise ToolDefinitionChanged(
+                    f"tool {name!r} changed its definition ({withheld[tool].replace('_', ' ')}) "
+                    "since this toolbox's revision passed its gate; gateway.pin is block, so it "
+                    "is refused until a new revision is applied"
+                )
         # ServerUnavailable when not serving
         return await runner.call_tool(tool, arguments, envelope=envelope)

@@ -140,6 +140,11 @@ class ContainerProbe:
             raise ServerUnavailable("the server's stdio session is not open (starting)")
         return session
 
+    def tool_list_changes(self) -> int:
+        http = self._http.tool_list.changes if self._http is not None else 0
+        stdio = self._stdio.tool_list.changes if self._stdio is not None else 0
+        return http + stdio
+
     async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
         """The server's tools as their wire JSON."""
         defs: list[dict[str, Any]] = await self._upstream(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,9 @@ from dtma.spec.models import ServerSpec
 
 DRAIN_TIMEOUT_S = 30.0  # a removed server's calls in flight get this long to finish
 TOOL_CALL_TIMEOUT_S = 300.0
+# The endpoint re-lists a server's tools at most this often (also when its tool names change),
+# so that a changed description or schema is seen (gateway.pin) without a list per request.
+TOOL_DEFS_MAX_AGE_S = 5.0
 
 
 class ServerCalls:
@@ -45,8 +49,12 @@ class ServerCalls:
 
     async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
         """The server's tools (wire JSON), cached per container and advertised tool names (the
-        probe refreshes the names, so a changed tool set is fetched again)."""
-        key = (self.container.id, tuple(self.tools))
+        probe refreshes the names, so a changed tool set is fetched again), until the server
+        sends `notifications/tools/list_changed`, and for at most TOOL_DEFS_MAX_AGE_S (a changed
+        description or schema is seen by then even without a notification)."""
+        window = int(time.monotonic() // TOOL_DEFS_MAX_AGE_S)
+        changes = self._probe.tool_list_changes()
+        key = (self.container.id, (*self.tools, f"#{window}/{changes}"))
         if self._tool_defs is not None and self._tool_defs[0] == key:
             return self._tool_defs[1]
         defs = await self._probe.tool_defs(timeout)

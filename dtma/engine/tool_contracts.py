@@ -6,7 +6,9 @@ tools (over the session the agent already holds), compares them with the serving
 recorded contract (domain/tool_contract.py), emits one `tool_contract_broken` event per breaking
 change, and with `strict` turns the passed gate into a failed one (reason `tool_contract`),
 which the rollout then reverts like any failed gate. When the gate (still) passes, the new
-revision's contracts are recorded as the baseline of the next rollout.
+revision's contracts are recorded as the baseline of the next rollout, and its tool definitions
+are pinned (domain/tool_pins.py; enforced by the endpoint, engine/pinning.py). Pins are written
+once per revision: a rollback or a re-gate of the same revision keeps the first ones.
 
 The baseline is what was recorded for the serving revision, or, for a revision that passed
 before contracts were recorded (an older agent, or one kept by crash recovery), the live tools
@@ -25,6 +27,7 @@ from typing import Protocol
 import structlog
 
 from dtma.domain import tool_contract as tc
+from dtma.domain import tool_pins as tp
 from dtma.domain.gate import Decision, GateState
 from dtma.engine import event_kinds as ev
 from dtma.engine.server_runner import ServerRunner
@@ -74,11 +77,12 @@ async def check_tool_contracts(
     if decision.state is not GateState.PASSED:
         return decision
     store = tb.repo
-    contracts = await _read_all(runners)
+    contracts, pins = await _read_all(runners)
     old_rev, old_runners = baseline
     if not is_rollback and old_rev is not None and old_rev != revision:
-        old = await store.tool_contracts(tb.id, old_rev) or await _read_all(
-            {n: r for n, r in old_runners.items() if r.serving}
+        old = (
+            await store.tool_contracts(tb.id, old_rev)
+            or (await _read_all({n: r for n, r in old_runners.items() if r.serving}))[0]
         )
         breaks = _breaks(old, contracts, spec)
         if breaks:
@@ -94,15 +98,18 @@ async def check_tool_contracts(
                 )
     if contracts:
         await store.save_tool_contracts(tb.id, revision, contracts)
+    if pins:
+        await store.save_tool_pins(tb.id, revision, pins)
     return decision
 
 
-async def _read_all(runners: Mapping[str, ServerRunner]) -> Recorded:
+async def _read_all(runners: Mapping[str, ServerRunner]) -> tuple[Recorded, dict[str, tp.Pins]]:
     names = list(runners)
     lists = await asyncio.gather(
         *(runners[n].tool_defs(READ_TIMEOUT_S) for n in names), return_exceptions=True
     )
     found: Recorded = {}
+    pins: dict[str, tp.Pins] = {}
     for name, defs in zip(names, lists, strict=True):
         if isinstance(defs, BaseException):
             if not isinstance(defs, Exception):
@@ -111,7 +118,8 @@ async def _read_all(runners: Mapping[str, ServerRunner]) -> Recorded:
             continue
         contract = tc.contract_of(defs)
         found[name] = (tc.contract_hash(contract), contract)
-    return found
+        pins[name] = tp.pins_of(defs)
+    return found, pins
 
 
 def _breaks(old: Recorded, new: Recorded, spec: ToolboxSpec) -> list[tuple[str, tc.Break]]:

@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from dtma.domain.records import EventRecord
+from dtma.domain.tool_pins import POLICY_OF_REASON
 
 PHASES = ("deploying", "healthy", "degraded", "failed", "stopped", "deleting")
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -110,6 +111,13 @@ class Metrics:
             registry=r,
             buckets=CALL_BUCKETS,
         )
+        self.tool_definition_changes = Counter(
+            "dtma_tool_definition_changes_total",
+            "Tool definitions a serving server changed since its revision's gate, by the "
+            "toolbox's gateway.pin policy (block: withheld, warn: still offered)",
+            ["toolbox", "server", "policy"],
+            registry=r,
+        )
         self.engine_up = Gauge(
             "dtma_engine_up", "1 while the Docker engine answers the agent's pings", registry=r
         )
@@ -139,7 +147,12 @@ class Metrics:
 
     def forget_toolbox(self, toolbox: str) -> None:
         """Remove every series labelled with this toolbox."""
-        for metric in (self.restarts, self.tool_calls, self.tool_call_duration):
+        for metric in (
+            self.restarts,
+            self.tool_calls,
+            self.tool_call_duration,
+            self.tool_definition_changes,
+        ):
             metric.remove_by_labels({"toolbox": toolbox})
         self.removals += 1
 
@@ -217,6 +230,9 @@ class MetricsObserver:
             self._last_start.pop(op, None)
         elif event.kind == "server_restarted" and event.toolbox and event.server:
             m.restarts.labels(event.toolbox, event.server).inc()
+        elif event.kind == "tool_definition_changed" and event.toolbox and event.server:
+            policy = POLICY_OF_REASON.get(event.reason, "unknown")
+            m.tool_definition_changes.labels(event.toolbox, event.server, policy).inc()
         elif event.kind == "toolbox_deleted" and event.toolbox:
             m.forget_toolbox(event.toolbox)
 

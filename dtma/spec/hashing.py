@@ -13,8 +13,11 @@ def canonical_json(spec: ToolboxSpec) -> str:
     body = spec.model_dump(mode="json", by_alias=True)
     if body.get("gateway") is None:
         body.pop("gateway", None)  # absent, as in specs written before the field existed
-    elif body["gateway"].get("access") == []:
-        body["gateway"].pop("access")  # the default: hashes as before the field existed
+    else:
+        if body["gateway"].get("access") == []:
+            body["gateway"].pop("access")  # the default: hashes as before the field existed
+        if body["gateway"].get("pin") == "block":
+            body["gateway"].pop("pin")  # the default: hashes as before the field existed
     if body["rollout"].get("tool_contract") == "warn":
         body["rollout"].pop("tool_contract")  # the default: hashes as before the field existed
     return json.dumps(

@@ -314,6 +314,9 @@ class GatewaySpec(Strict):
     tools: ToolFilter = ToolFilter()
     # Applies to OAuth (JWT) callers only; empty: no narrowing beyond `tools`.
     access: Annotated[list[AccessRule], Field(max_length=64)] = []
+    # Tool definitions pinned at the gate (docs/gateway.md#pinning): a changed or new tool is
+    # withheld (block), reported only (warn), or not compared (off).
+    pin: Literal["off", "warn", "block"] = "block"
 
 
 class ToolboxSpec(Strict):

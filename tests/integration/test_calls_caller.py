@@ -17,16 +17,20 @@ from tests.conftest import in_thread
 pytestmark = pytest.mark.integration
 
 
+# The migration that added the caller columns (later ones may follow it).
+CALLERS = next(i for i, m in enumerate(MIGRATIONS) if "ADD COLUMN subject" in m)
+
+
 def older_db(db: Path) -> None:
     """A state DB at the schema just before the caller columns, with one call."""
     with sqlite3.connect(db) as conn:
-        for script in MIGRATIONS[:-1]:
+        for script in MIGRATIONS[:CALLERS]:
             conn.executescript(script)
         conn.execute(
             "INSERT INTO tool_calls (ts, toolbox, server, tool, token, duration, outcome, "
             "request_bytes, response_bytes) VALUES (1, 'tb', 's', 't', 'agent', 0.1, 'ok', 1, 2)"
         )
-        conn.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
+        conn.execute(f"PRAGMA user_version={CALLERS}")
 
 
 async def test_an_older_journal_is_migrated_and_callers_are_recorded(tmp_path: Path) -> None:
