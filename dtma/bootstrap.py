@@ -174,7 +174,8 @@ async def serve(settings: Settings) -> None:
         if vault is not None:
             await files.prepare()
             report = _vault_reporter(agent.journal)
-            supervise("vault session", "vault", lambda: vault.keep_alive(report))
+            # It returns for a token without a TTL (nothing to renew): that is its end.
+            supervise("vault session", "vault", lambda: vault.keep_alive(report), forever=False)
         supervise("agent start", "start", lambda: _start_agent(agent, readiness), forever=False)
         if heartbeats is not None:  # the supervisor's: a failed agent start does not stop it
             supervise("heartbeat", "heartbeat", heartbeats.run)

@@ -266,7 +266,9 @@ class _SlowCallbackCollector(logging.Handler):
             self.slow.append(message)
 
 
-BLOCKING_THRESHOLD_S = 0.5
+# 0.5 s alone; with a second pytest-xdist worker sharing the 2 cores, a short callback can wait
+# that long for a core, so the bar for a real block is 1 s there.
+BLOCKING_THRESHOLD_S = 0.5 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) < 2 else 1.0
 
 
 @pytest.fixture(autouse=True)

@@ -61,7 +61,7 @@ class DockerEngine:
         self.attach_pool = ThreadPoolExecutor(attach_threads, thread_name_prefix="dtma-attach")
         # Pings never queue behind image pulls or create bursts: a busy engine is not a gone one.
         self._ping_pool = ThreadPoolExecutor(2, thread_name_prefix="dtma-ping")
-        # One HTTP connection per thread that may hold one, plus the event stream.
+        # One HTTP connection per thread that may hold one (pings too), plus the event stream.
         self._max_connections = self.threads + attach_threads + 4
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -57,6 +57,8 @@ def test_every_documented_route_but_health_and_ready_needs_the_token(
         if needs_auth:
             assert bare == 401, (method, path)
             assert wrong in (401, 403), (method, path)
+        elif path.startswith("/.well-known/oauth-protected-resource/"):
+            assert bare == 404, (method, path)  # no token needed, and no OAuth issuer here
         else:
             assert bare in (200, 503), (method, path)
 

@@ -39,7 +39,7 @@ async def test_docker_calls_do_not_queue_behind_a_busy_default_executor() -> Non
             await asyncio.gather(*(engine.ping() for _ in range(12)))
         client = await engine.run(engine.client)
         adapter = client.api.get_adapter("http+docker://localhost")
-        assert adapter.max_pool_size == 4 + DEFAULT_ATTACH_THREADS + 2
+        assert adapter.max_pool_size == 4 + DEFAULT_ATTACH_THREADS + 4  # + the event stream, pings
     finally:
         release.set()
         await asyncio.gather(*blockers)
