@@ -75,14 +75,18 @@ class ToolCaller:
             await asyncio.sleep(0.05 if outcome == "ok" else 0.3)
 
     async def _one(self) -> str:
+        statuses: list[int] = []  # the HTTP status of every answer, which the SDK hides
         try:
             async with asyncio.timeout(CALL_TIMEOUT_S):
-                async with mcp_client(self.agent, self.toolbox, self.agent.token) as client:
-                    result = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+                async with mcp_client(self.agent, self.toolbox, self.agent.token, statuses) as c:
+                    result = await c.call_tool("time__get_current_time", {"timezone": "UTC"})
         except TimeoutError:
             return "hang"
         except Exception as exc:
-            return _classify(exc)
+            if statuses and statuses[-1] == 503:  # the agent is still starting: retry
+                return "retryable"
+            outcome = _classify(exc)
+            return f"{outcome} (HTTP {statuses})" if outcome.startswith("other") else outcome
         return f"other: a tool error: {result}" if result.is_error else "ok"
 
 
