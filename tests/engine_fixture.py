@@ -27,7 +27,12 @@ from dtma.engine.agent import Agent
 from dtma.engine.secrets import SecretInjector
 from dtma.observability.redaction import REDACTOR, Redactor
 from dtma.spec.validate import SpecPolicy
+from tests.conftest import SHARED_CORES
 
+# A Python MCP server's first answer can wait seconds for a core when two xdist workers start
+# containers at once (tests/conftest.SHARED_CORES): the bounds give it that time there.
+PROBE_TIMEOUT = "6s" if SHARED_CORES else "3s"
+DEADLINE = "40s" if SHARED_CORES else "20s"
 MCP_TIME = "dtma-examples/mcp-time:latest"
 MCP_NOTES = "dtma-examples/mcp-notes:latest"
 TIME_TOOLS = ["get_current_time", "convert_time"]
@@ -43,7 +48,7 @@ def time_server(name: str, **extra: Any) -> dict[str, Any]:
         "name": name,
         "image": MCP_TIME,
         "transport": "stdio",
-        "health": {"expect_tools": TIME_TOOLS, "interval": "1s", "timeout": "3s"},
+        "health": {"expect_tools": TIME_TOOLS, "interval": "1s", "timeout": PROBE_TIMEOUT},
         **extra,
     }
 
@@ -55,7 +60,7 @@ def notes_server(name: str, fail_mode: str = "", **extra: Any) -> dict[str, Any]
         "transport": "streamable-http",
         "port": 8000,
         "path": "/mcp",
-        "health": {"expect_tools": NOTES_TOOLS, "interval": "1s", "timeout": "3s"},
+        "health": {"expect_tools": NOTES_TOOLS, "interval": "1s", "timeout": PROBE_TIMEOUT},
     }
     if fail_mode:
         server["env"] = {"FAIL_MODE": fail_mode}
@@ -66,7 +71,7 @@ def spec(
     *servers: dict[str, Any],
     order: str = "start_first",
     min_healthy: str = "1s",
-    deadline: str = "20s",
+    deadline: str = DEADLINE,
     restart: dict[str, Any] | None = None,
     **extra: Any,
 ) -> str:

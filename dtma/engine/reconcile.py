@@ -22,13 +22,13 @@ from dtma.domain.records import RestartState
 from dtma.domain.restart import RestartTracker, Verdict, from_wall
 from dtma.domain.rollout_plan import SUCCEEDED
 from dtma.engine import event_kinds as ev
+from dtma.engine.server_restarts import ENGINE_RESTARTED
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.start_gate import start_container
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DockerUnavailable, DtmaError
 from dtma.spec.models import ToolboxSpec
 
-ENGINE_RESTARTED = "engine_restarted"
 RECOVERED = "recovered"
 ENGINE_RETRIES = 5  # times an operation is run again after the engine went away under it
 
@@ -93,7 +93,16 @@ async def reconcile_after_engine(tb: ToolboxRunner, epoch: int) -> None:
         counts[step.action] += 1
         if step.action == "remove":
             assert step.container_id is not None
-            await tb.remove_container(by_id[step.container_id])
+            try:
+                await tb.remove_container(by_id[step.container_id])
+            except DockerUnavailable:
+                raise
+            except DtmaError as exc:  # not this pass's to fail for: the reaper tries again
+                log.warning(
+                    "reconcile_could_not_remove",
+                    container=step.container_id[:12],
+                    error=exc.message,
+                )
             continue
         if step.action == "keep":
             assert old is not None
