@@ -11,6 +11,7 @@ from dtma.adapters.mcp_probe import probe_http
 from dtma.domain.containers import network_name
 from dtma.domain.subnets import DEFAULT_POOL
 from tests.engine_fixture import (
+    DEADLINE,
     MCP_NOTES,
     NOTES_TOOLS,
     TIME_TOOLS,
@@ -94,7 +95,7 @@ async def test_an_identical_spec_is_a_no_op(harness: EngineHarness) -> None:
     assert again.revision == 1
     assert again.operation is None
     reordered = (
-        '{"rollout": {"healthy_deadline": "20s", "min_healthy_time": 1, "order": '
+        f'{{"rollout": {{"healthy_deadline": "{DEADLINE}", "min_healthy_time": 1, "order": '
         '"start_first"}, "servers": '
         + body.split('"servers": ', 1)[1].split(', "rollout"')[0]
         + "}"
