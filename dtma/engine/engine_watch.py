@@ -86,6 +86,7 @@ class EngineWatch:
             log.info("engine_stream_lost", reason=why)
         self._broken = True
         self._lost_generation += 1  # a ping already in flight cannot close this one
+        self.error = self.error or f"{why}; checking the engine"
         self.up = False
         self._up_event.clear()
         if self._down_since is None:
