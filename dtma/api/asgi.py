@@ -131,10 +131,15 @@ async def serve_asgi(
                 return
             if streamed is None:
                 streamed = await begin_stream(start)
-            if body:
-                await streamed.write(body)
-            if not more:
-                await streamed.write_eof()
+            try:
+                if body:
+                    await streamed.write(body)
+                if not more:
+                    await streamed.write_eof()
+                    finished.set()
+            except ConnectionResetError:
+                # The client has gone: as an ASGI server does, drop what is sent after that
+                # (the app learns of it from `receive`), rather than fail the app mid-stream.
                 finished.set()
 
     try:

@@ -16,7 +16,6 @@ the offered tool set changes, and `notifications/prompts/list_changed` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import weakref
@@ -24,7 +23,6 @@ from typing import Any
 
 import mcp_types as types
 import structlog
-from aiohttp import web
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
@@ -33,15 +31,10 @@ from mcp.shared.exceptions import MCPError
 from pydantic_core import to_json
 
 from dtma import __version__
-from dtma.api import mcp_exchange
-from dtma.api.asgi import serve_asgi
-from dtma.api.errors import error_response
-from dtma.api.mcp_caller import CALLER_SCOPE_KEY, caller_of, held_until_expiry, may_call, visible
+from dtma.api import mcp_compat, mcp_exchange
+from dtma.api.mcp_caller import caller_of, may_call, visible
 from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
-from dtma.api.middleware import CALLER, PRINCIPAL
-from dtma.api.open_streams import OpenStreams
-from dtma.api.origin import OriginPolicy
-from dtma.api.params import path_label
+from dtma.api.mcp_handshake import SessionBook
 from dtma.cancellation import cancel_and_wait, suppress_failures
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
 from dtma.engine.call_journal import CallJournal
@@ -49,7 +42,7 @@ from dtma.engine.gateway import GatewayTool, ToolDenied, ToolNotFound, split_nam
 from dtma.engine.gateway_catalog import CATALOG, McpGateway
 from dtma.engine.pinning import ToolDefinitionChanged
 from dtma.engine.supervisor import watch_task
-from dtma.errors import DockerUnavailable, NotFound, ServerUnavailable
+from dtma.errors import NotFound, ServerUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +55,6 @@ SERVER_UNAVAILABLE = -32003
 TOOL_DEFINITION_CHANGED = -32004
 PRINCIPAL_SCOPE_KEY = "dtma.principal"  # the ASGI scope key the handler passes the caller in
 MAX_NAME_IN_JOURNAL = 128
-MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
 _LIST_CHANGED = {
     "tools": "send_tool_list_changed",
     "prompts": "send_prompt_list_changed",
@@ -131,8 +123,10 @@ class ToolboxEndpoint:
         # The SDK wraps every request in an OpenTelemetry span by default, a no-op unless an
         # exporter is installed, which dtma never does; it cost about 7% of the agent's time
         # per call (bench/gateway_latency.py). The SDK documents dropping it as the opt-out.
+        self.sessions = SessionBook()  # the open handshake-era sessions, for the hot path
         self.server.middleware = [
-            m for m in self.server.middleware if not isinstance(m, OpenTelemetryMiddleware)
+            *(m for m in self.server.middleware if not isinstance(m, OpenTelemetryMiddleware)),
+            self.sessions,
         ]
         self.manager = StreamableHTTPSessionManager(self.server)
         self.lifespan_state: Any = None  # the server's, for calls answered by api/mcp_exchange.py
@@ -194,13 +188,11 @@ class ToolboxEndpoint:
                         await getattr(session, _LIST_CHANGED[kind])()
 
     def _remember(self, ctx: Any) -> None:
-        """Note the client's connection (weakly: it lives as long as its MCP session). The SDK
-        hands handlers a per-request ServerSession and exposes no public way to the connection
-        behind it, so this reads its one private attribute; without it, no notifications."""
-        connection = getattr(ctx.session, "_connection", None)
-        if connection is not None and hasattr(connection, "send_tool_list_changed"):
-            with contextlib.suppress(TypeError):
-                self._sessions.add(connection)
+        """Note the client's connection (weakly: it lives as long as its MCP session), to tell
+        it of list changes."""
+        connection = mcp_compat.connection_of(ctx)
+        if connection is not None:
+            self._sessions.add(connection)
 
     def _learn(self, tools: list[GatewayTool]) -> None:
         """Keep the listed tools' input schemas (see `_input_schema` and `_envelope`)."""
@@ -314,95 +306,3 @@ class ToolboxEndpoint:
 
     async def close(self) -> None:
         await cancel_and_wait(self._task)
-
-
-class McpEndpoints:
-    """The endpoints by toolbox id, made on first use and replaced once their toolbox is gone."""
-
-    def __init__(self, gateway: McpGateway, audit: CallJournal | None = None) -> None:
-        self._gateway = gateway
-        self._audit = audit
-        self._endpoints: dict[str, ToolboxEndpoint] = {}
-        self._lock = asyncio.Lock()
-
-    async def get(self, toolbox_id: str) -> ToolboxEndpoint:
-        endpoint = self._endpoints.get(toolbox_id)
-        if endpoint is not None and endpoint.alive:
-            return endpoint
-        async with self._lock:
-            endpoint = self._endpoints.get(toolbox_id)
-            if endpoint is None or not endpoint.alive:
-                endpoint = ToolboxEndpoint(toolbox_id, self._gateway, self._audit)
-                await endpoint.start()
-                self._endpoints[toolbox_id] = endpoint
-            return endpoint
-
-    async def close(self) -> None:
-        for endpoint in list(self._endpoints.values()):
-            await endpoint.close()
-        self._endpoints.clear()
-
-
-def add_mcp_routes(
-    app: web.Application,
-    gateway: McpGateway,
-    started: Any,
-    audit: CallJournal | None = None,
-    origins: OriginPolicy | None = None,
-    streams: OpenStreams | None = None,
-) -> None:
-    """Mount the endpoint. `started()` is False while the agent is still recovering; `audit`
-    journals every tools/call; `origins` says which browser origins may call (api/origin.py;
-    loopback ones only by default); `streams` tracks the GET streams client tokens hold, for
-    revocation to close them (api/open_streams.py)."""
-    origins = origins or OriginPolicy()
-    streams = OpenStreams() if streams is None else streams  # (an empty one is falsy)
-    endpoints = McpEndpoints(gateway, audit)
-    app[MCP_ENDPOINTS] = endpoints
-
-    async def close(_: web.Application) -> None:
-        await endpoints.close()
-
-    app.on_shutdown.append(close)
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        """A GET: a stream that lasts, tracked (closed on revocation, or as its JWT expires)."""
-        principal = request.get(PRINCIPAL, AGENT_PRINCIPAL)
-        if principal == AGENT_PRINCIPAL:
-            return await handle(request)
-        caller = request.get(CALLER)
-        held = streams.held if caller is None else held_until_expiry(streams, caller)
-        with held(principal, request):  # entered before the first await
-            return await handle(request)
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        if not origins.permits(request.headers.get("Origin")):
-            return error_response(
-                403,
-                "forbidden",
-                "this Origin may not call the MCP endpoint (DNS-rebinding protection); an "
-                "operator may allow it with DTMA_MCP_ALLOWED_ORIGINS",
-            )
-        toolbox_id = path_label(request, "id")
-        if not started():
-            raise DockerUnavailable("the agent is still starting; retry shortly")
-        if not gateway.knows(toolbox_id):
-            raise NotFound(f"toolbox {toolbox_id} not found")
-        endpoint = await endpoints.get(toolbox_id)
-        scope: dict[str, Any] = {PRINCIPAL_SCOPE_KEY: request.get(PRINCIPAL, AGENT_PRINCIPAL)}
-        if (caller := request.get(CALLER)) is not None:
-            scope[CALLER_SCOPE_KEY] = caller
-        body: bytes | None = None
-        if mcp_exchange.takes(request):
-            body = await request.read()
-            reply = await mcp_exchange.answer(
-                request, body, endpoint.server, endpoint.lifespan_state, scope
-            )
-            if reply is not None:
-                return reply
-        return await serve_asgi(endpoint.manager.handle_request, request, scope, body)
-
-    path = "/v1/toolboxes/{id}/mcp"
-    app.router.add_route("POST", path, handle)
-    app.router.add_route("GET", path, stream)
-    app.router.add_route("DELETE", path, handle)

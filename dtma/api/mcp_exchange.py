@@ -1,4 +1,5 @@
-"""The endpoint's hot path: one 2026-07-28 `tools/call` POST, answered straight from aiohttp.
+"""The endpoint's hot path: one 2026-07-28 request (`tools/call`, `tools/list`, `prompts/*`,
+`resources/*`) POSTed on its own, answered straight from aiohttp.
 
 The SDK's own entry for such a request (`StreamableHTTPSessionManager.handle_request`) wraps it
 in a Starlette request, an ASGI exchange and a task group that defers committing to SSE; on the
@@ -8,19 +9,21 @@ This path keeps every protocol decision the SDK's: its inbound ladder
 `serve_one` runs the lowlevel server's dispatch (request validation, our handler, result
 shaping for the client's revision), `modern_error_data` maps a failure, and the reply is the
 SDK's `JSONRPCResponse`/`JSONRPCError` with the SDK's HTTP status for its error code.
+A handshake-era session's requests take the same way once the session is open
+(api/mcp_handshake.py): `reply` below is shared.
 
 Only the plain case is taken: a JSON body that is one request with an id, every routing header
 present once and agreeing with the body, no `Mcp-Param-*` headers, no progress token, a
 supported revision, an `Accept` the SDK would serve. Anything else returns None and goes the
 SDK's whole way (api/asgi.py), so every rejection and every other method is answered by the SDK
-itself. A call answered here is never switched to SSE: its reply is one JSON body.
+itself. A request answered here is never switched to SSE: its reply is one JSON body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -54,6 +57,19 @@ from dtma.api.asgi import DISCONNECT_POLL_S, http_scope
 from dtma.cancellation import NUDGE_S, raise_if_cancelling
 
 METHOD = "tools/call"
+# The requests answered here: those a toolbox's clients make all the time. `initialize`, `ping`,
+# subscriptions, completions and anything new take the SDK's whole way.
+HOT_METHODS = frozenset(
+    {
+        METHOD,
+        "tools/list",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+    }
+)
 ENVELOPE_SCOPE_KEY = "dtma.envelope"  # the request's `params._meta`, for the handler
 PARAM_HEADER_KEY = "x-mcp-header"  # a schema's mark for arguments mirrored into headers
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
@@ -100,21 +116,47 @@ class _Exchange:
 def takes(request: web.Request) -> bool:
     """Whether the request's headers alone allow this path (cheap; the body is read after)."""
     headers = request.headers
-    if request.method != "POST" or headers.get(MCP_METHOD_HEADER) != METHOD:
+    if headers.get(MCP_METHOD_HEADER) not in HOT_METHODS:
         return False
     if headers.get(MCP_PROTOCOL_VERSION_HEADER) not in MODERN_PROTOCOL_VERSIONS:
         return False
-    if not headers.get("content-type", "").lower().startswith(_JSON):
+    return plain_json_post(request) and not any(
+        name.lower().startswith(_PARAM_PREFIX) for name in headers
+    )
+
+
+def plain_json_post(request: web.Request) -> bool:
+    """A POST of one JSON body of a known, bounded length that the SDK would accept, with an
+    `Accept` naming both JSON and SSE (this endpoint can stream, so the SDK requires both)."""
+    if request.method != "POST":
+        return False
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != _JSON:
         return False
     length = request.content_length
     if length is None or length > min(DEFAULT_MAX_REQUEST_BODY_SIZE, request.client_max_size):
         return False  # chunked or too large for one read here: the SDK's path answers
-    # The SDK's own Accept rule (it reads only `.headers`); this endpoint is SSE-capable, so both
-    # types must be acceptable, as the SDK's entry requires.
-    has_json, has_sse = check_accept_headers(cast(Any, request))
-    if not (has_json and has_sse):
-        return False
-    return not any(name.lower().startswith(_PARAM_PREFIX) for name in headers)
+    has_json, has_sse = check_accept_headers(cast(Any, request))  # it reads only `.headers`
+    return has_json and has_sse
+
+
+def one_request(body: bytes) -> tuple[JSONRPCRequest, dict[str, Any]] | None:
+    """The body as one JSON-RPC request of a method answered here, with no progress token (a
+    request with one takes the SDK's path, whose SSE stream can carry progress); else None."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(decoded, dict) or "id" not in decoded:
+        return None
+    if decoded.get("method") not in HOT_METHODS:
+        return None
+    try:
+        req = JSONRPCRequest.model_validate(decoded)
+    except ValidationError:
+        return None
+    if progress_token_from_params(req.params) is not None:
+        return None
+    return req, decoded
 
 
 def _param_headers_rejected(server: Any, params: Mapping[str, Any], headers: Any) -> bool:
@@ -138,65 +180,78 @@ async def answer(
     lifespan_state: Any,
     extra_scope: dict[str, Any],
 ) -> web.Response | None:
-    """The reply to a `tools/call` this path takes (see `takes`), or None for the SDK's path."""
-    try:
-        decoded = json.loads(body)
-    except (ValueError, RecursionError):
+    """The reply to a request this path takes (see `takes`), or None for the SDK's path."""
+    parsed = one_request(body)
+    if parsed is None:
         return None
-    if not isinstance(decoded, dict) or "id" not in decoded:
-        return None
-    try:
-        req = JSONRPCRequest.model_validate(decoded)
-    except ValidationError:
-        return None
+    req, decoded = parsed
     raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
     if find_duplicated_routing_header(raw_headers) is not None:
         return None
     headers = {k.lower(): v for k, v in raw_headers}
     verdict = classify_inbound_request(decoded, headers=headers)
-    if isinstance(verdict, InboundLadderRejection) or req.method != METHOD:
+    if isinstance(verdict, InboundLadderRejection):
         return None
     params = req.params or {}
-    if progress_token_from_params(params) is not None:
-        return None
-    if _param_headers_rejected(server, params, headers):
+    if req.method == METHOD and _param_headers_rejected(server, params, headers):
         return None
     connection = Connection.from_envelope(
         verdict.protocol_version, verdict.client_info, verdict.client_capabilities
     )
+
+    async def run(exchange: _Exchange) -> dict[str, Any]:
+        return await serve_one(
+            server,
+            exchange,
+            req.method,
+            req.params,
+            connection=connection,
+            lifespan_state=lifespan_state,
+        )
+
+    scope = {**extra_scope, ENVELOPE_SCOPE_KEY: params.get("_meta")}
+    return await reply(request, req, run, scope, headers)
+
+
+async def reply(
+    request: web.Request,
+    req: JSONRPCRequest,
+    run: Callable[[_Exchange], Awaitable[dict[str, Any]]],
+    extra_scope: dict[str, Any],
+    headers: dict[str, str],
+    *,
+    status_of: Callable[[int], int] = lambda code: ERROR_CODE_HTTP_STATUS.get(code, 200),
+    reply_headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Run one request's dispatch (`run`, given the exchange) and answer it as one JSON body: the
+    result, or the error `modern_error_data` maps (HTTP status by `status_of` its code). A
+    handler's other failures never reach the wire. A client that closed its connection cancels
+    the call and is answered CLIENT_GONE (never read)."""
     exchange = _Exchange(
         transport=TransportContext(kind="streamable-http", can_send_request=False, headers=headers),
         request_id=req.id,
         message_metadata=ServerMessageMetadata(
-            request_context=StarletteRequest(
-                http_scope(request, {**extra_scope, ENVELOPE_SCOPE_KEY: params.get("_meta")})
-            )
+            request_context=StarletteRequest(http_scope(request, extra_scope))
         ),
     )
     status = 200
-    reply: JSONRPCResponse | JSONRPCError
+    answer: JSONRPCResponse | JSONRPCError
     with _CancelledOnceGone(request) as watch:
         try:
-            result = await serve_one(
-                server,
-                exchange,
-                METHOD,
-                req.params,
-                connection=connection,
-                lifespan_state=lifespan_state,
-            )
-            reply = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)
+            result = await run(exchange)
+            answer = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)
         except Exception as exc:
             raise_if_cancelling()
             error = modern_error_data(exc)
-            status = ERROR_CODE_HTTP_STATUS.get(error.code, 200)
-            reply = JSONRPCError(jsonrpc="2.0", id=req.id, error=error)
+            status = status_of(error.code)
+            answer = JSONRPCError(jsonrpc="2.0", id=req.id, error=error)
     if watch.gone:
         return web.Response(status=CLIENT_GONE)  # never read: the client has gone
     return web.Response(
         status=status,
-        body=reply.model_dump_json(by_alias=True, exclude_none=True).encode(),
+        body=answer.model_dump_json(by_alias=True, exclude_none=True).encode(),
         content_type=_JSON,
+        headers=reply_headers,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from dtma.engine.pinning import PinGuard, ToolDefinitionChanged, policy_of
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.toolbox_runner import ToolboxRunner
-from dtma.errors import NotFound
+from dtma.errors import NotFound, ServerUnavailable
 from dtma.spec.models import AccessRule, ToolFilter
 
 SEPARATOR = "__"
@@ -55,6 +55,13 @@ def split_name(name: str) -> tuple[str, str] | None:
 
 
 _NO_FILTER = ToolFilter()
+
+
+def _named(tb: ToolboxRunner, server: str) -> bool:
+    """Whether the serving spec, or the revision under its gate, has a server of that name."""
+    if server in tb.gate_runners:
+        return True
+    return tb.spec is not None and any(s.name == server for s in tb.spec.servers)
 
 
 def _tool_filter(tb: ToolboxRunner) -> ToolFilter:
@@ -167,6 +174,8 @@ class EngineGateway:
         server, tool = parts
         runner = tb.servers.get(server)
         if runner is None:
+            if _named(tb, server):  # between runners (recovery, a stop-first rollout): retry
+                raise ServerUnavailable(f"server {server!r} is not running now; retry shortly")
             raise ToolNotFound(f"unknown tool {name!r}: no server {server!r} in this toolbox")
         if runner.serving and runner.tools and tool not in runner.tools:
             raise ToolNotFound(f"unknown tool {name!r}")

@@ -55,6 +55,7 @@ class ContainerWatcher:
         self._relist_interval = relist_interval
         self._reap_grace = reap_grace
         self._unwanted_since: dict[str, float] = {}
+        self._relisting = asyncio.Lock()  # relist_once: one pass at a time
         self._ignored_legacy: set[str] = set()
         self.hold = OrphanHold()
 
@@ -95,7 +96,12 @@ class ContainerWatcher:
                 self._engine.suspect()
 
     async def relist_once(self) -> None:
-        """Backstop for missed events, and the orphan reaper (after its grace period)."""
+        """Backstop for missed events, and the orphan reaper (after its grace period). One pass
+        at a time: two passes over one listing would reap a container twice."""
+        async with self._relisting:
+            await self._relist()
+
+    async def _relist(self) -> None:
         containers = await self._runtime.list_managed(brief=True)
         now = self._clock()
         by_id = {c.id: c for c in containers}

@@ -202,9 +202,9 @@ class Caller:
 
 
 async def _calls_through(
-    agent: AgentProcess, tb: str, new_spec: str
+    agent: AgentProcess, tb: str, new_spec: str, mode: str = "auto"
 ) -> tuple[dict[str, Any], list[Caller]]:
-    async with mcp_client(agent, tb) as client:
+    async with mcp_client(agent, tb, mode) as client:
         callers = [
             Caller(client, "time__get_current_time", {"timezone": "UTC"}),
             Caller(client, "notes__list_notes", {}),
@@ -219,11 +219,12 @@ async def _calls_through(
     return final, callers
 
 
-async def test_no_failed_call_through_a_start_first_rollout(agent: AgentProcess) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # each era: the handshake's on its hot path
+async def test_no_failed_call_through_a_start_first_rollout(agent: AgentProcess, mode: str) -> None:
     tb = new_toolbox_id()
     await in_thread(apply, agent, tb, spec(time_server("time"), notes_server("notes")))
     new = spec(time_server("time", env={"REV": "2"}), notes_server("notes", env={"REV": "2"}))
-    final, callers = await _calls_through(agent, tb, new)
+    final, callers = await _calls_through(agent, tb, new, mode)
     assert final["revision"] == 2, final
     assert final["phase"] == "healthy", final
     for c in callers:

@@ -28,6 +28,10 @@ from tests.agent_process import AgentProcess, running_agent
 from tests.conftest import build_images, in_thread
 from tests.engine_fixture import new_toolbox_id
 
+# A handshake-era session's GET stream is quiet up to 15 s between the SDK's pings: a read
+# timeout under that (httpx's default is 5 s) drops the stream, and the notifications on it.
+SSE_TIMEOUT = httpx2.Timeout(30, read=300)
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 MCP_KIT = "dtma-examples/mcp-kit:latest"
@@ -78,7 +82,9 @@ def kits(agent: AgentProcess) -> str:
 
 @asynccontextmanager
 async def mcp_client(agent: AgentProcess, tb: str, mode: str = "auto") -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent.token}"})
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {agent.token}"}, timeout=SSE_TIMEOUT
+    )
     url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
     async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
         yield client
@@ -157,7 +163,9 @@ async def test_a_new_revision_announces_changed_prompts_and_resources(
     async def on_message(message: Any) -> None:
         seen.append(str(getattr(message, "method", type(message).__name__)))
 
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent.token}"})
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {agent.token}"}, timeout=SSE_TIMEOUT
+    )
     url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
     transport = streamable_http_client(url, http_client=http)
     async with http, Client(transport, mode="legacy", message_handler=on_message) as client:  # type: ignore[arg-type]
@@ -172,7 +180,9 @@ async def test_a_new_revision_announces_changed_prompts_and_resources(
         resp = await in_thread(agent.put_toolbox, tb, changed, 150)
         assert resp["phase"] == "healthy", resp
         wanted = {"notifications/prompts/list_changed", "notifications/resources/list_changed"}
-        for _ in range(50):
+        # The endpoint looks every second, and on a loaded machine its look (which asks the
+        # servers what they offer, bounded at 2 s) can take a few: 15 s is ample.
+        for _ in range(150):
             if wanted <= set(seen):
                 break
             await asyncio.sleep(0.1)

@@ -160,7 +160,7 @@ def test_a_big_yaml_body_does_not_stall_the_agent(agent: AgentProcess) -> None:
     assert_error_shape(status, body, 422, 422)  # 29,000 env entries is over the bound
     # The parse took real time, and /v1/health answered quickly all the while.
     assert samples >= 3, f"the parse ended too fast to measure ({result['done'] - began:.2f}s)"
-    bound = 0.5 if SHARED_CORES else 0.25  # the parse on the loop would take it all (1-3 s)
+    bound = 1.0 if SHARED_CORES else 0.25  # the parse on the loop would take it all (1-3 s)
     assert worst < bound, f"/v1/health took {worst * 1000:.0f} ms during the parse"
 
 

@@ -92,12 +92,12 @@ def test_metrics_follow_a_rollout_a_rollback_and_a_crash(
         lambda: (
             value(scrape(agent), "dtma_container_restarts_total", toolbox=tb, server="time") == 1
         ),
-        30,
+        60,  # generous: a loaded 2-core machine starts a container slowly; returns when true
         "the restart counted",
     )
     wait_until(
         lambda: value(scrape(agent), "dtma_server_healthy", toolbox=tb, server="time") == 1,
-        30,
+        60,
         "healthy again",
     )
     after = scrape(agent)

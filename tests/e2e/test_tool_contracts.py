@@ -18,6 +18,10 @@ from tests.agent_process import AgentProcess, running_agent
 from tests.conftest import build_images, in_thread
 from tests.engine_fixture import new_toolbox_id
 
+# A handshake-era session's GET stream is quiet up to 15 s between the SDK's pings: a read
+# timeout under that (httpx's default is 5 s) drops the stream, and the notifications on it.
+SSE_TIMEOUT = httpx2.Timeout(30, read=300)
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 MCP_KIT = "dtma-examples/mcp-kit:latest"
@@ -146,7 +150,9 @@ async def test_strict_rolls_back_a_breaking_schema_change_and_the_old_revision_s
     assert [e["category"] for e in mine] == ["config"], mine
 
     # The old revision keeps serving its tools, with the old contract, through the endpoint.
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent.token}"})
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {agent.token}"}, timeout=SSE_TIMEOUT
+    )
     url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
     async with http, Client(streamable_http_client(url, http_client=http)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
@@ -174,7 +180,9 @@ async def test_strict_with_stop_first_starts_the_old_revision_again(agent: Agent
     assert tail[:2] == ["tool_contract_broken", "rollout_failed"], tail
     assert "rollback_passed" in tail, tail
 
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {agent.token}"})
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {agent.token}"}, timeout=SSE_TIMEOUT
+    )
     url = f"{agent.base_url}/v1/toolboxes/{tb}/mcp"
     async with http, Client(streamable_http_client(url, http_client=http)) as client:
         assert {t.name for t in (await client.list_tools()).tools} == {"kit__echo", "kit__add"}

@@ -4,6 +4,7 @@ agents' containers never do."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from dtma.domain.containers import ObservedContainer
@@ -86,3 +87,36 @@ def test_a_container_that_exited_without_an_event_is_restarted_after_the_relist(
         await tb.halt()
 
     run_virtual(main)
+
+
+class SlowListing(FakeRuntime):
+    """Listing and removing take a moment, as the engine's do: another pass can start
+    meanwhile."""
+
+    async def list_managed(
+        self, toolbox: str | None = None, *, brief: bool = False
+    ) -> list[ObservedContainer]:
+        listed = await super().list_managed(toolbox, brief=brief)
+        await asyncio.sleep(0.01)
+        return listed
+
+    async def remove(self, container_id: str) -> None:
+        await asyncio.sleep(0.05)
+        await super().remove(container_id)
+
+
+async def test_two_relists_at_once_reap_an_orphan_once() -> None:
+    """The agent's own periodic relist and another (a test's, an engine return's) at the same
+    time: one pass at a time, so one reap and one event (two were seen in CI)."""
+    runtime, store, clock = SlowListing(), FakeStore(), ManualClock()
+    journal = Journal(store)
+    watcher = ContainerWatcher(
+        runtime, {}, journal, None, clock, 10.0, GRACE, EngineWatch(FakeEnginePing())
+    )
+    runtime.add_container(_container("orphan"))
+    await watcher.relist_once()
+    clock.advance(GRACE)
+    await asyncio.gather(watcher.relist_once(), watcher.relist_once())
+    assert "orphan" not in runtime.containers
+    reaped = [e for e in await store.events(0, "gone") if e.kind == ev.ORPHAN_REAPED]
+    assert len(reaped) == 1, reaped

@@ -15,7 +15,7 @@ import pytest
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
 from dtma.engine.engine_watch import EngineWatch
-from dtma.engine.gateway import EngineGateway, exported_name, split_name
+from dtma.engine.gateway import EngineGateway, ToolNotFound, exported_name, split_name
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.supervisor import Supervisor
@@ -211,3 +211,24 @@ def test_a_toolbox_being_deleted_is_gone_for_mcp_clients() -> None:
         assert gateway.knows("tb"), phase
     runners["tb"].phase = "deleting"
     assert not gateway.knows("tb")
+
+
+async def test_a_server_of_the_spec_without_a_runner_is_retryable_and_an_unknown_one_is_not() -> (
+    None
+):
+    """Between runners (the agent recovering after a kill -9, a stop-first rollout), a server the
+    serving spec names has no runner for a moment: its tools are there again shortly, so a call
+    is told to retry, not that the tool does not exist (seen in the kill -9 loop in CI)."""
+    spec = SimpleNamespace(servers=[SimpleNamespace(name="time")], gateway=None)
+    tb = SimpleNamespace(phase="deploying", servers={}, gate_runners={}, spec=spec)
+    gateway = EngineGateway(cast(Any, {"tb": tb}))
+    with pytest.raises(ServerUnavailable):
+        await gateway.call("tb", "time__get_current_time", {})
+    with pytest.raises(ToolNotFound):
+        await gateway.call("tb", "notes__list_notes", {})
+    tb.spec = None
+    tb.gate_runners = {"notes": object()}  # the first revision, under its gate
+    with pytest.raises(ServerUnavailable):
+        await gateway.call("tb", "notes__list_notes", {})
+    with pytest.raises(ToolNotFound):
+        await gateway.call("tb", "time__get_current_time", {})

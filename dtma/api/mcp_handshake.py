@@ -1,0 +1,119 @@
+"""The hot path for handshake-era clients: once a session is open, its `tools/call` (and
+`tools/list`, `prompts/*`, `resources/*`) takes the same way as a 2026-07-28 request.
+
+The SDK serves a session's request through its transport: a Starlette request, the session's
+memory streams, a dispatcher task, and an SSE stream for the answer. On 2 cores that cost four
+times the agent CPU per call of the 2026-07-28 path (bench/gateway_latency.py). Here the request
+is run by the SDK's own `ServerRunner` over the session's own `Connection` (so the negotiated
+version, the client's capabilities and the initialized state are the session's, and the SDK
+validates what enters and shapes what leaves for that version), and answered as one JSON body,
+which the streamable HTTP transport allows for any request.
+
+Taken only when the SDK would serve the request itself: a POST of one JSON request with an id,
+to a session the manager holds open and whose client has sent `notifications/initialized`, with
+no protocol-version header or a handshake-era one, no progress token, and an `Accept` the SDK
+would serve. Anything else (the session's first requests, notifications, responses, batches,
+`initialize`, `ping`, unknown or ended sessions) returns None and goes the SDK's whole way. The
+session's idle countdown is held while a request runs here, as the SDK's transport holds it.
+
+Differences from the SDK's way, on purpose: the answer is never SSE, so a server-to-client
+request or notification tied to the call has nowhere to go (the gateway makes none; a request
+carrying a progress token is left to the SDK); a client cancels a call made here by closing its
+connection, as on 2026-07-28 (a `notifications/cancelled` for it finds nothing to cancel); and a
+handler's unexpected failure is a generic internal error, never its text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from mcp.server.connection import Connection
+from mcp.server.runner import ServerRunner
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from dtma.api import mcp_compat, mcp_exchange
+
+
+def session_of(request: web.Request) -> str | None:
+    """The session a request's headers name, when they alone allow this path (cheap)."""
+    session_id = request.headers.get(MCP_SESSION_ID_HEADER)
+    if not session_id:
+        return None
+    version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return None  # the SDK routes any other version to its 2026-07-28 entry
+    return session_id if mcp_exchange.plain_json_post(request) else None
+
+
+class SessionBook:
+    """The `Connection` of every open handshake-era session whose client has sent
+    `notifications/initialized`, by session id: a `Server.middleware` (the SDK's documented hook,
+    which sees every message its transports deliver), so a session is known from the first
+    message after its handshake. An entry goes when the session's connection closes (its exit
+    stack, which the SDK unwinds however the session ends)."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, Connection] = {}
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        result = await call_next(ctx)
+        connection = mcp_compat.connection_of(ctx)
+        if connection is not None and connection.session_id is not None:
+            self._note(connection.session_id, connection)
+        return result
+
+    def _note(self, session_id: str, connection: Connection) -> None:
+        if session_id in self._connections or not connection.initialized.is_set():
+            return
+        self._connections[session_id] = connection
+        connection.exit_stack.callback(self._connections.pop, session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def get(self, session_id: str) -> Connection | None:
+        return self._connections.get(session_id)
+
+
+async def answer(
+    request: web.Request,
+    session_id: str,
+    sessions: SessionBook,
+    manager: StreamableHTTPSessionManager,
+    server: Any,
+    lifespan_state: Any,
+    extra_scope: dict[str, Any],
+) -> tuple[bytes | None, web.Response | None]:
+    """(the body if it was read, the reply) for a request `session_of` let through: the reply is
+    None when the SDK's way must answer (it is then given the body read here)."""
+    connection = sessions.get(session_id)
+    transport = mcp_compat.open_transport(manager, session_id)
+    if connection is None or transport is None:
+        return None, None
+    with mcp_compat.in_flight(transport):
+        body = await request.read()
+        parsed = mcp_exchange.one_request(body)
+        if parsed is None:
+            return body, None
+        req, _ = parsed
+        runner = ServerRunner(server, connection, lifespan_state)
+
+        async def run(exchange: Any) -> dict[str, Any]:
+            result: dict[str, Any] = await runner.on_request(exchange, req.method, req.params)
+            return result
+
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        reply = await mcp_exchange.reply(
+            request,
+            req,
+            run,
+            extra_scope,
+            headers,
+            status_of=lambda code: 200,  # the handshake era answers JSON-RPC errors with 200
+            reply_headers={MCP_SESSION_ID_HEADER: session_id},
+        )
+        return body, reply

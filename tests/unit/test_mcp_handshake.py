@@ -1,0 +1,251 @@
+"""A handshake-era session's requests take the hot path (api/mcp_handshake.py) once the session is
+open, and are answered as the SDK's own transport answers them (there: on an SSE stream; here:
+one JSON body); everything else is left to the SDK. Also: a 2026-07-28 `tools/list` takes the
+hot path too, and api/mcp_compat.py's idle accounting holds the session as the SDK's does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+
+from dtma.api import mcp_compat, mcp_exchange, mcp_handshake
+from dtma.api.mcp_routes import add_mcp_routes
+from tests.fakes_gateway import OneToolGateway
+from tests.unit.test_mcp_exchange import META, PATH, headers
+
+VERSION = "2025-11-25"
+ACCEPT = "application/json, text/event-stream"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient]:
+    app = web.Application()
+    add_mcp_routes(app, OneToolGateway(), started=lambda: True)
+    test_client = TestClient(TestServer(app))
+    await test_client.start_server()
+    yield test_client
+    await test_client.close()
+
+
+def rpc(method: str, rid: Any = 1, **params: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if rid is not None:
+        body["id"] = rid
+    return body
+
+
+def session_headers(session: str | None, **extra: str) -> dict[str, str]:
+    hdrs = {"Content-Type": "application/json", "Accept": ACCEPT, **extra}
+    if session is not None:
+        hdrs["Mcp-Session-Id"] = session
+        hdrs.setdefault("MCP-Protocol-Version", VERSION)
+    return hdrs
+
+
+def message_of(text: str) -> Any:
+    """The JSON-RPC message of a reply: a JSON body, or the data of an SSE stream's one message."""
+    if not text.startswith(("event:", "data:", "id:", ":")):
+        return json.loads(text or "null")
+    data = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    messages = [json.loads(d) for d in data if d]
+    assert len(messages) == 1, text
+    return messages[0]
+
+
+async def open_session(client: TestClient, initialized: bool = True) -> str:
+    capabilities: dict[str, Any] = {}
+    init = rpc(
+        "initialize",
+        protocolVersion=VERSION,
+        capabilities=capabilities,
+        clientInfo={"name": "t", "version": "1"},
+    )
+    response = await client.post(PATH, data=json.dumps(init), headers=session_headers(None))
+    assert response.status == 200, await response.text()
+    session = response.headers["Mcp-Session-Id"]
+    await response.read()
+    if initialized:
+        note = rpc("notifications/initialized", rid=None)
+        response = await client.post(PATH, data=json.dumps(note), headers=session_headers(session))
+        assert response.status == 202
+    return session
+
+
+async def post_both(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    body: Any,
+    hdrs: dict[str, str],
+) -> tuple[tuple[int, Any, bool, str], tuple[int, Any, str]]:
+    """The same request on the hot path and on the SDK's (the hot path switched off): status,
+    JSON-RPC message and content type of each; for the first, whether the hot path answered."""
+    taken: list[bool] = []
+    real_answer = mcp_handshake.answer
+
+    async def spy(*args: Any, **kwargs: Any) -> tuple[bytes | None, web.Response | None]:
+        read, reply = await real_answer(*args, **kwargs)
+        taken.append(reply is not None)
+        return read, reply
+
+    monkeypatch.setattr(mcp_handshake, "answer", spy)
+    data = json.dumps(body)
+    fast = await client.post(PATH, data=data, headers=hdrs)
+    fast_reply = (fast.status, message_of(await fast.text()), any(taken), fast.content_type)
+    monkeypatch.setattr(mcp_handshake, "session_of", lambda request: None)
+    sdk = await client.post(PATH, data=data, headers=hdrs)
+    sdk_reply = (sdk.status, message_of(await sdk.text()), sdk.content_type)
+    monkeypatch.undo()
+    return fast_reply, sdk_reply
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        rpc("tools/call", 7, name="time__now", arguments={"timezone": "UTC"}),
+        rpc("tools/list", "list-1"),
+        rpc("tools/call", 8, name="nope"),  # the tool's error, as the SDK maps it
+        rpc("tools/call", 9),  # no name: the SDK's validation refuses it
+    ],
+    ids=["call", "list", "unknown-tool", "invalid-params"],
+)
+async def test_an_open_sessions_request_is_answered_on_the_hot_path_as_the_sdk_answers_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> None:
+    session = await open_session(client)
+    (status, message, taken, kind), (sdk_status, sdk_message, sdk_kind) = await post_both(
+        client, monkeypatch, body, session_headers(session)
+    )
+    assert taken
+    assert kind == "application/json"
+    assert sdk_kind == "text/event-stream"  # the SDK's transport streams its answer
+    assert (status, message) == (sdk_status, sdk_message)
+    assert status == 200
+    assert message["id"] == body["id"]
+
+
+async def test_the_reply_names_the_session(client: TestClient) -> None:
+    session = await open_session(client)
+    body = rpc("tools/call", 3, name="time__now")
+    response = await client.post(PATH, data=json.dumps(body), headers=session_headers(session))
+    assert response.content_type == "application/json"
+    assert response.headers["Mcp-Session-Id"] == session
+
+
+@pytest.mark.parametrize(
+    ("body", "extra"),
+    [
+        (rpc("tools/call", 1, name="time__now", _meta={"progressToken": "p"}), {}),
+        (rpc("ping", 1), {}),
+        (rpc("notifications/cancelled", None, requestId=1), {}),
+        ([rpc("tools/call", 1, name="time__now")], {}),
+        (rpc("tools/call", 1, name="time__now"), {"MCP-Protocol-Version": "2026-07-28"}),
+        (rpc("tools/call", 1, name="time__now"), {"Accept": "application/json"}),
+        (rpc("tools/call", 1, name="time__now"), {"Content-Type": "text/plain"}),
+    ],
+    ids=["progress", "ping", "notification", "batch", "modern-version", "accept", "content-type"],
+)
+async def test_every_other_request_of_a_session_is_left_to_the_sdk(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    body: Any,
+    extra: dict[str, str],
+) -> None:
+    session = await open_session(client)
+    hdrs = {**session_headers(session), **extra}
+    data = json.dumps(body)
+    taken: list[bool] = []
+    real_answer = mcp_handshake.answer
+
+    async def spy(*args: Any, **kwargs: Any) -> tuple[bytes | None, web.Response | None]:
+        read, reply = await real_answer(*args, **kwargs)
+        taken.append(reply is not None)
+        return read, reply
+
+    monkeypatch.setattr(mcp_handshake, "answer", spy)
+    response = await client.post(PATH, data=data, headers=hdrs)
+    await response.read()
+    assert not any(taken)
+    assert response.status < 500
+
+
+async def test_a_session_not_yet_initialized_or_unknown_or_ended_is_left_to_the_sdk(
+    client: TestClient,
+) -> None:
+    call = json.dumps(rpc("tools/call", 1, name="time__now"))
+    fresh = await open_session(client, initialized=False)
+    response = await client.post(PATH, data=call, headers=session_headers(fresh))
+    # the SDK's own answer for a session whose client skipped `initialized`: on its stream
+    assert response.content_type == "text/event-stream"
+    await response.read()
+
+    unknown = await client.post(PATH, data=call, headers=session_headers("f" * 32))
+    assert unknown.status == 404
+
+    session = await open_session(client)
+    ok = await client.post(PATH, data=call, headers=session_headers(session))
+    assert (ok.status, ok.content_type) == (200, "application/json")
+    ended = await client.delete(PATH, headers=session_headers(session))
+    assert ended.status == 200
+    after = await client.post(PATH, data=call, headers=session_headers(session))
+    assert after.status == 404
+
+
+async def test_a_modern_tools_list_takes_the_hot_path_as_the_sdk_answers_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": META}}
+    hdrs = {**headers(), "Mcp-Method": "tools/list"}
+    del hdrs["Mcp-Name"]
+    taken: list[bool] = []
+    real_answer = mcp_exchange.answer
+
+    async def spy(*args: Any, **kwargs: Any) -> web.Response | None:
+        reply = await real_answer(*args, **kwargs)
+        taken.append(reply is not None)
+        return reply
+
+    monkeypatch.setattr(mcp_exchange, "answer", spy)
+    fast = await client.post(PATH, data=json.dumps(body), headers=hdrs)
+    fast_reply = (fast.status, message_of(await fast.text()))
+    monkeypatch.setattr(mcp_exchange, "takes", lambda request: False)
+    sdk = await client.post(PATH, data=json.dumps(body), headers=hdrs)
+    assert taken == [True]
+    assert fast_reply == (sdk.status, message_of(await sdk.text()))
+    assert [t["name"] for t in fast_reply[1]["result"]["tools"]] == ["time__now"]
+
+
+async def test_a_request_on_the_hot_path_holds_the_sessions_idle_countdown() -> None:
+    transport = StreamableHTTPServerTransport(mcp_session_id="s1", idle_timeout=30.0)
+    async with transport.connect():
+        idle = transport.idle_scope
+        assert idle is not None
+        idle.deadline = anyio.current_time() + 1.0  # as after the session's last request
+        with mcp_compat.in_flight(transport):
+            assert idle.deadline == float("inf")
+            with mcp_compat.in_flight(transport):
+                pass
+            assert idle.deadline == float("inf")  # one still in flight
+        assert 29.0 < idle.deadline - anyio.current_time() <= 30.0
+        assert transport._requests_in_flight == 0
+
+
+def test_the_sdk_still_has_what_mcp_compat_reads() -> None:
+    """The names api/mcp_compat.py reads off the SDK: an upgrade that moves one fails here."""
+    from mcp.server.session import ServerSession
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from dtma.api.mcp_endpoint import _ToolboxServer
+
+    manager = StreamableHTTPSessionManager(_ToolboxServer("x"))
+    assert isinstance(manager._server_instances, dict)
+    transport = StreamableHTTPServerTransport(mcp_session_id="s", idle_timeout=1.0)
+    assert transport._idle_timeout == 1.0
+    assert transport._requests_in_flight == 0
+    assert "_connection" in ServerSession.__init__.__code__.co_names
