@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# pytest-xdist workers for `make test`: 0 (the default) runs the files in this process, one after
-# another; TEST_WORKERS=2 spreads them over two (faster, but on 2 cores timing-sensitive tests
-# still flake there: docs/testing.md).
-TEST_WORKERS ?= 0
+# pytest-xdist workers for `make test`: 2 (the default) spreads the test files over two worker
+# processes; TEST_WORKERS=0 runs them in this process, one after another (about 37 minutes on
+# 2 cores: docs/testing.md).
+TEST_WORKERS ?= 2
 
 .PHONY: help venv docker images run test test-unit lint fmt clean
 
