@@ -267,8 +267,9 @@ class ToolboxEndpoint:
                 self._journal(ctx, params, outcome, time.perf_counter() - started, answered)
 
     def _envelope(self, ctx: Any, name: str) -> dict[str, Any] | None:
-        """The client's own 2026-07-28 envelope, which the call may be relayed with as is: only
-        for a call api/mcp_exchange.py took, to a tool whose listed schema asks for no
+        """The 2026-07-28 envelope the call may be relayed with as is: a 2026-07-28 client's
+        own, or the one made for a handshake-era session (api/mcp_handshake.relay_envelope);
+        only for a call one of the hot paths took, to a tool whose listed schema asks for no
         `Mcp-Param-*` header (such headers are mirrored by the SDK's client, not relayed)."""
         scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
         envelope = scope.get(mcp_exchange.ENVELOPE_SCOPE_KEY)

@@ -7,7 +7,8 @@ times the agent CPU per call of the 2026-07-28 path (bench/gateway_latency.py). 
 is run by the SDK's own `ServerRunner` over the session's own `Connection` (so the negotiated
 version, the client's capabilities and the initialized state are the session's, and the SDK
 validates what enters and shapes what leaves for that version), and answered as one JSON body,
-which the streamable HTTP transport allows for any request.
+which the streamable HTTP transport allows for any request. A call to an HTTP server that
+negotiated 2026-07-28 is then relayed to it as a 2026-07-28 client's is (`relay_envelope`).
 
 Taken only when the SDK would serve the request itself: a POST of one JSON request with an id,
 to a session the manager holds open and whose client has sent `notifications/initialized`, with
@@ -33,7 +34,8 @@ from mcp.server.runner import ServerRunner
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp_types import CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 
 from dtma.api import mcp_compat, mcp_exchange
 
@@ -79,6 +81,29 @@ class SessionBook:
         return self._connections.get(session_id)
 
 
+_ENVELOPE_STATE_KEY = "dtma.relay_envelope"
+
+
+def relay_envelope(connection: Connection) -> dict[str, Any]:
+    """A 2026-07-28 envelope for this session's calls, made once per session: with it a call can
+    be relayed to an HTTP server that negotiated that revision (adapters/mcp_relay.py) as a
+    2026-07-28 client's call is, instead of through the agent's SDK session to that server.
+    Either way the server sees the agent's upstream revision, not the client's, and the answer
+    is shaped for the client's revision by the SDK on the way back. It names the latest
+    2026-era revision (a server that negotiated another is not relayed to) and the client's info
+    from its handshake; capabilities are the agent's own (none) on the relay anyway."""
+    envelope = connection.state.get(_ENVELOPE_STATE_KEY)
+    if envelope is None:
+        envelope = {PROTOCOL_VERSION_META_KEY: LATEST_MODERN_VERSION}
+        params = connection.client_params
+        if params is not None:
+            envelope[CLIENT_INFO_META_KEY] = params.client_info.model_dump(
+                mode="json", by_alias=True, exclude_none=True
+            )
+        connection.state[_ENVELOPE_STATE_KEY] = envelope
+    return dict(envelope)
+
+
 async def answer(
     request: web.Request,
     session_id: str,
@@ -107,11 +132,12 @@ async def answer(
             return result
 
         headers = {k.lower(): v for k, v in request.headers.items()}
+        scope = {**extra_scope, mcp_exchange.ENVELOPE_SCOPE_KEY: relay_envelope(connection)}
         reply = await mcp_exchange.reply(
             request,
             req,
             run,
-            extra_scope,
+            scope,
             headers,
             status_of=lambda code: 200,  # the handshake era answers JSON-RPC errors with 200
             reply_headers={MCP_SESSION_ID_HEADER: session_id},

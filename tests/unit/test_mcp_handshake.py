@@ -249,3 +249,24 @@ def test_the_sdk_still_has_what_mcp_compat_reads() -> None:
     assert transport._idle_timeout == 1.0
     assert transport._requests_in_flight == 0
     assert "_connection" in ServerSession.__init__.__code__.co_names
+
+
+async def test_a_sessions_call_carries_a_relay_envelope_once_the_tool_is_listed() -> None:
+    """Like a 2026-07-28 call, a handshake session's call to a listed tool reaches the gateway
+    with an envelope (so an HTTP server of that revision gets it relayed): the latest 2026-era
+    revision and the client's info from its handshake."""
+    gateway = OneToolGateway()
+    app = web.Application()
+    add_mcp_routes(app, gateway, started=lambda: True)
+    async with TestClient(TestServer(app)) as test_client:
+        session = await open_session(test_client)
+        for _ in range(2):
+            body = json.dumps(rpc("tools/call", 1, name="time__now"))
+            response = await test_client.post(PATH, data=body, headers=session_headers(session))
+            assert (response.status, response.content_type) == (200, "application/json")
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+    }
+    # the first call: the tool not yet listed, so no envelope (its schema is unknown)
+    assert gateway.envelopes == [None, envelope]
