@@ -10,10 +10,11 @@ status code (engine/status_view.py), heartbeat bodies from the agent's own heart
 engine/heartbeat.py does), sent with the real HTTP client (adapters/controller_http.py) to a
 raw TCP listener that counts every byte of each request (request line, headers, body). The
 agent does not compress its heartbeats; the gzip column (level 6) only shows what compression
-would save. Four heartbeats per N, in this order: the first (full), one with nothing changed
-(an empty delta), one after one toolbox changed phase (a delta of one), one after every
-toolbox changed (a delta of N, as after a fleet-wide rollout). Then the load at --hosts agents
-and --interval: one heartbeat per agent per interval, every 10th full.
+would save. `parse` is what json.loads of the body costs a Python controller on this machine
+(best of 5 runs of 200). Four heartbeats per N, in this order: the first (full), one with
+nothing changed (an empty delta), one after one toolbox changed phase (a delta of one), one
+after every toolbox changed (a delta of N, as after a fleet-wide rollout). Then the load at
+--hosts agents and --interval: one heartbeat per agent per interval, every 10th full.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import secrets
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -135,6 +137,8 @@ async def measure(n: int) -> list[dict[str, Any]]:
                 "toolboxes": n, "heartbeat": name, "full": plan.full,
                 "carried": len(plan.toolboxes), "body": len(raw),
                 "gzip": len(gzip.compress(raw, 6)), "wire": recorder.sizes[-1],
+                "parse_us": 1e6 * min(timeit.repeat(lambda raw=raw: json.loads(raw), number=200,
+                                                    repeat=5)) / 200,
             })  # fmt: skip
     finally:
         await transport.close()
@@ -166,8 +170,8 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=15.0)
     args = parser.parse_args()
     counts = [int(x) for x in args.toolboxes.split(",")]
-    print("| toolboxes | heartbeat | full | entries | body bytes | gzip -6 | on the wire |")
-    print("|---|---|---|---|---|---|---|")
+    print("| toolboxes | heartbeat | full | entries | body bytes | gzip -6 | on the wire | parse |")
+    print("|---|---|---|---|---|---|---|---|")
     results = {}
     for n in counts:
         rows = asyncio.run(measure(n))
@@ -175,7 +179,7 @@ def main() -> int:
         for r in rows:
             print(
                 f"| {n} | {r['heartbeat']} | {r['full']} | {r['carried']} | {r['body']:,} "
-                f"| {r['gzip']:,} | {r['wire']:,} |"
+                f"| {r['gzip']:,} | {r['wire']:,} | {r['parse_us']:.0f} us |"
             )
     print()
     print(f"At {args.hosts:,} agents, interval {args.interval:g} s, every {FULL_EVERY}th full:")
