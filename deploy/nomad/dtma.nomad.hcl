@@ -124,7 +124,8 @@ job "dtma" {
 
       # Mounted at the SAME path as on the host: with DTMA_AGENT_CONTAINER=none the agent hands
       # dockerd the path it writes to, so the two must be equal. host-to-task: a tmpfs mounted
-      # on the host after the task started still shows inside.
+      # on the host after the task started still shows inside; Docker wants the host's mount
+      # shared or slave for that (systemd makes every mount shared; docs/fleet.md).
       volume_mount {
         volume           = "secrets"
         destination      = "/run/dtma/secrets"
