@@ -46,8 +46,8 @@ from dtma.domain.heartbeat import (
 )
 from dtma.engine.status_view import toolbox_status
 
-# What the Nomad job in deploy/nomad sends: a node name, a datacenter and a node pool.
-LABELS = MappingProxyType({"node": "node-0007.dc1.example", "dc": "dc1", "pool": "default"})
+# What the Nomad job in deploy/nomad sends: a node name, a datacenter and a region.
+LABELS = MappingProxyType({"node": "node-0007.dc1.example", "dc": "dc1", "region": "global"})
 SERVER = {"name": "time", "revision": 1, "container_id": "c" * 64, "state": "running",
           "health": "healthy", "restarts": 0, "endpoint": None,
           "tools": ["get_current_time", "convert_time"], "last_error": None}  # fmt: skip

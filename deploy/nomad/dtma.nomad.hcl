@@ -140,10 +140,10 @@ job "dtma" {
         DTMA_AGENT_CONTAINER = "none"
         DTMA_LOG_FORMAT      = "json"
         DTMA_CONTROLLER_URL  = var.controller_url
-        # Labels from the node: its name, datacenter and node pool (values of Nomad's node
+        # Labels from the node: its name, datacenter and region (values of Nomad's node
         # attributes; a node meta key works the same way: "zone=${meta.zone}", provided every
         # node sets it, or the agent stops at start with exit 2 naming DTMA_AGENT_LABELS).
-        DTMA_AGENT_LABELS          = "node=${node.unique.name},dc=${node.datacenter},pool=${node.pool}"
+        DTMA_AGENT_LABELS          = "node=${node.unique.name},dc=${node.datacenter},region=${node.region}"
         DTMA_CONTROLLER_TOKEN_FILE = "${NOMAD_SECRETS_DIR}/controller-token"
         DTMA_API_TOKEN_FILE        = "${NOMAD_SECRETS_DIR}/api-token"
         # VAULT_ADDR and DTMA_VAULT_ROLE_ID_FILE / DTMA_VAULT_SECRET_ID_FILE go here when toolboxes

@@ -246,7 +246,7 @@ def test_the_manifests_settings_load_once_the_orchestrator_fills_them_in(
         "$(NODE_NAME)": "node-7.example",
         "${node.unique.name}": "node-7",
         "${node.datacenter}": "dc1",
-        "${node.pool}": "default",
+        "${node.region}": "global",
         "${var.controller_url}": "https://controller.example:8443",
         "${NOMAD_SECRETS_DIR}": str(tmp_path),
         "/etc/dtma/tokens": str(tmp_path),
