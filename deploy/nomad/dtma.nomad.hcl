@@ -47,7 +47,8 @@ job "dtma" {
 
   # One node at a time: the agent adopts its running containers on start (they keep serving
   # while it restarts), so an update costs no toolbox downtime, but one bad image should stop
-  # at the first node.
+  # at the first node. (Older Nomad versions enforce only max_parallel and stagger for system
+  # jobs; the health fields then wait for nothing.)
   update {
     max_parallel     = 1
     min_healthy_time = "10s"
