@@ -151,9 +151,9 @@ job "dtma" {
         # use Vault secrets (docs/secrets.md); render those files with templates like the ones below.
       }
 
-      # Tokens as files in the task's secrets directory (mode 0400: the agent refuses a token
-      # file that others may read), never in the environment, where `docker inspect` would show
-      # them. With Vault instead of Nomad variables, add a `vault {}` block and use, e.g.,
+      # Tokens as files in the task's secrets directory (mode 0400: the agent refuses an API
+      # token file that others may read), never in the environment, where `docker inspect`
+      # would show them. With Vault instead of Nomad variables, add a `vault {}` block and use, e.g.,
       #   {{ with secret "secret/data/dtma/controller" }}{{ .Data.data.token }}{{ end }}
       # The agent reads the files at start; change_mode "restart" restarts it on a rotation.
       template {
