@@ -1,16 +1,18 @@
-"""The agent container as deploy/kubernetes/dtma.yaml runs it, on the real engine.
+"""The agent container as deploy/kubernetes/dtma.yaml and deploy/nomad/dtma.nomad.hcl run it,
+on the real engine.
 
-No cluster is reachable here, so the kubelet's part is played by docker-py with the DaemonSet's
-own container settings: the host network, a read-only root with a tmpfs /tmp, root with only
-CHOWN, DAC_OVERRIDE and FOWNER, no-new-privileges, the Docker socket, a host tmpfs for secret
-files bound at the same path (rslave, as mountPropagation HostToContainer), token files of mode
-0400, and the manifest's environment with what the downward API would fill in. (The Nomad job
-sets the same things: tests/unit/test_deploy_manifests.py holds both files to them.)
+No cluster is reachable here, so the kubelet's or the Nomad client's part is played by
+docker-py with each manifest's own container settings, read from the file: the host network,
+a read-only root with a tmpfs /tmp, only CHOWN, DAC_OVERRIDE and FOWNER, no-new-privileges,
+the Docker socket, a host tmpfs for secret files bound at the same path (rslave, as
+HostToContainer / host-to-task), token files of the manifest's mode where the manifest puts
+them, and the manifest's environment with what the downward API or Nomad's interpolation would
+fill in.
 
 What it shows: under those settings the agent becomes ready, reaches an HTTP server on its
 toolbox's internal network without joining it (DTMA_AGENT_CONTAINER=none), hands the host's
 dockerd a secret directory on the host tmpfs at the path it wrote to, and heartbeats to a
-controller with the advertised URL and the node's label. Paths and the port differ from the
+controller with the advertised URL and the node's labels. Paths and the port differ from the
 manifest's (a private tmpfs, a free port) so that it shares the engine with other runs.
 """
 
@@ -23,13 +25,16 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import docker.types
+import hcl2
 import pytest
 import yaml
+from hcl2.utils import SerializationOptions
 
 from dtma.adapters.secret_files import mount_point_fstype
 from dtma.domain.containers import LABEL_AGENT
@@ -37,6 +42,9 @@ from tests.conftest import REPO, BaoServer, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 MANIFEST = REPO / "deploy/kubernetes/dtma.yaml"
+NOMAD_JOB = REPO / "deploy/nomad/dtma.nomad.hcl"
+NOMAD_SECRETS = "/secrets"  # where Nomad's docker driver mounts a task's secrets directory
+SOCKET = "/var/run/docker.sock"
 SEEDED = "seeded-" + secrets.token_hex(8)
 
 
@@ -123,8 +131,107 @@ def _ready(base: str) -> bool:
         return False
 
 
+@dataclass
+class Run:
+    """One manifest's container settings, as docker-py arguments, with the orchestrator's
+    values filled in for this test (`fill`: placeholder -> value)."""
+
+    kwargs: dict[str, Any]
+    env: dict[str, str]
+    labels: dict[str, str]  # the agent labels its heartbeats must carry
+    token_dir: str  # where the manifest puts the token files in the container
+    token_mode: int
+
+
+def _filled(value: str, fill: dict[str, str]) -> str:
+    for placeholder, real in fill.items():
+        value = value.replace(placeholder, real)
+    return value
+
+
+def _kubernetes(fill: dict[str, str], state: Path, secrets_dir: Path) -> Run:
+    spec, pod = _container_spec()
+    assert pod["hostNetwork"] is True
+    ctx = spec["securityContext"]
+    mounts = {m["mountPath"]: m for m in spec["volumeMounts"]}
+    tokens = next(v for v in pod["volumes"] if "secret" in v)
+    token_dir = next(m["mountPath"] for m in spec["volumeMounts"] if m["name"] == tokens["name"])
+    assert mounts["/run/dtma/secrets"]["mountPropagation"] == "HostToContainer"
+    return Run(
+        kwargs={
+            "command": spec["args"],
+            "user": str(ctx["runAsUser"]),
+            "read_only": ctx["readOnlyRootFilesystem"],
+            "tmpfs": {"/tmp": "size=16m"},  # the manifest's emptyDir (medium Memory) at /tmp
+            "cap_drop": ctx["capabilities"]["drop"],
+            "cap_add": ctx["capabilities"]["add"],
+            "security_opt": ["no-new-privileges"],
+            "mounts": [
+                docker.types.Mount(SOCKET, SOCKET, type="bind"),
+                docker.types.Mount(mounts["/var/lib/dtma"]["mountPath"], str(state), type="bind"),
+                docker.types.Mount(
+                    str(secrets_dir), str(secrets_dir), type="bind", propagation="rslave"
+                ),
+            ],
+        },
+        env={e["name"]: _filled(e["value"], fill) for e in spec["env"] if "value" in e},
+        labels={"node": "test-node"},
+        token_dir=token_dir,
+        token_mode=tokens["secret"]["defaultMode"],
+    )
+
+
+def _block(blocks: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    """The block labelled `label` (python-hcl2 may keep a label's quotes)."""
+    (found,) = [v for b in blocks for k, v in b.items() if k.strip('"') == label]
+    return dict(found)
+
+
+def _nomad(fill: dict[str, str], state: Path, secrets_dir: Path) -> Run:
+    options = SerializationOptions(
+        with_comments=False, explicit_blocks=False, strip_string_quotes=True
+    )
+    with NOMAD_JOB.open() as f:
+        job = hcl2.load(f, serialization_options=options)
+    (group,) = _block(job["job"], "dtma")["group"]
+    task = _block(_block([group], "agent")["task"], "agent")
+    (config,) = task["config"]
+    assert config["network_mode"] == "host"
+    (tmp,) = config["mount"]
+    dests = {m["destination"]: m for m in task["volume_mount"]}
+    assert dests["/run/dtma/secrets"]["propagation_mode"] == "host-to-task"
+    assert "/var/lib/dtma" in dests
+    socket_host, socket_inside = config["volumes"][0].split(":")
+    (env,) = task["env"]
+    perms = {t["perms"] for t in task["template"]}
+    assert len(perms) == 1
+    return Run(
+        kwargs={
+            "command": config["args"],
+            "read_only": config["readonly_rootfs"],
+            "tmpfs": {tmp["target"]: f"size={tmp['tmpfs_options'][0]['size']}"},
+            "cap_drop": config["cap_drop"],
+            "cap_add": config["cap_add"],
+            "security_opt": config["security_opt"],
+            "mounts": [
+                docker.types.Mount(socket_inside, socket_host, type="bind"),
+                docker.types.Mount("/var/lib/dtma", str(state), type="bind"),
+                docker.types.Mount(
+                    str(secrets_dir), str(secrets_dir), type="bind", propagation="rslave"
+                ),
+            ],
+        },
+        env={k: _filled(str(v), fill) for k, v in env.items()},
+        labels={"node": "test-node", "dc": "dc1", "region": "global"},
+        token_dir=NOMAD_SECRETS,
+        token_mode=int(perms.pop(), 8),
+    )
+
+
 @pytest.mark.timeout(300)
-def test_the_daemonset_container_settings_run_a_toolbox_with_a_file_secret(
+@pytest.mark.parametrize("manifest", ["kubernetes", "nomad"])
+def test_the_manifests_container_settings_run_a_toolbox_with_a_file_secret(
+    manifest: str,
     docker_client: Any,
     agent_image: str,
     images: dict[str, str],
@@ -134,67 +241,52 @@ def test_the_daemonset_container_settings_run_a_toolbox_with_a_file_secret(
     host_tmpfs: Path,
     tmp_path: Path,
 ) -> None:
-    spec, pod = _container_spec()
-    ctx = spec["securityContext"]
-    assert pod["hostNetwork"] is True
-    mounts = {m["mountPath"]: m for m in spec["volumeMounts"]}
     secrets_dir = host_tmpfs  # stands in for /run/dtma/secrets: same path inside and out
     state, tokens = tmp_path / "state", tmp_path / "tokens"
     state.mkdir()
     tokens.mkdir()
-    api_token, controller_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    for name, value in (("api-token", api_token), ("controller-token", controller_token)):
-        (tokens / name).write_text(value)
-        (tokens / name).chmod(
-            next(v for v in pod["volumes"] if "secret" in v)["secret"]["defaultMode"]
-        )
     port = free_port()
     url, heartbeats = controller
-    filled = {
+    fill = {  # what the kubelet's downward API or the Nomad client would put there
         "$(HOST_IP):8750": f"127.0.0.1:{port}",
         "$(NODE_NAME)": "test-node",
         "https://controller.example:8443": url,
+        "${NOMAD_ADDR_api}": f"127.0.0.1:{port}",
+        "${node.unique.name}": "test-node",
+        "${node.datacenter}": "dc1",
+        "${node.region}": "global",
+        "${var.controller_url}": url,
+        "${NOMAD_SECRETS_DIR}": NOMAD_SECRETS,
         "/run/dtma/secrets": str(secrets_dir),
     }
-    env = {}
-    for e in spec["env"]:
-        if "value" in e:
-            value = e["value"]
-            for placeholder, real in filled.items():
-                value = value.replace(placeholder, real)
-            env[e["name"]] = value
+    run = {"kubernetes": _kubernetes, "nomad": _nomad}[manifest](fill, state, secrets_dir)
+    api_token, controller_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    for name, value in (("api-token", api_token), ("controller-token", controller_token)):
+        (tokens / name).write_text(value)
+        (tokens / name).chmod(run.token_mode)
     agent_id = "orch-" + secrets.token_hex(4)
-    env.update({
+    env = {
+        **run.env,
         "DTMA_AGENT_ID": agent_id,
         "DTMA_HEARTBEAT_INTERVAL": "2s",
         "DTMA_REAP_GRACE": "24h",  # other runs share this engine
         "VAULT_ADDR": bao.addr,  # the host network reaches the test's OpenBao on loopback
         "VAULT_TOKEN": bao.root_token,
-    })  # fmt: skip
+    }
     bao.client().secrets.kv.v2.create_or_update_secret(
         path="dtma/orch/notes", secret={"token": SEEDED}, mount_point="secret"
     )
     agent = make_container(
         agent_image,
-        command=spec["args"],
         environment=env,
         network_mode="host",
-        user=str(ctx["runAsUser"]),
-        read_only=ctx["readOnlyRootFilesystem"],
-        tmpfs={"/tmp": "size=16m"},  # the manifest's emptyDir (medium Memory) at /tmp
-        cap_drop=ctx["capabilities"]["drop"],
-        cap_add=ctx["capabilities"]["add"],
-        security_opt=["no-new-privileges"],
-        mounts=[
-            docker.types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind"),
-            docker.types.Mount(mounts["/var/lib/dtma"]["mountPath"], str(state), type="bind"),
-            docker.types.Mount(
-                str(secrets_dir), str(secrets_dir), type="bind", propagation="rslave"
-            ),
-            docker.types.Mount(
-                mounts["/etc/dtma/tokens"]["mountPath"], str(tokens), type="bind", read_only=True
-            ),
-        ],
+        **{
+            **run.kwargs,
+            "mounts": [
+                *run.kwargs["mounts"],
+                docker.types.Mount(run.token_dir, str(tokens), type="bind", read_only=True),
+            ],
+        },
     )
     base = f"http://127.0.0.1:{port}"
     toolbox = "orch" + secrets.token_hex(3)
@@ -250,7 +342,7 @@ def test_the_daemonset_container_settings_run_a_toolbox_with_a_file_secret(
         wait_until(healthy_heartbeat, 10, "a heartbeat with the healthy toolbox")
         first = heartbeats[0]["agent"]
         assert (first["id"], first["url"]) == (agent_id, base)
-        assert first["labels"] == {"node": "test-node"}
+        assert first["labels"] == run.labels
         assert SEEDED not in json.dumps(heartbeats)
 
         status, _ = _call(base, "DELETE", f"/v1/toolboxes/{toolbox}?wait=60", api_token)
