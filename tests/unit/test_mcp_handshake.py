@@ -59,6 +59,22 @@ def message_of(text: str) -> Any:
     return messages[0]
 
 
+def spy_on(monkeypatch: pytest.MonkeyPatch, path: Any) -> list[bool]:
+    """Wrap a hot path module's `answer`; the list says, per request it saw, whether it
+    answered (the handshake path returns (body, reply), the 2026-07-28 one the reply)."""
+    taken: list[bool] = []
+    real_answer = path.answer
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        answered = await real_answer(*args, **kwargs)
+        reply = answered[1] if isinstance(answered, tuple) else answered
+        taken.append(reply is not None)
+        return answered
+
+    monkeypatch.setattr(path, "answer", spy)
+    return taken
+
+
 async def open_session(client: TestClient, initialized: bool = True) -> str:
     capabilities: dict[str, Any] = {}
     init = rpc(
@@ -86,15 +102,7 @@ async def post_both(
 ) -> tuple[tuple[int, Any, bool, str], tuple[int, Any, str]]:
     """The same request on the hot path and on the SDK's (the hot path switched off): status,
     JSON-RPC message and content type of each; for the first, whether the hot path answered."""
-    taken: list[bool] = []
-    real_answer = mcp_handshake.answer
-
-    async def spy(*args: Any, **kwargs: Any) -> tuple[bytes | None, web.Response | None]:
-        read, reply = await real_answer(*args, **kwargs)
-        taken.append(reply is not None)
-        return read, reply
-
-    monkeypatch.setattr(mcp_handshake, "answer", spy)
+    taken = spy_on(monkeypatch, mcp_handshake)
     data = json.dumps(body)
     fast = await client.post(PATH, data=data, headers=hdrs)
     fast_reply = (fast.status, message_of(await fast.text()), any(taken), fast.content_type)
@@ -160,15 +168,7 @@ async def test_every_other_request_of_a_session_is_left_to_the_sdk(
     session = await open_session(client)
     hdrs = {**session_headers(session), **extra}
     data = json.dumps(body)
-    taken: list[bool] = []
-    real_answer = mcp_handshake.answer
-
-    async def spy(*args: Any, **kwargs: Any) -> tuple[bytes | None, web.Response | None]:
-        read, reply = await real_answer(*args, **kwargs)
-        taken.append(reply is not None)
-        return read, reply
-
-    monkeypatch.setattr(mcp_handshake, "answer", spy)
+    taken = spy_on(monkeypatch, mcp_handshake)
     response = await client.post(PATH, data=data, headers=hdrs)
     await response.read()
     assert not any(taken)
@@ -203,15 +203,7 @@ async def test_a_modern_tools_list_takes_the_hot_path_as_the_sdk_answers_it(
     body = {"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": META}}
     hdrs = {**headers(), "Mcp-Method": "tools/list"}
     del hdrs["Mcp-Name"]
-    taken: list[bool] = []
-    real_answer = mcp_exchange.answer
-
-    async def spy(*args: Any, **kwargs: Any) -> web.Response | None:
-        reply = await real_answer(*args, **kwargs)
-        taken.append(reply is not None)
-        return reply
-
-    monkeypatch.setattr(mcp_exchange, "answer", spy)
+    taken = spy_on(monkeypatch, mcp_exchange)
     fast = await client.post(PATH, data=json.dumps(body), headers=hdrs)
     fast_reply = (fast.status, message_of(await fast.text()))
     monkeypatch.setattr(mcp_exchange, "takes", lambda request: False)
