@@ -132,7 +132,10 @@ def main() -> int:
                 "DTMA_LISTEN": f"127.0.0.1:{port}",
                 "DTMA_STATE_DIR": str(state),
                 "DTMA_AGENT_ID": f"bench-{run_id}-{i:02d}",
-                "DTMA_SUBNET_POOL": f"10.215.{4 * i}.0/22",
+                # A /22 holds 32 toolbox networks; the first agent takes --toolboxes of them.
+                "DTMA_SUBNET_POOL": "10.216.0.0/16"
+                if i == 0 and args.toolboxes
+                else f"10.215.{4 * i}.0/22",
                 "DTMA_REAP_GRACE": "24h",
                 "DTMA_LOG_FORMAT": "json",
                 "DTMA_LOG_LEVEL": "warning",
