@@ -1,13 +1,16 @@
-"""A fleet rollout against one agent's rollout, in one run, and the idle RSS of an agent.
+"""A fleet rollout against one agent's rollout, in one run, and the RSS of an agent.
 
-Usage: .venv/bin/python bench/fleet.py [--agents N] [--canary C] [--batch B]
+Usage: .venv/bin/python bench/fleet.py [--agents N] [--canary C] [--batch B] [--toolboxes T]
 Needs the example images (scripts/build-images mcp-time). Starts N agent processes (own state
 dir, port, agent id and subnet pool each), waits for them, and reports:
   - each agent's idle RSS with no toolbox (median and max, MB);
   - `dtma fleet apply` of a one-server toolbox (mcp-time, min_healthy_time 1s) to one agent;
   - the same command, a new revision, to all N (canary C, batch B), and the ratio, beside the
     floor (the number of waves times the one-agent time);
-  - the load average, since the machine is shared.
+  - the load average, since the machine is shared;
+  - with --toolboxes T: the first agent's RSS with T one-server toolboxes (mcp-time over stdio,
+    applied at once with bench/host_scale.py's code), once all are healthy and their steady
+    probes have run a while (the probes have loaded the MCP SDK by then).
 Everything it made is removed at the end (the toolbox on every agent, then the agents by PID,
 then any container or network left with their agent ids).
 """
@@ -26,6 +29,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from host_scale import Agent as ScaleAgent  # bench/ is sys.path[0] when run as a script
+from host_scale import agent_run, delete_all
 
 DTMA = str(Path(sys.executable).parent / "dtma")
 TIME_TOOLS = ["get_current_time", "convert_time"]
@@ -81,11 +87,33 @@ def fleet(*args: str) -> float:
     return took
 
 
+def rss_at(agent: tuple[str, int, Path], pid: int, n: int) -> str:
+    """The agent's RSS with n one-server toolboxes, all healthy; they are deleted after."""
+    _, port, state = agent
+    scale = ScaleAgent(state, port)
+    names, took = agent_run(scale, n, deadline=600)
+    try:
+        if took is None:
+            return f"RSS at {n} toolboxes: not measured, not all healthy within 600 s"
+        time.sleep(20)  # the first steady probes (and their sessions) have run
+        return (
+            f"RSS at {n} toolboxes (all healthy in {took:.0f}s): {rss_mb(pid):.0f} MB, "
+            f"{threads(pid)} threads; load average {os.getloadavg()[0]:.1f}"
+        )
+    finally:
+        delete_all(scale, names)
+
+
+def threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--canary", type=int, default=1)
     parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--toolboxes", type=int, default=0)
     args = parser.parse_args()
     if not 1 < args.agents <= 64:
         parser.error("--agents must be 2..64")
@@ -104,7 +132,10 @@ def main() -> int:
                 "DTMA_LISTEN": f"127.0.0.1:{port}",
                 "DTMA_STATE_DIR": str(state),
                 "DTMA_AGENT_ID": f"bench-{run_id}-{i:02d}",
-                "DTMA_SUBNET_POOL": f"10.215.{4 * i}.0/22",
+                # A /22 holds 32 toolbox networks; the first agent takes --toolboxes of them.
+                "DTMA_SUBNET_POOL": "10.216.0.0/16"
+                if i == 0 and args.toolboxes
+                else f"10.215.{4 * i}.0/22",
                 "DTMA_REAP_GRACE": "24h",
                 "DTMA_LOG_FORMAT": "json",
                 "DTMA_LOG_LEVEL": "warning",
@@ -129,7 +160,8 @@ def main() -> int:
         print(f"{args.agents} agents ready in {ready:.1f}s (started all at once)")
         print(
             f"idle RSS per agent, no toolbox: median {statistics.median(rss):.0f} MB, "
-            f"max {max(rss):.0f} MB, total {sum(rss):.0f} MB"
+            f"max {max(rss):.0f} MB, total {sum(rss):.0f} MB; "
+            f"{threads(procs[0].pid)} threads"
         )
         one = fleet_file(root / "one.yaml", agents[:1])
         all_ = fleet_file(root / "fleet.yaml", agents)
@@ -152,6 +184,8 @@ def main() -> int:
         )
         print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         fleet("rm", "-F", str(all_), "--id", toolbox)
+        if args.toolboxes:
+            print(rss_at(agents[0], procs[0].pid, args.toolboxes))
     finally:
         for p in procs:
             p.terminate()

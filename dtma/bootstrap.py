@@ -22,7 +22,7 @@ from dtma.adapters.http_json import HttpJson
 from dtma.adapters.secret_files import SecretFileStore, load_or_create_key
 from dtma.adapters.sqlite_store import SqliteStateStore
 from dtma.adapters.state_repo import StateRepository
-from dtma.adapters.vault import TokenReport, VaultClient, vault_config_from
+from dtma.adapters.vault_config import TokenReport, vault_config_from
 from dtma.agent_id import resolve_agent_id
 from dtma.api.app import create_app
 from dtma.api_token import resolve_api_token
@@ -85,7 +85,12 @@ async def serve(settings: Settings) -> None:
     fresh_state = not store.path.exists()
     engine = DockerEngine(settings.docker_host, threads=settings.docker_threads)
     vault_cfg = vault_config_from(settings)
-    vault = VaultClient(vault_cfg) if vault_cfg else None
+    vault = None
+    if vault_cfg is not None:
+        # Deferred: hvac (and what it loads) only for an agent that has a Vault to talk to.
+        from dtma.adapters.vault import VaultClient
+
+        vault = VaultClient(vault_cfg)
     files = SecretFileStore(
         settings.secrets_dir, settings.allow_disk_secrets, namespace=identity.value
     )

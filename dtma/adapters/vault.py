@@ -13,10 +13,8 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import hvac
 import hvac.exceptions
@@ -30,6 +28,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from dtma.adapters.vault_config import TokenReport, VaultConfig
 from dtma.domain.token_renewal import (
     EXPIRED,
     NOT_RENEWABLE,
@@ -53,25 +52,6 @@ log = structlog.get_logger(__name__)
 
 READ_ATTEMPTS = 3
 REQUEST_TIMEOUT_S = 10
-
-TokenReport = Callable[[bool, str, str], Awaitable[None]]
-"""report(failed, reason, message): the token turned unusable (failed) or works again."""
-
-
-@dataclass(frozen=True)
-class VaultConfig:
-    addr: str
-    token: str | None = None
-    token_file: Path | None = None
-    role_id_file: Path | None = None
-    secret_id_file: Path | None = None
-    cacert: Path | None = None
-    namespace: str | None = None
-    skip_verify: bool = False
-    approle_mount: str = "approle"
-
-    def __repr__(self) -> str:
-        return f"VaultConfig(addr={self.addr!r}, namespace={self.namespace!r})"
 
 
 class VaultClient:
@@ -350,18 +330,3 @@ def _read_file(path: Path | None, var: str) -> str:
     if not value:
         raise ConfigError(f"{var} ({path}) is empty")
     return value
-
-
-def vault_config_from(settings: Any) -> VaultConfig | None:
-    if not settings.vault_addr:
-        return None
-    return VaultConfig(
-        addr=settings.vault_addr,
-        token=settings.vault_token,
-        token_file=settings.vault_token_file,
-        role_id_file=settings.vault_role_id_file,
-        secret_id_file=settings.vault_secret_id_file,
-        cacert=settings.vault_cacert,
-        namespace=settings.vault_namespace,
-        skip_verify=settings.vault_skip_verify,
-    )

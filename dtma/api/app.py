@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dtma import __version__
 from dtma.api.errors import error_response
-from dtma.api.mcp_routes import add_mcp_routes
+from dtma.api.mcp_endpoint import add_mcp_routes
 from dtma.api.middleware import (
     auth_middleware,
     error_middleware,

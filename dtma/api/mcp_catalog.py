@@ -17,7 +17,7 @@ from mcp.shared.exceptions import MCPError
 from dtma.engine.gateway_catalog import McpGateway, UnknownEntry
 from dtma.errors import NotFound, ServerUnavailable
 
-SERVER_UNAVAILABLE = -32003  # as in mcp_endpoint.py: retry
+SERVER_UNAVAILABLE = -32003  # as in mcp_server.py: retry
 T = TypeVar("T")
 
 

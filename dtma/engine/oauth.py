@@ -22,17 +22,25 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import jwt
 import structlog
 
+from dtma import lazy_import
 from dtma.domain.oauth import JWT_ALGORITHMS, JwtCaller, OAuthIssuer, http_url, reaches
 from dtma.errors import IssuerUnavailable, ScopeRefused, TokenRefused
 from dtma.ports import JsonFetcher
 
+if TYPE_CHECKING:
+    import jwt
+
 log = structlog.get_logger(__name__)
+
+# PyJWT (and the `cryptography` it loads) is about 10 MB and 0.3 s of import: an agent with no
+# issuer configured never verifies a JWT, so it is imported, in a thread, by the first
+# verification or key fetch (dtma/lazy_import.py), not with this module.
+PYJWT = "jwt"
 
 REFRESH_MIN_S = 10.0
 VERIFIED_TTL_S = 60.0
@@ -80,6 +88,9 @@ class IssuerKeys:
                         f"the keys of issuer {self.issuer.issuer} could not be fetched; retry"
                     )
                 return self._keys
+            await lazy_import.load(PYJWT)
+            import jwt
+
             try:
                 url = self._jwks_url or await self._discover()
                 document = await self._fetch.get_json(url)
@@ -195,6 +206,9 @@ class JwtVerifier:
         return caller
 
     async def _verify(self, token: str, toolbox: str) -> JwtCaller:
+        await lazy_import.load(PYJWT)
+        import jwt
+
         try:
             parsed = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
@@ -225,6 +239,8 @@ class JwtVerifier:
         )
 
     def _decode(self, token: str, key: jwt.PyJWK, issuer: OAuthIssuer, toolbox: str) -> Any:
+        import jwt  # loaded by _verify, the only caller
+
         try:
             return jwt.decode(
                 token,

@@ -15,16 +15,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dtma.adapters import mcp_upstream
-from dtma.adapters.mcp_probe import StdioProbeSession, probe_http
+from dtma import lazy_import
 from dtma.cancellation import cancel_and_wait
 from dtma.domain import probe as reasons
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
 from dtma.errors import ServerUnavailable
 from dtma.spec.models import ServerSpec
+
+if TYPE_CHECKING:
+    from dtma.adapters.mcp_probe import StdioProbeSession
+    from dtma.adapters.mcp_upstream import HttpUpstream
+
+# The MCP SDK's client side (adapters/mcp_probe.py, adapters/mcp_upstream.py) is imported by the
+# first probe or gateway call, in a thread (dtma/lazy_import.py): an agent with no toolbox never
+# loads it. Every async entry point awaits `lazy_import.load(MCP_CLIENT)` first; the sync ones
+# only run after one of those.
 
 
 class ContainerProbe:
@@ -49,7 +57,7 @@ class ContainerProbe:
         self._reinitialized = False
         self._initialized_once = False
         self._modern = False
-        self._http: mcp_upstream.HttpUpstream | None = None
+        self._http: HttpUpstream | None = None
 
     @property
     def endpoint(self) -> str | None:
@@ -62,6 +70,9 @@ class ContainerProbe:
         health = self._server.health
         if not health.mcp:
             return ProbeResult.ok(0.0)
+        await lazy_import.load(lazy_import.MCP_CLIENT)
+        from dtma.adapters.mcp_probe import probe_http
+
         if self._server.transport == "streamable-http":
             url = self.endpoint
             if url is None:
@@ -126,14 +137,15 @@ class ContainerProbe:
     # -- the gateway's calls (raise ServerUnavailable when the session is not usable) ---------
 
     async def _client(self) -> Any:
+        await lazy_import.load(lazy_import.MCP_CLIENT)
+        from dtma.adapters.mcp_upstream import HttpUpstream
+
         if self._server.transport == "streamable-http":
             url = self.endpoint
             if url is None:
                 raise ServerUnavailable("the container has no address")
             if self._http is None:
-                self._http = mcp_upstream.HttpUpstream(
-                    url, connect_timeout=self._server.health.timeout
-                )
+                self._http = HttpUpstream(url, connect_timeout=self._server.health.timeout)
             return await self._http.session()
         session = self._stdio.client() if self._stdio is not None else None
         if session is None:
@@ -147,9 +159,13 @@ class ContainerProbe:
 
     async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
         """The server's tools as their wire JSON."""
-        defs: list[dict[str, Any]] = await self._upstream(
-            lambda s: mcp_upstream.list_tool_defs(s, timeout)
-        )
+
+        async def listing(session: Any) -> list[dict[str, Any]]:
+            from dtma.adapters import mcp_upstream  # loaded by _client()
+
+            return await mcp_upstream.list_tool_defs(session, timeout)
+
+        defs: list[dict[str, Any]] = await self._upstream(listing)
         return defs
 
     async def call_tool(
@@ -163,6 +179,8 @@ class ContainerProbe:
         server that negotiated the same revision is relayed as is (adapters/mcp_relay.py)."""
 
         async def call(session: Any) -> dict[str, Any]:
+            from dtma.adapters import mcp_upstream  # loaded by _client()
+
             http = self._http
             relay = http.relay(session, envelope) if http and envelope is not None else None
             if relay is not None:
@@ -176,6 +194,8 @@ class ContainerProbe:
         """`prompts` / `resources`, as the server's capabilities say; None when unknown."""
 
         async def read(session: Any) -> frozenset[str] | None:
+            from dtma.adapters import mcp_upstream  # loaded by _client()
+
             return mcp_upstream.offered(session)
 
         found: frozenset[str] | None = await self._upstream(read)
@@ -185,9 +205,13 @@ class ContainerProbe:
         self, method: str, params: dict[str, Any] | None, timeout: float
     ) -> dict[str, Any]:
         """One prompts/resources request (mcp_upstream.CATALOG_METHODS) as wire JSON."""
-        result: dict[str, Any] = await self._upstream(
-            lambda s: mcp_upstream.catalog_request(s, method, params, timeout)
-        )
+
+        async def ask(session: Any) -> dict[str, Any]:
+            from dtma.adapters import mcp_upstream  # loaded by _client()
+
+            return await mcp_upstream.catalog_request(session, method, params, timeout)
+
+        result: dict[str, Any] = await self._upstream(ask)
         return result
 
     async def _upstream(self, step: Callable[[Any], Any]) -> Any:
@@ -200,6 +224,8 @@ class ContainerProbe:
             raise
 
     def _open_stdio(self, *, initialize: bool) -> None:
+        from dtma.adapters.mcp_probe import StdioProbeSession  # loaded by check()
+
         self._stdio = StdioProbeSession(self._docker_client, self._container.id, self._attach_pool)
         self._stdio_task = asyncio.create_task(
             self._stdio.run(initialize=initialize, timeout=self._server.health.timeout),

@@ -11,6 +11,7 @@ result; engine/executor.py runs the steps.
 
 from __future__ import annotations
 
+from dtma import lazy_import
 from dtma.domain.gate import GateState
 from dtma.domain.rollout_plan import (
     FAILED,
@@ -50,6 +51,10 @@ async def run_rollout(
     if record is None:
         raise DtmaError(f"revision {to_rev} does not exist")
     spec = ToolboxSpec.model_validate_json(record.spec)
+    # The probes and gateway calls need the MCP SDK's client side, which an agent that had no
+    # toolbox yet has not loaded: load it now (seconds of CPU on a busy host, in a thread),
+    # before any container starts and so outside the gate's healthy_deadline. Idempotent.
+    await lazy_import.load(lazy_import.MCP_CLIENT)
     run = RolloutExecutor(tb, spec, to_rev, is_rollback=is_rollback)
     try:
         return await _roll(run)

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dtma.api import mcp_exchange
-from dtma.api.mcp_routes import add_mcp_routes
+from dtma.api.mcp_endpoint import add_mcp_routes
 from tests.fakes_gateway import OneToolGateway
 
 VERSION = "2026-07-28"

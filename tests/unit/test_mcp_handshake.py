@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 
 from dtma.api import mcp_compat, mcp_exchange, mcp_handshake
-from dtma.api.mcp_routes import add_mcp_routes
+from dtma.api.mcp_endpoint import add_mcp_routes
 from tests.fakes_gateway import OneToolGateway
 from tests.unit.test_mcp_exchange import META, PATH, headers
 
@@ -233,7 +233,7 @@ def test_the_sdk_still_has_what_mcp_compat_reads() -> None:
     from mcp.server.session import ServerSession
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
-    from dtma.api.mcp_endpoint import _ToolboxServer
+    from dtma.api.mcp_server import _ToolboxServer
 
     manager = StreamableHTTPSessionManager(_ToolboxServer("x"))
     assert isinstance(manager._server_instances, dict)

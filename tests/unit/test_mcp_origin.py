@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from dtma.api.mcp_routes import add_mcp_routes
+from dtma.api.mcp_endpoint import add_mcp_routes
 from dtma.api.origin import OriginPolicy
 from dtma.config import load_settings
 from tests.fakes_gateway import OneToolGateway

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from dtma.api.mcp_routes import add_mcp_routes
+from dtma.api.mcp_endpoint import add_mcp_routes
 from dtma.api.middleware import PRINCIPAL
 from dtma.api.open_streams import OpenStreams
 from dtma.domain.access import AGENT_PRINCIPAL

@@ -1,0 +1,32 @@
+"""Heavy modules loaded when first needed, and off the event loop.
+
+An idle agent (no toolbox, no Vault, no OAuth issuer) never needs the MCP SDK (its server side
+for the toolbox endpoints, its client side for the probes), hvac or PyJWT, which together are
+about half of its memory (docs/benchmarks.md, "Idle agent"). The modules that use them import
+them inside the function that first needs them. Importing the SDK takes one to two seconds of
+CPU, far past what the loop may block, so async code first awaits `load(name)`, which imports
+the module in a worker thread; the plain `from ... import` that follows then only reads
+sys.modules.
+
+`load` is idempotent and safe to call concurrently: the interpreter's import locks make two
+threads importing one module wait for each other, and a module is marked loaded only once its
+import has finished (a module being imported is in sys.modules already, half made). Loop-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+MCP_SERVER = "dtma.api.mcp_server"  # the toolbox endpoints: the SDK's server side
+MCP_CLIENT = "dtma.adapters.mcp_probe"  # probes and gateway calls: the SDK's client side
+
+_loaded: set[str] = set()
+
+
+async def load(name: str) -> None:
+    """Import `name` (and what it imports) in a worker thread unless that was done already."""
+    if name in _loaded:  # the common case: one set lookup, no thread hop
+        return
+    await asyncio.to_thread(importlib.import_module, name)
+    _loaded.add(name)
