@@ -8,8 +8,9 @@ endpoint needs them for two things:
   sessions are open is the session manager's, and a request served outside the SDK's transport
   must hold the session's idle countdown as the transport's own entry does.
 
-tests/unit/test_mcp_compat.py checks that each name read here exists on the installed SDK, so an
-upgrade that moves one fails there, not in production.
+tests/unit/test_mcp_handshake.py (`test_the_sdk_still_has_what_mcp_compat_reads`) checks that each
+name read here exists on the installed SDK, so an upgrade that moves one fails there, not in
+production.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def open_transport(
     transport = manager._server_instances.get(session_id)
     if transport is None or transport.is_terminated:
         return None
+    if manager._session_owners.get(session_id) is not None:
+        return None  # bound to a credential (dtma binds none): the SDK checks it, not this path
     idle = transport.idle_scope
     if idle is not None and idle.cancel_called:
         return None

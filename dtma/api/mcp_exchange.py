@@ -139,11 +139,15 @@ def plain_json_post(request: web.Request) -> bool:
     return has_json and has_sse
 
 
-def one_request(body: bytes) -> tuple[JSONRPCRequest, dict[str, Any]] | None:
+def one_request(
+    body: bytes, parse: Callable[[bytes], Any] = json.loads
+) -> tuple[JSONRPCRequest, dict[str, Any]] | None:
     """The body as one JSON-RPC request of a method answered here, with no progress token (a
-    request with one takes the SDK's path, whose SSE stream can carry progress); else None."""
+    request with one takes the SDK's path, whose SSE stream can carry progress); else None.
+    `parse`: the JSON parser the SDK's own entry for the request's era uses (a body one of
+    them refuses, a BOM or a lone surrogate, must be refused the SDK's way)."""
     try:
-        decoded = json.loads(body)
+        decoded = parse(body)
     except (ValueError, RecursionError):
         return None
     if not isinstance(decoded, dict) or "id" not in decoded:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic_core
 from aiohttp import web
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner
@@ -51,6 +52,9 @@ def session_of(request: web.Request) -> str | None:
     return session_id if mcp_exchange.plain_json_post(request) else None
 
 
+_ENDED_STATE_KEY = "dtma.session_ended"
+
+
 class SessionBook:
     """The `Connection` of every open handshake-era session whose client has sent
     `notifications/initialized`, by session id: a `Server.middleware` (the SDK's documented hook,
@@ -71,8 +75,14 @@ class SessionBook:
     def _note(self, session_id: str, connection: Connection) -> None:
         if session_id in self._connections or not connection.initialized.is_set():
             return
+        if connection.state.get(_ENDED_STATE_KEY):
+            return  # a call that outlived its session: its exit stack has run already
         self._connections[session_id] = connection
-        connection.exit_stack.callback(self._connections.pop, session_id, None)
+        connection.exit_stack.callback(self._forget, session_id, connection)
+
+    def _forget(self, session_id: str, connection: Connection) -> None:
+        connection.state[_ENDED_STATE_KEY] = True
+        self._connections.pop(session_id, None)
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -121,9 +131,9 @@ async def answer(
         return None, None
     with mcp_compat.in_flight(transport):
         body = await request.read()
-        parsed = mcp_exchange.one_request(body)
-        if parsed is None:
-            return body, None
+        parsed = mcp_exchange.one_request(body, parse=pydantic_core.from_json)  # as the SDK's
+        if parsed is None or mcp_compat.open_transport(manager, session_id) is None:
+            return body, None  # (ended while its body was read: the SDK answers 404)
         req, _ = parsed
         runner = ServerRunner(server, connection, lifespan_state)
 

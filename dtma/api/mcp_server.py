@@ -67,6 +67,15 @@ _LIST_CHANGED = {
 }
 
 
+def _size(value: Any) -> int:
+    """Bytes of `value` as JSON, for the call journal: never raises (a string with a lone
+    surrogate cannot be encoded; the call is journalled all the same, with size 0)."""
+    try:
+        return len(to_json(value))
+    except (ValueError, TypeError):
+        return 0
+
+
 class _ToolboxServer(Server[Any]):
     """The SDK's lowlevel server, announcing `listChanged` on the handshake era, and
     prompts/resources only while a serving server offers them (`offered`)."""
@@ -240,7 +249,7 @@ class ToolboxEndpoint:
             result = await self._gateway.call(
                 self.toolbox_id, params.name, params.arguments, self._envelope(ctx, params.name)
             )
-            outcome, answered = ("error" if result.get("isError") else "ok"), len(to_json(result))
+            outcome, answered = ("error" if result.get("isError") else "ok"), _size(result)
         except ToolNotFound as exc:
             outcome = "denied" if isinstance(exc, ToolDenied) else "not_found"
             raise MCPError(types.INVALID_PARAMS, exc.message) from None
@@ -303,7 +312,7 @@ class ToolboxEndpoint:
                 token=str(scope.get(PRINCIPAL_SCOPE_KEY, AGENT_PRINCIPAL)),
                 duration=duration,
                 outcome=outcome,
-                request_bytes=len(to_json(params.arguments or {})),
+                request_bytes=_size(params.arguments or {}),
                 response_bytes=answered,
                 subject=caller.subject if caller is not None else "",
                 issuer=caller.issuer if caller is not None else "",

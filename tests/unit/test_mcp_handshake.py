@@ -5,18 +5,21 @@ hot path too, and api/mcp_compat.py's idle accounting holds the session as the S
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import anyio
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from mcp.server.connection import Connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 
 from dtma.api import mcp_compat, mcp_exchange, mcp_handshake
-from dtma.api.mcp_endpoint import add_mcp_routes
+from dtma.api.mcp_endpoint import MCP_ENDPOINTS, add_mcp_routes
 from tests.fakes_gateway import OneToolGateway
 from tests.unit.test_mcp_exchange import META, PATH, headers
 
@@ -237,10 +240,13 @@ def test_the_sdk_still_has_what_mcp_compat_reads() -> None:
 
     manager = StreamableHTTPSessionManager(_ToolboxServer("x"))
     assert isinstance(manager._server_instances, dict)
+    assert isinstance(manager._session_owners, dict)
     transport = StreamableHTTPServerTransport(mcp_session_id="s", idle_timeout=1.0)
     assert transport._idle_timeout == 1.0
     assert transport._requests_in_flight == 0
-    assert "_connection" in ServerSession.__init__.__code__.co_names
+    connection = Connection.from_envelope("2026-07-28", None, None)
+    session = ServerSession(cast(Any, None), connection)
+    assert mcp_compat.connection_of(SimpleNamespace(session=session)) is connection
 
 
 async def test_a_sessions_call_carries_a_relay_envelope_once_the_tool_is_listed() -> None:
@@ -262,3 +268,64 @@ async def test_a_sessions_call_carries_a_relay_envelope_once_the_tool_is_listed(
     }
     # the first call: the tool not yet listed, so no envelope (its schema is unknown)
     assert gateway.envelopes == [None, envelope]
+
+
+class ReleasedGateway(OneToolGateway):
+    """Its calls wait until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def call(
+        self,
+        toolbox_id: str,
+        name: str,
+        arguments: dict[str, Any] | None,
+        envelope: Any = None,
+    ) -> dict[str, Any]:
+        self.started.set()
+        await self.release.wait()
+        return await super().call(toolbox_id, name, arguments, envelope)
+
+
+async def test_a_call_that_outlives_its_session_leaves_no_entry_in_the_book() -> None:
+    """A DELETE while a call of the session runs on the hot path: once the call ends, the
+    session is gone from the endpoint's book (it was noted again after its end: a leak)."""
+    gateway = ReleasedGateway()
+    app = web.Application()
+    add_mcp_routes(app, gateway, started=lambda: True)
+    async with TestClient(TestServer(app)) as test_client:
+        session = await open_session(test_client)
+        body = json.dumps(rpc("tools/call", 1, name="time__now"))
+        call = asyncio.create_task(
+            test_client.post(PATH, data=body, headers=session_headers(session))
+        )
+        await asyncio.wait_for(gateway.started.wait(), 5)
+        ended = await test_client.delete(PATH, headers=session_headers(session))
+        assert ended.status == 200
+        gateway.release.set()
+        response = await asyncio.wait_for(call, 5)
+        await response.read()
+        endpoint = app[MCP_ENDPOINTS]._endpoints["tb"]
+        for _ in range(50):  # the session's task winds down after the DELETE's answer
+            if len(endpoint.sessions) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert len(endpoint.sessions) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xef\xbb\xbf" + json.dumps(rpc("tools/call", 1, name="time__now")).encode()],
+    ids=["bom"],
+)
+async def test_a_body_the_sdks_parser_refuses_is_refused_the_sdks_way(
+    client: TestClient, raw: bytes
+) -> None:
+    session = await open_session(client)
+    response = await client.post(PATH, data=raw, headers=session_headers(session))
+    assert response.status == 400
+    assert response.content_type == "application/json"
+    assert (await response.json())["error"]["code"] == -32700  # the SDK's parse error
