@@ -306,9 +306,12 @@ def interrupted(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def agent_with_toolbox(toolbox: str, spec: dict[str, Any]) -> Iterator[tuple[str, str, Any, int]]:
+def agent_with_toolbox(
+    toolbox: str, spec: dict[str, Any], wrap: list[str] | None = None
+) -> Iterator[tuple[str, str, Any, int]]:
     """An agent process of its own (free loopback port, private state dir, DTMA_REAP_GRACE=24h)
     with `spec` applied as `toolbox`: (its base URL, its token, the toolbox's status, its pid).
+    `wrap` goes before the agent's script on its command line (e.g. `python -m cProfile -o F`).
     The status is yielded whatever its phase (the caller checks it). On exit it deletes the
     toolbox through the agent, stops the agent and removes the state dir (kept, and named,
     when the delete failed)."""
@@ -326,7 +329,11 @@ def agent_with_toolbox(toolbox: str, spec: dict[str, Any]) -> Iterator[tuple[str
     # A session of its own: a signal to this script's group (`timeout`, Ctrl-C) must not stop
     # the agent before the finally below has deleted the toolbox through it.
     agent = subprocess.Popen(
-        [DTMA, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [*(wrap or []), DTMA, "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     token = ""

@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python bench/gateway_peers.py [--rounds R] [--block B] [--warmup W]
            [--clients K] [--seconds S] [--eras 2026-07-28,handshake] [--dir DIR]
+           [--peers mcp-proxy,fastmcp,supergateway] [--profile-agent FILE]
 Needs the mcp-time example image (scripts/build-images mcp-time), node/npm and PyPI.
 
 Installs PyPI `mcp-proxy` and `fastmcp` and npm `supergateway` under DIR (default
@@ -300,11 +301,28 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--eras", type=lambda s: s.split(","), default=list(ERAS))
     parser.add_argument(
+        "--peers",
+        type=lambda s: [p for p in s.split(",") if p],
+        default=list(PEERS),
+        help="the peers to run, comma-separated ('' for none: dtma and the floor only)",
+    )
+    parser.add_argument(
+        "--profile-agent",
+        type=Path,
+        metavar="FILE",
+        help="run the agent under cProfile, its stats written to FILE when it stops",
+    )
+    parser.add_argument(
         "--dir", type=Path, default=Path(__file__).resolve().parent.parent / ".bench" / "peers"
     )
     args = parser.parse_args()
     if unknown := [e for e in args.eras if e not in ERAS]:
         parser.error(f"--eras: unknown {unknown}; known: {','.join(ERAS)}")
+    if unknown := [p for p in args.peers if p not in PEERS]:
+        parser.error(f"--peers: unknown {unknown}; known: {','.join(PEERS)}")
+    wrap = None
+    if args.profile_agent:
+        wrap = [sys.executable, "-m", "cProfile", "-o", str(args.profile_agent.resolve())]
     signal.signal(signal.SIGTERM, interrupted)  # `timeout` too cleans up (the finally below)
     inst = install(args.dir)
     print(
@@ -317,11 +335,11 @@ def main() -> int:
     rows: list[Figures] = []
     t0 = time.monotonic()
     try:
-        with agent_with_toolbox(TOOLBOX, SPEC) as (base, token, status, agent_pid):
+        with agent_with_toolbox(TOOLBOX, SPEC, wrap) as (base, token, status, agent_pid):
             if status.get("phase") != "healthy":
                 print(f"the toolbox did not become healthy: {str(status)[:500]}")
                 return 1
-            for name in PEERS:
+            for name in args.peers:
                 procs.start(inst, name, server_argv(run, name))
             absent = procs.wait_listening()
             targets = [

@@ -66,7 +66,11 @@ def goal_check(
     here = [r for r in rows if r.era == era]
     dtma = next((r for r in here if r.target == DTMA), None)
     mine = [r for r in here if r.target in peers]
-    if fallback and not any(r.p50 is not None or r.calls_per_s is not None for r in mine):
+    if (
+        fallback
+        and fallback != era
+        and not any(r.p50 is not None or r.calls_per_s is not None for r in mine)
+    ):
         mine = [r for r in rows if r.era == fallback and r.target in peers]
         era = f"{era} (peers' figures: their {fallback} era, as a client falling back gets)"
     return [
