@@ -1,7 +1,7 @@
 """dtma's toolbox endpoint beside the peer bridges, in one run (issue 20, item 2).
 
 Usage: .venv/bin/python bench/gateway_peers.py [--rounds R] [--block B] [--warmup W]
-           [--clients K] [--seconds S] [--eras 2026-07-28,handshake] [--dir DIR]
+           [--clients K] [--seconds S] [--slices N] [--eras 2026-07-28,handshake] [--dir DIR]
            [--peers mcp-proxy,fastmcp,supergateway] [--profile-agent FILE]
 Needs the mcp-time example image (scripts/build-images mcp-time), node/npm and PyPI.
 
@@ -19,9 +19,11 @@ client of the project's venv:
    target that cannot speak the era is reported as such, with the reason;
 2. latency: R rounds; in each, B sequential calls per target, the targets' order rotating, so
    that all see the same load: p50 and p99 per target;
-3. throughput, one target at a time: K clients (K sessions; for the floor K callers on its one
-   stdio session) call back to back for S seconds after 2 s of warm-up: calls/s, and the
-   bridge process's CPU per call (dtma: the agent; the floor has no bridge).
+3. throughput: K clients per target (K sessions; for the floor K callers on its one stdio
+   session), all open at once, taking turns: in each of N slices every target's clients call
+   back to back for S/N seconds while the others wait, the order rotating (1 s of warm-up in
+   the first slice): calls/s, and the bridge process's CPU per call (dtma: the agent; the
+   floor has no bridge).
 
 "servers started" counts the server containers a target started after its warm-up: during the
 latency rounds and for the throughput phase's sessions and calls (mcp-proxy and fastmcp share
@@ -55,10 +57,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from bench.gateway_latency import agent_with_toolbox, cpu_seconds, interrupted, load, session
 from bench.host_scale import sweep
-from bench.peer_bridges import PEERS, BridgeProcs, install
+from bench.peer_bridges import IMAGE, LABEL, PEERS, BridgeProcs, StartCounter, install, server_argv
 from bench.peers_report import DTMA, FLOOR, Figures, goal_check, p50_p99, table
 
-IMAGE = "dtma-examples/mcp-time:latest"
 TOOLBOX = "bench-peers"
 SPEC = {
     "servers": [
@@ -76,7 +77,6 @@ ERAS = {MODERN: "auto", "handshake": "legacy"}
 ARGS = {"timezone": "UTC"}
 CALL_TIMEOUT = 30.0
 OPEN_TIMEOUT = 90.0
-LABEL = "dtma-bench.peers"
 
 
 @dataclass(frozen=True)
@@ -86,45 +86,6 @@ class Target:
     token: str | None
     pid: int | None  # the process whose CPU is the bridge's
     server: list[str]  # the stdio command of the floor and the peers
-
-
-def server_argv(run: str, who: str) -> list[str]:
-    """`docker run -i` of the image, labelled with the run and the bridge that starts it."""
-    labels = ["--label", f"{LABEL}={run}", "--label", f"{LABEL}.bridge={who}"]
-    return ["docker", "run", "-i", "--rm", *labels, IMAGE]
-
-
-class StartCounter:
-    """Counts the server containers each bridge starts, from `docker events` (by label)."""
-
-    def __init__(self, run: str) -> None:
-        self.run = run
-        self.starts: Counter[str] = Counter()
-        self._proc: asyncio.subprocess.Process | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> StartCounter:
-        fmt = '{{index .Actor.Attributes "' + LABEL + '.bridge"}}'
-        self._proc = await asyncio.create_subprocess_exec(
-            *["docker", "events", "--filter", f"label={LABEL}={self.run}"],
-            *["--filter", "event=start", "--format", fmt],
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self._task = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        async for line in self._proc.stdout:
-            self.starts[line.decode().strip()] += 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.terminate()
-            await self._proc.wait()
-        if self._task is not None:
-            await self._task
 
 
 @asynccontextmanager
@@ -221,46 +182,104 @@ async def latency(held: list[Open], rounds: int, block: int, counter: StartCount
         o.fig.starts = counter.starts[o.target.name] - before[o.target.name]
 
 
+class Turns:
+    """Whose clients may call now, whose calls count, and how many are in flight, by target.
+    One event loop; no locks needed."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.go = {n: asyncio.Event() for n in names}
+        self.counting: str | None = None
+        self.counts: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()
+        self.errors: dict[str, str] = {}
+        self.stop = False
+
+    async def drained(self, name: str) -> None:
+        deadline = time.monotonic() + CALL_TIMEOUT
+        while self.in_flight[name] and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded
+            await asyncio.sleep(0.01)
+
+
+async def caller(turns: Turns, name: str, client: Client, tool: str) -> None:
+    while not turns.stop:
+        await turns.go[name].wait()
+        if turns.stop:
+            return
+        turns.in_flight[name] += 1
+        try:
+            await call_ms(client, tool)
+        except Exception as exc:
+            turns.errors.setdefault(name, why(exc))
+            turns.go[name].clear()
+            return
+        finally:
+            turns.in_flight[name] -= 1
+        if turns.counting == name:
+            turns.counts[name] += 1
+
+
 async def throughput(
-    target: Target, fig: Figures, tool: str, clients: int, seconds: float, counter: StartCounter
+    held: list[Open], clients: int, seconds: float, slices: int, counter: StartCounter
 ) -> None:
-    """K clients (K sessions; the floor: K callers on one session) for `seconds`."""
-    mode = ERAS[fig.era]
-    stop, measuring = asyncio.Event(), asyncio.Event()
-    counts = [0] * clients
-    starts0 = counter.starts[target.name]  # the sessions' own servers count
-    try:
-        async with AsyncExitStack() as stack:
-            n = 1 if target.url is None else clients
-            sessions = [await stack.enter_async_context(client_for(target, mode)) for _ in range(n)]
-
-            async def one(i: int) -> None:
-                while not stop.is_set():
-                    await call_ms(sessions[i % n], tool)
-                    if measuring.is_set():
-                        counts[i] += 1
-
-            tasks = [asyncio.create_task(one(i)) for i in range(clients)]
-            await asyncio.sleep(2)
-            cpu0 = cpu_seconds(target.pid) if target.pid else 0.0
-            measuring.set()
-            t0 = time.perf_counter()
-            await asyncio.sleep(seconds)
-            measuring.clear()
-            elapsed = time.perf_counter() - t0
-            cpu = (cpu_seconds(target.pid) - cpu0) if target.pid else None
-            stop.set()
-            await asyncio.gather(*tasks)
-    except Exception as exc:
-        stop.set()
-        fig.note = (fig.note + "; " if fig.note else "") + f"throughput: {why(exc)}"
-        return
-    total = sum(counts)
-    fig.calls_per_s = total / elapsed
-    if cpu is not None and total:
-        fig.cpu_ms = cpu / total * 1000
+    """K clients per target (K sessions; the floor: K callers on its one session), all open at
+    once. The targets take turns: in each of `slices` rounds each target's clients call back
+    to back for seconds/slices while the others' wait, the order rotating, so that all see
+    the same load. Fills each Figures' calls/s, CPU per call and servers started."""
+    live = [o for o in held if o.fig.p50 is not None]
+    before = {o.target.name: counter.starts[o.target.name] for o in live}
+    turns = Turns([o.target.name for o in live])
+    elapsed: Counter[str] = Counter()
+    cpu: Counter[str] = Counter()
+    tasks: list[asyncio.Task[None]] = []
+    async with AsyncExitStack() as stack:
+        for o in live:
+            n = 1 if o.target.url is None else clients
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT):
+                    mode = ERAS[o.fig.era]
+                    sessions = [
+                        await stack.enter_async_context(client_for(o.target, mode))
+                        for _ in range(n)
+                    ]
+            except Exception as exc:
+                turns.errors[o.target.name] = why(exc)
+                continue
+            name = o.target.name
+            tasks += [
+                asyncio.create_task(caller(turns, name, sessions[i % n], o.tool))
+                for i in range(clients)
+            ]
+        for r in range(slices):
+            for o in live[r % len(live) :] + live[: r % len(live)]:
+                name, pid = o.target.name, o.target.pid
+                if name in turns.errors:
+                    continue
+                turns.go[name].set()
+                await asyncio.sleep(1.0 if r == 0 else 0.2)  # warm, then settled
+                cpu0, t0 = cpu_seconds(pid) if pid else 0.0, time.perf_counter()
+                turns.counting = name
+                await asyncio.sleep(seconds / slices)
+                turns.counting = None
+                elapsed[name] += time.perf_counter() - t0
+                cpu[name] += cpu_seconds(pid) - cpu0 if pid else 0.0
+                turns.go[name].clear()
+                await turns.drained(name)
+        turns.stop = True
+        for event in turns.go.values():
+            event.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.sleep(0.5)  # docker events arrive a little after the start
-    fig.starts = (fig.starts or 0) + counter.starts[target.name] - starts0
+    for o in live:
+        name = o.target.name
+        o.fig.starts = (o.fig.starts or 0) + counter.starts[name] - before[name]
+        if name in turns.errors:
+            o.fig.note = (
+                o.fig.note + "; " if o.fig.note else ""
+            ) + f"throughput: {turns.errors[name]}"
+        elif elapsed[name]:
+            o.fig.calls_per_s = turns.counts[name] / elapsed[name]
+            if o.target.pid and turns.counts[name]:
+                o.fig.cpu_ms = cpu[name] / turns.counts[name] * 1000
 
 
 async def measure(
@@ -283,11 +302,8 @@ async def measure(
             for o in reversed(held):  # anyio's cancel scopes close last-in, first-out
                 with suppress(Exception):
                     await o.stack.aclose()
-            for o in held:
-                if o.fig.p50 is None:
-                    continue
-                print(f"era {era}: throughput {o.target.name}; load {load()}", flush=True)
-                await throughput(o.target, o.fig, o.tool, args.clients, args.seconds, counter)
+            print(f"era {era}: throughput; load {load()}", flush=True)
+            await throughput(held, args.clients, args.seconds, args.slices, counter)
             rows += era_rows
     return rows
 
@@ -299,6 +315,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--slices", type=int, default=5)
     parser.add_argument("--eras", type=lambda s: s.split(","), default=list(ERAS))
     parser.add_argument(
         "--peers",

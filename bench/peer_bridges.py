@@ -11,6 +11,7 @@ installed. The bridges are started as child processes; `BridgeProcs.stop` ends e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import shutil
@@ -18,11 +19,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.gateway_latency import free_port
 
+IMAGE = "dtma-examples/mcp-time:latest"
+LABEL = "dtma-bench.peers"
 PYPI = ("mcp-proxy", "fastmcp")
 NPM = ("supergateway",)
 PEERS = ("mcp-proxy", "fastmcp", "supergateway")
@@ -161,3 +165,42 @@ class BridgeProcs:
     def stop(self) -> None:
         for name in list(self.running):
             self._end(name)
+
+
+def server_argv(run: str, who: str) -> list[str]:
+    """`docker run -i` of the image, labelled with the run and the bridge that starts it."""
+    labels = ["--label", f"{LABEL}={run}", "--label", f"{LABEL}.bridge={who}"]
+    return ["docker", "run", "-i", "--rm", *labels, IMAGE]
+
+
+class StartCounter:
+    """Counts the server containers each bridge starts, from `docker events` (by label)."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+        self.starts: Counter[str] = Counter()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StartCounter:
+        fmt = '{{index .Actor.Attributes "' + LABEL + '.bridge"}}'
+        self._proc = await asyncio.create_subprocess_exec(
+            *["docker", "events", "--filter", f"label={LABEL}={self.run}"],
+            *["--filter", "event=start", "--format", fmt],
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        async for line in self._proc.stdout:
+            self.starts[line.decode().strip()] += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+        if self._task is not None:
+            await self._task
