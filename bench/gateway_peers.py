@@ -150,7 +150,8 @@ async def open_checked(
             await asyncio.sleep(0.5)  # docker events arrive a little after the start
             if (new := counter.starts[target.name] - before) > 0:
                 fig.note = (
-                    f"unusable: {new} new server container(s) within {calls} calls on one session"
+                    f"unusable: {new} new server container{'s' * (new != 1)} within {calls} "
+                    f"call{'s' * (calls != 1)} on one session"
                 )
                 fig.starts = new
                 await stack.aclose()
