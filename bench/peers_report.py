@@ -89,7 +89,7 @@ def _verdict(
 ) -> str:
     """One goal line: dtma's `value` against the best peer's (the lowest median: dtma <= it;
     the highest calls/s: dtma >= THROUGHPUT_FACTOR times it)."""
-    have = [(v, r.target) for r in peers if (v := value(r)) is not None]
+    have = [(v, f"{r.target} ({r.protocol})") for r in peers if (v := value(r)) is not None]
     if not have:
         return f"{era}: {what}: n/a (no peer has a figure)"
     mine = value(dtma) if dtma is not None else None

@@ -32,9 +32,9 @@ def test_the_goal_passes_against_the_best_peer_of_each_figure() -> None:
         rows("e", (4.9, 376.0), mcp_proxy=(6.0, 300.0), fastmcp=(5.0, 200.0)), "e", PEERS
     )
     assert got[0].endswith("pass")
-    assert "best peer fastmcp 5.00 ms" in got[0]
+    assert "best peer fastmcp (-) 5.00 ms" in got[0]
     assert got[1].endswith("pass")
-    assert "best peer mcp-proxy 300" in got[1]
+    assert "best peer mcp-proxy (-) 300" in got[1]
     assert "= 375" in got[1]
 
 
@@ -66,7 +66,7 @@ def test_with_no_peer_in_an_era_the_fallback_era_stands_in_and_says_so() -> None
     got = goal_check(data, "new", PEERS, fallback="old")
     assert "their old era" in got[0]
     assert got[0].endswith("pass")
-    assert "mcp-proxy 330" in got[1]
+    assert "mcp-proxy (-) 330" in got[1]
     assert got[1].endswith("fail")  # 400 < 1.25 x 330
 
 
@@ -82,3 +82,11 @@ def test_the_table_shows_every_row_with_dashes_for_missing_figures() -> None:
         lines[3]
         == "| e | supergateway | - | - | - | - | - | - | unusable: 3 new server container(s) |"
     )
+
+
+def test_the_best_peer_is_named_with_the_protocol_its_figures_were_measured_in() -> None:
+    data = rows("e", (4.0, 400.0), mcp_proxy=(5.0, 330.0))
+    data[1].protocol = "2025-11-25"
+    got = goal_check(data, "e", PEERS, fallback="other")
+    assert "best peer mcp-proxy (2025-11-25) 5.00 ms" in got[0]
+    assert "their other era" not in got[0]  # the era has a peer figure: no fallback
