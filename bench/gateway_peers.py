@@ -230,6 +230,8 @@ async def throughput(
     to back for seconds/slices while the others' wait, the order rotating, so that all see
     the same load. Fills each Figures' calls/s, CPU per call and servers started."""
     live = [o for o in held if o.fig.p50 is not None]
+    if not live:
+        return
     before = {o.target.name: counter.starts[o.target.name] for o in live}
     turns = Turns([o.target.name for o in live])
     elapsed: Counter[str] = Counter()
