@@ -40,8 +40,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -305,15 +305,16 @@ def interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--mode", choices=["auto", "legacy"], default="auto")
-    args = parser.parse_args()
-    signal.signal(signal.SIGTERM, interrupted)  # `timeout` too cleans up (the finally below)
+@contextmanager
+def agent_with_toolbox(
+    toolbox: str, spec: dict[str, Any], wrap: list[str] | None = None
+) -> Iterator[tuple[str, str, Any, int]]:
+    """An agent process of its own (free loopback port, private state dir, DTMA_REAP_GRACE=24h)
+    with `spec` applied as `toolbox`: (its base URL, its token, the toolbox's status, its pid).
+    `wrap` goes before the agent's script on its command line (e.g. `python -m cProfile -o F`).
+    The status is yielded whatever its phase (the caller checks it). On exit it deletes the
+    toolbox through the agent, stops the agent and removes the state dir (kept, and named,
+    when the delete failed)."""
     state = Path(tempfile.mkdtemp(prefix="dtma-bench-gw-"))
     port = free_port()
     env = {
@@ -328,7 +329,11 @@ def main() -> int:
     # A session of its own: a signal to this script's group (`timeout`, Ctrl-C) must not stop
     # the agent before the finally below has deleted the toolbox through it.
     agent = subprocess.Popen(
-        [DTMA, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [*(wrap or []), DTMA, "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     token = ""
@@ -341,7 +346,34 @@ def main() -> int:
             except OSError:
                 time.sleep(0.1)
         token = (state / "api-token").read_text().strip()
-        status = api(base, token, "PUT", f"/v1/toolboxes/{TOOLBOX}?wait=120", SPEC)
+        status = api(base, token, "PUT", f"/v1/toolboxes/{toolbox}?wait=120", spec)
+        yield base, token, status, agent.pid
+    finally:
+        if token:
+            try:
+                op = api(base, token, "DELETE", f"/v1/toolboxes/{toolbox}")["operation"]
+                while api(base, token, "GET", f"/v1/operations/{op}")["state"] == "running":
+                    time.sleep(0.2)
+                cleaned = True
+            except (OSError, KeyError) as exc:
+                print(f"could not delete {toolbox}: {exc}; its agent's state: {state}")
+        agent.terminate()
+        agent.wait(30)
+        log.close()
+        if cleaned or not token:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--mode", choices=["auto", "legacy"], default="auto")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, interrupted)  # `timeout` too cleans up (agent_with_toolbox)
+    with agent_with_toolbox(TOOLBOX, SPEC) as (base, token, status, agent_pid):
         if status.get("phase") != "healthy":
             print(f"the toolbox did not become healthy: {json.dumps(status)[:500]}")
             return 1
@@ -350,25 +382,11 @@ def main() -> int:
         endpoint = f"{base}/v1/toolboxes/{TOOLBOX}/mcp"
         print(
             f"machine: {os.cpu_count()} cores, load {load()}; protocol mode {args.mode}; "
-            f"agent pid {agent.pid}"
+            f"agent pid {agent_pid}"
         )
-        asyncio.run(latency(endpoint, direct, token, args, agent.pid))
+        asyncio.run(latency(endpoint, direct, token, args, agent_pid))
         for clients in ("sdk", "replay"):
-            asyncio.run(throughput(endpoint, token, args, agent.pid, time_id, clients))
-    finally:
-        if token:
-            try:
-                op = api(base, token, "DELETE", f"/v1/toolboxes/{TOOLBOX}")["operation"]
-                while api(base, token, "GET", f"/v1/operations/{op}")["state"] == "running":
-                    time.sleep(0.2)
-                cleaned = True
-            except (OSError, KeyError) as exc:
-                print(f"could not delete {TOOLBOX}: {exc}; its agent's state: {state}")
-        agent.terminate()
-        agent.wait(30)
-        log.close()
-        if cleaned or not token:
-            shutil.rmtree(state, ignore_errors=True)
+            asyncio.run(throughput(endpoint, token, args, agent_pid, time_id, clients))
     return 0
 
 
