@@ -29,7 +29,7 @@ run: venv ## run the agent on 127.0.0.1:8750 (state in .dtma/, dev OpenBao unles
 test: venv ## run the whole suite against the real Docker engine, OpenBao and MCP servers
 	@scripts/ensure-tools
 	@scripts/build-images
-	@$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-unit: venv ## run only the unit tests (no Docker needed)
 	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
