@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from aiohttp import web
 
 from dtma import lazy_import
@@ -31,7 +30,6 @@ from dtma.errors import DockerUnavailable, NotFound
 if TYPE_CHECKING:
     from dtma.api.mcp_server import ToolboxEndpoint
 
-log = structlog.get_logger(__name__)
 
 MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
 

@@ -24,7 +24,6 @@ import weakref
 from typing import Any
 
 import mcp_types as types
-import structlog
 from aiohttp import web
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.lowlevel.server import NotificationOptions, Server
@@ -48,8 +47,6 @@ from dtma.engine.gateway_catalog import CATALOG, McpGateway
 from dtma.engine.pinning import ToolDefinitionChanged
 from dtma.engine.supervisor import watch_task
 from dtma.errors import NotFound, ServerUnavailable
-
-log = structlog.get_logger(__name__)
 
 WATCH_INTERVAL_S = 1.0
 NOTIFY_TIMEOUT_S = 2.0
