@@ -72,6 +72,7 @@ SPEC = {
         },
     ],
     "rollout": {"min_healthy_time": "1s"},
+    "network": {"egress": True},  # Docker publishes no port from an internal network
 }
 
 

@@ -81,3 +81,13 @@ def _group_problems(spec: ToolboxSpec) -> Iterator[dict[str, Any]]:
             "msg": f"must be stop_first when a fixed host port is published ({', '.join(fixed)}):"
             " the old and new containers cannot both bind it",
         }
+    if not spec.network.egress:
+        # Docker maps no port from an --internal network and says nothing: the port would
+        # silently not be there.
+        for i, server in enumerate(spec.servers):
+            if server.publish is not None:
+                yield {
+                    "loc": ["servers", i, "publish"],
+                    "msg": "needs network.egress: true: Docker publishes no port from the"
+                    " internal network a toolbox without egress runs on",
+                }

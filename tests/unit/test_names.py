@@ -59,6 +59,7 @@ SPEC_NAMES: list[tuple[str, Callable[[str], dict[str, Any]], str]] = [
         lambda v: {
             **spec_with(transport="streamable-http", port=8000, publish=v),
             "rollout": {"order": "stop_first"},
+            "network": {"egress": True},
         },
         "127.0.0.1:8080",
     ),

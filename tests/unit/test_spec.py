@@ -99,10 +99,11 @@ def test_duplicate_server_names() -> None:
 
 def test_fixed_host_port_needs_stop_first() -> None:
     server = {"transport": "streamable-http", "port": 8000, "publish": "127.0.0.1:8080"}
-    assert locs(with_server(**server)) == [["rollout", "order"]]
-    ok = {**with_server(**server), "rollout": {"order": "stop_first"}}
+    egress = {"network": {"egress": True}}
+    assert locs({**with_server(**server), **egress}) == [["rollout", "order"]]
+    ok = {**with_server(**server), "rollout": {"order": "stop_first"}, **egress}
     assert parse_spec(json.dumps(ok), SpecPolicy()).servers[0].fixed_host_port
-    dynamic = with_server(**{**server, "publish": "127.0.0.1:0"})
+    dynamic = {**with_server(**{**server, "publish": "127.0.0.1:0"}), **egress}
     assert not parse_spec(json.dumps(dynamic), SpecPolicy()).servers[0].fixed_host_port
 
 

@@ -110,7 +110,8 @@ def test_publish_addresses_are_parsed_as_ip_addresses(publish: str, ok: bool) ->
                     "port": 8000,
                     "publish": publish,
                 }
-            ]
+            ],
+            "network": {"egress": True},
         }
     )
     if ok:

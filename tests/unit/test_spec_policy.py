@@ -21,7 +21,10 @@ def server(**fields: Any) -> str:
 
 
 def http(**fields: Any) -> str:
-    return server(transport="streamable-http", port=8000, **fields)
+    body = json.loads(server(transport="streamable-http", port=8000, **fields))
+    if "publish" in fields:
+        body["network"] = {"egress": True}  # an internal network publishes nothing
+    return json.dumps(body)
 
 
 def refusal(body: str, policy: SpecPolicy) -> tuple[list[Any], str]:
@@ -162,6 +165,17 @@ def test_loopback_publish_needs_no_policy() -> None:
         order = {"rollout": {"order": "stop_first"}}
         body = json.loads(http(publish=publish)) | order
         parse_spec(json.dumps(body), SpecPolicy())
+
+
+def test_publish_on_an_internal_network_is_refused_not_silently_dropped() -> None:
+    # Docker accepts the port binding and maps nothing: the user would find no port.
+    body = json.loads(http(publish="127.0.0.1:0"))
+    del body["network"]
+    loc, msg = refusal(json.dumps(body), SpecPolicy())
+    assert loc == ["servers", 0, "publish"]
+    assert "network.egress: true" in msg
+    body["network"] = {"egress": False}
+    assert refusal(json.dumps(body), SpecPolicy())[0] == ["servers", 0, "publish"]
 
 
 def test_reserved_labels_are_refused_whatever_the_policy() -> None:
