@@ -73,37 +73,43 @@ def running_fleet(
     ]
     try:
         for i in range(0, count, starters):
-            _start_chunk(agents[i : i + starters])
+            start_together(agents[i : i + starters])
         yield agents
     finally:
         with ThreadPoolExecutor(starters) as pool:
-            list(pool.map(lambda a: _stop_quietly(a), agents))
+            list(pool.map(stop_quietly, agents))
         for agent in agents:
             _remove_agent_objects(docker_client, agent.extra_env["DTMA_AGENT_ID"])
 
 
-def _start_chunk(agents: list[AgentProcess], wait: float = 180) -> None:
-    """Start these agents at once and wait until every one is ready. The processes are
-    spawned from this (the main) thread: PR_SET_PDEATHSIG (die_with_parent) fires when the
-    spawning *thread* ends, so an agent started from a pool thread would get SIGTERM."""
+def start_together(agents: list[AgentProcess], wait: float = 180) -> list[float]:
+    """Start these agents at once and wait until every one is ready; each one's ready time
+    (`time.time()`, as first seen), in order. The processes are spawned from this (the main)
+    thread: PR_SET_PDEATHSIG (die_with_parent) fires when the spawning *thread* ends, so an
+    agent started from a pool thread would get SIGTERM."""
     for agent in agents:
         agent.start(probe=False)
-    pending = list(agents)
+    ready_at = [0.0] * len(agents)
+    pending = set(range(len(agents)))
     deadline = time.monotonic() + wait
     while pending:
-        for agent in list(pending):
-            assert agent.proc is not None
-            if agent.proc.poll() is not None:
-                raise RuntimeError(f"agent exited with {agent.proc.returncode}:\n{agent.logs()}")
+        for i in sorted(pending):
+            proc = agents[i].proc
+            assert proc is not None
+            if proc.poll() is not None:
+                logs = agents[i].logs()[-3000:]
+                raise RuntimeError(f"agent exited with {proc.returncode}:\n{logs}")
             with suppress(OSError):
-                if agent.get("/v1/ready")[0] == 200:
-                    pending.remove(agent)
+                if agents[i].get("/v1/ready")[0] == 200:
+                    ready_at[i] = time.time()
+                    pending.discard(i)
         if time.monotonic() > deadline:
             raise RuntimeError(f"{len(pending)} agents not ready within {wait}s")
         time.sleep(0.2)
+    return ready_at
 
 
-def _stop_quietly(agent: AgentProcess) -> None:
+def stop_quietly(agent: AgentProcess) -> None:
     # stop() SIGKILLs a hung agent and then raises; the sweep below runs either way.
     with suppress(subprocess.TimeoutExpired):
         agent.stop()

@@ -4,10 +4,8 @@ heartbeating to a TestController (controller_support.py); a module-scoped fixtur
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.agent_fleet import start_together, stop_quietly
 from tests.agent_process import AgentProcess
-from tests.conftest import BaoServer, free_port, wait_until
+from tests.conftest import BaoServer, free_port
 from tests.e2e.controller_support import TestController
 from tests.engine_fixture import remove_toolboxes, spec, time_server
 
@@ -110,11 +109,7 @@ def fleet_fixture(
     fl = Fleet(controller, agents, ids, ready_at, secret, toolboxes)
     try:
         spawned = time.time()
-        for a in agents:
-            a.start(probe=False)
-        for i, a in enumerate(agents):
-            wait_until(lambda a=a: _ready(a), 60 + 5 * AGENTS, f"agent {ids[i]} ready")
-            ready_at[i] = time.time()
+        ready_at[:] = start_together(agents, wait=60 + 5 * AGENTS)
         fl.figures["start_s"] = round(time.monotonic() - began, 1)
         firsts = [controller.received(agent_id)[:1] for agent_id in ids]
         if all(firsts):
@@ -144,19 +139,8 @@ def fleet_fixture(
     finally:
         for i, a in enumerate(agents):
             if i not in fl.killed:
-                with contextlib.suppress(subprocess.TimeoutExpired):  # stop() killed it
-                    a.stop()
+                stop_quietly(a)
         controller.stop()
         remove_toolboxes(docker_client, [t for tbs in toolboxes.values() for t in tbs])
         fl.figures["wall_s"] = round(time.monotonic() - began, 1)
         print(f"\nheartbeat fleet of {AGENTS} agents: {fl.figures}")
-
-
-def _ready(a: AgentProcess) -> bool:
-    assert a.proc is not None
-    if a.proc.poll() is not None:
-        raise AssertionError(f"agent exited with {a.proc.returncode}:\n{a.logs()[-3000:]}")
-    try:
-        return a.get("/v1/ready")[0] == 200
-    except OSError:
-        return False

@@ -318,6 +318,7 @@ def test_the_documented_commands(fleet: list[AgentProcess], tmp_path: Path) -> N
     assert outputs[3].count("removed") == 3
 
 
+@pytest.mark.timeout(600)  # four fleet runs over four agents: minutes on a loaded host
 def test_rolling_back_a_new_toolbox_removes_it_and_a_rerun_resumes(
     fleet: list[AgentProcess], tmp_path: Path
 ) -> None:
