@@ -33,7 +33,7 @@ from dtma.engine.recovery import recover_all
 from dtma.engine.rollout import run_rollout
 from dtma.engine.rotation import refresh_secrets
 from dtma.engine.secrets import SecretInjector
-from dtma.engine.server_ops import restart_servers, start_servers, stop_servers
+from dtma.engine.server_ops import server_work
 from dtma.engine.spec_parser import SpecParser
 from dtma.engine.status_view import ListingCache
 from dtma.engine.supervisor import Supervisor, watch_task
@@ -253,9 +253,9 @@ class Agent(AgentReads):
             unknown = sorted(set(servers) - names)
             if unknown:
                 raise NotFound(f"toolbox {toolbox_id} has no server {', '.join(unknown)}")
-        work = {"restart": restart_servers, "stop": stop_servers, "start": start_servers}[kind]
+        work = server_work(kind, tb, servers)
         return await self.operations.submit(
-            tb, kind, tb.revision, lambda _op: work(tb, servers), params={"servers": servers or []}
+            tb, kind, tb.revision, lambda _op: work(), params={"servers": servers or []}
         )
 
     async def refresh_secrets(self, toolbox_id: str) -> str:

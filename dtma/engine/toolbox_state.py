@@ -79,6 +79,11 @@ class ToolboxState:
         """`runner` serves its server from now on (a restart, rotation or recovery)."""
         self.servers[runner.name] = runner
 
+    def drop_servers(self) -> None:
+        """Let go of every serving runner (halted by the caller; their containers stay): a
+        recovery that the engine interrupted starts over from the engine's listing."""
+        self.servers = {}
+
     def mark_stopped(self, stopped: bool) -> None:
         self.stopped = stopped
 

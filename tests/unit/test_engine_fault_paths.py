@@ -1,0 +1,94 @@
+"""Engine faults on the paths a review found unguarded (issue 19, session 7 leftovers), over
+the fakes on virtual time: an engine blip during the agent's start-up recovery, and an
+operation that the engine's return runs again."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dtma.engine import event_kinds as ev
+from dtma.engine.agent import Agent
+from dtma.errors import DockerUnavailable
+from tests.unit.engine_harness import Engine, server, spec_json
+from tests.virtual_time import eventually, run_virtual
+
+WAIT = 120.0
+ROOMY = {"attempts": 5, "interval": "10m", "delay": "1s"}
+
+
+async def _deployed(e: Engine, *servers: str) -> Agent:
+    agent = e.agent()
+    await agent.start()
+    result = await agent.apply("tb", spec_json(*(server(n) for n in servers), restart=ROOMY))
+    assert result.operation is not None
+    assert (await agent.wait(result.operation, WAIT)).state == "succeeded"
+    return agent
+
+
+async def _healthy(agent: Agent, servers: int) -> bool:
+    status = await agent.status("tb")
+    states = [(s["state"], s["health"]) for s in status["servers"]]
+    return status["phase"] == "healthy" and states == [("running", "healthy")] * servers
+
+
+def _restarts(status: dict[str, object]) -> dict[str, int]:
+    servers = status["servers"]
+    assert isinstance(servers, list)
+    return {s["name"]: s["restarts"] for s in servers}
+
+
+def _blip_during_next_create(e: Engine, server_name: str, down_for: float = 5.0) -> None:
+    """The next container create waits; meanwhile the daemon stops (its containers exit), the
+    create fails as the engine's fault, and the daemon starts again `down_for` later."""
+    hold = e.runtime.create_hold = asyncio.Event()
+
+    async def blip() -> None:
+        await asyncio.sleep(0.5)
+        e.runtime.daemon_stops()
+        e.runtime.create_fails[server_name] = DockerUnavailable("Docker engine unreachable")
+        hold.set()
+        await asyncio.sleep(down_for)
+        del e.runtime.create_fails[server_name]
+        e.runtime.daemon_starts()
+
+    asyncio.get_running_loop().create_task(blip())
+
+
+def test_an_engine_blip_during_start_up_recovery_waits_instead_of_failing() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        first = await _deployed(e, "a", "b")
+        await first.stop()
+        crashed = next(c for c in e.runtime.of("tb") if c.server == "a")
+        e.runtime.exit(crashed.id, 137)  # recovery recreates it: the create meets the blip
+        _blip_during_next_create(e, "a")
+        agent = e.agent()
+        await agent.start()
+        await eventually(lambda: _healthy(agent, 2), within=WAIT)
+        assert ev.RECOVERY_FAILED not in e.store.kinds("tb")
+        phases = [x.message for x in e.store.event_rows if x.kind == ev.TOOLBOX_PHASE]
+        assert not any(m.endswith("-> failed") for m in phases), phases
+        assert e.live() == {"a": 1, "b": 1}
+        assert _restarts(await agent.status("tb"))["a"] == 1  # the crash, counted once
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_a_restart_run_again_after_an_engine_fault_restarts_each_server_once() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        agent = await _deployed(e, "a", "b")
+        _blip_during_next_create(e, "a")
+        op = await agent.server_operation("tb", "restart", None)
+        record = await agent.wait(op, WAIT)
+        assert (record.state, record.error) == ("succeeded", None)
+        await eventually(lambda: _healthy(agent, 2), within=WAIT)
+        assert e.live() == {"a": 1, "b": 1}
+        # One asked-for restart each; the daemon's restart replaced what it stopped meanwhile.
+        assert _restarts(await agent.status("tb")) == {"a": 1, "b": 1}
+        await agent.stop()
+
+    run_virtual(main)
