@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from dtma.engine import event_kinds as ev
 from dtma.engine.agent import Agent
 from dtma.errors import DockerUnavailable
+from tests.fakes import FakeRuntime
 from tests.unit.engine_harness import Engine, server, spec_json
 from tests.virtual_time import eventually, run_virtual
 
@@ -89,6 +92,50 @@ def test_a_restart_run_again_after_an_engine_fault_restarts_each_server_once() -
         assert e.live() == {"a": 1, "b": 1}
         # One asked-for restart each; the daemon's restart replaced what it stopped meanwhile.
         assert _restarts(await agent.status("tb")) == {"a": 1, "b": 1}
+        await agent.stop()
+
+    run_virtual(main)
+
+
+class StopsOnRemove(FakeRuntime):
+    """The daemon stops (its containers exit) just as the agent removes a container of
+    `revision`, and starts again `down_for` later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revision: int | None = None
+        self.down_for = 5.0
+
+    async def remove(self, container_id: str) -> None:
+        c = self.containers.get(container_id)
+        if self.revision is not None and c is not None and c.revision == self.revision:
+            self.revision = None
+            self.daemon_stops()
+            asyncio.get_running_loop().call_later(self.down_for, self.daemon_starts)
+        await super().remove(container_id)
+
+
+@pytest.mark.parametrize("order", ["start_first", "stop_first"])
+def test_a_rollouts_cleanup_cut_by_the_engine_leaves_no_old_container(order: str) -> None:
+    runtime = StopsOnRemove()
+    e = Engine(runtime=runtime)
+
+    async def main() -> None:
+        agent = await _deployed(e, "a", "b")
+        runtime.revision = 1  # the rollout's removal of revision 1 meets the outage
+        v2 = "img/v2:1"
+        body = spec_json(server("a", v2), server("b", v2), restart=ROOMY, order=order)
+        result = await agent.apply("tb", body)
+        assert result.operation is not None
+        record = await agent.wait(result.operation, WAIT)
+        assert (record.state, record.error) == ("succeeded", None)
+        assert agent.engine.epoch == 1  # the outage did cut the removal
+        # At once, not after the reaper's grace period: nothing of revision 1 is left.
+        assert e.runtime.of("tb", revision=1) == []
+        await eventually(lambda: _healthy(agent, 2), within=WAIT)
+        assert e.live() == {"a": 2, "b": 2}
+        assert len(e.runtime.of("tb")) == 2
+        assert (await e.store.toolbox("tb")).target_revision is None  # type: ignore[union-attr]
         await agent.stop()
 
     run_virtual(main)
