@@ -81,6 +81,12 @@ async def reconcile_serving(
             if server.name in given_up:
                 continue  # its restart budget is spent: kept as failed, not recreated
             before = saved.get(server.name)
+            if before is not None and before.gave_up and not before.pending:
+                # Gave up (restart mode `fail`) and its last container is gone too (a restart
+                # removed it and then could not create one): failed it stays, not revived.
+                gone = _no_container(tb.id, server.name, revision)
+                _adopt_failed(tb, spec, revision, gone, before)
+                continue
             tracker = budgets.get(server.name)
             if tracker is None:  # missing, not crashed: still counts as a restart
                 tracker = _budget(tb, spec, server.name, saved)
@@ -172,3 +178,25 @@ def _adopt_failed(
     )
     runner.mark_given_up("restarts_exhausted: the budget was spent before the agent restarted")
     tb.replace_server(runner)
+
+
+NO_CONTAINER_ID = "0" * 64  # a Docker container id no container has (ids are random SHA-256)
+
+
+def _no_container(toolbox: str, server: str, revision: int) -> ObservedContainer:
+    """What a given-up server without a container holds: an id the engine knows nothing of, as
+    a runner whose last container was removed holds that container's (the watcher's inspect
+    finds nothing; stop and remove treat it as gone)."""
+    return ObservedContainer(
+        id=NO_CONTAINER_ID,
+        name=f"dtma-{toolbox}-{server}-r{revision}-none",
+        toolbox=toolbox,
+        server=server,
+        revision=revision,
+        spec_hash="",
+        state="exited",
+        exit_code=None,
+        ip=None,
+        host_port=None,
+        started_at="",
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from dtma.engine import event_kinds as ev
 from dtma.engine.agent import Agent
-from dtma.errors import DockerUnavailable
+from dtma.errors import DockerError, DockerUnavailable
 from tests.fakes import FakeRuntime
 from tests.unit.engine_harness import Engine, server, spec_json
 from tests.virtual_time import eventually, run_virtual
@@ -137,5 +137,54 @@ def test_a_rollouts_cleanup_cut_by_the_engine_leaves_no_old_container(order: str
         assert len(e.runtime.of("tb")) == 2
         assert (await e.store.toolbox("tb")).target_revision is None  # type: ignore[union-attr]
         await agent.stop()
+
+    run_virtual(main)
+
+
+def test_recovery_keeps_a_given_up_server_failed_even_without_a_container() -> None:
+    """restart mode `fail` (DESIGN.md): after `attempts` failures inside `interval` the server
+    is `failed` and stays so. An agent restart must not revive it, whether its last container
+    is still there (exited) or was removed by a restart whose create then failed."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        fragile = {"attempts": 1, "interval": "10m", "delay": "1s"}
+        result = await agent.apply("tb", spec_json(server("a"), server("b"), restart=fragile))
+        assert result.operation is not None
+        assert (await agent.wait(result.operation, WAIT)).state == "succeeded"
+        e.runtime.create_fails["a"] = DockerError("no space left on device")
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.server == "a"), 1)
+
+        async def a_failed() -> bool:
+            servers = (await agent.status("tb"))["servers"]
+            return any(s["name"] == "a" and s["state"] == "failed" for s in servers)
+
+        await eventually(a_failed, within=WAIT)
+        assert [c.server for c in e.runtime.of("tb")] == ["b"]  # a has no container left
+        before = _restarts(await agent.status("tb"))
+        await agent.stop()
+        del e.runtime.create_fails["a"]  # it could start now: recovery must still not revive it
+        created = e.runtime.created
+        again = e.agent()
+        await again.start()
+        status = await again.status("tb")
+        assert {s["name"]: s["state"] for s in status["servers"]} == {
+            "a": "failed",
+            "b": "running",
+        }
+        assert status["phase"] == "degraded"
+        assert _restarts(status) == before
+        assert e.runtime.created == created
+        assert [c.server for c in e.runtime.of("tb")] == ["b"]
+        # A new apply (stop_first: it stops the failed server first) brings it back.
+        body = spec_json(server("a", "img/v2:1"), server("b"), order="stop_first")
+        result = await again.apply("tb", body)
+        assert result.operation is not None
+        record = await again.wait(result.operation, WAIT)
+        assert (record.state, record.error) == ("succeeded", None)
+        assert e.live() == {"a": 2, "b": 2}
+        await again.stop()
 
     run_virtual(main)
