@@ -2,8 +2,8 @@
 is refused (409, "apply it again once the delete has finished"), never lost, and a second delete
 of the same toolbox answers with the operation already queued.
 
-In memory, on the event loop only (no lock needed: every method runs between two awaits of
-the caller, except `submit`, which marks the toolbox before it awaits).
+In memory, event loop only: `submit` marks the toolbox before its first await, so an apply
+that checks afterwards (or compares `submitted` across its own awaits) sees the delete.
 """
 
 from __future__ import annotations
