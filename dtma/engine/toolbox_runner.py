@@ -92,7 +92,7 @@ class ToolboxRunner(ToolboxState):
             engine=self.engine,
         )
 
-    # -- ServerHost ---------------------------------------------------------------------------
+    # -- ServerHost (its emit, server_changed, record_tools, save_restarts: ToolboxState's) ---
 
     async def create_container(
         self, server: ServerSpec, revision: int, spec: ToolboxSpec | None = None
