@@ -182,6 +182,8 @@ class FakeRuntime:
 
     async def stop(self, container_id: str, timeout: int = 10) -> None:
         self._answer()
+        if container_id not in self.containers:
+            return  # as DockerRuntime.stop: a container already gone is stopped
         c = self._get(container_id)
         self.containers[container_id] = replace(c, state="exited", exit_code=0)
 

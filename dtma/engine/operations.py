@@ -17,8 +17,8 @@ from typing import Any
 
 from dtma.cancellation import cancel_and_wait
 from dtma.domain.records import OperationRecord
+from dtma.engine.engine_return import run_through_engine_faults
 from dtma.engine.engine_watch import EngineWatch
-from dtma.engine.reconcile import run_through_engine_faults
 from dtma.engine.supervisor import watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import NotFound, OperationQueued

@@ -20,10 +20,11 @@ from dtma.domain.planner import complete_revision
 from dtma.domain.records import ToolboxRecord
 from dtma.domain.rollout_plan import ROLLED_BACK, SUCCEEDED
 from dtma.engine import event_kinds as ev
+from dtma.engine.engine_return import ENGINE_RETRIES
 from dtma.engine.reconcile import reconcile_serving
 from dtma.engine.start_gate import start_and_gate
 from dtma.engine.toolbox_runner import ToolboxRunner
-from dtma.errors import DtmaError
+from dtma.errors import DockerUnavailable, DtmaError
 from dtma.ports import ContainerRuntime, RecoveryStore
 from dtma.spec.models import ToolboxSpec
 
@@ -89,32 +90,62 @@ async def recover_or_fail(
     """recover(), but a toolbox that cannot be brought back (its image or secret is gone) ends
     `failed` with the reason in an event (and so in the error journal) instead of keeping the
     agent from starting. Its containers stay known (not reaped) and unsupervised; DELETE or a
-    new apply (always a new revision) fixes it. Caller holds tb.lock."""
-    try:
-        await recover(tb, record, observed, interrupted_ops)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        if isinstance(exc, DtmaError):
-            reason = exc.message
-        else:
-            log.exception("recovery_crashed", toolbox=tb.id)
-            reason = f"internal error: {type(exc).__name__}"
-        reason = tb.journal.redact(reason, 1000)
-        await tb.halt()
-        await tb.emit(
-            ev.RECOVERY_FAILED,
-            revision=record.current_revision,
-            reason="recovery_failed",
-            message=f"cannot recreate the toolbox: {reason}",
-        )
-        await tb.clear_target(record.target_revision or -1)
-        for op_id in interrupted_ops:
-            await tb.repo.finish_operation(op_id, "failed", f"{INTERRUPTED}; {reason}")
-            await tb.emit(
-                ev.OPERATION_FINISHED, reason="failed", message=INTERRUPTED, operation=op_id
-            )
-        await tb.set_phase("failed", reason="recovery_failed")
+    new apply (always a new revision) fixes it. An engine that goes away meanwhile is not the
+    toolbox's failure: recovery waits for it and starts over on what the engine holds then (at
+    most ENGINE_RETRIES times). Caller holds tb.lock."""
+    for attempt in range(1, ENGINE_RETRIES + 1):
+        epoch = tb.engine.epoch
+        try:
+            if attempt > 1:
+                record = await _reread(tb, record)
+                observed = await tb.runtime.list_managed(tb.id)
+            await recover(tb, record, observed, interrupted_ops)
+            return
+        except DockerUnavailable as exc:
+            if attempt == ENGINE_RETRIES or await tb.engine.confirm(epoch):
+                await _fail(tb, record, interrupted_ops, exc)
+                return
+            log.warning("recovery_waits_for_the_engine", toolbox=tb.id, error=exc.message)
+            # What this attempt adopted or started is let go (the containers stay): the next
+            # attempt plans from the engine's listing again, as a fresh start would.
+            await tb.halt()
+            tb.drop_servers()
+            await tb.engine.wait_up()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _fail(tb, record, interrupted_ops, exc)
+            return
+
+
+async def _reread(tb: ToolboxRunner, record: ToolboxRecord) -> ToolboxRecord:
+    """The toolbox's row as the last attempt left it (a rollout it reverted is no longer in
+    flight)."""
+    return await tb.repo.toolbox(tb.id) or record
+
+
+async def _fail(
+    tb: ToolboxRunner, record: ToolboxRecord, interrupted_ops: list[str], exc: Exception
+) -> None:
+    """The toolbox cannot be brought back: `failed`, its interrupted operations failed."""
+    if isinstance(exc, DtmaError):
+        reason = exc.message
+    else:
+        log.exception("recovery_crashed", toolbox=tb.id)
+        reason = f"internal error: {type(exc).__name__}"
+    reason = tb.journal.redact(reason, 1000)
+    await tb.halt()
+    await tb.emit(
+        ev.RECOVERY_FAILED,
+        revision=record.current_revision,
+        reason="recovery_failed",
+        message=f"cannot recreate the toolbox: {reason}",
+    )
+    await tb.clear_target(record.target_revision or -1)
+    for op_id in interrupted_ops:
+        await tb.repo.finish_operation(op_id, "failed", f"{INTERRUPTED}; {reason}")
+        await tb.emit(ev.OPERATION_FINISHED, reason="failed", message=INTERRUPTED, operation=op_id)
+    await tb.set_phase("failed", reason="recovery_failed")
 
 
 async def recover(

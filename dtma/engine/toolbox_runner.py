@@ -1,10 +1,10 @@
-"""ToolboxRunner: one per toolbox (Nomad's alloc runner, small). Owns the serving servers, runs
-one operation at a time (an asyncio.Lock, FIFO, so later operations queue), and keeps the phase.
+"""ToolboxRunner: one per toolbox (Nomad's alloc runner, small). Runs one operation at a time
+(an asyncio.Lock, FIFO, so later operations queue), is the ServerHost of its server runners
+(containers, events), and passes container exits from the watcher to them.
 
-Its serving state (servers, spec, revision, stopped, gate_runners, wanted_revision) is assigned
-only by its own methods (commit_revision, begin_gating/end_gating, replace_server, mark_stopped,
-want_revision); engine/executor.py, rollout.py, rotation.py and recovery.py call them. Container
-creation is in engine/container_factory.py.
+Its state and every write of it (memory and the state DB: serving revision, servers, gate, phase)
+are ToolboxState's (engine/toolbox_state.py), the one writer it is built on. Container creation
+is in engine/container_factory.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -20,8 +19,6 @@ import structlog
 from dtma.domain.containers import (
     ObservedContainer,
 )
-from dtma.domain.records import RestartState
-from dtma.domain.restart import to_wall
 from dtma.engine import event_kinds as ev
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.container_factory import ContainerFactory
@@ -29,6 +26,7 @@ from dtma.engine.journal import Journal
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.supervisor import Supervisor
+from dtma.engine.toolbox_state import ToolboxState
 from dtma.errors import DtmaError
 from dtma.ports import ContainerRuntime, EngineFaults, ProbeFactory, ToolboxStore
 from dtma.spec.models import ServerSpec, ToolboxSpec
@@ -36,7 +34,7 @@ from dtma.spec.models import ServerSpec, ToolboxSpec
 log = structlog.get_logger(__name__)
 
 
-class ToolboxRunner:
+class ToolboxRunner(ToolboxState):
     def __init__(
         self,
         toolbox_id: str,
@@ -52,99 +50,19 @@ class ToolboxRunner:
         engine: EngineFaults,
         admission: Admission | None = None,
     ) -> None:
-        self.id = toolbox_id
+        super().__init__(toolbox_id, repo=repo, journal=journal, supervisor=supervisor, clock=clock)
         # Shared by every toolbox of the agent: bounds the servers starting at once.
         self.admission = admission or Admission(default_max_starts())
-        self.supervisor = supervisor
         # The engine's fault class (engine/engine_watch.py), and the engine epoch this toolbox's
-        # runners were last reconciled in (engine/reconcile.py moves it).
+        # runners were last reconciled in (engine/engine_return.py and recovery.py move it).
         self.engine = engine
         self.reconciled_epoch = engine.epoch
         self.secrets = secrets
         self.runtime = runtime
-        self.repo = repo
-        self.journal = journal
         self.probe_factory = probe_factory
-        self.clock = clock
         self.rng = rng or random.Random()
         self.lock = asyncio.Lock()
-        self.servers: dict[str, ServerRunner] = {}
-        self.gate_runners: dict[str, ServerRunner] = {}
-        self.spec: ToolboxSpec | None = None
-        self.revision: int | None = None
-        self.phase = "deploying"
-        self.stopped = False
-        self.busy_with: str | None = None
-        # The newest applied revision: last write wins over older applies (rollbacks queue).
-        self.wanted_revision: int | None = None
-        self._phase_task: asyncio.Task[None] | None = None
         self._containers = ContainerFactory(toolbox_id, runtime, secrets)
-
-    # -- state: the only code that assigns the serving state ----------------------------------
-
-    def commit_revision(
-        self,
-        revision: int,
-        spec: ToolboxSpec,
-        servers: dict[str, ServerRunner],
-        *,
-        stopped: bool,
-    ) -> None:
-        """Serve `revision`: its runners, spec, number and stopped flag change together (the
-        MCP endpoint reads `servers` live, so this is the switch). Supervision is the caller's."""
-        self.servers, self.spec, self.revision, self.stopped = (
-            dict(servers),
-            spec,
-            revision,
-            stopped,
-        )
-
-    # -- transitions of the toolbox's row: the only writes of it (memory and the state DB) ----
-
-    async def announce(self, revision: int) -> None:
-        """`revision` is rolling out: recovery finishes or reverts it after a crash."""
-        await self.repo.update_toolbox(self.id, target_revision=revision)
-
-    async def commit_stable(
-        self, revision: int, spec: ToolboxSpec, servers: dict[str, ServerRunner]
-    ) -> None:
-        """The gate passed: serve `revision` (commit_revision), running, and record it as the
-        serving, stable revision."""
-        self.commit_revision(revision, spec, servers, stopped=False)
-        await self.repo.mark_stable(self.id, revision)
-        await self.repo.update_toolbox(self.id, stopped=0)
-
-    async def mark_stable(self, revision: int) -> None:
-        """`revision` passed its gate and serves (recovery kept it, or a rollout committed)."""
-        await self.repo.mark_stable(self.id, revision)
-
-    async def clear_target(self, revision: int) -> None:
-        """`revision` is no longer rolling out (a newer apply keeps its own). Idempotent."""
-        await self.repo.clear_target(self.id, revision)
-
-    async def set_stopped(self, stopped: bool) -> None:
-        """The toolbox is stopped (or no longer): memory and the state DB together."""
-        self.mark_stopped(stopped)
-        await self.repo.update_toolbox(self.id, stopped=int(stopped))
-
-    def replace_server(self, runner: ServerRunner) -> None:
-        """`runner` serves its server from now on (a restart, rotation or recovery)."""
-        self.servers[runner.name] = runner
-
-    def mark_stopped(self, stopped: bool) -> None:
-        self.stopped = stopped
-
-    def begin_gating(self, runners: dict[str, ServerRunner]) -> None:
-        """`runners` (filled as their containers start) are under a gate: the watcher's exits
-        reach them and the reaper knows their containers. One gate at a time (tb.lock)."""
-        self.gate_runners = runners
-
-    def end_gating(self) -> None:
-        self.gate_runners = {}
-
-    def want_revision(self, revision: int) -> None:
-        """`revision` is the newest applied one: last write wins over older applies."""
-        self.wanted_revision = revision
 
     def new_runner(
         self,
@@ -174,7 +92,7 @@ class ToolboxRunner:
             engine=self.engine,
         )
 
-    # -- ServerHost ---------------------------------------------------------------------------
+    # -- ServerHost (its emit, server_changed, record_tools, save_restarts: ToolboxState's) ---
 
     async def create_container(
         self, server: ServerSpec, revision: int, spec: ToolboxSpec | None = None
@@ -189,95 +107,6 @@ class ToolboxRunner:
     async def remove_container(self, container: ObservedContainer) -> None:
         """Remove a container and its secret files. Idempotent."""
         await self._containers.remove(container)
-
-    async def emit(
-        self,
-        kind: str,
-        *,
-        server: str | None = None,
-        revision: int | None = None,
-        reason: str = "",
-        message: str = "",
-        operation: str | None = None,
-    ) -> None:
-        await self.journal.emit(
-            kind,
-            toolbox=self.id,
-            server=server,
-            revision=revision,
-            operation=operation or self.busy_with,
-            reason=reason,
-            message=message,
-        )
-
-    def server_changed(self) -> None:
-        if self.busy_with is None:
-            self._schedule_phase(self.steady_phase())
-
-    async def record_tools(self, server: str, revision: int, tools: list[str]) -> None:
-        await self.repo.set_tools(self.id, server, revision, tools)
-
-    async def save_restarts(
-        self,
-        server: str,
-        revision: int,
-        restarts: int,
-        history: Sequence[float],
-        gave_up: bool,
-        pending: bool = False,
-    ) -> None:
-        """Save a server's restart count and window (as wall-clock times). Idempotent."""
-        attempts = tuple(to_wall(history, self.clock(), time.time()))
-        await self.repo.save_restart_state(
-            self.id, server, RestartState(revision, restarts, attempts, gave_up, pending)
-        )
-
-    def superseding(self, revision: int) -> int | None:
-        """The newer revision that replaces `revision` (last write wins), if there is one."""
-        wanted = self.wanted_revision
-        return wanted if wanted is not None and wanted != revision else None
-
-    # -- phase --------------------------------------------------------------------------------
-
-    def steady_phase(self) -> str:
-        if self.stopped:
-            return "stopped"
-        if not self.servers:
-            return "failed"
-        states = [r.state for r in self.servers.values()]
-        if any(s in ("failed", "restarting", "exited") for s in states):
-            return "degraded"
-        if any(r.health == "unhealthy" for r in self.servers.values()):
-            return "degraded"
-        return "healthy"
-
-    async def set_phase(self, phase: str, reason: str = "") -> None:
-        """Write the phase, then take it (a failed write leaves both where they were)."""
-        if phase == self.phase:
-            return
-        await self.repo.update_toolbox(self.id, phase=phase)
-        if phase == self.phase:  # a concurrent call took it meanwhile
-            return
-        previous, self.phase = self.phase, phase
-        await self.emit(
-            ev.TOOLBOX_PHASE,
-            revision=self.revision,
-            reason=reason,
-            message=f"{previous} -> {phase}",
-        )
-
-    def _schedule_phase(self, phase: str) -> None:
-        if phase != self.phase and (self._phase_task is None or self._phase_task.done()):
-            # Supervised: a failed write is logged, counted and retried (with the phase as it
-            # is by then), never lost in a task nobody awaits. One at a time: a change while
-            # it runs is caught by the next call (every probe calls server_changed).
-            self._phase_task = self.supervisor.spawn(
-                f"phase {self.id}", "phase", self._sync_phase, forever=False
-            )
-
-    async def _sync_phase(self) -> None:
-        if self.busy_with is None:  # an operation sets the phase when it finishes
-            await self.set_phase(self.steady_phase())
 
     # -- events from the watcher --------------------------------------------------------------
 
@@ -369,9 +198,7 @@ class ToolboxRunner:
             await self.runtime.remove_network(self.id)
         if errors:
             return "failed", "; ".join(errors)
-        self.servers.clear()
-        await self.repo.delete_toolbox(self.id)
-        await self.emit(ev.TOOLBOX_DELETED)
+        await self.forget()
         return "succeeded", None
 
     async def halt(self) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 
 import structlog
 
-from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer, ObservedNetwork
+from dtma.domain.containers import LABEL_TOOLBOX, ObservedContainer
 from dtma.engine import event_kinds as ev
 from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.journal import Journal
+from dtma.engine.orphan_hold import OrphanHold
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DockerUnavailable, DtmaError
@@ -190,40 +191,3 @@ class ContainerWatcher:
             reason="not_wanted",
             message=f"container {c.id[:12]} ({c.name}) after {self._reap_grace:g}s",
         )
-
-
-class OrphanHold:
-    """Containers and networks of this agent's id that no toolbox wanted when the agent
-    started on an empty state dir: they may be serving (the state was lost, not the
-    workload), so the reaper keeps off them until an operator releases the hold
-    (`dtma adopt`, POST /v1/agent/adopt, or DTMA_ADOPT_ORPHANS=true at start)."""
-
-    def __init__(self) -> None:
-        self.containers: set[str] = set()
-        self.networks: set[str] = set()
-
-    def hold(self, containers: list[ObservedContainer], networks: list[ObservedNetwork]) -> None:
-        self.containers |= {c.id for c in containers}
-        self.networks |= {n.name for n in networks}
-
-    def release(self) -> tuple[int, int]:
-        """Hand the held orphans to the reaper; returns (containers, networks) released."""
-        counts = len(self.containers), len(self.networks)
-        self.containers.clear()
-        self.networks.clear()
-        return counts
-
-    def describe(self) -> dict[str, Any]:
-        held = bool(self.containers or self.networks)
-        return {
-            "held": held,
-            "containers": len(self.containers),
-            "networks": len(self.networks),
-            "hint": (
-                "the agent started on an empty state dir and found these of its own id: they "
-                "are not reaped until `dtma adopt` (or POST /v1/agent/adopt) hands them to the "
-                "reaper; re-apply the toolboxes you want to keep first"
-                if held
-                else None
-            ),
-        }

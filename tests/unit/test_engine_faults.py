@@ -1,4 +1,4 @@
-"""Faults below the agent (engine/engine_watch.py, engine/reconcile.py) over the fakes on
+"""Faults below the agent (engine/engine_watch.py, engine/engine_return.py) over the fakes on
 virtual time: a Docker daemon that stops and starts again is the engine's fault, never a
 server's. Restarts pause while it is away, no restart budget is charged, and on its return every
 toolbox is reconciled as after an adoption (live-restore: nothing is restarted)."""

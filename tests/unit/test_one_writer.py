@@ -1,6 +1,7 @@
 """One writer per piece of state (issue 19), checked on the source as test_supervised_tasks.py
-checks tasks: a toolbox's row in the state DB is written only by its ToolboxRunner, and a
-server's state and health are set only inside its ServerRunner's own class."""
+checks tasks: a toolbox's row in the state DB is written only by engine/toolbox_state.py (the
+ToolboxState that every ToolboxRunner is built on), and a server's state and health are set only
+inside its ServerRunner's own class."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_only_the_toolbox_runner_writes_its_toolbox_row() -> None:
     found = [
         f"{path.relative_to(REPO)}:{n}: {line.strip()}"
         for path in _engine_and_api()
-        if path.name != "toolbox_runner.py"
+        if path.name != "toolbox_state.py"
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if TOOLBOX_ROW_WRITES.search(line)
     ]

@@ -1,0 +1,190 @@
+"""Engine faults on the paths a review found unguarded (issue 19, session 7 leftovers), over
+the fakes on virtual time: an engine blip during the agent's start-up recovery, and an
+operation that the engine's return runs again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dtma.engine import event_kinds as ev
+from dtma.engine.agent import Agent
+from dtma.errors import DockerError, DockerUnavailable
+from tests.fakes import FakeRuntime
+from tests.unit.engine_harness import Engine, server, spec_json
+from tests.virtual_time import eventually, run_virtual
+
+WAIT = 120.0
+ROOMY = {"attempts": 5, "interval": "10m", "delay": "1s"}
+
+
+async def _deployed(e: Engine, *servers: str) -> Agent:
+    agent = e.agent()
+    await agent.start()
+    result = await agent.apply("tb", spec_json(*(server(n) for n in servers), restart=ROOMY))
+    assert result.operation is not None
+    assert (await agent.wait(result.operation, WAIT)).state == "succeeded"
+    return agent
+
+
+async def _healthy(agent: Agent, servers: int) -> bool:
+    status = await agent.status("tb")
+    states = [(s["state"], s["health"]) for s in status["servers"]]
+    return status["phase"] == "healthy" and states == [("running", "healthy")] * servers
+
+
+def _restarts(status: dict[str, object]) -> dict[str, int]:
+    servers = status["servers"]
+    assert isinstance(servers, list)
+    return {s["name"]: s["restarts"] for s in servers}
+
+
+def _blip_during_next_create(e: Engine, server_name: str, down_for: float = 5.0) -> None:
+    """The next container create waits; meanwhile the daemon stops (its containers exit), the
+    create fails as the engine's fault, and the daemon starts again `down_for` later."""
+    hold = e.runtime.create_hold = asyncio.Event()
+
+    async def blip() -> None:
+        await asyncio.sleep(0.5)
+        e.runtime.daemon_stops()
+        e.runtime.create_fails[server_name] = DockerUnavailable("Docker engine unreachable")
+        hold.set()
+        await asyncio.sleep(down_for)
+        del e.runtime.create_fails[server_name]
+        e.runtime.daemon_starts()
+
+    asyncio.get_running_loop().create_task(blip())
+
+
+def test_an_engine_blip_during_start_up_recovery_waits_instead_of_failing() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        first = await _deployed(e, "a", "b")
+        await first.stop()
+        crashed = next(c for c in e.runtime.of("tb") if c.server == "a")
+        e.runtime.exit(crashed.id, 137)  # recovery recreates it: the create meets the blip
+        _blip_during_next_create(e, "a")
+        agent = e.agent()
+        await agent.start()
+        await eventually(lambda: _healthy(agent, 2), within=WAIT)
+        assert ev.RECOVERY_FAILED not in e.store.kinds("tb")
+        phases = [x.message for x in e.store.event_rows if x.kind == ev.TOOLBOX_PHASE]
+        assert not any(m.endswith("-> failed") for m in phases), phases
+        assert e.live() == {"a": 1, "b": 1}
+        assert _restarts(await agent.status("tb"))["a"] == 1  # the crash, counted once
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_a_restart_run_again_after_an_engine_fault_restarts_each_server_once() -> None:
+    e = Engine()
+
+    async def main() -> None:
+        agent = await _deployed(e, "a", "b")
+        _blip_during_next_create(e, "a")
+        op = await agent.server_operation("tb", "restart", None)
+        record = await agent.wait(op, WAIT)
+        assert (record.state, record.error) == ("succeeded", None)
+        await eventually(lambda: _healthy(agent, 2), within=WAIT)
+        assert e.live() == {"a": 1, "b": 1}
+        # One asked-for restart each; the daemon's restart replaced what it stopped meanwhile.
+        assert _restarts(await agent.status("tb")) == {"a": 1, "b": 1}
+        await agent.stop()
+
+    run_virtual(main)
+
+
+class StopsOnRemove(FakeRuntime):
+    """The daemon stops (its containers exit) just as the agent removes a container of
+    `revision`, and starts again `down_for` later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revision: int | None = None
+        self.down_for = 5.0
+
+    async def remove(self, container_id: str) -> None:
+        c = self.containers.get(container_id)
+        if self.revision is not None and c is not None and c.revision == self.revision:
+            self.revision = None
+            self.daemon_stops()
+            asyncio.get_running_loop().call_later(self.down_for, self.daemon_starts)
+        await super().remove(container_id)
+
+
+@pytest.mark.parametrize("order", ["start_first", "stop_first"])
+def test_a_rollouts_cleanup_cut_by_the_engine_leaves_no_old_container(order: str) -> None:
+    runtime = StopsOnRemove()
+    e = Engine(runtime=runtime)
+
+    async def main() -> None:
+        agent = await _deployed(e, "a", "b")
+        runtime.revision = 1  # the rollout's removal of revision 1 meets the outage
+        v2 = "img/v2:1"
+        body = spec_json(server("a", v2), server("b", v2), restart=ROOMY, order=order)
+        result = await agent.apply("tb", body)
+        assert result.operation is not None
+        record = await agent.wait(result.operation, WAIT)
+        assert (record.state, record.error) == ("succeeded", None)
+        assert agent.engine.epoch == 1  # the outage did cut the removal
+        # At once, not after the reaper's grace period: nothing of revision 1 is left.
+        assert e.runtime.of("tb", revision=1) == []
+        await eventually(lambda: _healthy(agent, 2), within=WAIT)
+        assert e.live() == {"a": 2, "b": 2}
+        assert len(e.runtime.of("tb")) == 2
+        assert (await e.store.toolbox("tb")).target_revision is None  # type: ignore[union-attr]
+        await agent.stop()
+
+    run_virtual(main)
+
+
+def test_recovery_keeps_a_given_up_server_failed_even_without_a_container() -> None:
+    """restart mode `fail` (DESIGN.md): after `attempts` failures inside `interval` the server
+    is `failed` and stays so. An agent restart must not revive it, whether its last container
+    is still there (exited) or was removed by a restart whose create then failed."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        fragile = {"attempts": 1, "interval": "10m", "delay": "1s"}
+        result = await agent.apply("tb", spec_json(server("a"), server("b"), restart=fragile))
+        assert result.operation is not None
+        assert (await agent.wait(result.operation, WAIT)).state == "succeeded"
+        e.runtime.create_fails["a"] = DockerError("no space left on device")
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.server == "a"), 1)
+
+        async def a_failed() -> bool:
+            servers = (await agent.status("tb"))["servers"]
+            return any(s["name"] == "a" and s["state"] == "failed" for s in servers)
+
+        await eventually(a_failed, within=WAIT)
+        assert [c.server for c in e.runtime.of("tb")] == ["b"]  # a has no container left
+        before = _restarts(await agent.status("tb"))
+        await agent.stop()
+        del e.runtime.create_fails["a"]  # it could start now: recovery must still not revive it
+        created = e.runtime.created
+        again = e.agent()
+        await again.start()
+        status = await again.status("tb")
+        assert {s["name"]: s["state"] for s in status["servers"]} == {
+            "a": "failed",
+            "b": "running",
+        }
+        assert status["phase"] == "degraded"
+        assert _restarts(status) == before
+        assert e.runtime.created == created
+        assert [c.server for c in e.runtime.of("tb")] == ["b"]
+        # A new apply (stop_first: it stops the failed server first) brings it back.
+        body = spec_json(server("a", "img/v2:1"), server("b"), order="stop_first")
+        result = await again.apply("tb", body)
+        assert result.operation is not None
+        record = await again.wait(result.operation, WAIT)
+        assert (record.state, record.error) == ("succeeded", None)
+        assert e.live() == {"a": 2, "b": 2}
+        await again.stop()
+
+    run_virtual(main)
