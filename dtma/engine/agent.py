@@ -21,7 +21,6 @@ from dtma.cancellation import cancel_and_wait
 from dtma.domain.records import OperationRecord, ToolboxListing
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.engine_watch import EngineWatch
-from dtma.engine.gateway_catalog import CatalogGateway
 from dtma.engine.journal import Journal
 from dtma.engine.operations import Operations
 from dtma.engine.reconcile import sync_with_engine
@@ -36,6 +35,7 @@ from dtma.engine.supervisor import Supervisor, watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from dtma.errors import Conflict, DockerUnavailable, DtmaError, NotFound, OperationQueued
+from dtma.gateway.catalog import CatalogGateway
 from dtma.ports import Clock, ContainerRuntime, ProbeFactory, StateStore
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, validate_toolbox_id
