@@ -56,7 +56,8 @@ def test_each_gateway_error_has_one_mcp_error_and_one_journal_outcome(
     with pytest.raises(MCPError) as caught, mcp_errors():
         raise raised
     assert caught.value.error.code == code
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
 
 
 def test_the_servers_own_mcp_error_and_other_failures_pass_through() -> None:
