@@ -11,6 +11,7 @@ client sees the same code for the same failure whichever method it called:
 | ToolDefinitionChanged (`pin: block`)  | -32004 (no retry)      | retryable, reason | denied      |
 | ServerUnavailable (not serving now)   | -32003 (retry)         | retryable, after  | unavailable |
 | NotFound (the toolbox is gone)        | -32600 invalid request |                   | not_found   |
+| UpstreamAnswerRefused (too large)     | -32603 internal error  |                   | error       |
 
 An MCP error the server behind a tool returned passes through unchanged (journal: error), and
 anything else is left to the SDK, which answers a generic internal error without its text.
@@ -26,7 +27,7 @@ from typing import NoReturn
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
-from dtma.errors import NotFound, ServerUnavailable
+from dtma.errors import NotFound, ServerUnavailable, UpstreamAnswerRefused
 from dtma.gateway.catalog import UnknownEntry
 from dtma.gateway.pinning import ToolDefinitionChanged
 from dtma.gateway.routing import ToolDenied, ToolNotFound
@@ -52,6 +53,8 @@ def as_mcp_error(exc: Exception) -> MCPError | None:
         )
     if isinstance(exc, NotFound):
         return MCPError(types.INVALID_REQUEST, exc.message)
+    if isinstance(exc, UpstreamAnswerRefused):
+        return MCPError(types.INTERNAL_ERROR, exc.message)
     return None
 
 

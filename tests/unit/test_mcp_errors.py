@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from dtma.errors import DtmaError, NotFound, ServerUnavailable
+from dtma.errors import DtmaError, NotFound, ServerUnavailable, UpstreamAnswerRefused
 from dtma.gateway.catalog import UnknownEntry
 from dtma.gateway.mcp_errors import (
     SERVER_UNAVAILABLE,
@@ -18,7 +18,7 @@ from dtma.gateway.mcp_errors import (
 from dtma.gateway.pinning import ToolDefinitionChanged
 from dtma.gateway.routing import ToolDenied, ToolNotFound
 
-INVALID_PARAMS, INVALID_REQUEST = -32602, -32600
+INVALID_PARAMS, INVALID_REQUEST, INTERNAL_ERROR = -32602, -32600, -32603
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,12 @@ INVALID_PARAMS, INVALID_REQUEST = -32602, -32600
             "unavailable",
         ),
         (NotFound("toolbox t not found"), INVALID_REQUEST, None, "not_found"),
+        (
+            UpstreamAnswerRefused("tools/call x: larger than 1000 bytes"),
+            INTERNAL_ERROR,
+            None,
+            "error",
+        ),
     ],
 )
 def test_each_gateway_error_has_one_mcp_error_and_one_journal_outcome(
