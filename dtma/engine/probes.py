@@ -30,9 +30,10 @@ from dtma.domain.probe import ProbeResult
 from dtma.errors import ServerUnavailable
 from dtma.spec.models import ServerSpec
 
-# Failures that are the server's answer on a working session (not a broken one): the held
-# session is kept.
-_ANSWERS = frozenset({reasons.MISSING_TOOLS, reasons.TOOL_NAME_COLLISION})
+# Probe failures on the held HTTP session that keep it: the server's answer on a working session,
+# or a slow one (a timeout on a loaded host must not cut the gateway's calls in flight on it).
+# Any other failure drops it, and the next probe grades a fresh session.
+_SESSION_KEPT = frozenset({reasons.MISSING_TOOLS, reasons.TOOL_NAME_COLLISION, reasons.TIMEOUT})
 
 if TYPE_CHECKING:
     from dtma.adapters.mcp_probe import StdioProbeSession
@@ -95,8 +96,8 @@ class ContainerProbe:
         held = self._http.held() if self._http is not None else None
         if held is not None:
             result = await probe_session(held, timeout=health.timeout, expect_tools=expect)
-            if not result.healthy and result.reason not in _ANSWERS:
-                await self._drop_http()  # broken: the next probe grades a fresh session
+            if not result.healthy and result.reason not in _SESSION_KEPT:
+                await self._drop_http()
             return result
         result = await probe_http(url, timeout=health.timeout, expect_tools=expect)
         unroutable = await self._unroutable(health.timeout) if result.healthy else None
