@@ -32,20 +32,20 @@ from dtma.domain.heartbeat import AgentFacts
 from dtma.domain.retention import RetentionPolicy
 from dtma.domain.subnets import DEFAULT_POOL
 from dtma.engine import event_kinds as ev
-from dtma.engine.access import AccessTokens
 from dtma.engine.agent import RELIST_INTERVAL_S, Agent
-from dtma.engine.call_journal import CallJournal, flush_loop
 from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.errors_journal import ErrorJournal
 from dtma.engine.heartbeat import HeartbeatSender
 from dtma.engine.journal import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, Journal
-from dtma.engine.oauth import JwtVerifier
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.readiness import ReadinessMonitor
 from dtma.engine.retention import retention_loop
 from dtma.engine.secrets import SecretInjector
 from dtma.engine.supervisor import Supervisor
 from dtma.errors import ConfigError, DtmaError
+from dtma.gateway.call_journal import CallJournal, flush_loop
+from dtma.gateway.oauth import JwtVerifier
+from dtma.gateway.tokens import AccessTokens
 from dtma.observability.metrics import METRICS, MetricsObserver
 from dtma.observability.redaction import REDACTOR
 from dtma.spec.models import ServerSpec

@@ -84,6 +84,14 @@ class ServerUnavailable(DtmaError):
     code = "server_unavailable"
 
 
+class UpstreamAnswerRefused(DtmaError):
+    """A server's answer to one call that the agent will not pass on (larger than it accepts,
+    or unreadable): this call's own fault, not the server's state, so not retryable and the
+    server's session is kept."""
+
+    code = "upstream_answer_refused"
+
+
 class SpecInvalid(DtmaError):
     """A toolbox spec (or its id) failed validation. `details` lists {loc, msg} for each problem."""
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-MCP_SERVER = "dtma.api.mcp_server"  # the toolbox endpoints: the SDK's server side
+MCP_SERVER = "dtma.gateway.endpoint"  # the toolbox endpoints: the SDK's server side
 MCP_CLIENT = "dtma.adapters.mcp_probe"  # probes and gateway calls: the SDK's client side
 
 _loaded: set[str] = set()

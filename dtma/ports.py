@@ -239,14 +239,24 @@ class SecretFiles(Protocol):
     async def sweep(self, keep: set[str], prefix: str = ..., min_age: float = ...) -> list[str]: ...
 
 
-class Probe(Protocol):
-    """One container's MCP handle. check() returns health as data and never raises because
-    the server is unhealthy; the gateway's calls raise ServerUnavailable. close() is
-    idempotent. Used by one ServerRunner at a time."""
+class HealthProbe(Protocol):
+    """One container's health, as data: check() never raises because the server is unhealthy
+    (only cancellation propagates). An HTTP server's probes run on the session the gateway
+    holds for it once there is one (UpstreamClient), so N probes open no N sessions. close()
+    is idempotent. Used by one ServerRunner at a time."""
 
     @property
     def endpoint(self) -> str | None: ...
     async def check(self, *, full: bool) -> ProbeResult: ...
+    async def close(self) -> None: ...
+
+
+class UpstreamClient(Protocol):
+    """The gateway's calls to one server, on the MCP session held for it (stdio: the probe's
+    attach session; HTTP: one held session, reopened after it ends). Results are wire JSON.
+    Raises ServerUnavailable (retryable) when the session is not usable; an MCP error the
+    server itself returned passes through."""
+
     async def tool_defs(self, timeout: float) -> list[dict[str, Any]]: ...
     def tool_list_changes(self) -> int:
         """`notifications/tools/list_changed` seen on the held sessions (moves when one comes;
@@ -264,7 +274,11 @@ class Probe(Protocol):
     async def catalog_request(
         self, method: str, params: dict[str, Any] | None, timeout: float
     ) -> dict[str, Any]: ...
-    async def close(self) -> None: ...
+
+
+class Probe(HealthProbe, UpstreamClient, Protocol):
+    """One container's MCP handle: its health probe and the gateway's client, which share the
+    held session (only one reader can own a stdio container's stdout)."""
 
 
 # (server, container, fresh) -> a probe for it; `fresh`: a new process (initialize it).

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from dtma.domain.access import ClientToken, ToolCall
-from dtma.engine.gateway import GatewayTool, ToolNotFound
 from dtma.errors import (
     ServerUnavailable,
 )
+from dtma.gateway.routing import GatewayTool, ToolNotFound
 
 
 class FailingCallStore:
@@ -81,7 +81,7 @@ ONE_TOOL_SCHEMA = {"type": "object", "properties": {"timezone": {"type": "string
 
 
 class OneToolGateway:
-    """A ToolGateway (engine/gateway.py) with one fixed tool, `time__now`; counts listings and
+    """A ToolGateway (gateway/routing.py) with one fixed tool, `time__now`; counts listings and
     records the envelope each call was given."""
 
     def __init__(self) -> None:

@@ -143,6 +143,24 @@ async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = 
     return failure
 
 
+async def probe_session(
+    session: ClientSession, *, timeout: float, expect_tools: Sequence[str] = ()
+) -> ProbeResult:
+    """tools/list (and the expect_tools check) on a session already open and negotiated: the
+    one the gateway holds for an HTTP server, so that a steady probe opens no session of its
+    own. Never raises because the server is unhealthy."""
+    t0 = time.perf_counter()
+    try:
+        with anyio.fail_after(timeout):
+            tools = await _list_tool_names(session)
+    except TimeoutError:
+        return ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
+    except Exception as exc:
+        raise_if_cancelling()
+        return ProbeResult.failed(reasons.TOOLS_LIST_FAILED, _ms_since(t0), _describe(exc))
+    return check_expected_tools(tools, expect_tools, _ms_since(t0))
+
+
 def _close_late_socket(work: asyncio.Future[socket.socket]) -> None:
     if not work.cancelled() and work.exception() is None:
         work.result().close()

@@ -14,7 +14,8 @@ client session and httpx transport costs the agent a fraction of the CPU per cal
 (bench/gateway_latency.py).
 
 Outcomes match the SDK client's: a JSON-RPC error from the server is an `MCPError`; no answer,
-a closed connection or a non-MCP reply is an `UpstreamUnavailable` (retryable).
+a closed connection or a non-MCP reply is an `UpstreamUnavailable` (retryable); an answer too
+large to take is an `UpstreamAnswerRefused` (not retryable).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from mcp.shared.inbound import (
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CONNECTION_CLOSED,
-    INTERNAL_ERROR,
     PROTOCOL_VERSION_META_KEY,
     REQUEST_TIMEOUT,
     JSONRPCError,
@@ -47,6 +47,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from dtma.adapters.http1_client import AnswerError, AnswerTooLarge, Http1Origin
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
+from dtma.errors import UpstreamAnswerRefused
 from dtma.observability.redaction import REDACTOR
 
 METHOD = "tools/call"
@@ -78,7 +79,7 @@ class HttpRelay:
     ) -> dict[str, Any]:
         """The result of `name` as the server's wire JSON. Raises MCPError for the server's
         JSON-RPC error, UpstreamUnavailable when it gave no usable answer (a redirect
-        included)."""
+        included), UpstreamAnswerRefused for an answer too large to take."""
         version = envelope_version(envelope)
         if version is None:
             raise ValueError("the envelope names no protocol version")
@@ -109,8 +110,9 @@ class HttpRelay:
         except TimeoutError as exc:
             raise UpstreamUnavailable(f"{what}: no answer within {timeout:g}s") from exc
         except (AnswerTooLarge, ValueError) as exc:
-            # This call's own fault, not the server's state: not retryable, session kept.
-            raise MCPError(code=INTERNAL_ERROR, message=f"{what}: {_short(exc)}") from None
+            # This call's own fault, not the server's state: not retryable, session kept (the
+            # endpoint answers it as an internal error: gateway/mcp_errors.py).
+            raise UpstreamAnswerRefused(f"{what}: {_short(exc)}") from None
         except (AnswerError, OSError) as exc:
             raise UpstreamUnavailable(f"{what} failed: {_short(exc)}") from exc
         replies: list[str | bytes]

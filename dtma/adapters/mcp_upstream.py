@@ -217,6 +217,13 @@ class HttpUpstream:
             raise UpstreamUnavailable(f"cannot reach the server: {self._failure}")
         return self._session
 
+    def held(self) -> ClientSession | None:
+        """The session while it is open (never opens one): for a probe that must not open a
+        session of its own."""
+        if self._closed or self._task is None or self._task.done():
+            return None
+        return self._session
+
     async def _run(self) -> None:
         try:
             http = httpx2.AsyncClient(timeout=httpx2.Timeout(self._connect_timeout, read=None))

@@ -20,10 +20,10 @@ from dtma.api.origin import OriginPolicy
 from dtma.api.routes_access import add_access_routes
 from dtma.api.routes_agent import add_agent_routes
 from dtma.api.routes_toolboxes import add_routes
-from dtma.engine.access import AccessTokens
 from dtma.engine.agent import Agent
-from dtma.engine.call_journal import CallJournal
-from dtma.engine.oauth import JwtVerifier
+from dtma.gateway.call_journal import CallJournal
+from dtma.gateway.oauth import JwtVerifier
+from dtma.gateway.tokens import AccessTokens
 from dtma.observability.metrics import METRICS
 from dtma.ports import Readiness
 

@@ -1,69 +1,29 @@
 """`/v1/toolboxes/{id}/mcp`: a toolbox's tools, prompts and resources as one MCP server over
 streamable HTTP.
 
-This module is the route and the endpoints' registry only: one endpoint per toolbox, made on its
-first request (api/mcp_server.py: the official SDK's server), so sessions belong to one toolbox.
-The engine is reached only through the `McpGateway` port. The SDK's server side is imported on
-the first request to any endpoint, not at start: an agent whose endpoints are never used does
-not pay for it (docs/benchmarks.md, "Idle agent").
+This module is the aiohttp wiring only: the route, the Origin check, the stream tracking that
+revocation needs, and the caller the middleware found, handed to the toolbox's endpoint
+(dtma/gateway/: the registry in gateway/registry.py, the endpoint in gateway/endpoint.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from dtma import lazy_import
 from dtma.api.errors import error_response
-from dtma.api.mcp_caller import held_until_expiry
 from dtma.api.middleware import CALLER, PRINCIPAL
-from dtma.api.open_streams import OpenStreams
+from dtma.api.open_streams import OpenStreams, held_until_expiry
 from dtma.api.origin import OriginPolicy
 from dtma.api.params import path_label
 from dtma.domain.access import AGENT_PRINCIPAL
-from dtma.engine.call_journal import CallJournal
-from dtma.engine.gateway_catalog import McpGateway
 from dtma.errors import DockerUnavailable, NotFound
-
-if TYPE_CHECKING:
-    from dtma.api.mcp_server import ToolboxEndpoint
-
+from dtma.gateway.call_journal import CallJournal
+from dtma.gateway.catalog import McpGateway
+from dtma.gateway.registry import McpEndpoints
 
 MCP_ENDPOINTS: web.AppKey[McpEndpoints] = web.AppKey("mcp_endpoints")
-
-
-class McpEndpoints:
-    """The endpoints by toolbox id, made on first use and replaced once their toolbox is gone."""
-
-    def __init__(self, gateway: McpGateway, audit: CallJournal | None = None) -> None:
-        self._gateway = gateway
-        self._audit = audit
-        self._endpoints: dict[str, ToolboxEndpoint] = {}
-        self._lock = asyncio.Lock()
-
-    async def get(self, toolbox_id: str) -> ToolboxEndpoint:
-        endpoint = self._endpoints.get(toolbox_id)
-        if endpoint is not None and endpoint.alive:
-            return endpoint
-        async with self._lock:
-            endpoint = self._endpoints.get(toolbox_id)
-            if endpoint is None or not endpoint.alive:
-                # Deferred: the SDK's server side (api/mcp_server.py) loads with the first
-                # endpoint, not with the agent, and in a thread (dtma/lazy_import.py).
-                await lazy_import.load(lazy_import.MCP_SERVER)
-                from dtma.api.mcp_server import ToolboxEndpoint
-
-                endpoint = ToolboxEndpoint(toolbox_id, self._gateway, self._audit)
-                await endpoint.start()
-                self._endpoints[toolbox_id] = endpoint
-            return endpoint
-
-    async def close(self) -> None:
-        for endpoint in list(self._endpoints.values()):
-            await endpoint.close()
-        self._endpoints.clear()
 
 
 def add_mcp_routes(
@@ -112,7 +72,9 @@ def add_mcp_routes(
         if not gateway.knows(toolbox_id):
             raise NotFound(f"toolbox {toolbox_id} not found")
         endpoint = await endpoints.get(toolbox_id)
-        return await endpoint.serve(request)
+        return await endpoint.serve(
+            request, request.get(PRINCIPAL, AGENT_PRINCIPAL), request.get(CALLER)
+        )
 
     path = "/v1/toolboxes/{id}/mcp"
     app.router.add_route("POST", path, handle)

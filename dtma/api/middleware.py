@@ -15,9 +15,9 @@ from aiohttp import web
 from dtma.api.errors import error_response, status_for
 from dtma.domain.access import AGENT_PRINCIPAL
 from dtma.domain.oauth import OAUTH_PRINCIPAL, JwtCaller
-from dtma.engine.access import Grant
-from dtma.engine.oauth import JwtVerifier, looks_like_jwt
 from dtma.errors import DtmaError, IssuerUnavailable, ScopeRefused, TokenRefused
+from dtma.gateway.oauth import JwtVerifier, looks_like_jwt
+from dtma.gateway.tokens import Grant
 from dtma.observability.metrics import METRICS, LabelledChildren, route_label
 from dtma.spec.models import is_dns_label
 
@@ -101,7 +101,7 @@ def auth_middleware(
 ) -> web.middleware:  # type: ignore[valid-type]
     """The API token opens everything; a client token (`scoped`) only its own toolbox's MCP
     endpoint: 403 anywhere else, 401 once revoked or unknown. With OAuth issuers configured
-    (`oauth`), a JWT opens the MCP endpoints of the toolboxes it grants (engine/oauth.py), and
+    (`oauth`), a JWT opens the MCP endpoints of the toolboxes it grants (gateway/oauth.py), and
     a 401 on an MCP endpoint points at its RFC 9728 metadata."""
     expected = token.encode()
     public = PUBLIC_PATHS | ({"/metrics"} if public_metrics else set())

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from dtma.api.errors import error_response
 from dtma.api.middleware import OAUTH_METADATA_PREFIX
-from dtma.engine.oauth import JwtVerifier
+from dtma.gateway.oauth import JwtVerifier
 from dtma.spec.models import is_dns_label
 
 

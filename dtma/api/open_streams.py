@@ -4,18 +4,22 @@ Every other request is checked against the token index as it arrives, so a revok
 refused at its next request; a GET stream (the handshake era's channel for server-to-client
 notifications) is one request that lasts as long as the client keeps it. `cut(token_ids)`
 closes the connections of the streams those tokens opened, so revocation reaches them too: the
-ASGI bridge sees the closed transport and tells the SDK the client has gone (api/asgi.py), as
+ASGI bridge sees the closed transport and tells the SDK the client has gone (gateway/asgi.py), as
 when a client hangs up. A tool call in flight is not cut: it was allowed when it came, and ends
 within the call timeout. Loop-only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 import structlog
 from aiohttp import web
+
+from dtma.domain.oauth import JwtCaller
 
 log = structlog.get_logger(__name__)
 
@@ -53,3 +57,25 @@ class OpenStreams:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_token.values())
+
+
+def held_until_expiry(
+    streams: OpenStreams, caller: JwtCaller
+) -> Callable[[str, web.Request], contextlib.AbstractContextManager[None]]:
+    """As `streams.held`, for a GET stream a JWT opened, closed when the JWT expires: every
+    other request is checked as it comes, but a stream is one request that lasts. Enter
+    before the first await (as OpenStreams.held)."""
+
+    @contextlib.contextmanager
+    def held(_: str, request: web.Request) -> Iterator[None]:
+        key = f"jwt-{id(request)}"  # a key of its own: no one revokes a JWT
+        delay = max(0.0, caller.expires_at - time.time())
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(delay, streams.cut, (key,), "token expired")
+        try:
+            with streams.held(key, request):
+                yield
+        finally:
+            timer.cancel()
+
+    return held

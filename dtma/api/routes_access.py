@@ -19,9 +19,9 @@ from dtma.api.schemas import (
     ToolCallOut,
 )
 from dtma.domain.access import TOKEN_ID_PATTERN, ClientToken
-from dtma.engine.access import AccessTokens
-from dtma.engine.call_journal import CallJournal
 from dtma.errors import NotFound
+from dtma.gateway.call_journal import CallJournal
+from dtma.gateway.tokens import AccessTokens
 
 ACCESS = web.AppKey("access", AccessTokens)
 CALLS = web.AppKey("calls", CallJournal)

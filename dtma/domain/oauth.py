@@ -1,7 +1,7 @@
 """Pure: the OAuth issuer settings (`OAuthIssuer`, read by config.py) and what a verified
 JWT's claims grant on a toolbox's MCP endpoint.
 
-Two questions, both answered from claims that engine/oauth.py has already verified:
+Two questions, both answered from claims that gateway/oauth.py has already verified:
 - which toolboxes the token reaches: the entries `<prefix><id>` of its `scope` (a
   space-separated string, RFC 8693/9068) or `scp` (a list), or, when the issuer names a claim,
   the ids that claim holds (a string or a list of strings);

@@ -26,7 +26,6 @@ from dtma.engine.agent_reads import AgentReads
 from dtma.engine.delete_guard import DeleteGuard
 from dtma.engine.engine_return import reconcile_when_back
 from dtma.engine.engine_watch import EngineWatch
-from dtma.engine.gateway_catalog import CatalogGateway
 from dtma.engine.journal import Journal
 from dtma.engine.operations import Operations
 from dtma.engine.recovery import recover_all
@@ -40,6 +39,7 @@ from dtma.engine.supervisor import Supervisor, watch_task
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.engine.watcher import ContainerWatcher
 from dtma.errors import Conflict, DockerUnavailable, NotFound
+from dtma.gateway.catalog import CatalogGateway
 from dtma.ports import Clock, ContainerRuntime, ProbeFactory, StateStore
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.validate import SpecPolicy, validate_toolbox_id

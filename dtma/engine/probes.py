@@ -5,8 +5,13 @@ stdio: holds a StdioProbeSession (attach). A fresh container is initialized once
 A session that ends (the attach or the first initialize failed, say on a loaded host) is opened
 again on the next probe. It negotiates again if it never did, or if the server speaks 2026-07-28
 (discovery is stateless there); a live handshake-era session is never initialized twice.
-streamable-http: a fresh session per probe against the container's address on the toolbox network,
-and the session the gateway calls through held open: healthy only once it is.
+streamable-http: the session the gateway calls through (held open) is the one the probes use once
+it is open: N probes open no N sessions. Until then (the gate's first probes, or after the held
+session broke) a probe opens a fresh session with the era negotiation, which grades a failure
+(timeout, refused credentials, handshake, connection); once that one passes, the gateway's
+session is opened, and the server is healthy only once it is (the endpoint can call it). The
+fresh probe's own session is not handed on: the SDK's session belongs to the task that opened it
+(anyio), and the probe's grading lives in that task's scope.
 health.mcp = false: healthy while the container runs (the runner tracks that).
 """
 
@@ -24,6 +29,11 @@ from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
 from dtma.errors import ServerUnavailable
 from dtma.spec.models import ServerSpec
+
+# Probe failures on the held HTTP session that keep it: the server's answer on a working session,
+# or a slow one (a timeout on a loaded host must not cut the gateway's calls in flight on it).
+# Any other failure drops it, and the next probe grades a fresh session.
+_SESSION_KEPT = frozenset({reasons.MISSING_TOOLS, reasons.TOOL_NAME_COLLISION, reasons.TIMEOUT})
 
 if TYPE_CHECKING:
     from dtma.adapters.mcp_probe import StdioProbeSession
@@ -71,20 +81,29 @@ class ContainerProbe:
         if not health.mcp:
             return ProbeResult.ok(0.0)
         await lazy_import.load(lazy_import.MCP_CLIENT)
-        from dtma.adapters.mcp_probe import probe_http
-
         if self._server.transport == "streamable-http":
-            url = self.endpoint
-            if url is None:
-                return ProbeResult.failed(reasons.CONNECT_FAILED, 0.0, "container has no address")
-            result = await probe_http(
-                url, timeout=health.timeout, expect_tools=health.expect_tools if full else ()
-            )
-            unroutable = await self._unroutable(health.timeout) if result.healthy else None
-            if unroutable is not None:
-                return ProbeResult.failed(reasons.SESSION_CLOSED, result.latency_ms, unroutable)
-            return result
+            return await self._check_http(full)
         return await self._check_stdio(full)
+
+    async def _check_http(self, full: bool) -> ProbeResult:
+        from dtma.adapters.mcp_probe import probe_http, probe_session  # loaded by check()
+
+        health = self._server.health
+        expect = health.expect_tools if full else ()
+        url = self.endpoint
+        if url is None:
+            return ProbeResult.failed(reasons.CONNECT_FAILED, 0.0, "container has no address")
+        held = self._http.held() if self._http is not None else None
+        if held is not None:
+            result = await probe_session(held, timeout=health.timeout, expect_tools=expect)
+            if not result.healthy and result.reason not in _SESSION_KEPT:
+                await self._drop_http()
+            return result
+        result = await probe_http(url, timeout=health.timeout, expect_tools=expect)
+        unroutable = await self._unroutable(health.timeout) if result.healthy else None
+        if unroutable is not None:
+            return ProbeResult.failed(reasons.SESSION_CLOSED, result.latency_ms, unroutable)
+        return result
 
     async def _unroutable(self, timeout: float) -> str | None:
         """Why the gateway could not route a call to this HTTP server now (its held session
@@ -218,10 +237,13 @@ class ContainerProbe:
         try:
             return await step(await self._client())
         except ServerUnavailable:
-            if self._http is not None:  # a broken HTTP session: open a fresh one next time
-                http, self._http = self._http, None
-                await http.close()
+            await self._drop_http()  # a broken HTTP session: open a fresh one next time
             raise
+
+    async def _drop_http(self) -> None:
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
 
     def _open_stdio(self, *, initialize: bool) -> None:
         from dtma.adapters.mcp_probe import StdioProbeSession  # loaded by check()

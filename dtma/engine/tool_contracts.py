@@ -7,7 +7,7 @@ recorded contract (domain/tool_contract.py), emits one `tool_contract_broken` ev
 change, and with `strict` turns the passed gate into a failed one (reason `tool_contract`),
 which the rollout then reverts like any failed gate. When the gate (still) passes, the new
 revision's contracts are recorded as the baseline of the next rollout, and its tool definitions
-are pinned (domain/tool_pins.py; enforced by the endpoint, engine/pinning.py). Pins are written
+are pinned (domain/tool_pins.py; enforced by the endpoint, gateway/pinning.py). Pins are written
 once per revision: a rollback or a re-gate of the same revision keeps the first ones.
 
 The baseline is what was recorded for the serving revision, or, for a revision that passed

@@ -13,6 +13,8 @@ a real server:
   error_env:<ITEMS>   answer `tools/list` with a JSON-RPC error whose message carries ITEMS
 An unknown FAIL_MODE is a configuration error: exit status 2 with a message.
 MCP_TRANSPORT=stdio serves the same tools over stdin/stdout instead of HTTP.
+LOG_HANDSHAKES=1 prints one line to stderr per handshake request it receives (`initialize` or
+`server/discover`): a client's new sessions, counted from outside (`docker logs`).
 PRINT_AT_START=<ITEMS> prints ITEMS to stdout and stderr first (before any FAIL_MODE acts).
 ITEMS is a comma-separated list of environment variable names and /file/paths, standing for
 their values: with secrets, these make a server that leaks them, for dtma's redaction tests.
@@ -152,6 +154,24 @@ class HangOnInitialize:
         await self.app(scope, _replay(body, receive), send)
 
 
+class LogHandshakes:
+    """ASGI wrapper that prints `mcp-notes: handshake <method>` to stderr for each handshake
+    request, then serves it as usual."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        for method in ("initialize", "server/discover"):
+            if _request_for(body, method) is not None:
+                print(f"mcp-notes: handshake {method}", file=sys.stderr, flush=True)
+        await self.app(scope, _replay(body, receive), send)
+
+
 class ErrorOnToolsList:
     """ASGI wrapper that answers `tools/list` with a JSON-RPC error carrying `message`."""
 
@@ -272,6 +292,8 @@ def main() -> None:
         app = HangOnInitialize(app)
     if mode.kind == "error_env":
         app = ErrorOnToolsList(app, f"tools unavailable: {leaked_values(mode.arg)}")
+    if os.environ.get("LOG_HANDSHAKES") == "1":
+        app = LogHandshakes(app)
     print(
         f"mcp-notes: serving on 0.0.0.0:{port}{path} (FAIL_MODE={mode.kind or 'none'})",
         file=sys.stderr,

@@ -283,7 +283,7 @@ async def test_a_key_rotated_at_the_issuer_is_taken_without_a_restart(
     after = await in_thread(token_for, idp, agent, other)
     assert segment(after, 0)["kid"] not in old_kids
     pid = agent.proc.pid if agent.proc else None
-    # A refresh on an unknown kid is rate-limited (engine/oauth.py REFRESH_MIN_S = 10 s), and
+    # A refresh on an unknown kid is rate-limited (gateway/oauth.py REFRESH_MIN_S = 10 s), and
     # an earlier test may just have spent it: retry for a while.
     deadline = time.monotonic() + 30
     while True:

@@ -14,9 +14,9 @@ from dtma.adapters.state_repo import StateRepository
 from dtma.domain.access import ToolCall, token_hash
 from dtma.domain.records import EventRecord
 from dtma.domain.retention import DAY_S, RetentionPolicy
-from dtma.engine.access import MAX_TOKENS_PER_TOOLBOX, AccessTokens
-from dtma.engine.call_journal import OTHER, CallJournal
 from dtma.errors import Conflict, NotFound
+from dtma.gateway.call_journal import OTHER, CallJournal
+from dtma.gateway.tokens import MAX_TOKENS_PER_TOOLBOX, AccessTokens
 from dtma.observability.metrics import Metrics
 from tests.conftest import in_thread
 from tests.fakes_gateway import FailingCallStore

@@ -9,8 +9,8 @@ import pytest
 
 from dtma.domain.access import TOKEN_PREFIX, is_scoped, new_token, token_hash
 from dtma.domain.records import EventRecord
-from dtma.engine.access import AccessTokens
 from dtma.errors import NotFound
+from dtma.gateway.tokens import AccessTokens
 from tests.fakes_gateway import MemoryTokenStore
 
 

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dtma.api.app import create_app
 from dtma.domain.oauth import OAuthIssuer
-from dtma.engine.oauth import JwtVerifier
+from dtma.gateway.oauth import JwtVerifier
 from tests.fakes import FakeJsonFetcher, StaticReadiness
 from tests.jwt_keys import BASE, ISSUER, Key
 

@@ -1,4 +1,4 @@
-"""api/asgi.py on a real aiohttp server, with small ASGI apps: a one-piece answer is returned to
+"""gateway/asgi.py on a real aiohttp server, with small ASGI apps: a one-piece answer is returned to
 aiohttp unsent (so middlewares still add headers, and head and body leave together), a
 streamed one is sent as it comes (its head at once), and the request body reaches the app."""
 
@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from dtma.api.asgi import serve_asgi
 from dtma.api.middleware import error_middleware
+from dtma.gateway.asgi import serve_asgi
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 

@@ -12,8 +12,8 @@ import pytest
 from dtma.domain import probe
 from dtma.domain.health import HealthTracker
 from dtma.domain.probe import check_expected_tools
-from dtma.engine.gateway import exported_name, split_name
 from dtma.errors import SpecInvalid
+from dtma.gateway.routing import exported_name, split_name
 from dtma.spec.validate import SpecPolicy, parse_spec
 
 

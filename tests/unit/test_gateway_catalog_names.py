@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtma.engine.gateway_catalog import exported_uri, split_uri
+from dtma.gateway.catalog import exported_uri, split_uri
 
 
 @pytest.mark.parametrize(

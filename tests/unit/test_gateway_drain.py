@@ -15,11 +15,11 @@ import pytest
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.probe import ProbeResult
 from dtma.engine.engine_watch import EngineWatch
-from dtma.engine.gateway import EngineGateway, ToolNotFound, exported_name, split_name
 from dtma.engine.probes import ContainerProbe
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.supervisor import Supervisor
 from dtma.errors import ServerUnavailable
+from dtma.gateway.routing import EngineGateway, ToolNotFound, exported_name, split_name
 from dtma.spec.models import Restart, ServerSpec, ToolFilter
 from tests.fakes import FakeEnginePing
 

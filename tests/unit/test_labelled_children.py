@@ -9,8 +9,8 @@ from prometheus_client import Counter, generate_latest
 
 from dtma.domain.access import ToolCall
 from dtma.domain.records import EventRecord
-from dtma.engine import call_journal
-from dtma.engine.call_journal import CallJournal
+from dtma.gateway import call_journal
+from dtma.gateway.call_journal import CallJournal
 from dtma.observability.metrics import LabelledChildren, Metrics, MetricsObserver
 from tests.fakes_gateway import FailingCallStore
 

@@ -1,4 +1,4 @@
-"""The endpoint's hot path (api/mcp_exchange.py) answers a plain 2026-07-28 tools/call exactly as
+"""The endpoint's hot path (gateway/exchange.py) answers a plain 2026-07-28 tools/call exactly as
 the SDK's own entry would, hands the handler the client's envelope, and leaves every other
 request to the SDK: a header that disagrees with the body, a progress token, an `Mcp-Param-*`
 header, another method, another era."""
@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from dtma.api import mcp_exchange
 from dtma.api.mcp_endpoint import add_mcp_routes
+from dtma.gateway import exchange as mcp_exchange
 from tests.fakes_gateway import OneToolGateway
 
 VERSION = "2026-07-28"

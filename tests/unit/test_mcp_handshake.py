@@ -1,25 +1,22 @@
-"""A handshake-era session's requests take the hot path (api/mcp_handshake.py) once the session is
+"""A handshake-era session's requests take the hot path (gateway/handshake.py) once the session is
 open, and are answered as the SDK's own transport answers them (there: on an SSE stream; here:
 one JSON body); everything else is left to the SDK. Also: a 2026-07-28 `tools/list` takes the
-hot path too, and api/mcp_compat.py's idle accounting holds the session as the SDK's does."""
+hot path too. (gateway/sdk_compat.py's own checks: tests/unit/test_sdk_compat.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
-import anyio
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from mcp.server.connection import Connection
-from mcp.server.streamable_http import StreamableHTTPServerTransport
 
-from dtma.api import mcp_compat, mcp_exchange, mcp_handshake
 from dtma.api.mcp_endpoint import MCP_ENDPOINTS, add_mcp_routes
+from dtma.gateway import exchange as mcp_exchange
+from dtma.gateway import handshake as mcp_handshake
 from tests.fakes_gateway import OneToolGateway
 from tests.unit.test_mcp_exchange import META, PATH, headers
 
@@ -214,39 +211,6 @@ async def test_a_modern_tools_list_takes_the_hot_path_as_the_sdk_answers_it(
     assert taken == [True]
     assert fast_reply == (sdk.status, message_of(await sdk.text()))
     assert [t["name"] for t in fast_reply[1]["result"]["tools"]] == ["time__now"]
-
-
-async def test_a_request_on_the_hot_path_holds_the_sessions_idle_countdown() -> None:
-    transport = StreamableHTTPServerTransport(mcp_session_id="s1", idle_timeout=30.0)
-    async with transport.connect():
-        idle = transport.idle_scope
-        assert idle is not None
-        idle.deadline = anyio.current_time() + 1.0  # as after the session's last request
-        with mcp_compat.in_flight(transport):
-            assert idle.deadline == float("inf")
-            with mcp_compat.in_flight(transport):
-                pass
-            assert idle.deadline == float("inf")  # one still in flight
-        assert 29.0 < idle.deadline - anyio.current_time() <= 30.0
-        assert transport._requests_in_flight == 0
-
-
-def test_the_sdk_still_has_what_mcp_compat_reads() -> None:
-    """The names api/mcp_compat.py reads off the SDK: an upgrade that moves one fails here."""
-    from mcp.server.session import ServerSession
-    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-
-    from dtma.api.mcp_server import _ToolboxServer
-
-    manager = StreamableHTTPSessionManager(_ToolboxServer("x"))
-    assert isinstance(manager._server_instances, dict)
-    assert isinstance(manager._session_owners, dict)
-    transport = StreamableHTTPServerTransport(mcp_session_id="s", idle_timeout=1.0)
-    assert transport._idle_timeout == 1.0
-    assert transport._requests_in_flight == 0
-    connection = Connection.from_envelope("2026-07-28", None, None)
-    session = ServerSession(cast(Any, None), connection)
-    assert mcp_compat.connection_of(SimpleNamespace(session=session)) is connection
 
 
 async def test_a_sessions_call_carries_a_relay_envelope_once_the_tool_is_listed() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import mcp_types as types
 
-from dtma.api.mcp_server import ToolboxEndpoint
+from dtma.gateway.endpoint import ToolboxEndpoint
 from tests.fakes_gateway import ONE_TOOL_SCHEMA, OneToolGateway
 
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from mcp.shared.exceptions import MCPError
 
 from dtma.adapters.mcp_relay import HttpRelay
-from dtma.errors import ServerUnavailable
+from dtma.errors import ServerUnavailable, UpstreamAnswerRefused
 
 ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -141,7 +141,8 @@ async def test_an_answer_over_the_bound_fails_this_call_only(
     monkeypatch.setattr("dtma.adapters.mcp_relay.MAX_ANSWER_BYTES", 1000)
     relay = HttpRelay(url, connect_timeout=2)
     try:
-        with pytest.raises(MCPError, match="larger than 1000 bytes"):
+        with pytest.raises(UpstreamAnswerRefused, match="larger than 1000 bytes") as refused:
             await relay.call_tool("list_notes", {}, ENVELOPE, 5)
+        assert not refused.value.transient  # this call's fault: not retryable
     finally:
         await relay.close()

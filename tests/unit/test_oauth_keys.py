@@ -1,4 +1,4 @@
-"""engine/oauth.py's key handling with a fake JsonFetcher (tests/fakes.py): discovery, the
+"""gateway/oauth.py's key handling with a fake JsonFetcher (tests/fakes.py): discovery, the
 cache, refresh on an unknown kid and its rate limit, an issuer that is down. Tokens are real
 RS256 JWTs (PyJWT, cryptography); the real issuer is in tests/e2e/test_gateway_oauth.py."""
 
@@ -11,8 +11,8 @@ import jwt
 import pytest
 
 from dtma.domain.oauth import OAuthIssuer
-from dtma.engine.oauth import KEYS_MAX_AGE_S, REFRESH_MIN_S, VERIFIED_TTL_S, JwtVerifier
 from dtma.errors import IssuerUnavailable, ScopeRefused, TokenRefused
+from dtma.gateway.oauth import KEYS_MAX_AGE_S, REFRESH_MIN_S, VERIFIED_TTL_S, JwtVerifier
 from tests.fakes import FakeJsonFetcher, ManualClock
 from tests.jwt_keys import BASE, ISSUER, Key
 

@@ -19,14 +19,14 @@ SERVER_STATE_WRITES = re.compile(r"\b(?!self\b)\w+\.(state|health)\s*(,[^=]*)?=(
 SERVER_RUNNER_FILES = {"server_runner.py", "server_restarts.py", "server_calls.py"}
 
 
-def _engine_and_api() -> list[Path]:
-    return sorted([*REPO.glob("dtma/engine/*.py"), *REPO.glob("dtma/api/*.py")])
+def _engine_api_and_gateway() -> list[Path]:
+    return sorted(p for d in ("engine", "api", "gateway") for p in REPO.glob(f"dtma/{d}/*.py"))
 
 
 def test_only_the_toolbox_runner_writes_its_toolbox_row() -> None:
     found = [
         f"{path.relative_to(REPO)}:{n}: {line.strip()}"
-        for path in _engine_and_api()
+        for path in _engine_api_and_gateway()
         if path.name != "toolbox_state.py"
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if TOOLBOX_ROW_WRITES.search(line)
@@ -37,7 +37,7 @@ def test_only_the_toolbox_runner_writes_its_toolbox_row() -> None:
 def test_a_servers_state_is_set_only_inside_its_runner() -> None:
     found = [
         f"{path.relative_to(REPO)}:{n}: {line.strip()}"
-        for path in _engine_and_api()
+        for path in _engine_api_and_gateway()
         if path.name not in SERVER_RUNNER_FILES
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if SERVER_STATE_WRITES.search(line)

@@ -104,12 +104,13 @@ def test_every_task_the_engine_and_api_create_is_supervised_or_watched() -> None
         # a tool call (or prompts/resources request): awaited by _guarded, cut by the exit
         ("server_runner.py", "asyncio.create_task(start())"),
         # the endpoint's hot-path call: awaited by answer(), cancelled when the client goes
-        ("mcp_exchange.py", "call = asyncio.ensure_future("),
+        ("exchange.py", "call = asyncio.ensure_future("),
     }
     unexplained = []
     scanned = [
         *REPO.glob("dtma/engine/*.py"),
         *REPO.glob("dtma/api/*.py"),
+        *REPO.glob("dtma/gateway/*.py"),
         REPO / "dtma/bootstrap.py",
     ]
     for path in sorted(scanned):

@@ -1,5 +1,6 @@
 """Tool pinning (gateway.pin): the pure diff (domain/tool_pins.py), the pins recorded at the gate
-(engine/tool_contracts.py) and the endpoint's guard (engine/pinning.py), with hand-written fakes."""
+(engine/tool_contracts.py) and the endpoint's guard (gateway/pinning.py), with hand-written
+fakes."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from dtma.adapters.mcp_upstream import ToolListWatch
 from dtma.domain import tool_pins as tp
 from dtma.domain.gate import Decision, GateState
 from dtma.engine import server_calls
-from dtma.engine.pinning import PinGuard
 from dtma.engine.server_calls import ServerCalls
 from dtma.engine.tool_contracts import check_tool_contracts
+from dtma.gateway.pinning import PinGuard
 from dtma.spec.hashing import spec_hash
 from dtma.spec.models import ToolboxSpec
 from tests.fakes_gateway import FakeContractHost, FakeContractRunner

@@ -4,11 +4,11 @@ The SDK (pinned to one minor version in pyproject.toml) offers no public way to 
 endpoint needs them for two things:
 - telling a client's session that a list changed: the per-request `ServerSession` a handler
   receives is the only way to the session's `Connection`;
-- answering a handshake-era session's requests on the hot path (api/mcp_handshake.py): which
+- answering a handshake-era session's requests on the hot path (gateway/handshake.py): which
   sessions are open is the session manager's, and a request served outside the SDK's transport
   must hold the session's idle countdown as the transport's own entry does.
 
-tests/unit/test_mcp_handshake.py (`test_the_sdk_still_has_what_mcp_compat_reads`) checks that each
+tests/unit/test_sdk_compat.py (`test_the_sdk_still_has_what_sdk_compat_reads`) checks that each
 name read here exists on the installed SDK, so an upgrade that moves one fails there, not in
 production.
 """

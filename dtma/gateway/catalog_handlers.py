@@ -1,9 +1,10 @@
-"""The MCP endpoint's prompts and resources handlers (naming and routing: engine/gateway_catalog).
+"""The MCP endpoint's prompts and resources handlers (naming and routing: gateway/catalog).
 
 `catalog_handlers()` gives the SDK lowlevel `Server` its prompts/list, prompts/get,
 resources/list, resources/templates/list and resources/read handlers for one toolbox. Errors map
-as tools/call's do: an unknown name or URI is invalid params, a server that cannot answer now is
-the retryable -32003, and an MCP error the server itself returned passes through unchanged.
+as tools/call's do (gateway/mcp_errors.py): an unknown name or URI is invalid params, a server
+that cannot answer now is the retryable -32003, and an MCP error the server itself returned
+passes through unchanged.
 """
 
 from __future__ import annotations
@@ -12,26 +13,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import mcp_types as types
-from mcp.shared.exceptions import MCPError
 
-from dtma.engine.gateway_catalog import McpGateway, UnknownEntry
-from dtma.errors import NotFound, ServerUnavailable
+from dtma.gateway.catalog import McpGateway
+from dtma.gateway.mcp_errors import mcp_errors
 
-SERVER_UNAVAILABLE = -32003  # as in mcp_server.py: retry
 T = TypeVar("T")
 
 
 async def _answer(work: Awaitable[T]) -> T:
-    try:
+    with mcp_errors():
         return await work
-    except UnknownEntry as exc:
-        raise MCPError(types.INVALID_PARAMS, exc.message) from None
-    except ServerUnavailable as exc:
-        raise MCPError(
-            SERVER_UNAVAILABLE, exc.message, {"retryable": True, "retryAfterMs": 500}
-        ) from None
-    except NotFound as exc:
-        raise MCPError(types.INVALID_REQUEST, exc.message) from None
 
 
 def catalog_handlers(

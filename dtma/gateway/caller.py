@@ -5,17 +5,10 @@ Callers with dtma's own tokens have no JwtCaller and are never narrowed here."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from aiohttp import web
-
-from dtma.api.open_streams import OpenStreams
 from dtma.domain.oauth import JwtCaller, tool_permitted
-from dtma.engine.gateway import GatewayTool, ToolGateway
+from dtma.gateway.routing import GatewayTool, ToolGateway
 
 CALLER_SCOPE_KEY = "dtma.caller"
 
@@ -40,25 +33,3 @@ def may_call(gateway: ToolGateway, toolbox: str, caller: JwtCaller | None, name:
     if caller is None:
         return True
     return tool_permitted(name, gateway.access_rules(toolbox), caller.claims)
-
-
-def held_until_expiry(
-    streams: OpenStreams, caller: JwtCaller
-) -> Callable[[str, web.Request], contextlib.AbstractContextManager[None]]:
-    """As `streams.held`, for a GET stream a JWT opened, closed when the JWT expires: every
-    other request is checked as it comes, but a stream is one request that lasts. Enter
-    before the first await (as OpenStreams.held)."""
-
-    @contextlib.contextmanager
-    def held(_: str, request: web.Request) -> Iterator[None]:
-        key = f"jwt-{id(request)}"  # a key of its own: no one revokes a JWT
-        delay = max(0.0, caller.expires_at - time.time())
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(delay, streams.cut, (key,), "token expired")
-        try:
-            with streams.held(key, request):
-                yield
-        finally:
-            timer.cancel()
-
-    return held

@@ -1,12 +1,13 @@
 """A toolbox's MCP server: the official SDK's lowlevel `Server` with tools/list and tools/call
-handlers (and the prompts/resources ones of api/mcp_catalog.py), served by its
+handlers (and the prompts/resources ones of gateway/catalog_handlers.py), served by its
 `StreamableHTTPSessionManager` (both eras: the `initialize` handshake with sessions, and the
-stateless 2026-07-28 revision), bridged to aiohttp by `api/asgi.py`.
+stateless 2026-07-28 revision), bridged to aiohttp by `gateway/asgi.py`.
 
-This is the only module of the API that imports the SDK's server side (with api/mcp_exchange.py,
-api/mcp_handshake.py, api/mcp_compat.py and api/mcp_catalog.py, which only it imports).
-api/mcp_endpoint.py imports it on a toolbox endpoint's first request, so an agent whose
-endpoints are never used never loads the SDK (about 20 MB of RSS: docs/benchmarks.md).
+This is the gateway's entry to the SDK's server side (with gateway/exchange.py,
+gateway/handshake.py, gateway/sdk_compat.py, gateway/catalog_handlers.py and
+gateway/mcp_errors.py, which only it imports). gateway/registry.py imports it on a toolbox
+endpoint's first request, so an agent whose endpoints are never used never loads the SDK (about
+20 MB of RSS: docs/benchmarks.md).
 
 A background task per endpoint holds the manager's task group and tells the sessions it has
 seen `notifications/tools/list_changed` when the offered tool set changes, and
@@ -29,32 +30,26 @@ from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.shared.exceptions import MCPError
 from pydantic_core import to_json
 
 from dtma import __version__
-from dtma.api import mcp_compat, mcp_exchange, mcp_handshake
-from dtma.api.asgi import serve_asgi
-from dtma.api.mcp_caller import CALLER_SCOPE_KEY, caller_of, may_call, visible
-from dtma.api.mcp_catalog import catalog_handlers, without_unoffered
-from dtma.api.mcp_handshake import SessionBook
-from dtma.api.middleware import CALLER, PRINCIPAL
 from dtma.cancellation import cancel_and_wait, suppress_failures
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
-from dtma.engine.call_journal import CallJournal
-from dtma.engine.gateway import GatewayTool, ToolDenied, ToolNotFound, split_name
-from dtma.engine.gateway_catalog import CATALOG, McpGateway
-from dtma.engine.pinning import ToolDefinitionChanged
+from dtma.domain.oauth import JwtCaller
 from dtma.engine.supervisor import watch_task
-from dtma.errors import NotFound, ServerUnavailable
+from dtma.gateway import exchange, handshake, sdk_compat
+from dtma.gateway.asgi import serve_asgi
+from dtma.gateway.call_journal import CallJournal
+from dtma.gateway.caller import CALLER_SCOPE_KEY, caller_of, may_call, visible
+from dtma.gateway.catalog import CATALOG, McpGateway
+from dtma.gateway.catalog_handlers import catalog_handlers, without_unoffered
+from dtma.gateway.handshake import SessionBook
+from dtma.gateway.mcp_errors import journal_outcome, mcp_errors, raise_mcp_error
+from dtma.gateway.routing import GatewayTool, ToolDenied, split_name
 
 WATCH_INTERVAL_S = 1.0
 NOTIFY_TIMEOUT_S = 2.0
 OFFERS_TIMEOUT_S = 2.0
-# JSON-RPC server-error range: the server behind this tool cannot answer now; retry.
-SERVER_UNAVAILABLE = -32003
-# The tool changed its definition since the gate and `gateway.pin` is block: not retryable.
-TOOL_DEFINITION_CHANGED = -32004
 PRINCIPAL_SCOPE_KEY = "dtma.principal"  # the ASGI scope key the handler passes the caller in
 MAX_NAME_IN_JOURNAL = 128
 _LIST_CHANGED = {
@@ -140,7 +135,7 @@ class ToolboxEndpoint:
             self.sessions,
         ]
         self.manager = StreamableHTTPSessionManager(self.server)
-        self.lifespan_state: Any = None  # the server's, for calls answered by api/mcp_exchange.py
+        self.lifespan_state: Any = None  # the server's, for calls answered by gateway/exchange.py
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -201,7 +196,7 @@ class ToolboxEndpoint:
     def _remember(self, ctx: Any) -> None:
         """Note the client's connection (weakly: it lives as long as its MCP session), to tell
         it of list changes."""
-        connection = mcp_compat.connection_of(ctx)
+        connection = sdk_compat.connection_of(ctx)
         if connection is not None:
             self._sessions.add(connection)
 
@@ -211,7 +206,7 @@ class ToolboxEndpoint:
         self._headerless = frozenset(
             name
             for name, schema in self._schemas.items()
-            if mcp_exchange.PARAM_HEADER_KEY not in json.dumps(schema)
+            if exchange.PARAM_HEADER_KEY not in json.dumps(schema)
         )
 
     def _input_schema(self, name: str) -> dict[str, Any] | None:
@@ -226,10 +221,8 @@ class ToolboxEndpoint:
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         self._remember(ctx)
-        try:
+        with mcp_errors():
             tools = await self._gateway.tools(self.toolbox_id)
-        except NotFound as exc:
-            raise MCPError(types.INVALID_REQUEST, exc.message) from None
         self._learn(tools)
         tools = visible(self._gateway, self.toolbox_id, caller_of(ctx), tools)  # gateway.access
         return types.ListToolsResult(
@@ -247,22 +240,9 @@ class ToolboxEndpoint:
                 self.toolbox_id, params.name, params.arguments, self._envelope(ctx, params.name)
             )
             outcome, answered = ("error" if result.get("isError") else "ok"), _size(result)
-        except ToolNotFound as exc:
-            outcome = "denied" if isinstance(exc, ToolDenied) else "not_found"
-            raise MCPError(types.INVALID_PARAMS, exc.message) from None
-        except ToolDefinitionChanged as exc:
-            outcome = "denied"
-            raise MCPError(
-                TOOL_DEFINITION_CHANGED, exc.message, {"retryable": False, "reason": exc.code}
-            ) from None
-        except ServerUnavailable as exc:
-            outcome = "unavailable"
-            raise MCPError(
-                SERVER_UNAVAILABLE, exc.message, {"retryable": True, "retryAfterMs": 500}
-            ) from None
-        except NotFound as exc:
-            outcome = "not_found"
-            raise MCPError(types.INVALID_REQUEST, exc.message) from None
+        except Exception as exc:
+            outcome = journal_outcome(exc)
+            raise_mcp_error(exc)
         else:
             if params.name not in self._schemas:  # so that the next calls' headers are checked
                 with suppress_failures():
@@ -279,11 +259,11 @@ class ToolboxEndpoint:
 
     def _envelope(self, ctx: Any, name: str) -> dict[str, Any] | None:
         """The 2026-07-28 envelope the call may be relayed with as is: a 2026-07-28 client's
-        own, or the one made for a handshake-era session (api/mcp_handshake.relay_envelope);
+        own, or the one made for a handshake-era session (gateway/handshake.relay_envelope);
         only for a call one of the hot paths took, to a tool whose listed schema asks for no
         `Mcp-Param-*` header (such headers are mirrored by the SDK's client, not relayed)."""
         scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
-        envelope = scope.get(mcp_exchange.ENVELOPE_SCOPE_KEY)
+        envelope = scope.get(exchange.ENVELOPE_SCOPE_KEY)
         if not isinstance(envelope, dict) or name not in self._headerless:
             return None
         return envelope
@@ -316,22 +296,23 @@ class ToolboxEndpoint:
             )
         )
 
-    async def serve(self, request: web.Request) -> web.StreamResponse:
-        """Answer one HTTP request to this endpoint, as the caller the middleware found: on the
-        hot path of its era (api/mcp_exchange.py for 2026-07-28, api/mcp_handshake.py for an
-        open handshake-era session) or the SDK's whole way (api/asgi.py)."""
-        scope: dict[str, Any] = {PRINCIPAL_SCOPE_KEY: request.get(PRINCIPAL, AGENT_PRINCIPAL)}
-        if (caller := request.get(CALLER)) is not None:
+    async def serve(
+        self, request: web.Request, principal: str, caller: JwtCaller | None
+    ) -> web.StreamResponse:
+        """Answer one HTTP request to this endpoint, as the caller the middleware found (its
+        principal for the journal; its JWT claims, if a JWT opened it, for `gateway.access`): on the
+        hot path of its era (gateway/exchange.py for 2026-07-28, gateway/handshake.py for an
+        open handshake-era session) or the SDK's whole way (gateway/asgi.py)."""
+        scope: dict[str, Any] = {PRINCIPAL_SCOPE_KEY: principal}
+        if caller is not None:
             scope[CALLER_SCOPE_KEY] = caller
         body: bytes | None = None
         reply: web.Response | None = None
-        if mcp_exchange.takes(request):
+        if exchange.takes(request):
             body = await request.read()
-            reply = await mcp_exchange.answer(
-                request, body, self.server, self.lifespan_state, scope
-            )
-        elif (session_id := mcp_handshake.session_of(request)) is not None:
-            body, reply = await mcp_handshake.answer(
+            reply = await exchange.answer(request, body, self.server, self.lifespan_state, scope)
+        elif (session_id := handshake.session_of(request)) is not None:
+            body, reply = await handshake.answer(
                 request,
                 session_id,
                 self.sessions,

@@ -6,7 +6,7 @@ gate passes and never touches when a revision fails; only servers that are runni
 not draining count. A removed server drains its calls in flight first (`ServerRunner.remove`).
 Tools are exported as `<server>__<tool>` (a server name is a DNS label, so it holds no `__` and
 the first `__` splits unambiguously), filtered by the serving spec's `gateway.tools`, and by
-`gateway.pin` (engine/pinning.py): a tool whose definition changed since its revision's gate is
+`gateway.pin` (gateway/pinning.py): a tool whose definition changed since its revision's gate is
 withheld and refused under `block`.
 """
 
@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dtma.engine.pinning import PinGuard, ToolDefinitionChanged, policy_of
 from dtma.engine.server_runner import ServerRunner
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import NotFound, ServerUnavailable
+from dtma.gateway.pinning import PinGuard, ToolDefinitionChanged, policy_of
 from dtma.spec.models import AccessRule, ToolFilter
 
 SEPARATOR = "__"

@@ -38,7 +38,7 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 
-from dtma.api import mcp_compat, mcp_exchange
+from dtma.gateway import exchange, sdk_compat
 
 
 def session_of(request: web.Request) -> str | None:
@@ -49,7 +49,7 @@ def session_of(request: web.Request) -> str | None:
     version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER)
     if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
         return None  # the SDK routes any other version to its 2026-07-28 entry
-    return session_id if mcp_exchange.plain_json_post(request) else None
+    return session_id if exchange.plain_json_post(request) else None
 
 
 _ENDED_STATE_KEY = "dtma.session_ended"
@@ -67,7 +67,7 @@ class SessionBook:
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         result = await call_next(ctx)
-        connection = mcp_compat.connection_of(ctx)
+        connection = sdk_compat.connection_of(ctx)
         if connection is not None and connection.session_id is not None:
             self._note(connection.session_id, connection)
         return result
@@ -126,24 +126,24 @@ async def answer(
     """(the body if it was read, the reply) for a request `session_of` let through: the reply is
     None when the SDK's way must answer (it is then given the body read here)."""
     connection = sessions.get(session_id)
-    transport = mcp_compat.open_transport(manager, session_id)
+    transport = sdk_compat.open_transport(manager, session_id)
     if connection is None or transport is None:
         return None, None
-    with mcp_compat.in_flight(transport):
+    with sdk_compat.in_flight(transport):
         body = await request.read()
-        parsed = mcp_exchange.one_request(body, parse=pydantic_core.from_json)  # as the SDK's
-        if parsed is None or mcp_compat.open_transport(manager, session_id) is None:
+        parsed = exchange.one_request(body, parse=pydantic_core.from_json)  # as the SDK's
+        if parsed is None or sdk_compat.open_transport(manager, session_id) is None:
             return body, None  # (ended while its body was read: the SDK answers 404)
         req, _ = parsed
         runner = ServerRunner(server, connection, lifespan_state)
 
-        async def run(exchange: Any) -> dict[str, Any]:
-            result: dict[str, Any] = await runner.on_request(exchange, req.method, req.params)
+        async def run(dispatch: Any) -> dict[str, Any]:
+            result: dict[str, Any] = await runner.on_request(dispatch, req.method, req.params)
             return result
 
         headers = {k.lower(): v for k, v in request.headers.items()}
-        scope = {**extra_scope, mcp_exchange.ENVELOPE_SCOPE_KEY: relay_envelope(connection)}
-        reply = await mcp_exchange.reply(
+        scope = {**extra_scope, exchange.ENVELOPE_SCOPE_KEY: relay_envelope(connection)}
+        reply = await exchange.reply(
             request,
             req,
             run,

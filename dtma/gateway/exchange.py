@@ -10,12 +10,12 @@ This path keeps every protocol decision the SDK's: its inbound ladder
 shaping for the client's revision), `modern_error_data` maps a failure, and the reply is the
 SDK's `JSONRPCResponse`/`JSONRPCError` with the SDK's HTTP status for its error code.
 A handshake-era session's requests take the same way once the session is open
-(api/mcp_handshake.py): `reply` below is shared.
+(gateway/handshake.py): `reply` below is shared.
 
 Only the plain case is taken: a JSON body that is one request with an id, every routing header
 present once and agreeing with the body, no `Mcp-Param-*` headers, no progress token, a
 supported revision, an `Accept` the SDK would serve. Anything else returns None and goes the
-SDK's whole way (api/asgi.py), so every rejection and every other method is answered by the SDK
+SDK's whole way (gateway/asgi.py), so every rejection and every other method is answered by the SDK
 itself. A request answered here is never switched to SSE: its reply is one JSON body.
 """
 
@@ -53,8 +53,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from starlette.requests import Request as StarletteRequest
 
-from dtma.api.asgi import DISCONNECT_POLL_S, http_scope
 from dtma.cancellation import NUDGE_S, raise_if_cancelling
+from dtma.gateway.asgi import DISCONNECT_POLL_S, http_scope
 
 METHOD = "tools/call"
 # The requests answered here: those a toolbox's clients make all the time. `initialize`, `ping`,

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from dtma.engine.gateway import LIST_TIMEOUT_S, EngineGateway, ToolGateway, split_name
-from dtma.engine.gateway import exported_name as exported_prompt
 from dtma.engine.server_runner import ServerRunner
 from dtma.errors import NotFound
+from dtma.gateway.routing import LIST_TIMEOUT_S, EngineGateway, ToolGateway, split_name
+from dtma.gateway.routing import exported_name as exported_prompt
 
 URI_SCHEME = "dtma://"
 CATALOG = ("prompts", "resources")
