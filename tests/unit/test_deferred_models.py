@@ -1,6 +1,7 @@
 """The spec, API and heartbeat models build their validators on first use, not at import
 (`defer_build` on their base classes; docs/benchmarks.md, "Idle agent"). Read in a fresh
-interpreter that imports what `dtma serve` imports, since other tests here have used the models.
+interpreter that imports what `dtma serve` imports (and adds the route of the OpenAPI document,
+which builds every API model when it is built), since other tests here have used the models.
 The positive case too: the first validation builds the model."""
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ PROBE = textwrap.dedent(
     """
     import json, sys
     import pydantic
+    from aiohttp import web
     import dtma.bootstrap, dtma.cli
+    from dtma.api.routes_agent import add_agent_routes
     from dtma.spec.models import ToolboxSpec
 
     def models(cls):
@@ -29,6 +32,7 @@ PROBE = textwrap.dedent(
             if m.__module__.startswith("dtma.") and m.__pydantic_complete__
         )
 
+    add_agent_routes(web.Application())  # the OpenAPI document is built on its first GET
     before = built()
     ToolboxSpec.model_validate({"servers": [{"name": "a", "image": "busybox:1"}]})
     json.dump({"before": before, "after": built()}, sys.stdout)
