@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import web
 
-from dtma.api.openapi import build_document
 from dtma.api.params import query_int, query_label
 from dtma.api.routes_toolboxes import agent_of
 from dtma.api.schemas import AdoptOut, AgentOut, ErrorsOut
@@ -40,7 +39,10 @@ async def get_openapi(request: web.Request) -> web.Response:
 def _openapi_document() -> dict[str, Any]:
     """Built on the first request, not at start: building it builds every API model (0.7 MB
     and 50 ms of CPU that an idle agent need not spend; docs/benchmarks.md, "Idle agent").
-    The document depends on nothing but the code, so one copy serves every app."""
+    The document depends on nothing but the code, so one copy serves every app. Its module
+    (the routes' table) loads with it."""
+    from dtma.api.openapi import build_document
+
     return build_document()
 
 
