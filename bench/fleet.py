@@ -155,7 +155,7 @@ def main() -> int:
             else:
                 raise RuntimeError(f"agent on port {port} never became ready")
         ready = time.perf_counter() - t0
-        time.sleep(5)  # let start-up garbage settle before reading RSS
+        time.sleep(15)  # start-up settles and the agent's first heap trim runs (dtma/heap.py)
         rss = [rss_mb(p.pid) for p in procs]
         print(f"{args.agents} agents ready in {ready:.1f}s (started all at once)")
         print(

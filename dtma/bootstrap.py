@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from dtma import __version__
+from dtma import __version__, heap
 from dtma.adapters.agent_container import AgentContainer
 from dtma.adapters.controller_http import ControllerConfig, HttpController, controller_config_from
 from dtma.adapters.docker_engine import DockerEngine
@@ -71,6 +71,7 @@ async def serve(settings: Settings) -> None:
     Containers keep running when the agent stops; the next start adopts them.
     """
     started_at = time.time()
+    heap.limit_arenas()  # before the worker threads exist (dtma/heap.py)
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         token = resolve_api_token(settings)
@@ -192,6 +193,7 @@ async def serve(settings: Settings) -> None:
             "retention",
             lambda: retention_loop(agent.repo, retention, settings.prune_interval),
         )
+        supervise("heap trim", "heap", heap.trim_loop, forever=False)
         await _wait_for_stop_signal()
         log.info("agent_stopping")
     finally:

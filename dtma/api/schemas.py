@@ -11,7 +11,7 @@ from dtma.spec.models import Name
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class HealthOut(Out):

@@ -16,7 +16,7 @@ PHASE = Literal["deploying", "healthy", "degraded", "failed", "stopped", "deleti
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class HeartbeatAgent(_Strict):

@@ -88,7 +88,9 @@ def is_loopback_publish(value: str) -> bool:
 
 class Strict(BaseModel):
     # strict: no coercion ("8000" is not a port, 1 is not true), as the OpenAPI document says.
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, strict=True, defer_build=True
+    )
 
 
 class VaultRef(Strict):
@@ -110,7 +112,9 @@ class SecretSpec(Strict):
     vault: VaultRef
     as_: Literal["file", "env"] = Field("file", alias="as")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, strict=True, defer_build=True
+    )
 
 
 class Resources(Strict):

@@ -83,7 +83,7 @@ AGENT = textwrap.dedent(
 
 
 def _idle_modules(tmp_path: Path, **extra_env: str) -> set[str]:
-    """The top-level packages a ready `dtma serve` (no toolbox) has imported."""
+    """The modules a ready `dtma serve` (no toolbox) has imported."""
     out = tmp_path / "modules.json"
     env = {
         **os.environ,
@@ -108,26 +108,36 @@ def _idle_modules(tmp_path: Path, **extra_env: str) -> set[str]:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert out.exists(), f"the agent never became ready:\n{run.stdout}{run.stderr}"
-    return {name.split(".")[0] for name in json.loads(out.read_text())}
+    return set(json.loads(out.read_text()))
+
+
+def _top(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
 
 
 def test_an_idle_agent_has_not_loaded_the_sdk_vault_or_jwt(
     tmp_path: Path, docker_client: Any
 ) -> None:
-    loaded = _idle_modules(tmp_path)
+    modules = _idle_modules(tmp_path)
+    loaded = _top(modules)
     assert {"aiohttp", "docker", "dtma"} <= loaded  # the file holds the agent's modules
     assert sorted(loaded.intersection(DEFERRED)) == []
+    # Nor the fleet client, which only `dtma fleet` runs (cli_fleet_run.py).
+    assert "dtma.cli_fleet" in modules
+    assert sorted(m for m in modules if m.startswith(("dtma.fleet", "dtma.cli_fleet_run"))) == []
 
 
 def test_the_first_jwt_loads_pyjwt_and_nothing_else(tmp_path: Path, docker_client: Any) -> None:
     """The positive case: a module loaded on first use shows in the list."""
     port = free_port()
-    loaded = _idle_modules(
-        tmp_path,
-        DTMA_LISTEN=f"127.0.0.1:{port}",
-        DTMA_PUBLIC_URL=f"http://127.0.0.1:{port}",
-        DTMA_OAUTH_ISSUERS='[{"issuer": "https://idp.example"}]',
-        SEND_JWT="e30.e30.c2ln",
+    loaded = _top(
+        _idle_modules(
+            tmp_path,
+            DTMA_LISTEN=f"127.0.0.1:{port}",
+            DTMA_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            DTMA_OAUTH_ISSUERS='[{"issuer": "https://idp.example"}]',
+            SEND_JWT="e30.e30.c2ln",
+        )
     )
     assert {"jwt", "cryptography"} <= loaded
     assert not loaded.intersection({"mcp", "hvac"})
