@@ -42,6 +42,11 @@ def subnet_prefix(spec: ToolboxSpec) -> int:
     return prefix_for(len(spec.servers), spec.rollout.order == "start_first")
 
 
+# What a given-up server whose last container is gone holds (engine/reconcile.py): an id no
+# Docker container has (ids are random SHA-256). Nothing asks the engine about it.
+NO_CONTAINER_ID = "0" * 64
+
+
 @dataclass(frozen=True)
 class ContainerRequest:
     name: str

@@ -160,6 +160,7 @@ class Agent(AgentReads):
         """Stop supervising; containers keep running (the next start adopts them). With
         final=False (a start that failed and is retried) the supervisor's other tasks and the
         spec parser stay."""
+        self.started = False  # the engine's return no longer reconciles (_on_engine_back)
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         for task in [*self._loops, *self._tasks]:

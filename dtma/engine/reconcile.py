@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from dtma.domain.containers import ObservedContainer
+from dtma.domain.containers import NO_CONTAINER_ID, ObservedContainer
 from dtma.domain.planner import EXITED, plan_serving
 from dtma.domain.records import RestartState
 from dtma.domain.restart import RestartTracker, Verdict, from_wall
@@ -27,10 +27,13 @@ async def reconcile_serving(
     tb: ToolboxRunner,
     revision: int | None,
     observed: list[ObservedContainer],
+    engine_stopped: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, int]:
     """On agent start (recovery): leave exactly one supervised container per server of
-    `revision`, charging exits (crashes while the agent was away) to each restart budget.
-    Returns how many containers were adopted, recreated and removed. Raises DtmaError."""
+    `revision`, charging exits (crashes while the agent was away) to each restart budget, but
+    for the containers in `engine_stopped` (running when the engine went away during this
+    recovery: the engine stopped them). Returns how many containers were adopted, recreated
+    and removed. Raises DtmaError."""
     counts = {"adopted": 0, "recreated": 0, "removed": 0}
     spec = None
     if revision is not None:
@@ -48,19 +51,24 @@ async def reconcile_serving(
     }
     budgets: dict[str, RestartTracker] = {}
     given_up: set[str] = set()
+    uncharged: set[str] = set()  # servers whose exit was the engine's doing
     for step in plan_serving(observed, revision if spec else None, servers, stopped=tb.stopped):
         if step.action == "remove" and step.reason == EXITED and spec is not None:
             assert step.server is not None
             assert step.container_id is not None
             assert revision is not None
-            budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
-            last = saved.get(step.server, RestartState(revision, 0))
-            if last.pending:
-                pass  # the crash was counted before the agent died; the recreate below ends it
-            elif last.gave_up or (budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP):
-                _adopt_failed(tb, spec, revision, by_id[step.container_id], last)
-                given_up.add(step.server)
-                continue
+            if step.container_id in engine_stopped:
+                uncharged.add(step.server)
+                budgets[step.server] = _budget(tb, spec, step.server, saved)
+            else:
+                budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
+                last = saved.get(step.server, RestartState(revision, 0))
+                if last.pending:
+                    pass  # the crash was counted before the agent died; the recreate ends it
+                elif last.gave_up or (budget.on_failure(tb.clock()).verdict is Verdict.GIVE_UP):
+                    _adopt_failed(tb, spec, revision, by_id[step.container_id], last)
+                    given_up.add(step.server)
+                    continue
         if step.action == "remove":
             assert step.container_id is not None
             await tb.remove_container(by_id[step.container_id])
@@ -92,7 +100,8 @@ async def reconcile_serving(
                 tracker = _budget(tb, spec, server.name, saved)
                 if not (before and before.pending):
                     tracker.on_failure(tb.clock())
-            restarts = (before.restarts if before else 0) + (0 if before and before.pending else 1)
+            charged = server.name not in uncharged and not (before and before.pending)
+            restarts = (before.restarts if before else 0) + (1 if charged else 0)
             # Write-ahead, as the server runner does: a kill -9 during the create keeps the count.
             await tb.save_restarts(server.name, revision, restarts, tracker.history(), False, True)
             fresh = await start_container(tb, server, revision, spec, None)
@@ -178,9 +187,6 @@ def _adopt_failed(
     )
     runner.mark_given_up("restarts_exhausted: the budget was spent before the agent restarted")
     tb.replace_server(runner)
-
-
-NO_CONTAINER_ID = "0" * 64  # a Docker container id no container has (ids are random SHA-256)
 
 
 def _no_container(toolbox: str, server: str, revision: int) -> ObservedContainer:

@@ -93,19 +93,26 @@ async def recover_or_fail(
     new apply (always a new revision) fixes it. An engine that goes away meanwhile is not the
     toolbox's failure: recovery waits for it and starts over on what the engine holds then (at
     most ENGINE_RETRIES times). Caller holds tb.lock."""
+    interrupted_ops = list(interrupted_ops)  # emptied as they are finished (_finish_ops)
+    engine_stopped: set[str] = set()
     for attempt in range(1, ENGINE_RETRIES + 1):
         epoch = tb.engine.epoch
         try:
             if attempt > 1:
                 record = await _reread(tb, record)
                 observed = await tb.runtime.list_managed(tb.id)
-            await recover(tb, record, observed, interrupted_ops)
+            await recover(tb, record, observed, interrupted_ops, engine_stopped)
             return
         except DockerUnavailable as exc:
             if attempt == ENGINE_RETRIES or await tb.engine.confirm(epoch):
                 await _fail(tb, record, interrupted_ops, exc)
                 return
             log.warning("recovery_waits_for_the_engine", toolbox=tb.id, error=exc.message)
+            # What ran when the engine went (found running, adopted or started by this
+            # attempt) and is found exited by the next was stopped by the engine, not crashed:
+            # no server's restart budget pays for it.
+            engine_stopped |= {c.id for c in observed if c.state == "running"}
+            engine_stopped |= tb.known_container_ids()
             # What this attempt adopted or started is let go (the containers stay): the next
             # attempt plans from the engine's listing again, as a fresh start would.
             await tb.halt()
@@ -142,10 +149,17 @@ async def _fail(
         message=f"cannot recreate the toolbox: {reason}",
     )
     await tb.clear_target(record.target_revision or -1)
-    for op_id in interrupted_ops:
-        await tb.repo.finish_operation(op_id, "failed", f"{INTERRUPTED}; {reason}")
-        await tb.emit(ev.OPERATION_FINISHED, reason="failed", message=INTERRUPTED, operation=op_id)
+    await _finish_ops(tb, interrupted_ops, "failed", f"{INTERRUPTED}; {reason}")
     await tb.set_phase("failed", reason="recovery_failed")
+
+
+async def _finish_ops(tb: ToolboxRunner, op_ids: list[str], state: str, error: str) -> None:
+    """End the operations the agent's restart interrupted, each once: a recovery attempt that
+    the engine cuts short after the outcome was decided must not decide it again."""
+    while op_ids:
+        op_id = op_ids.pop(0)
+        await tb.repo.finish_operation(op_id, state, error)
+        await tb.emit(ev.OPERATION_FINISHED, reason=state, message=INTERRUPTED, operation=op_id)
 
 
 async def recover(
@@ -153,8 +167,10 @@ async def recover(
     record: ToolboxRecord,
     observed: list[ObservedContainer],
     interrupted_ops: list[str],
+    engine_stopped: set[str] | frozenset[str] = frozenset(),
 ) -> None:
-    """Bring `tb` to one consistent revision. Caller holds tb.lock. Idempotent."""
+    """Bring `tb` to one consistent revision. Caller holds tb.lock. Idempotent. The ids in
+    `engine_stopped` were running when the engine went away: their exits are not crashes."""
     await tb.emit(
         ev.RECOVERY_STARTED,
         revision=record.current_revision,
@@ -169,13 +185,11 @@ async def recover(
         outcome, kept = await _finish_rollout(tb, record, observed)
         if kept:
             serving = record.target_revision
+        await _finish_ops(tb, interrupted_ops, outcome, INTERRUPTED)  # decided: kept or reverted
         observed = await tb.runtime.list_managed(tb.id)
-    await reconcile_serving(tb, serving, observed)
+    await reconcile_serving(tb, serving, observed, engine_stopped)
     tb.reconciled_epoch = epoch
-    for op_id in interrupted_ops:
-        state = outcome or "failed"
-        await tb.repo.finish_operation(op_id, state, INTERRUPTED)
-        await tb.emit(ev.OPERATION_FINISHED, reason=state, message=INTERRUPTED, operation=op_id)
+    await _finish_ops(tb, interrupted_ops, outcome or "failed", INTERRUPTED)
     await tb.set_phase(tb.steady_phase() if tb.servers else "failed")
 
 

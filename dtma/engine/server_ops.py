@@ -37,12 +37,17 @@ async def restart_servers(
 ) -> tuple[str, str | None]:
     """Restart each selected server once per operation. `began` (kept by the caller across the
     runs of one operation: an engine fault runs it again) maps each server to the container it
-    had when the operation first saw it; a server whose container has changed since (this
-    operation replaced it before the engine went, or the pass on the engine's return restarted
-    it) has had its restart and is not restarted again."""
+    had when the operation first ran. On a run again, a server whose container has changed
+    since (this operation replaced it before the engine went, or the pass on the engine's
+    return did) or whose replacement is under way (that pass's, which a restart here would cut
+    short) has had its restart; one the pass only re-attached is restarted now."""
     began = {} if began is None else began
-    for runner in _select(tb, names):
-        if began.setdefault(runner.name, runner.container.id) != runner.container.id:
+    again = bool(began)
+    selected = _select(tb, names)
+    for runner in selected:
+        began.setdefault(runner.name, runner.container.id)
+    for runner in selected:
+        if again and (runner.container.id != began[runner.name] or runner.restarting):
             continue
         await _replace(tb, runner, reason="restart requested")
     await tb.set_stopped(False)
@@ -83,7 +88,9 @@ async def _replace(tb: ToolboxRunner, runner: ServerRunner, reason: str) -> None
             await tb.save_restarts(runner.name, tb.revision, runner.restarts, history, False)
             raise
         if runner.state != "removed":
-            raise  # remove() failed: the old container is still there
+            # remove() failed: the old container is still there and no restart happened.
+            await tb.save_restarts(runner.name, tb.revision, runner.restarts, history, False)
+            raise
         # The old container is gone and no new one runs: the server is failed (the toolbox
         # degraded), and the restart it was counted for did happen (attempted), not pending.
         runner.mark_failed()

@@ -130,6 +130,12 @@ class ServerRunner(ServerRestarts, ServerCalls):
         )
 
     @property
+    def restarting(self) -> bool:
+        """A replacement of its container is due or under way (a crash's, or the one the
+        engine's return asked for)."""
+        return self._restart_first or self.state == "restarting"
+
+    @property
     def exited(self) -> bool:
         return self._exited.is_set()
 

@@ -16,9 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
-from dtma.domain.containers import (
-    ObservedContainer,
-)
+from dtma.domain.containers import NO_CONTAINER_ID, ObservedContainer
 from dtma.engine import event_kinds as ev
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.container_factory import ContainerFactory
@@ -115,7 +113,9 @@ class ToolboxRunner(ToolboxState):
             runner.on_container_exit(container_id, exit_code)
 
     def known_container_ids(self) -> set[str]:
-        return {r.container.id for r in [*self.servers.values(), *self.gate_runners.values()]}
+        """The containers its runners hold (not a given-up server's stand-in: none exists)."""
+        runners = [*self.servers.values(), *self.gate_runners.values()]
+        return {r.container.id for r in runners} - {NO_CONTAINER_ID}
 
     # -- operations ---------------------------------------------------------------------------
 

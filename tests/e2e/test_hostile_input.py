@@ -60,6 +60,7 @@ def one(server: dict[str, Any], **top: Any) -> bytes:
     return json.dumps({"servers": [server], **top}).encode()
 
 
+EGRESS = {"egress": True}  # a published port needs it: the policy is what is refused below
 RW_VOLUME = {"type": "volume", "source": "pgdata", "target": "/d", "read_only": False}
 
 
@@ -74,8 +75,8 @@ HOSTILE_SPECS: list[tuple[str, bytes]] = [
     ("not utf-8", b"\xff\xfe\x00"),
     ("json nan", b'{"servers": NaN}'),
     ("bad publish ip", one(http_server(publish="999.999.999.999:0"))),
-    ("publish 0.0.0.0", one(http_server(publish="0.0.0.0:0"))),
-    ("publish [::]", one(http_server(publish="[::]:0"))),
+    ("publish 0.0.0.0", one(http_server(publish="0.0.0.0:0"), network=EGRESS)),
+    ("publish [::]", one(http_server(publish="[::]:0"), network=EGRESS)),
     ("rw volume", one({"name": "a", "image": "i:1", "mounts": [RW_VOLUME]})),
     (
         "restart delay 0",
@@ -106,7 +107,8 @@ def test_hostile_specs_get_a_4xx_with_the_error_shape(
 
 
 def test_refusals_name_the_setting_that_would_allow_them(agent: AgentProcess) -> None:
-    body = one(http_server(publish="0.0.0.0:0", privileged=True, cap_add=["NET_RAW"]))
+    server = http_server(publish="0.0.0.0:0", privileged=True, cap_add=["NET_RAW"])
+    body = one(server, network=EGRESS)
     status, resp = send(agent, "PUT", f"/v1/toolboxes/{new_toolbox_id()}", body)
     messages = " ".join(d["msg"] for d in assert_error_shape(status, resp)["details"])
     for setting in (

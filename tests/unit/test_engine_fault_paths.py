@@ -5,12 +5,16 @@ operation that the engine's return runs again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
+from dtma.domain.containers import ContainerRequest, ObservedContainer
 from dtma.engine import event_kinds as ev
 from dtma.engine.agent import Agent
 from dtma.errors import DockerError, DockerUnavailable
+from dtma.spec.hashing import canonical_json, spec_hash
+from dtma.spec.models import ToolboxSpec
 from tests.fakes import FakeRuntime
 from tests.unit.engine_harness import Engine, server, spec_json
 from tests.virtual_time import eventually, run_virtual
@@ -73,7 +77,8 @@ def test_an_engine_blip_during_start_up_recovery_waits_instead_of_failing() -> N
         phases = [x.message for x in e.store.event_rows if x.kind == ev.TOOLBOX_PHASE]
         assert not any(m.endswith("-> failed") for m in phases), phases
         assert e.live() == {"a": 1, "b": 1}
-        assert _restarts(await agent.status("tb"))["a"] == 1  # the crash, counted once
+        # a: the crash, counted once; b: stopped by the daemon, not crashed, so not counted.
+        assert _restarts(await agent.status("tb")) == {"a": 1, "b": 0}
         await agent.stop()
 
     run_virtual(main)
@@ -92,6 +97,92 @@ def test_a_restart_run_again_after_an_engine_fault_restarts_each_server_once() -
         assert e.live() == {"a": 1, "b": 1}
         # One asked-for restart each; the daemon's restart replaced what it stopped meanwhile.
         assert _restarts(await agent.status("tb")) == {"a": 1, "b": 1}
+        await agent.stop()
+
+    run_virtual(main)
+
+
+class SlowCreates(FakeRuntime):
+    """Creates take a while (as a real one does, in a thread); records those cut short."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = False
+        self.cut: list[str] = []
+
+    async def create_and_start(self, request: ContainerRequest) -> ObservedContainer:
+        try:
+            if self.slow:
+                await asyncio.sleep(0.5)
+            return await super().create_and_start(request)
+        except asyncio.CancelledError:
+            self.cut.append(request.labels.get("dtma.server", "?"))
+            raise
+
+
+def test_a_restart_run_again_leaves_the_engine_returns_restarts_to_finish() -> None:
+    runtime = SlowCreates()
+    e = Engine(runtime=runtime)
+
+    async def main() -> None:
+        agent = await _deployed(e, "a", "b")
+        runtime.slow = True
+        _blip_during_next_create(e, "a")
+        op = await agent.server_operation("tb", "restart", None)
+        record = await agent.wait(op, WAIT)
+        assert (record.state, record.error) == ("succeeded", None)
+        await eventually(lambda: _healthy(agent, 2), within=WAIT)
+        assert runtime.cut == []  # the run again did not halt the pass's replacements
+        assert e.live() == {"a": 1, "b": 1}
+        assert _restarts(await agent.status("tb")) == {"a": 1, "b": 1}
+        await agent.stop()
+
+    run_virtual(main)
+
+
+class StopsAfterTheDecision(FakeRuntime):
+    """The daemon goes away (live-restore: containers keep running) at the first listing of
+    `toolbox` once `decided()` holds, and is back `down_for` later."""
+
+    def __init__(self, decided: Callable[[], bool], toolbox: str = "tb") -> None:
+        super().__init__()
+        self.decided, self.toolbox, self.down_for, self.tripped = decided, toolbox, 3.0, False
+
+    async def list_managed(
+        self, toolbox: str | None = None, *, brief: bool = False
+    ) -> list[ObservedContainer]:
+        if toolbox == self.toolbox and not self.tripped and self.decided():
+            self.tripped = True
+            self.daemon_stops(live_restore=True)
+            asyncio.get_running_loop().call_later(self.down_for, self.daemon_starts)
+        return await super().list_managed(toolbox, brief=brief)
+
+
+def test_an_interrupted_rollout_kept_by_recovery_stays_succeeded_through_an_engine_blip() -> None:
+    holder: list[Engine] = []
+    runtime = StopsAfterTheDecision(lambda: ev.RECOVERY_KEPT in holder[0].store.kinds("tb"))
+    e = Engine(runtime=runtime)
+    holder.append(e)
+
+    async def main() -> None:
+        first = await _deployed(e, "a")
+        await first.stop()
+        body = spec_json(server("a", "img/v2:1"), restart=ROOMY)
+        spec = ToolboxSpec.model_validate_json(body)
+        rev, _ = await e.store.add_revision("tb", canonical_json(spec), spec_hash(spec))
+        op = await e.store.add_operation("op-x", "apply", "tb", rev.number)
+        await e.toolbox().create_container(spec.servers[0], rev.number, spec)  # then kill -9
+        agent = e.agent()
+        await agent.start()
+        await eventually(lambda: _healthy(agent, 1), within=WAIT)
+        assert runtime.tripped
+        finished = await e.store.operation(op.id)
+        assert finished is not None
+        assert finished.state == "succeeded", finished
+        row = await e.store.toolbox("tb")
+        assert row is not None
+        assert (row.current_revision, row.stable_revision) == (2, 2)
+        assert e.live() == {"a": 2}
         await agent.stop()
 
     run_virtual(main)
