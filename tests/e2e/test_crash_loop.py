@@ -273,7 +273,8 @@ def loop(
         subprocess.run(["umount", "-l", str(secrets_dir)], check=False, capture_output=True)
 
 
-@pytest.mark.timeout(420)
+# A hang guard, not a bound: 136 s alone, 418 s in CI beside the daemon-restart test.
+@pytest.mark.timeout(900)
 def test_twenty_kill_9s_during_rollouts_leave_one_consistent_revision_and_no_orphans(
     loop: Loop,
 ) -> None:
