@@ -299,6 +299,10 @@ class DockerRuntime:
             ),
         )
 
+        def hand_over(item: dict[str, Any] | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
         def pump() -> None:
             try:
                 for event in stream:
@@ -306,11 +310,13 @@ class DockerRuntime:
                     # before agent ids (adopted if a toolbox of ours wants it).
                     attrs = (event.get("Actor") or {}).get("Attributes") or {}
                     if attrs.get(LABEL_AGENT, self.agent_id) == self.agent_id:
-                        loop.call_soon_threadsafe(queue.put_nowait, event)
+                        if loop.is_closed():
+                            return
+                        hand_over(event)
             except Exception as exc:  # the stream broke (engine restart) or was closed
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                hand_over(exc)
             else:
-                loop.call_soon_threadsafe(queue.put_nowait, EOFError("event stream ended"))
+                hand_over(EOFError("event stream ended"))
 
         threading.Thread(target=pump, name="dtma-docker-events", daemon=True).start()
         try:
