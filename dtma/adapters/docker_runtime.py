@@ -299,9 +299,13 @@ class DockerRuntime:
             ),
         )
 
-        def hand_over(item: dict[str, Any] | BaseException) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+        def hand_over(item: dict[str, Any] | BaseException) -> bool:
+            """False once the loop is closed: nobody listens any more."""
+            try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:
+                return False
+            return True
 
         def pump() -> None:
             try:
@@ -309,10 +313,9 @@ class DockerRuntime:
                     # Another agent's containers are not ours to watch; no label = made
                     # before agent ids (adopted if a toolbox of ours wants it).
                     attrs = (event.get("Actor") or {}).get("Attributes") or {}
-                    if attrs.get(LABEL_AGENT, self.agent_id) == self.agent_id:
-                        if loop.is_closed():
-                            return
-                        hand_over(event)
+                    mine = attrs.get(LABEL_AGENT, self.agent_id) == self.agent_id
+                    if mine and not hand_over(event):
+                        return
             except Exception as exc:  # the stream broke (engine restart) or was closed
                 hand_over(exc)
             else:

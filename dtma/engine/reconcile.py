@@ -57,11 +57,10 @@ async def reconcile_serving(
             assert step.server is not None
             assert step.container_id is not None
             assert revision is not None
+            budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
             if step.container_id in engine_stopped:
                 uncharged.add(step.server)
-                budgets[step.server] = _budget(tb, spec, step.server, saved)
             else:
-                budget = budgets[step.server] = _budget(tb, spec, step.server, saved)
                 last = saved.get(step.server, RestartState(revision, 0))
                 if last.pending:
                     pass  # the crash was counted before the agent died; the recreate ends it
