@@ -58,10 +58,14 @@ _NO_FILTER = ToolFilter()
 
 
 def _named(tb: ToolboxRunner, server: str) -> bool:
-    """Whether the serving spec, or the revision under its gate, has a server of that name."""
+    """Whether the serving spec, or the revision under its gate, has a server of that name, or
+    may have: a toolbox with no spec loaded yet (the agent's start-up recovery has not reached
+    it, or its first revision is not in) cannot say that a server is unknown."""
     if server in tb.gate_runners:
         return True
-    return tb.spec is not None and any(s.name == server for s in tb.spec.servers)
+    if tb.spec is None:
+        return not tb.gate_runners  # under its first gate, that revision names the servers
+    return any(s.name == server for s in tb.spec.servers)
 
 
 def _tool_filter(tb: ToolboxRunner) -> ToolFilter:

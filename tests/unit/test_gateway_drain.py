@@ -232,3 +232,8 @@ async def test_a_server_of_the_spec_without_a_runner_is_retryable_and_an_unknown
         await gateway.call("tb", "notes__list_notes", {})
     with pytest.raises(ToolNotFound):
         await gateway.call("tb", "time__get_current_time", {})
+    # Known to the agent, no revision loaded yet (start-up recovery has not reached it): what it
+    # serves is not known yet, so nothing is "unknown" (seen in the kill -9 loop in CI).
+    tb.gate_runners = {}
+    with pytest.raises(ServerUnavailable):
+        await gateway.call("tb", "time__get_current_time", {})
