@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,7 +45,10 @@ async def get_stream(url: str, headers: dict[str, str]) -> AsyncIterator[httpx2.
 
 
 async def stream_ends(stream: httpx2.Response, within: float) -> bool:
-    """Whether the stream's body ends (cleanly or not) within `within` seconds."""
+    """Whether the stream's body ends (cleanly or not) within `within` seconds. Only for a
+    stream that is expected to end: when it does not, the read is cancelled, and httpcore
+    closes a response (and its connection) whose read is cancelled. To check that a stream
+    stays open, use `watching`."""
     try:
         async with asyncio.timeout(within):
             async for _ in stream.aiter_bytes():
@@ -54,3 +58,31 @@ async def stream_ends(stream: httpx2.Response, within: float) -> bool:
     except httpx2.HTTPError:
         return True
     return True
+
+
+class StreamWatch:
+    """Reads a stream's body in a task of its own, so that asking whether it has ended never
+    cuts it (see `stream_ends`)."""
+
+    def __init__(self, stream: httpx2.Response) -> None:
+        self._reading = asyncio.create_task(stream_ends(stream, within=3600))
+
+    async def ends_within(self, seconds: float) -> bool:
+        done, _ = await asyncio.wait({self._reading}, timeout=seconds)
+        return bool(done)
+
+    async def stop(self) -> None:
+        self._reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reading
+
+
+@asynccontextmanager
+async def watching(*streams: httpx2.Response) -> AsyncIterator[list[StreamWatch]]:
+    """A `StreamWatch` on each stream, stopped (its read cancelled) on the way out."""
+    watches = [StreamWatch(stream) for stream in streams]
+    try:
+        yield watches
+    finally:
+        for watch in watches:
+            await watch.stop()

@@ -35,7 +35,7 @@ from tests.e2e.access_support import (
     state_bytes,
 )
 from tests.engine_fixture import new_toolbox_id, notes_server, time_server
-from tests.mcp_stream import stream_ends
+from tests.mcp_stream import stream_ends, watching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -158,12 +158,13 @@ async def test_revocation_closes_the_get_streams_the_token_holds(
         get_stream(agent, toolbox, revoked["token"]) as cut,
         get_stream(agent, toolbox, kept["token"]) as untouched,
         get_stream(agent, toolbox, agent.token) as operator,
+        watching(untouched, operator) as (untouched_watch, operator_watch),
     ):
         status, _ = await in_thread(revoke, agent, toolbox, revoked["id"])
         assert status == 204
         assert await stream_ends(cut, within=10)
-        assert not await stream_ends(untouched, within=1)
-        assert not await stream_ends(operator, within=0.2)
+        assert not await untouched_watch.ends_within(1)
+        assert not await operator_watch.ends_within(0.2)
     assert "mcp_streams_cut" in agent.logs()
 
 

@@ -17,7 +17,7 @@ from dtma.api.middleware import PRINCIPAL
 from dtma.api.open_streams import OpenStreams
 from dtma.domain.access import AGENT_PRINCIPAL
 from tests.fakes_gateway import OneToolGateway
-from tests.mcp_stream import get_stream, stream_ends
+from tests.mcp_stream import get_stream, watching
 from tests.unit.test_mcp_exchange import agent_like_server
 
 
@@ -43,17 +43,19 @@ async def test_a_cut_closes_only_the_revoked_tokens_streams(
         get_stream(url, {"X-Who": "tok-revoked"}) as revoked,
         get_stream(url, {"X-Who": "tok-kept"}) as kept,
         get_stream(url, {"X-Who": AGENT_PRINCIPAL}) as operator,
+        watching(revoked, kept, operator) as (revoked_watch, kept_watch, operator_watch),
     ):
         assert len(streams) == 2  # the API token's stream is not tracked
         assert streams.cut({"tok-revoked", "tok-unknown"}) == 1
-        assert await stream_ends(revoked, within=5)
-        assert not await stream_ends(kept, within=0.5)
-        assert not await stream_ends(operator, within=0.1)
-        for _ in range(50):  # the handler notices within DISCONNECT_POLL_S and forgets it
+        assert await revoked_watch.ends_within(5)
+        for _ in range(50):  # the handler notices the cut and forgets its stream
             if len(streams) == 1:
                 break
             await asyncio.sleep(0.1)
         assert len(streams) == 1
+        assert not await kept_watch.ends_within(0.5)
+        assert not await operator_watch.ends_within(0.1)
+        assert len(streams) == 1  # the kept token's stream is still tracked
         assert streams.cut({"tok-revoked"}) == 0
     for _ in range(50):  # every stream's handler has ended: nothing is left behind
         if len(streams) == 0:
