@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 import anyio
-import httpx2
 from mcp.client._probe import negotiate_auto  # the SDK client's own mode='auto' policy
 from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from dtma import __version__
@@ -32,11 +31,11 @@ from dtma.adapters.docker_attach import (
     attached_stdio_transport,
     open_attach_socket,
 )
-from dtma.adapters.mcp_upstream import ToolListWatch
+from dtma.adapters.mcp_grading import describe, ms_since
+from dtma.adapters.mcp_upstream import HttpUpstream, ToolListWatch
 from dtma.cancellation import raise_if_cancelling
 from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult, check_expected_tools
-from dtma.observability.redaction import REDACTOR
 
 CLIENT_INFO = {"name": "dtma-probe", "version": __version__}
 
@@ -45,10 +44,6 @@ def _client_info() -> Any:
     from mcp import types
 
     return types.Implementation(**CLIENT_INFO)
-
-
-def _ms_since(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 2)
 
 
 async def _list_tool_names(session: ClientSession) -> list[str]:
@@ -65,82 +60,26 @@ async def _list_tool_names(session: ClientSession) -> list[str]:
             return names
 
 
-async def _stage(reason: str, step: Callable[[], Awaitable[Any]]) -> Any:
-    """Run one protocol step, tagging any failure with the step's reason."""
-    try:
-        return await step()
-    except Exception as exc:
-        raise _StepFailed(reason, exc) from exc
-
-
-class _StepFailed(Exception):
-    def __init__(self, reason: str, cause: BaseException) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.cause = cause
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions)
-    return REDACTOR.excerpt(str(exc) or type(exc).__name__, 300)
-
-
-def _first_step_failure(exc: BaseException) -> _StepFailed | None:
-    if isinstance(exc, _StepFailed):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_step_failure(inner)
-            if found:
-                return found
-    return None
-
-
 def is_modern(session: ClientSession) -> bool:
     """A 2026-07-28 (stateless, no ping) session rather than a handshake-era one."""
     return session.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
 async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = ()) -> ProbeResult:
-    """One fresh connection: era negotiation + tools/list against a streamable-HTTP endpoint."""
+    """One fresh session, as the gateway holds one (HttpUpstream): its opening (the era
+    negotiation) graded, then tools/list on it, then closed. A server's probes use the session
+    the gateway holds (engine/probes.py); this one is for a probe of its own."""
     t0 = time.perf_counter()
-    refused: list[int] = []
-
-    async def note_auth_refusal(response: httpx2.Response) -> None:
-        if response.status_code in (401, 403):
-            refused.append(response.status_code)
-
+    upstream = HttpUpstream(url, connect_timeout=timeout)
     try:
-        with anyio.fail_after(timeout):
-            http = httpx2.AsyncClient(
-                timeout=httpx2.Timeout(timeout), event_hooks={"response": [note_auth_refusal]}
-            )
-            async with (
-                http,
-                streamable_http_client(url, http_client=http) as (read, write),
-                ClientSession(read, write, client_info=_client_info()) as session,
-            ):
-                await _stage(reasons.INITIALIZE_FAILED, lambda: negotiate_auto(session))
-                tools = await _stage(reasons.TOOLS_LIST_FAILED, lambda: _list_tool_names(session))
-        return check_expected_tools(tools, expect_tools, _ms_since(t0))
-    except TimeoutError:
-        failure = ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
-    except Exception as exc:
-        raise_if_cancelling()
-        step = _first_step_failure(exc)
-        if step is not None:
-            failure = ProbeResult.failed(step.reason, _ms_since(t0), _describe(step.cause))
-        else:
-            failure = ProbeResult.failed(reasons.CONNECT_FAILED, _ms_since(t0), _describe(exc))
-    if refused:
-        return ProbeResult.failed(
-            reasons.UNAUTHENTICATED,
-            _ms_since(t0),
-            f"the server answered HTTP {refused[0]}: it wants credentials the probe does not "
-            "have (health.mcp: false gates on the container running instead)",
-        )
-    return failure
+        failed = await upstream.open()
+        session = upstream.held()
+        if failed is not None or session is None:
+            return failed or ProbeResult.failed(reasons.SESSION_CLOSED, ms_since(t0), "closed")
+        result = await probe_session(session, timeout=timeout, expect_tools=expect_tools)
+        return replace(result, latency_ms=ms_since(t0))
+    finally:
+        await upstream.close()
 
 
 async def probe_session(
@@ -154,11 +93,11 @@ async def probe_session(
         with anyio.fail_after(timeout):
             tools = await _list_tool_names(session)
     except TimeoutError:
-        return ProbeResult.failed(reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s")
+        return ProbeResult.failed(reasons.TIMEOUT, ms_since(t0), f"no answer within {timeout}s")
     except Exception as exc:
         raise_if_cancelling()
-        return ProbeResult.failed(reasons.TOOLS_LIST_FAILED, _ms_since(t0), _describe(exc))
-    return check_expected_tools(tools, expect_tools, _ms_since(t0))
+        return ProbeResult.failed(reasons.TOOLS_LIST_FAILED, ms_since(t0), describe(exc))
+    return check_expected_tools(tools, expect_tools, ms_since(t0))
 
 
 def _close_late_socket(work: asyncio.Future[socket.socket]) -> None:
@@ -224,7 +163,7 @@ class StdioProbeSession:
             self._failure = f"{reasons.INITIALIZE_FAILED}: no answer within {timeout}s"
         except Exception as exc:
             raise_if_cancelling()
-            self._failure = f"{reasons.CONNECT_FAILED}: {_describe(exc)}"
+            self._failure = f"{reasons.CONNECT_FAILED}: {describe(exc)}"
         finally:
             self._session = None
             self._ready.set()
@@ -258,24 +197,22 @@ class StdioProbeSession:
         failure = await self.wait_ready()
         session = self._session
         if failure is not None or session is None:
-            return ProbeResult.failed(reasons.SESSION_CLOSED, _ms_since(t0), failure or "closed")
+            return ProbeResult.failed(reasons.SESSION_CLOSED, ms_since(t0), failure or "closed")
         try:
             with anyio.fail_after(timeout):
                 if not list_tools:
                     refused = await self._pinger.ping()
                     if refused is not None and not is_modern(session):
-                        return ProbeResult.failed(reasons.PING_FAILED, _ms_since(t0), refused)
-                    return ProbeResult.ok(_ms_since(t0))
+                        return ProbeResult.failed(reasons.PING_FAILED, ms_since(t0), refused)
+                    return ProbeResult.ok(ms_since(t0))
                 tools = await _list_tool_names(session)
         except TimeoutError:
-            return ProbeResult.failed(
-                reasons.TIMEOUT, _ms_since(t0), f"no answer within {timeout}s"
-            )
+            return ProbeResult.failed(reasons.TIMEOUT, ms_since(t0), f"no answer within {timeout}s")
         except Exception as exc:
             raise_if_cancelling()
             reason = reasons.TOOLS_LIST_FAILED if list_tools else reasons.PING_FAILED
-            return ProbeResult.failed(reason, _ms_since(t0), _describe(exc))
-        return check_expected_tools(tools, expect_tools, _ms_since(t0))
+            return ProbeResult.failed(reason, ms_since(t0), describe(exc))
+        return check_expected_tools(tools, expect_tools, ms_since(t0))
 
     def client(self) -> ClientSession | None:
         """The live session for the gateway's calls (shared with the probes), or None while it is

@@ -12,6 +12,8 @@ an MCP error the server itself returned propagates unchanged.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +27,20 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ToolListChangedNotific
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
+from dtma.adapters.mcp_grading import grade, ms_since, refusal_detail, stage
 from dtma.adapters.mcp_relay import HttpRelay, envelope_version
 from dtma.cancellation import cancel_and_wait, raise_if_cancelling
+from dtma.domain import probe as reasons
+from dtma.domain.probe import ProbeResult
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
 from dtma.observability.redaction import REDACTOR
+
+# One TLS context for every held session's client, made here (this module is imported in a
+# worker thread: dtma/lazy_import.py): httpx builds one per client otherwise, loading the CA
+# store on the event loop (0.2 to 0.4 s on a loaded 2-core host). The upstreams are plain HTTP
+# to container addresses, so it is never used for a handshake; nor is a proxy from the
+# environment (trust_env=False), which could not reach a toolbox's internal network.
+_TLS = ssl.create_default_context()
 
 # A result as the wire JSON it arrived as (the SDK has validated it for the revision already).
 _WIRE_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
@@ -201,6 +213,7 @@ class HttpUpstream:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._failure = ""
+        self._graded: tuple[str, str] | None = None  # (reason, detail) of the last failed opening
         self._closed = False
         self._relay: HttpRelay | None = None
         self.tool_list = ToolListWatch()
@@ -224,22 +237,53 @@ class HttpUpstream:
             return None
         return self._session
 
-    async def _run(self) -> None:
+    async def open(self) -> ProbeResult | None:
+        """Open the held session unless it is open. None once it is; else why it would not
+        open, graded as a probe grades it (the step that failed, a timeout, credentials the
+        server wants): the HTTP probe's first check is this opening, so a healthy server costs
+        one session, the gateway's."""
+        t0 = time.perf_counter()
         try:
-            http = httpx2.AsyncClient(timeout=httpx2.Timeout(self._connect_timeout, read=None))
+            await self.session()
+        except UpstreamUnavailable as exc:
+            reason, detail = self._graded or (reasons.CONNECT_FAILED, str(exc))
+            return ProbeResult.failed(reason, ms_since(t0), detail)
+        return None
+
+    async def _run(self) -> None:
+        refused: list[int] = []
+
+        async def note_refusal(response: httpx2.Response) -> None:
+            if response.status_code in (401, 403):
+                refused.append(response.status_code)
+
+        async def negotiate(session: ClientSession) -> None:
+            with anyio.fail_after(self._connect_timeout):
+                await negotiate_auto(session)
+
+        self._graded = None
+        try:
+            http = httpx2.AsyncClient(
+                timeout=httpx2.Timeout(self._connect_timeout, read=None),
+                event_hooks={"response": [note_refusal]},
+                verify=_TLS,
+                trust_env=False,
+            )
             async with (
                 http,
                 streamable_http_client(self.url, http_client=http) as (read, write),
                 ClientSession(read, write, message_handler=self.tool_list) as session,
             ):
-                with anyio.fail_after(self._connect_timeout):
-                    await negotiate_auto(session)
+                await stage(reasons.INITIALIZE_FAILED, lambda: negotiate(session))
                 self._session = session
                 self._ready.set()
                 await self._stop.wait()
         except Exception as exc:
             raise_if_cancelling()
             self._failure = _short(exc)
+            self._graded = grade(exc, self._connect_timeout)
+            if refused:
+                self._graded = (reasons.UNAUTHENTICATED, refusal_detail(refused[0]))
         finally:
             self._session = None
             self._ready.set()

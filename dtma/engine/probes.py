@@ -5,13 +5,11 @@ stdio: holds a StdioProbeSession (attach). A fresh container is initialized once
 A session that ends (the attach or the first initialize failed, say on a loaded host) is opened
 again on the next probe. It negotiates again if it never did, or if the server speaks 2026-07-28
 (discovery is stateless there); a live handshake-era session is never initialized twice.
-streamable-http: the session the gateway calls through (held open) is the one the probes use once
-it is open: N probes open no N sessions. Until then (the gate's first probes, or after the held
-session broke) a probe opens a fresh session with the era negotiation, which grades a failure
-(timeout, refused credentials, handshake, connection); once that one passes, the gateway's
-session is opened, and the server is healthy only once it is (the endpoint can call it). The
-fresh probe's own session is not handed on: the SDK's session belongs to the task that opened it
-(anyio), and the probe's grading lives in that task's scope.
+streamable-http: the probes run on the session the gateway calls through (HttpUpstream, held
+open): N probes open no N sessions, and a healthy server costs one session. While none is held
+(the gate's first probes, or after the held session broke) a probe opens it, and a failed
+opening is graded (timeout, refused credentials, handshake, connection) and dropped; so a server
+counts as healthy only once the endpoint can call it.
 health.mcp = false: healthy while the container runs (the runner tracks that).
 """
 
@@ -86,35 +84,25 @@ class ContainerProbe:
         return await self._check_stdio(full)
 
     async def _check_http(self, full: bool) -> ProbeResult:
-        from dtma.adapters.mcp_probe import probe_http, probe_session  # loaded by check()
+        from dtma.adapters.mcp_probe import probe_session  # loaded by check()
+        from dtma.adapters.mcp_upstream import HttpUpstream
 
         health = self._server.health
-        expect = health.expect_tools if full else ()
         url = self.endpoint
         if url is None:
             return ProbeResult.failed(reasons.CONNECT_FAILED, 0.0, "container has no address")
+        if self._http is None:
+            self._http = HttpUpstream(url, connect_timeout=health.timeout)
+        failed = await self._http.open()  # a no-op while the session is held
         held = self._http.held() if self._http is not None else None
-        if held is not None:
-            result = await probe_session(held, timeout=health.timeout, expect_tools=expect)
-            if not result.healthy and result.reason not in _SESSION_KEPT:
-                await self._drop_http()
-            return result
-        result = await probe_http(url, timeout=health.timeout, expect_tools=expect)
-        unroutable = await self._unroutable(health.timeout) if result.healthy else None
-        if unroutable is not None:
-            return ProbeResult.failed(reasons.SESSION_CLOSED, result.latency_ms, unroutable)
+        if failed is not None or held is None:
+            await self._drop_http()  # the next probe grades a fresh opening
+            return failed or ProbeResult.failed(reasons.SESSION_CLOSED, 0.0, "closed")
+        expect = health.expect_tools if full else ()
+        result = await probe_session(held, timeout=health.timeout, expect_tools=expect)
+        if not result.healthy and result.reason not in _SESSION_KEPT:
+            await self._drop_http()
         return result
-
-    async def _unroutable(self, timeout: float) -> str | None:
-        """Why the gateway could not route a call to this HTTP server now (its held session
-        will not open), or None. Health does not lie: a server counts as healthy only once the
-        endpoint can call it. Cheap once the session is open (it is held)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._upstream(lambda _session: asyncio.sleep(0))
-        except (ServerUnavailable, TimeoutError) as exc:
-            return f"the gateway's session: {exc or 'no answer in time'}"
-        return None
 
     async def _check_stdio(self, full: bool) -> ProbeResult:
         health = self._server.health
