@@ -31,7 +31,7 @@ from dtma.adapters.docker_attach import (
     attached_stdio_transport,
     open_attach_socket,
 )
-from dtma.adapters.mcp_grading import describe, ms_since
+from dtma.adapters.mcp_grading import describe, grade, ms_since, stage
 from dtma.adapters.mcp_upstream import HttpUpstream, ToolListWatch
 from dtma.cancellation import raise_if_cancelling
 from dtma.domain import probe as reasons
@@ -100,6 +100,11 @@ async def probe_session(
     return check_expected_tools(tools, expect_tools, ms_since(t0))
 
 
+async def _negotiate(session: ClientSession, timeout: float) -> None:
+    with anyio.fail_after(timeout):
+        await negotiate_auto(session)
+
+
 def _close_late_socket(work: asyncio.Future[socket.socket]) -> None:
     if not work.cancelled() and work.exception() is None:
         work.result().close()
@@ -152,18 +157,17 @@ class StdioProbeSession:
                 ) as session,
             ):
                 if initialize:
-                    with anyio.fail_after(timeout):
-                        await negotiate_auto(session)
+                    await stage(reasons.INITIALIZE_FAILED, lambda: _negotiate(session, timeout))
                     self.initialized = True
                     self.modern = is_modern(session)
                 self._session = session
                 self._ready.set()
                 await self._stop.wait()
-        except TimeoutError:
-            self._failure = f"{reasons.INITIALIZE_FAILED}: no answer within {timeout}s"
         except Exception as exc:
             raise_if_cancelling()
-            self._failure = f"{reasons.CONNECT_FAILED}: {describe(exc)}"
+            # The step that failed, also when anyio's task groups wrapped it on the way out.
+            reason, detail = grade(exc, timeout)
+            self._failure = f"{reason}: {detail}"
         finally:
             self._session = None
             self._ready.set()
