@@ -1,7 +1,8 @@
 """Pure planning for rollouts, rollbacks and secret rotation (balena's plan-then-execute).
 
 `plan_rollout` gives the steps up to the gate's verdict; `outcome` maps the verdict to the
-operation's result, the phase to set and the follow-up steps (commit, or remove and revert);
+operation's result, whether it settles the phase and the follow-up steps (commit, or remove and
+revert);
 `plan_cleanup` gives the steps after an unexpected exception; `plan_rotation` the per-server
 replacements of a secret refresh. Steps are frozen data; engine/executor.py is the only code
 that acts on them. No I/O, no asyncio.
@@ -29,7 +30,7 @@ ROLLOUT_FAILED = "rollout_failed"
 
 @dataclass(frozen=True)
 class Announce:
-    """Record `revision` as the target, set the phase to deploying, emit the started event."""
+    """Record `revision` as the target, begin the rollout's `deploying`, emit the started event."""
 
     revision: int
     from_revision: int | None
@@ -146,12 +147,13 @@ class Serving:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The operation's result after the gate: its state, the phase to set at the end (None:
-    leave it to the operation's steady-phase rule), the steps to run first, and, when a
-    RestoreStopped step is among them, the outcome that replaces this one if it fails."""
+    """The operation's result after the gate: its state, whether the verdict settles the phase
+    before the operation ends (`settles`: the gate passed, or nothing serves; else the rollout
+    reads `deploying` until the operation ends; domain/phase.py), the steps to run first, and,
+    when a RestoreStopped step is among them, the outcome that replaces this one if it fails."""
 
     state: OpState
-    phase: str | None
+    settles: bool
     steps: tuple[Step, ...] = ()
     if_restore_fails: Outcome | None = None
     note: str = ""  # appended to the error text
@@ -190,20 +192,18 @@ def outcome(
         if had_stable:
             passed.append(RemoveServers(current, SUPERSEDED))
         passed.append(ReportGate(target))
-        return Outcome(SUCCEEDED, "healthy", tuple(passed))
+        return Outcome(SUCCEEDED, True, tuple(passed))
     steps: list[Step] = [ReportGate(target), RemoveRevision(target), ClearTarget(target)]
     if_restore_fails = None
     if order == "stop_first" and had_stable and current is not None:
         steps.append(RestoreStopped(current))
-        if_restore_fails = Outcome(
-            FAILED, "failed", note=f"; restarting revision {current} failed too"
-        )
+        if_restore_fails = Outcome(FAILED, True, note=f"; restarting revision {current} failed too")
     if not had_stable:
-        # Nothing serves: failed, unless a newer revision deploys next (it sets the phase).
-        return Outcome(FAILED, None if superseded else "failed", tuple(steps), if_restore_fails)
+        # Nothing serves: failed, unless a newer revision deploys next (its rollout says so).
+        return Outcome(FAILED, not superseded, tuple(steps), if_restore_fails)
     if is_rollback or not auto_revert or superseded:
-        return Outcome(FAILED, None, tuple(steps), if_restore_fails)
-    return Outcome(ROLLED_BACK, None, tuple(steps), if_restore_fails)
+        return Outcome(FAILED, False, tuple(steps), if_restore_fails)
+    return Outcome(ROLLED_BACK, False, tuple(steps), if_restore_fails)
 
 
 def plan_cleanup(

@@ -141,7 +141,7 @@ async def reconcile_after_engine(tb: ToolboxRunner, epoch: int) -> None:
         reason=ENGINE_RESTARTED,
         message=", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to do",
     )
-    await tb.set_phase(tb.steady_phase())
+    await tb.servers_reconciled()
 
 
 def _keepable(runner: ServerRunner) -> bool:

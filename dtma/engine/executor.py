@@ -14,6 +14,7 @@ import structlog
 from dtma.domain import gate as gate_reasons
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.gate import Decision, GateState
+from dtma.domain.phase import Activity, Ended
 from dtma.domain.rollout_plan import (
     Announce,
     ClearTarget,
@@ -68,7 +69,8 @@ async def restore_stopped(
         runner.start_steady()
     if decision.state is GateState.PASSED:
         await tb.emit(ev.ROLLBACK_PASSED, revision=revision, reason=gate_reasons.GATE_PASSED)
-        await tb.set_phase("healthy")
+        # What served before serves again: the rollout deploys nothing any more.
+        await tb.end(Ended.SUCCEEDED)
         return True
     await tb.emit(
         ev.ROLLBACK_FAILED,
@@ -158,7 +160,7 @@ class RolloutExecutor:
         match step:
             case Announce():
                 await tb.announce(step.revision)
-                await tb.set_phase("deploying")
+                await tb.begin(Activity.DEPLOYING)
                 await tb.emit(
                     self._kinds[0],
                     revision=step.revision,

@@ -16,6 +16,7 @@ import structlog
 
 from dtma.domain.containers import ObservedContainer
 from dtma.domain.gate import GateState
+from dtma.domain.phase import Activity, Ended
 from dtma.domain.planner import complete_revision
 from dtma.domain.records import ToolboxRecord
 from dtma.domain.rollout_plan import ROLLED_BACK, SUCCEEDED
@@ -94,6 +95,7 @@ async def recover_or_fail(
     toolbox's failure: recovery waits for it and starts over on what the engine holds then (at
     most ENGINE_RETRIES times). Caller holds tb.lock."""
     interrupted_ops = list(interrupted_ops)  # emptied as they are finished (_finish_ops)
+    await tb.begin(Activity.RECOVERING)  # `deploying` until it ends (domain/phase.py)
     engine_stopped: set[str] = set()
     for attempt in range(1, ENGINE_RETRIES + 1):
         epoch = tb.engine.epoch
@@ -150,7 +152,7 @@ async def _fail(
     )
     await tb.clear_target(record.target_revision or -1)
     await _finish_ops(tb, interrupted_ops, "failed", f"{INTERRUPTED}; {reason}")
-    await tb.set_phase("failed", reason="recovery_failed")
+    await tb.end(Ended.RECOVERY_FAILED)
 
 
 async def _finish_ops(tb: ToolboxRunner, op_ids: list[str], state: str, error: str) -> None:
@@ -190,7 +192,7 @@ async def recover(
     await reconcile_serving(tb, serving, observed, engine_stopped)
     tb.reconciled_epoch = epoch
     await _finish_ops(tb, interrupted_ops, outcome or "failed", INTERRUPTED)
-    await tb.set_phase(tb.steady_phase() if tb.servers else "failed")
+    await tb.end(Ended.SUCCEEDED)
 
 
 async def _finish_rollout(

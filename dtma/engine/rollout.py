@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dtma import lazy_import
 from dtma.domain.gate import GateState
+from dtma.domain.phase import Ended
 from dtma.domain.rollout_plan import (
     FAILED,
     ROLLED_BACK,
@@ -96,8 +97,8 @@ async def _roll(run: RolloutExecutor) -> tuple[str, str | None]:
     await run.run(result.steps)
     if run.restored is False and result.if_restore_fails is not None:
         result = result.if_restore_fails
-    if result.phase is not None:
-        await run.tb.set_phase(result.phase)
+    if result.settles:  # the verdict ends the rollout's `deploying` before the operation ends
+        await run.tb.end(Ended.SUCCEEDED if passed else Ended.FAILED)
     if passed:
         return result.state, None
     failure = f"{decision.server or 'toolbox'}: {decision.reason}: {decision.detail}"

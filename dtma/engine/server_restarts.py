@@ -161,7 +161,6 @@ class ServerRestarts:
             reason=reason,
             message=f"container {self.container.id[:12]}, restart {self.restarts}",
         )
-        self.host.server_changed()
         return True
 
     async def _recreate_when_vault_answers(self) -> None:
@@ -219,3 +218,4 @@ class ServerRestarts:
         self._started_at = self._clock()
         self.state = "running"
         self.health = "unknown"
+        self.host.server_changed()

@@ -155,6 +155,7 @@ class ServerRunner(ServerRestarts, ServerCalls):
         self.exit_code = exit_code
         self.state = "exited"
         self._exited.set()
+        self.host.server_changed()  # its toolbox's phase follows its servers (domain/phase.py)
         self._calls.cut_all()  # a crashed server's calls never hang (engine/call_guard.py)
 
     # -- probing ------------------------------------------------------------------------------
@@ -269,12 +270,14 @@ class ServerRunner(ServerRestarts, ServerCalls):
         """Its container was stopped on purpose (a stop operation, or one found stopped in a
         stopped toolbox): not a crash, and nothing to probe."""
         self.state, self.health = "stopped", "unknown"
+        self.host.server_changed()
 
     def mark_given_up(self, why: str) -> None:
         """Its restart budget was spent before this runner existed (found so by a reconcile):
         kept `failed`, its container left as it is."""
         self.state, self.health = "failed", "unhealthy"
         self.last_error = why
+        self.host.server_changed()
 
     def mark_failed(self) -> None:
         """No container serves this server any more and none could be made (a restart whose
@@ -282,6 +285,7 @@ class ServerRunner(ServerRestarts, ServerCalls):
         self.restarts += 1
         self.state = "failed"
         self.health = "unhealthy"
+        self.host.server_changed()
 
     async def remove(self) -> None:
         """Drain the calls in flight (bounded), halt, then remove the container (an expected
@@ -290,3 +294,4 @@ class ServerRunner(ServerRestarts, ServerCalls):
         await self.halt(expect_exit=True)
         await self.host.remove_container(self.container)
         self.state = "removed"
+        self.host.server_changed()

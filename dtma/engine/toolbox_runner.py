@@ -2,9 +2,9 @@
 (an asyncio.Lock, FIFO, so later operations queue), is the ServerHost of its server runners
 (containers, events), and passes container exits from the watcher to them.
 
-Its state and every write of it (memory and the state DB: serving revision, servers, gate, phase)
-are ToolboxState's (engine/toolbox_state.py), the one writer it is built on. Container creation
-is in engine/container_factory.py.
+Its state and every write of it (memory and the state DB: serving revision, servers, gate; the
+phase, derived from them and the running operation) are ToolboxState's (engine/toolbox_state.py),
+the one writer it is built on. Container creation is in engine/container_factory.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 
 from dtma.domain.containers import NO_CONTAINER_ID, ObservedContainer
+from dtma.domain.phase import Activity, Ended
 from dtma.engine import event_kinds as ev
 from dtma.engine.admission import Admission, default_max_starts
 from dtma.engine.container_factory import ContainerFactory
@@ -151,10 +152,7 @@ class ToolboxRunner(ToolboxState):
                     message=error or "",
                     operation=op_id,
                 )
-                if self.servers or self.stopped:
-                    await self.set_phase(self.steady_phase())
-                elif state == "failed" and self.phase == "deploying" and not superseded:
-                    await self.set_phase("failed", reason=error or "")
+                await self.end(_ended(state, superseded), error or "")
                 return state
 
     def _supervise_running(self) -> None:
@@ -180,7 +178,7 @@ class ToolboxRunner(ToolboxState):
         )
 
     async def delete(self) -> tuple[str, str | None]:
-        await self.set_phase("deleting")
+        await self.begin(Activity.DELETING)
         for runner in [*self.servers.values(), *self.gate_runners.values()]:
             await runner.halt(expect_exit=True)
         errors = []
@@ -205,6 +203,13 @@ class ToolboxRunner(ToolboxState):
         """Agent shutdown: stop supervising, detach probes, leave every container running."""
         for runner in [*self.servers.values(), *self.gate_runners.values()]:
             await runner.halt()
+
+
+def _ended(state: str, superseded: bool) -> Ended:
+    """How an operation that ended in `state` counts for the phase (domain/phase.py)."""
+    if state != "failed":
+        return Ended.SUCCEEDED  # succeeded, or rolled back: the servers say the rest
+    return Ended.SUPERSEDED if superseded else Ended.FAILED
 
 
 async def _inspect_quietly(

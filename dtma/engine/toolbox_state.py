@@ -10,8 +10,11 @@ ToolboxRunner (engine/toolbox_runner.py) is built on it and adds containers and 
 engine/executor.py, rollout.py, rotation.py, reconcile.py and server_ops.py call these
 transitions, never the store.
 
-The phase is derived (`steady_phase`) from the servers and the running operation; a change of a
-server schedules one supervised write (`server_changed`), and an operation writes it when it ends.
+The phase is derived (domain/phase.derive_phase) from the servers, the stopped flag, the running
+operation's activity and how the last one ended; nobody pushes it. After a change of an input the
+phase is recomputed and, if it changed, written here and only here (`sync_phase`: memory, the DB
+and the event together): awaited after an activity begins or ends, scheduled as one supervised
+write after a change of the servers or the stopped flag.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from dtma.domain.phase import Activity, Ended, PhaseInputs, ServerView, derive_phase
 from dtma.domain.records import RestartState
 from dtma.domain.restart import to_wall
 from dtma.engine import event_kinds as ev
@@ -49,12 +53,19 @@ class ToolboxState:
         self.gate_runners: dict[str, ServerRunner] = {}
         self.spec: ToolboxSpec | None = None
         self.revision: int | None = None
-        self.phase = "deploying"
         self.stopped = False
         self.busy_with: str | None = None
         # The newest applied revision: last write wins over older applies (rollbacks queue).
         self.wanted_revision: int | None = None
+        # The phase's other inputs (domain/phase.py): the running operation's activity, how the
+        # last operation ended (and its error), and whether the toolbox is gone.
+        self.activity: Activity | None = None
+        self.ended = Ended.NOTHING
+        self.ended_error = ""
+        self.gone = False
+        self.phase = derive_phase(self.phase_inputs())[0]
         self._phase_task: asyncio.Task[None] | None = None
+        self._phase_lock = asyncio.Lock()
 
     # -- in memory: what the toolbox serves ---------------------------------------------------
 
@@ -74,18 +85,22 @@ class ToolboxState:
             revision,
             stopped,
         )
+        self._schedule_phase()
 
     def replace_server(self, runner: ServerRunner) -> None:
         """`runner` serves its server from now on (a restart, rotation or recovery)."""
         self.servers[runner.name] = runner
+        self._schedule_phase()
 
     def drop_servers(self) -> None:
         """Let go of every serving runner (halted by the caller; their containers stay): a
         recovery that the engine interrupted starts over from the engine's listing."""
         self.servers = {}
+        self._schedule_phase()
 
     def mark_stopped(self, stopped: bool) -> None:
         self.stopped = stopped
+        self._schedule_phase()
 
     def begin_gating(self, runners: dict[str, ServerRunner]) -> None:
         """`runners` (filled as their containers start) are under a gate: the watcher's exits
@@ -153,6 +168,7 @@ class ToolboxState:
     async def forget(self) -> None:
         """The toolbox is gone (its containers removed): its row and everything under it."""
         self.servers.clear()
+        self.gone = True  # its phase stays `deleting`; nothing is written for it any more
         await self.repo.delete_toolbox(self.id)
         await self.emit(ev.TOOLBOX_DELETED)
 
@@ -176,48 +192,64 @@ class ToolboxState:
             message=message,
         )
 
-    # -- phase: derived from the servers, written by its owner --------------------------------
+    # -- phase: derived (domain/phase.py), written only here --------------------------------
 
-    def steady_phase(self) -> str:
-        if self.stopped:
-            return "stopped"
-        if not self.servers:
-            return "failed"
-        states = [r.state for r in self.servers.values()]
-        if any(s in ("failed", "restarting", "exited") for s in states):
-            return "degraded"
-        if any(r.health == "unhealthy" for r in self.servers.values()):
-            return "degraded"
-        return "healthy"
-
-    async def set_phase(self, phase: str, reason: str = "") -> None:
-        """Write the phase, then take it (a failed write leaves both where they were)."""
-        if phase == self.phase:
-            return
-        await self.repo.update_toolbox(self.id, phase=phase)
-        if phase == self.phase:  # a concurrent call took it meanwhile
-            return
-        previous, self.phase = self.phase, phase
-        await self.emit(
-            ev.TOOLBOX_PHASE,
-            revision=self.revision,
-            reason=reason,
-            message=f"{previous} -> {phase}",
+    def phase_inputs(self) -> PhaseInputs:
+        return PhaseInputs(
+            activity=self.activity,
+            ended=self.ended,
+            error=self.ended_error,
+            stopped=self.stopped,
+            servers=tuple(ServerView(r.state, r.health) for r in self.servers.values()),
+            gone=self.gone,
         )
 
-    def server_changed(self) -> None:
-        if self.busy_with is None:
-            self._schedule_phase(self.steady_phase())
+    async def begin(self, activity: Activity) -> None:
+        """The running operation shows in the phase on its own from now: a rollout announced
+        its revision, a delete began, or the start-up recovery runs."""
+        self.activity = activity
+        await self.sync_phase()
 
-    def _schedule_phase(self, phase: str) -> None:
-        if phase != self.phase and (self._phase_task is None or self._phase_task.done()):
+    async def end(self, ended: Ended, error: str = "") -> None:
+        """The running operation (or its activity: a rollout's verdict) ended as `ended`."""
+        self.activity, self.ended, self.ended_error = None, ended, error
+        await self.sync_phase()
+
+    async def servers_reconciled(self) -> None:
+        """The pass on the engine's return brought every server in line: what a failed
+        start-up recovery left no longer decides the phase, the servers do."""
+        if self.ended is Ended.RECOVERY_FAILED:
+            self.ended, self.ended_error = Ended.SUCCEEDED, ""
+        await self.sync_phase()
+
+    async def sync_phase(self) -> None:
+        """Write the derived phase if it differs from the written one: the state DB, then
+        memory, then the event (a failed write leaves both where they were and raises). One
+        write at a time; an input that changes during a write is caught by the next round."""
+        async with self._phase_lock:
+            while True:
+                phase, reason = derive_phase(self.phase_inputs())
+                if phase == self.phase:
+                    return
+                await self.repo.update_toolbox(self.id, phase=phase)
+                previous, self.phase = self.phase, phase
+                await self.emit(
+                    ev.TOOLBOX_PHASE,
+                    revision=self.revision,
+                    reason=reason,
+                    message=f"{previous} -> {phase}",
+                )
+
+    def server_changed(self) -> None:
+        self._schedule_phase()
+
+    def _schedule_phase(self) -> None:
+        if derive_phase(self.phase_inputs())[0] == self.phase:
+            return
+        if self._phase_task is None or self._phase_task.done():
             # Supervised: a failed write is logged, counted and retried (with the phase as it
             # is by then), never lost in a task nobody awaits. One at a time: a change while
-            # it runs is caught by the next call (every probe calls server_changed).
+            # it runs is caught by its next round (sync_phase recomputes until it holds).
             self._phase_task = self.supervisor.spawn(
-                f"phase {self.id}", "phase", self._sync_phase, forever=False
+                f"phase {self.id}", "phase", self.sync_phase, forever=False
             )
-
-    async def _sync_phase(self) -> None:
-        if self.busy_with is None:  # an operation sets the phase when it finishes
-            await self.set_phase(self.steady_phase())

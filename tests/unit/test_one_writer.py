@@ -1,6 +1,7 @@
 """One writer per piece of state (issue 19), checked on the source as test_supervised_tasks.py
 checks tasks: a toolbox's row in the state DB is written only by engine/toolbox_state.py (the
-ToolboxState that every ToolboxRunner is built on), and a server's state and health are set only
+ToolboxState that every ToolboxRunner is built on), a toolbox's phase is assigned only there (it
+is derived, domain/phase.py: nobody pushes it), and a server's state and health are set only
 inside its ServerRunner's own class."""
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ TOOLBOX_ROW_WRITES = re.compile(
 # A server's state or health assigned on anything but `self` (tuple targets included).
 SERVER_STATE_WRITES = re.compile(r"\b(?!self\b)\w+\.(state|health)\s*(,[^=]*)?=(?!=)")
 
+# A phase pushed: set_phase() (the call sites before issue 19), or `.phase` assigned (tuple and
+# annotated targets included), or set through setattr.
+PHASE_WRITES = re.compile(
+    r"\bset_phase\(|\.phase\s*(:[^=]*)?(,[^=]*)?(?<![=!<>])=(?!=)"
+    r"|setattr\([^,]+,\s*['\"]phase['\"]"
+)
+
 SERVER_RUNNER_FILES = {"server_runner.py", "server_restarts.py", "server_calls.py"}
 
 
@@ -30,6 +38,18 @@ def test_only_the_toolbox_runner_writes_its_toolbox_row() -> None:
         if path.name != "toolbox_state.py"
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if TOOLBOX_ROW_WRITES.search(line)
+    ]
+    assert found == []
+
+
+def test_the_phase_is_written_only_where_it_is_derived() -> None:
+    """Anywhere in dtma/ (the gateway, the CLI and the fleet code included)."""
+    found = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in sorted(REPO.glob("dtma/**/*.py"))
+        if path.relative_to(REPO).as_posix() != "dtma/engine/toolbox_state.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if PHASE_WRITES.search(line)
     ]
     assert found == []
 
@@ -53,3 +73,11 @@ def test_the_scans_see_what_they_look_for() -> None:
     assert SERVER_STATE_WRITES.search('runner.state, runner.health = "failed", "x"')
     assert not SERVER_STATE_WRITES.search('if runner.state == "running":')
     assert not SERVER_STATE_WRITES.search('self.state = "running"')
+    assert PHASE_WRITES.search('await tb.set_phase("healthy")')
+    assert PHASE_WRITES.search('tb.phase = "failed"')
+    assert PHASE_WRITES.search("previous, self.phase = self.phase, phase")
+    assert PHASE_WRITES.search("self.phase: str = derived")
+    assert PHASE_WRITES.search('setattr(tb, "phase", "healthy")')
+    assert not PHASE_WRITES.search('if tb.phase == "failed":')
+    assert not PHASE_WRITES.search('if status.phase != "deploying":')
+    assert not PHASE_WRITES.search("phases[tb.phase] = phases.get(tb.phase, 0) + 1")

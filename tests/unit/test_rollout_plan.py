@@ -86,7 +86,7 @@ def test_a_passed_gate_commits_and_removes_what_served(
         current=2 if had_stable else None,
     )
     assert out.state == SUCCEEDED
-    assert out.phase == "healthy"
+    assert out.settles
     expected = (
         (Commit(3), RemoveServers(2, "superseded"), ReportGate(3))
         if had_stable
@@ -96,31 +96,31 @@ def test_a_passed_gate_commits_and_removes_what_served(
     assert out.if_restore_fails is None
 
 
-# (had_stable, is_rollback, auto_revert, superseded) -> (state, phase) after a failed gate.
+# (had_stable, is_rollback, auto_revert, superseded) -> (state, settles) after a failed gate.
 FAILED_TABLE = {
-    (False, False, False, False): (FAILED, "failed"),
-    (False, False, False, True): (FAILED, None),
-    (False, False, True, False): (FAILED, "failed"),
-    (False, False, True, True): (FAILED, None),
-    (False, True, False, False): (FAILED, "failed"),
-    (False, True, False, True): (FAILED, None),
-    (False, True, True, False): (FAILED, "failed"),
-    (False, True, True, True): (FAILED, None),
-    (True, False, False, False): (FAILED, None),
-    (True, False, False, True): (FAILED, None),
-    (True, False, True, False): (ROLLED_BACK, None),
-    (True, False, True, True): (FAILED, None),
-    (True, True, False, False): (FAILED, None),
-    (True, True, False, True): (FAILED, None),
-    (True, True, True, False): (FAILED, None),
-    (True, True, True, True): (FAILED, None),
+    (False, False, False, False): (FAILED, True),
+    (False, False, False, True): (FAILED, False),
+    (False, False, True, False): (FAILED, True),
+    (False, False, True, True): (FAILED, False),
+    (False, True, False, False): (FAILED, True),
+    (False, True, False, True): (FAILED, False),
+    (False, True, True, False): (FAILED, True),
+    (False, True, True, True): (FAILED, False),
+    (True, False, False, False): (FAILED, False),
+    (True, False, False, True): (FAILED, False),
+    (True, False, True, False): (ROLLED_BACK, False),
+    (True, False, True, True): (FAILED, False),
+    (True, True, False, False): (FAILED, False),
+    (True, True, False, True): (FAILED, False),
+    (True, True, True, False): (FAILED, False),
+    (True, True, True, True): (FAILED, False),
 }
 
 
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize(("key", "expected"), list(FAILED_TABLE.items()))
 def test_a_failed_gate_removes_the_revision_and_maps_the_result(
-    order: Order, key: tuple[bool, bool, bool, bool], expected: tuple[str, str | None]
+    order: Order, key: tuple[bool, bool, bool, bool], expected: tuple[str, bool]
 ) -> None:
     had_stable, is_rollback, auto_revert, superseded = key
     current = 2 if had_stable else None
@@ -134,13 +134,13 @@ def test_a_failed_gate_removes_the_revision_and_maps_the_result(
         target=3,
         current=current,
     )
-    assert (out.state, out.phase) == expected
+    assert (out.state, out.settles) == expected
     base = (ReportGate(3), RemoveRevision(3, "rollout_failed"), ClearTarget(3))
     if order == "stop_first" and had_stable:
         assert out.steps == (*base, RestoreStopped(2))
         fallback = out.if_restore_fails
         assert fallback is not None
-        assert (fallback.state, fallback.phase) == (FAILED, "failed")
+        assert (fallback.state, fallback.settles) == (FAILED, True)
         assert fallback.note == "; restarting revision 2 failed too"
     else:
         assert out.steps == base
