@@ -5,13 +5,11 @@ socket, --data-root, --exec-root (so its own managed containerd), pidfile and co
 namespaces; no default bridge and no iptables rules, so it never touches the shared daemon's
 networking (the agent under test gives each toolbox network a subnet of its own pool, and the
 host reaches a bridge's subnet through the kernel's own route). Images come from the shared
-daemon with `docker save` (kept on disk per set of image IDs: saved_images) and `docker load`.
+daemon with `docker save | docker load`.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import ipaddress
 import os
 import secrets
@@ -23,9 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import die_with_parent
-
-# Where saved images wait for the next own daemon (saved_images); DTMA_TEST_IMAGE_CACHE moves it.
-IMAGE_CACHE = Path(os.environ.get("DTMA_TEST_IMAGE_CACHE", "/var/tmp/dtma-test-images"))
 
 
 @dataclass
@@ -118,10 +113,13 @@ class OwnDockerd:
         self.start()
 
     def load_images(self, *images: str) -> None:
-        with saved_images(*images).open("rb") as tar:
-            loaded = subprocess.run(
-                ["docker", "-H", self.host, "load"], stdin=tar, capture_output=True
-            )
+        save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
+        assert save.stdout is not None
+        loaded = subprocess.run(
+            ["docker", "-H", self.host, "load"], stdin=save.stdout, capture_output=True
+        )
+        save.stdout.close()
+        assert save.wait() == 0
         assert loaded.returncode == 0, loaded.stderr
 
     def log_tail(self, lines: int = 30) -> str:
@@ -182,42 +180,6 @@ class OwnDockerd:
                 continue
             if ipaddress.ip_interface(fields[3]).ip in pool:
                 subprocess.run(["ip", "link", "delete", fields[1]], capture_output=True)
-
-
-def _image_ids(images: tuple[str, ...]) -> list[str]:
-    out = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", *images],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()
-
-
-def saved_images(*images: str) -> Path:
-    """A `docker save` of `images` from the shared daemon, made once per set of image IDs and
-    kept in IMAGE_CACHE: each daemon-restart file loads the same two images, and saving them
-    costs about as much as loading them. The file is named by the images' IDs, so a rebuilt
-    image gets a new one (the old files are deleted); a lock makes a second xdist worker wait
-    for the first's save instead of saving again."""
-    IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
-    ids = _image_ids(images)
-    key = hashlib.sha256(" ".join(f"{i}={d}" for i, d in zip(images, ids, strict=True)).encode())
-    tar = IMAGE_CACHE / f"{key.hexdigest()[:32]}.tar"
-    with (IMAGE_CACHE / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if tar.exists():
-            return tar
-        for stale in IMAGE_CACHE.glob("*.tar*"):  # an open reader keeps its file
-            stale.unlink(missing_ok=True)
-        partial = tar.with_suffix(".tar.partial")
-        with partial.open("wb") as out:
-            subprocess.run(["docker", "save", *images], stdout=out, check=True)
-        if _image_ids(images) != ids:  # retagged during the save: keep nothing
-            partial.unlink()
-            raise RuntimeError(f"{images} were rebuilt during `docker save`; run again")
-        partial.replace(tar)
-    return tar
 
 
 def can_run_own_dockerd() -> str | None:
