@@ -103,6 +103,7 @@ async def serve(settings: Settings) -> None:
         store,
         policy=spec_policy(settings, vault_configured=vault is not None),
         reap_grace=settings.reap_grace,
+        relist_interval=settings.relist_interval,
         secrets=injector,
         agent_container=settings.agent_container,
         sse_max_subscribers=settings.sse_max_subscribers,

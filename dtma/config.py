@@ -97,6 +97,7 @@ ENV_KEYS = {
     "DTMA_LOG_FORMAT": "log_format",
     "DTMA_LOG_LEVEL": "log_level",
     "DTMA_REAP_GRACE": "reap_grace",
+    "DTMA_RELIST_INTERVAL": "relist_interval",
     "DTMA_AGENT_ID": "agent_id",
     "DTMA_ADOPT_ORPHANS": "adopt_orphans",
     "DTMA_SUBNET_POOL": "subnet_pool",
@@ -178,6 +179,9 @@ class Settings(BaseModel):
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     reap_grace: Duration = 60.0
+    # The re-list and reaper period (engine/agent.py RELIST_INTERVAL_S). Shorter only for
+    # tests, which would otherwise wait out whole periods; at least 1 s.
+    relist_interval: Duration = Field(default=10.0, ge=1)
     agent_id: Annotated[str, AfterValidator(valid_agent_id)] | None = None
     adopt_orphans: bool = False
     subnet_pool: Annotated[str, AfterValidator(_subnet_pool)] = DEFAULT_POOL

@@ -118,6 +118,7 @@ async def engine_harness(
     agent_id: str | None = None,
     hold_orphans: bool = False,
     max_starts: int | None = None,
+    relist_interval: float = 2,
 ) -> AsyncIterator[EngineHarness]:
     """The production wiring (bootstrap.build_agent) with a fast re-list and a short pull.
 
@@ -142,7 +143,7 @@ async def engine_harness(
         store,
         policy=SpecPolicy(vault_configured=vault is not None),
         reap_grace=reap_grace,
-        relist_interval=2,
+        relist_interval=relist_interval,
         pull_timeout=20,
         secrets=injector,
         agent_id=agent_id or "test-" + secrets.token_hex(4),

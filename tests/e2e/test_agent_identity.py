@@ -22,7 +22,9 @@ from tests.engine_fixture import new_toolbox_id, remove_toolboxes, spec, time_se
 
 pytestmark = pytest.mark.e2e
 
-RELIST_S = 10  # the agent's re-list period (engine/agent.py)
+# The second agent's re-list period (DTMA_RELIST_INTERVAL; 10 s by default): at 1 s the test
+# sees several re-lists pass the held orphans by in a few seconds instead of waiting out one.
+RELIST_S = 1
 
 
 def _containers(client: Any, agent_id: str, tb: str) -> list[Any]:
@@ -47,7 +49,11 @@ def test_an_agent_on_an_empty_state_dir_holds_its_orphans_until_dtma_adopt(
     second = AgentProcess(
         tmp_path / "second",
         free_port(),
-        extra_env={"DTMA_AGENT_ID": agent_id, "DTMA_REAP_GRACE": "1s"},
+        extra_env={
+            "DTMA_AGENT_ID": agent_id,
+            "DTMA_REAP_GRACE": "1s",
+            "DTMA_RELIST_INTERVAL": f"{RELIST_S}s",
+        },
     )
     try:
         first.start()
@@ -77,7 +83,7 @@ def test_an_agent_on_an_empty_state_dir_holds_its_orphans_until_dtma_adopt(
         assert held, second.logs()[-2000:]
         assert (held[0]["level"], held[0]["containers"]) == ("warning", 1)
         assert tb in held[0]["toolboxes"]
-        time.sleep(RELIST_S + 3)  # a re-list period and more than the 1 s grace
+        time.sleep(4 * RELIST_S + 1)  # several re-list periods, well past the 1 s grace
         [still] = _containers(docker_client, agent_id, tb)
         still.reload()
         assert (still.id, still.status) == (kept.id, "running")
