@@ -69,6 +69,8 @@ class StreamWatch:
 
     async def ends_within(self, seconds: float) -> bool:
         done, _ = await asyncio.wait({self._reading}, timeout=seconds)
+        if done:
+            self._reading.result()  # an error other than the stream's end is raised, not taken
         return bool(done)
 
     async def stop(self) -> None:

@@ -54,6 +54,7 @@ class Operations:
                     op_id,
                     lambda: run_through_engine_faults(tb, lambda: work(op_id), revision),
                     revision,
+                    supersedable=kind == "apply",
                 )
             finally:
                 done.set()

@@ -93,15 +93,18 @@ class ContainerProbe:
             return ProbeResult.failed(reasons.CONNECT_FAILED, 0.0, "container has no address")
         if self._http is None:
             self._http = HttpUpstream(url, connect_timeout=health.timeout)
-        failed = await self._http.open()  # a no-op while the session is held
-        held = self._http.held() if self._http is not None else None
+        # This upstream only: a gateway call may replace self._http meanwhile (_upstream), and
+        # the probe must not close that newer one.
+        http = self._http
+        failed = await http.open()  # a no-op while the session is held
+        held = http.held()
         if failed is not None or held is None:
-            await self._drop_http()  # the next probe grades a fresh opening
+            await self._drop_http(http)  # the next probe grades a fresh opening
             return failed or ProbeResult.failed(reasons.SESSION_CLOSED, 0.0, "closed")
         expect = health.expect_tools if full else ()
         result = await probe_session(held, timeout=health.timeout, expect_tools=expect)
         if not result.healthy and result.reason not in _SESSION_KEPT:
-            await self._drop_http()
+            await self._drop_http(http)
         return result
 
     async def _check_stdio(self, full: bool) -> ProbeResult:
@@ -222,16 +225,22 @@ class ContainerProbe:
         return result
 
     async def _upstream(self, step: Callable[[Any], Any]) -> Any:
+        http = self._http
         try:
             return await step(await self._client())
         except ServerUnavailable:
-            await self._drop_http()  # a broken HTTP session: open a fresh one next time
+            # A broken HTTP session: open a fresh one next time (the one this call used, or
+            # the one it made; not one made meanwhile by another).
+            await self._drop_http(http or self._http)
             raise
 
-    async def _drop_http(self) -> None:
-        if self._http is not None:
-            http, self._http = self._http, None
-            await http.close()
+    async def _drop_http(self, http: HttpUpstream | None) -> None:
+        """Close `http`, and forget it if it is still the one held."""
+        if http is None:
+            return
+        if self._http is http:
+            self._http = None
+        await http.close()
 
     def _open_stdio(self, *, initialize: bool) -> None:
         from dtma.adapters.mcp_probe import StdioProbeSession  # loaded by check()

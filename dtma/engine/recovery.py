@@ -96,6 +96,18 @@ async def recover_or_fail(
     most ENGINE_RETRIES times). Caller holds tb.lock."""
     interrupted_ops = list(interrupted_ops)  # emptied as they are finished (_finish_ops)
     await tb.begin(Activity.RECOVERING)  # `deploying` until it ends (domain/phase.py)
+    try:
+        await _recover_through_engine_faults(tb, record, observed, interrupted_ops)
+    finally:
+        tb.activity_over()  # ended already, unless an exception cut the way out short
+
+
+async def _recover_through_engine_faults(
+    tb: ToolboxRunner,
+    record: ToolboxRecord,
+    observed: list[ObservedContainer],
+    interrupted_ops: list[str],
+) -> None:
     engine_stopped: set[str] = set()
     for attempt in range(1, ENGINE_RETRIES + 1):
         epoch = tb.engine.epoch

@@ -97,9 +97,11 @@ async def _roll(run: RolloutExecutor) -> tuple[str, str | None]:
     await run.run(result.steps)
     if run.restored is False and result.if_restore_fails is not None:
         result = result.if_restore_fails
+    failure = None
+    if not passed:
+        failure = f"{decision.server or 'toolbox'}: {decision.reason}: {decision.detail}"
+        failure += result.note
     if result.settles:  # the verdict ends the rollout's `deploying` before the operation ends
-        await run.tb.end(Ended.SUCCEEDED if passed else Ended.FAILED)
-    if passed:
-        return result.state, None
-    failure = f"{decision.server or 'toolbox'}: {decision.reason}: {decision.detail}"
-    return result.state, failure + result.note
+        error = run.tb.journal.redact(failure, 2000) if failure else ""
+        await run.tb.end(Ended.SUCCEEDED if passed else Ended.FAILED, error)
+    return result.state, failure

@@ -125,8 +125,12 @@ class ToolboxRunner(ToolboxState):
         op_id: str,
         work: Callable[[], Awaitable[tuple[str, str | None]]],
         revision: int | None = None,
+        *,
+        supersedable: bool = False,
     ) -> str:
-        """Run `work` under the toolbox lock and record its result. Returns the final state."""
+        """Run `work` under the toolbox lock and record its result. Returns the final state.
+        `supersedable`: an apply, which a newer apply replaces (it runs next); a rollback or a
+        server operation never is."""
         async with self.lock:
             self.busy_with = op_id
             with structlog.contextvars.bound_contextvars(toolbox=self.id, operation=op_id):
@@ -143,16 +147,20 @@ class ToolboxRunner(ToolboxState):
                     self.busy_with = None
                 self._supervise_running()
                 error = self.journal.redact(error, 2000) if error else error
-                superseded = revision is not None and self.superseding(revision) is not None
-                await self.repo.finish_operation(op_id, state, error, revision)
-                await self.emit(
-                    ev.OPERATION_FINISHED,
-                    revision=revision,
-                    reason=state,
-                    message=error or "",
-                    operation=op_id,
+                superseded = (
+                    supersedable and revision is not None and self.superseding(revision) is not None
                 )
-                await self.end(_ended(state, superseded), error or "")
+                try:
+                    await self.repo.finish_operation(op_id, state, error, revision)
+                    await self.emit(
+                        ev.OPERATION_FINISHED,
+                        revision=revision,
+                        reason=state,
+                        message=error or "",
+                        operation=op_id,
+                    )
+                finally:  # its activity ends with it, even when its record could not be written
+                    await self.end(_ended(state, superseded), error or "")
                 return state
 
     def _supervise_running(self) -> None:

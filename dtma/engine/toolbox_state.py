@@ -215,6 +215,13 @@ class ToolboxState:
         self.activity, self.ended, self.ended_error = None, ended, error
         await self.sync_phase()
 
+    def activity_over(self) -> None:
+        """The running activity is over however it ended (an exception on its way out too):
+        the phase follows its other inputs again."""
+        if self.activity is not None:
+            self.activity = None
+            self._schedule_phase()
+
     async def servers_reconciled(self) -> None:
         """The pass on the engine's return brought every server in line: what a failed
         start-up recovery left no longer decides the phase, the servers do."""

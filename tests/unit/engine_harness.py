@@ -142,7 +142,10 @@ class Engine:
         if not is_rollback:
             tb.wanted_revision = revision
         return await tb.run_operation(
-            op.id, lambda: run_rollout(tb, revision, op.id, is_rollback=is_rollback), revision
+            op.id,
+            lambda: run_rollout(tb, revision, op.id, is_rollback=is_rollback),
+            revision,
+            supersedable=not is_rollback,
         )
 
     def last_operation(self) -> OperationRecord:
