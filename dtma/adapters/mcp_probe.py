@@ -77,7 +77,7 @@ async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = 
         if failed is not None or session is None:
             return failed or ProbeResult.failed(reasons.SESSION_CLOSED, ms_since(t0), "closed")
         result = await probe_session(session, timeout=timeout, expect_tools=expect_tools)
-        return replace(result, latency_ms=ms_since(t0))
+        return replace(upstream.refusal(result), latency_ms=ms_since(t0))
     finally:
         await upstream.close()
 

@@ -214,6 +214,7 @@ class HttpUpstream:
         self._stop = asyncio.Event()
         self._failure = ""
         self._graded: tuple[str, str] | None = None  # (reason, detail) of the last failed opening
+        self.refused: int | None = None  # HTTP 401/403 on the current session, if any
         self._closed = False
         self._relay: HttpRelay | None = None
         self.tool_list = ToolListWatch()
@@ -241,21 +242,35 @@ class HttpUpstream:
         """Open the held session unless it is open. None once it is; else why it would not
         open, graded as a probe grades it (the step that failed, a timeout, credentials the
         server wants): the HTTP probe's first check is this opening, so a healthy server costs
-        one session, the gateway's."""
+        one session, the gateway's. Bounded: a server that wedges while its failed session is
+        being closed cannot hold the probe."""
         t0 = time.perf_counter()
+        bound = 2 * self._connect_timeout
         try:
-            await self.session()
+            async with asyncio.timeout(bound):
+                await self.session()
+        except TimeoutError:
+            return ProbeResult.failed(reasons.TIMEOUT, ms_since(t0), f"no session within {bound}s")
         except UpstreamUnavailable as exc:
             reason, detail = self._graded or (reasons.CONNECT_FAILED, str(exc))
             return ProbeResult.failed(reason, ms_since(t0), detail)
         return None
 
+    def refusal(self, result: ProbeResult) -> ProbeResult:
+        """`result`, or `unauthenticated` when the server has refused this session's
+        credentials (HTTP 401/403) on a request since it opened."""
+        if result.healthy or self.refused is None:
+            return result
+        return ProbeResult.failed(
+            reasons.UNAUTHENTICATED, result.latency_ms, refusal_detail(self.refused)
+        )
+
     async def _run(self) -> None:
-        refused: list[int] = []
+        self.refused = None
 
         async def note_refusal(response: httpx2.Response) -> None:
             if response.status_code in (401, 403):
-                refused.append(response.status_code)
+                self.refused = response.status_code
 
         async def negotiate(session: ClientSession) -> None:
             with anyio.fail_after(self._connect_timeout):
@@ -282,8 +297,8 @@ class HttpUpstream:
             raise_if_cancelling()
             self._failure = _short(exc)
             self._graded = grade(exc, self._connect_timeout)
-            if refused:
-                self._graded = (reasons.UNAUTHENTICATED, refusal_detail(refused[0]))
+            if self.refused is not None:
+                self._graded = (reasons.UNAUTHENTICATED, refusal_detail(self.refused))
         finally:
             self._session = None
             self._ready.set()

@@ -102,7 +102,9 @@ class ContainerProbe:
             await self._drop_http(http)  # the next probe grades a fresh opening
             return failed or ProbeResult.failed(reasons.SESSION_CLOSED, 0.0, "closed")
         expect = health.expect_tools if full else ()
-        result = await probe_session(held, timeout=health.timeout, expect_tools=expect)
+        result = http.refusal(
+            await probe_session(held, timeout=health.timeout, expect_tools=expect)
+        )
         if not result.healthy and result.reason not in _SESSION_KEPT:
             await self._drop_http(http)
         return result
