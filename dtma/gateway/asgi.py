@@ -1,18 +1,18 @@
 """Serve one ASGI application from one aiohttp handler (the MCP SDK's streamable-HTTP server is
 ASGI). Only what that server uses: the HTTP scope, a streamed request body, streamed response
-bodies (SSE), and `http.disconnect` once the response is done or the client has gone. A
+bodies (SSE), and `http.disconnect` once the response is done. A
 response sent in one piece (most MCP answers) goes out in one write with its headers; an SSE
 response's head goes out as soon as the app starts it. An app that fails once a streamed head
 is out has its connection dropped (the client sees a cut stream, not a clean end).
 
 Concurrency: one call per request; the ASGI app runs in the handler's task, so aiohttp's
-cancellation of a handler reaches it.
+cancellation of a handler reaches it: that is how a client's disconnect ends the app (an SSE
+stream, a call), with no timer (api/disconnects.py). Its DELETE is never cancelled that way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,7 +25,6 @@ ASGIApp = Callable[
     [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
     Awaitable[None],
 ]
-DISCONNECT_POLL_S = 0.5
 log = structlog.get_logger(__name__)
 
 
@@ -94,13 +93,10 @@ async def serve_asgi(
             chunk = await request.content.readany()
             body_done = request.content.at_eof() or not chunk
             return {"type": "http.request", "body": chunk, "more_body": not body_done}
-        # After the body: block until the response is over or the client has gone away.
-        while not finished.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), DISCONNECT_POLL_S)
+        # After the body: block until the response is over. A client that goes away before
+        # then is not reported here: aiohttp cancels the handler's task, and so the app
+        # (api/disconnects.py), as an ASGI server that cancels its app on disconnect would.
+        await finished.wait()
         return {"type": "http.disconnect"}
 
     async def begin_stream(start: Message) -> web.StreamResponse:

@@ -1,0 +1,209 @@
+"""A client's disconnect (api/disconnects.py): served as the agent serves (aiohttp's
+`handler_cancellation`), it cancels the MCP endpoint's POST and GET handlers through aiohttp's
+own `connection_lost`, with no timer and no task of the endpoint's; every other handler (the
+control API, the MCP DELETE) is shielded and runs to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from dtma.api.app import create_app
+from dtma.api.disconnects import app_runner, cancel_on_disconnect, cancels_on_disconnect
+from dtma.api.mcp_endpoint import MCP_ENDPOINTS, add_mcp_routes
+from dtma.engine.agent import Agent
+from dtma.engine.engine_watch import EngineWatch
+from dtma.engine.supervisor import Supervisor
+from dtma.gateway.asgi import serve_asgi
+from dtma.spec.validate import SpecPolicy
+from tests.fakes import FakeEnginePing, StaticReadiness
+from tests.unit.test_mcp_exchange import PATH, BlockingGateway, call, headers
+
+TOKEN = "t" * 32
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """`app` served as the agent serves it; yields its base URL."""
+    runner = app_runner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+class Handlers:
+    """Notes the tasks that run the app's handlers (a middleware, first), and every timer the
+    loop arms while one of them is the current task."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.timers: list[Callable[..., Any]] = []
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        return await handler(request)
+
+    @contextlib.contextmanager
+    def watching_timers(
+        self, monkeypatch: pytest.MonkeyPatch, until: asyncio.Event | None = None
+    ) -> Iterator[None]:
+        """Note the timers armed in the handlers' tasks until `until` is set."""
+        loop = asyncio.get_running_loop()
+        real = loop.call_at
+
+        def call_at(when: float, callback: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+            if asyncio.current_task() in self.tasks and not (until and until.is_set()):
+                self.timers.append(callback)
+            return real(when, callback, *args, **kw)
+
+        monkeypatch.setattr(loop, "call_at", call_at)
+        yield
+        monkeypatch.undo()
+
+
+async def hang_up(request: asyncio.Task[Any]) -> None:
+    request.cancel()  # the client closes its connection
+    with contextlib.suppress(asyncio.CancelledError):
+        await request
+
+
+async def test_a_hot_path_call_is_cancelled_by_aiohttp_on_connection_lost_with_no_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a watch timer per call checked the transport every 0.5 s."""
+    handlers, gateway = Handlers(), BlockingGateway()
+    app = web.Application(middlewares=[handlers.middleware])
+    add_mcp_routes(app, gateway, started=lambda: True)
+    async with served(app) as base, aiohttp.ClientSession() as http:
+        await app[MCP_ENDPOINTS].get("tb")  # started (its start arms timers of its own)
+        # (Once cancelled, the SDK's cleanup of the call's connection arms a bound of its own.)
+        with handlers.watching_timers(monkeypatch, until=gateway.cancelled):
+            request = asyncio.create_task(
+                http.post(base + PATH, data=json.dumps(call()), headers=headers())
+            )
+            await asyncio.wait_for(gateway.started.wait(), 5)
+            (handler,) = handlers.tasks
+            await hang_up(request)
+            await asyncio.wait_for(gateway.cancelled.wait(), 5)
+        assert handlers.timers == []
+        await asyncio.wait({handler}, timeout=5)
+        assert handler.cancelled()  # the CancelledError went on to aiohttp: nobody is answered
+
+
+async def test_the_sdks_way_is_cancelled_on_connection_lost_instead_of_polled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ASGI app served by serve_asgi that waits on `receive()` after the body (as the SDK's
+    SSE responses do): its client's going cancels it; no `wait_for` (a timer) is armed."""
+    handlers = Handlers()
+    waiting, outcome = asyncio.Event(), asyncio.get_running_loop().create_future()
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the body
+        waiting.set()
+        try:
+            outcome.set_result(await receive())
+        except asyncio.CancelledError:
+            outcome.set_result("cancelled")
+            raise
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await serve_asgi(asgi_app, request)
+
+    app = web.Application(middlewares=[handlers.middleware])
+    app.router.add_post("/asgi", cancel_on_disconnect(handle))
+    async with served(app) as base, aiohttp.ClientSession() as http:
+        with handlers.watching_timers(monkeypatch):
+            request = asyncio.create_task(http.post(base + "/asgi", data=b"{}"))
+            await asyncio.wait_for(waiting.wait(), 5)
+            await asyncio.sleep(0.05)  # (a poll would arm its timer here)
+            await hang_up(request)
+            assert await asyncio.wait_for(outcome, 5) == "cancelled"
+        assert handlers.timers == []
+
+
+def control_api() -> web.Application:
+    """The agent's whole app (create_app, as in test_openapi.py), never served."""
+    unused: Any = None  # the router is built without touching the agent's collaborators
+    agent = Agent(
+        runtime=unused,
+        repo=unused,
+        journal=unused,
+        probe_factory=unused,
+        policy=SpecPolicy(),
+        engine=EngineWatch(FakeEnginePing()),
+        supervisor=Supervisor(),
+        rng=random.Random(0),
+    )
+    return create_app(token=TOKEN, readiness=StaticReadiness(), agent=agent)
+
+
+def test_only_the_mcp_endpoints_post_and_get_are_cancelled_by_a_disconnect() -> None:
+    """Every control API route (and the MCP DELETE) runs shielded (see api/disconnects.py)."""
+    cancellable = {
+        (route.method, route.resource.canonical if route.resource else "")
+        for route in control_api().router.routes()
+        if cancels_on_disconnect(route.handler)
+    }
+    assert cancellable == {("POST", "/v1/toolboxes/{id}/mcp"), ("GET", "/v1/toolboxes/{id}/mcp")}
+
+
+async def test_a_control_api_handler_runs_to_its_end_when_its_client_goes() -> None:
+    """A PUT whose client hangs up halfway is finished all the same (nothing half-done); the
+    same handler marked cancellable is cancelled, which shows the disconnect did arrive."""
+    started, release = asyncio.Event(), asyncio.Event()
+    ends: list[str] = []
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        started.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            ends.append(f"{request.method} cancelled")
+            raise
+        ends.append(f"{request.method} done")
+        return web.json_response({})
+
+    app = create_app(token=TOKEN, readiness=StaticReadiness())  # its middlewares, shield first
+    app.router.add_put("/v1/slow", slow)
+
+    async def slow_cancellable(request: web.Request) -> web.StreamResponse:
+        return await slow(request)
+
+    app.router.add_post("/v1/slow", cancel_on_disconnect(slow_cancellable))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with served(app) as base, aiohttp.ClientSession() as http:
+        for method in ("PUT", "POST"):
+            started.clear()
+            request = asyncio.create_task(http.request(method, base + "/v1/slow", headers=auth))
+            await asyncio.wait_for(started.wait(), 5)
+            await hang_up(request)
+            await asyncio.sleep(0.2)  # (the disconnect reaches the server)
+            release.set()
+            for _ in range(50):
+                if len(ends) == (1 if method == "PUT" else 2):
+                    break
+                await asyncio.sleep(0.02)
+            release.clear()
+        # A shielded handler still running at the app's cleanup is ended there.
+        started.clear()
+        request = asyncio.create_task(http.put(base + "/v1/slow", headers=auth))
+        await asyncio.wait_for(started.wait(), 5)
+        await hang_up(request)
+        await asyncio.sleep(0.2)
+    assert ends == ["PUT done", "POST cancelled", "PUT cancelled"]
