@@ -23,8 +23,11 @@ from dtma.engine.agent import Agent
 from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.supervisor import Supervisor
 from dtma.gateway.asgi import serve_asgi
+from dtma.gateway.call_journal import CallJournal
+from dtma.observability.metrics import Metrics
 from dtma.spec.validate import SpecPolicy
 from tests.fakes import FakeEnginePing, StaticReadiness
+from tests.fakes_gateway import FailingCallStore
 from tests.unit.test_mcp_exchange import PATH, BlockingGateway, call, headers
 
 TOKEN = "t" * 32
@@ -85,10 +88,12 @@ async def hang_up(request: asyncio.Task[Any]) -> None:
 async def test_a_hot_path_call_is_cancelled_by_aiohttp_on_connection_lost_with_no_timer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Before: a watch timer per call checked the transport every 0.5 s."""
+    """Before: a watch timer per call checked the transport every 0.5 s. The call journal
+    records the call as cancelled."""
     handlers, gateway = Handlers(), BlockingGateway()
+    journal = CallJournal(FailingCallStore(), Metrics(), lambda _: frozenset({"time__now"}))
     app = web.Application(middlewares=[handlers.middleware])
-    add_mcp_routes(app, gateway, started=lambda: True)
+    add_mcp_routes(app, gateway, started=lambda: True, audit=journal)
     async with served(app) as base, aiohttp.ClientSession() as http:
         await app[MCP_ENDPOINTS].get("tb")  # started (its start arms timers of its own)
         # (Once cancelled, the SDK's cleanup of the call's connection arms a bound of its own.)
@@ -103,6 +108,7 @@ async def test_a_hot_path_call_is_cancelled_by_aiohttp_on_connection_lost_with_n
         assert handlers.timers == []
         await asyncio.wait({handler}, timeout=5)
         assert handler.cancelled()  # the CancelledError went on to aiohttp: nobody is answered
+    assert [c.outcome for c in journal._pending] == ["cancelled"]
 
 
 async def test_the_sdks_way_is_cancelled_on_connection_lost_instead_of_polled(
