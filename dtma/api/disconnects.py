@@ -10,8 +10,8 @@ The control API's handlers must never be cut halfway by it (an apply, a delete, 
 is done whole or not at all, whoever is still listening). So only the handlers marked
 `cancel_on_disconnect` are cancelled; every other one runs shielded (`DisconnectShield`): in a
 task of its own that the disconnect does not reach, to its end, as it did before the option was
-on. Cancellable: the MCP endpoint's POST and GET. Not: its DELETE (the SDK ends the session
-whole), and everything else.
+on. Cancellable: the MCP endpoint's POST and GET, and the event stream (`GET /v1/events`,
+read-only). Not: the MCP DELETE (the SDK ends the session whole), and everything else.
 
 Contract: the shield costs a task per API request (never per MCP request). A shielded handler
 whose client went is watched (a failure is logged and counted, `watch_task`); those still

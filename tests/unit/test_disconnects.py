@@ -159,14 +159,20 @@ def control_api() -> web.Application:
     return create_app(token=TOKEN, readiness=StaticReadiness(), agent=agent)
 
 
-def test_only_the_mcp_endpoints_post_and_get_are_cancelled_by_a_disconnect() -> None:
-    """Every control API route (and the MCP DELETE) runs shielded (see api/disconnects.py)."""
+def test_only_the_mcp_endpoints_post_and_get_and_the_event_stream_are_cancellable() -> None:
+    """Every other route, the control API's and the MCP DELETE, runs shielded (see
+    api/disconnects.py): nothing but a call, a stream or a read is cut by a disconnect."""
     cancellable = {
         (route.method, route.resource.canonical if route.resource else "")
         for route in control_api().router.routes()
         if cancels_on_disconnect(route.handler)
     }
-    assert cancellable == {("POST", "/v1/toolboxes/{id}/mcp"), ("GET", "/v1/toolboxes/{id}/mcp")}
+    assert cancellable == {
+        ("POST", "/v1/toolboxes/{id}/mcp"),
+        ("GET", "/v1/toolboxes/{id}/mcp"),
+        ("GET", "/v1/events"),
+        ("HEAD", "/v1/events"),
+    }
 
 
 async def test_a_control_api_handler_runs_to_its_end_when_its_client_goes() -> None:
