@@ -179,9 +179,11 @@ async def test_a_control_api_handler_runs_to_its_end_when_its_client_goes() -> N
     """A PUT whose client hangs up halfway is finished all the same (nothing half-done); the
     same handler marked cancellable is cancelled, which shows the disconnect did arrive."""
     started, release = asyncio.Event(), asyncio.Event()
+    seen: list[web.Request] = []
     ends: list[str] = []
 
     async def slow(request: web.Request) -> web.StreamResponse:
+        seen.append(request)
         started.set()
         try:
             await release.wait()
@@ -191,31 +193,38 @@ async def test_a_control_api_handler_runs_to_its_end_when_its_client_goes() -> N
         ends.append(f"{request.method} done")
         return web.json_response({})
 
-    app = create_app(token=TOKEN, readiness=StaticReadiness())  # its middlewares, shield first
-    app.router.add_put("/v1/slow", slow)
-
     async def slow_cancellable(request: web.Request) -> web.StreamResponse:
         return await slow(request)
 
+    async def hung_up_on_the_server(request: asyncio.Task[Any]) -> None:
+        """The client hangs up; returns once aiohttp has seen the connection lost."""
+        await asyncio.wait_for(started.wait(), 5)
+        started.clear()
+        await hang_up(request)
+        for _ in range(250):
+            if seen[-1].transport is None:  # (aiohttp's connection_lost has run)
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the server never saw the connection lost")
+
+    async def ended(count: int) -> None:
+        for _ in range(250):
+            if len(ends) == count:
+                return
+            await asyncio.sleep(0.02)
+
+    app = create_app(token=TOKEN, readiness=StaticReadiness())  # its middlewares, shield first
+    app.router.add_put("/v1/slow", slow)
     app.router.add_post("/v1/slow", cancel_on_disconnect(slow_cancellable))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with served(app) as base, aiohttp.ClientSession() as http:
-        for method in ("PUT", "POST"):
-            started.clear()
+        for count, method in enumerate(("PUT", "POST"), 1):
             request = asyncio.create_task(http.request(method, base + "/v1/slow", headers=auth))
-            await asyncio.wait_for(started.wait(), 5)
-            await hang_up(request)
-            await asyncio.sleep(0.2)  # (the disconnect reaches the server)
+            await hung_up_on_the_server(request)
             release.set()
-            for _ in range(50):
-                if len(ends) == (1 if method == "PUT" else 2):
-                    break
-                await asyncio.sleep(0.02)
+            await ended(count)
             release.clear()
         # A shielded handler still running at the app's cleanup is ended there.
-        started.clear()
         request = asyncio.create_task(http.put(base + "/v1/slow", headers=auth))
-        await asyncio.wait_for(started.wait(), 5)
-        await hang_up(request)
-        await asyncio.sleep(0.2)
+        await hung_up_on_the_server(request)
     assert ends == ["PUT done", "POST cancelled", "PUT cancelled"]
