@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
+import httpx2
 import pytest
 from aiohttp import web
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from dtma.api.app import create_app
 from dtma.api.disconnects import app_runner, cancel_on_disconnect, cancels_on_disconnect
@@ -27,7 +30,7 @@ from dtma.gateway.call_journal import CallJournal
 from dtma.observability.metrics import Metrics
 from dtma.spec.validate import SpecPolicy
 from tests.fakes import FakeEnginePing, StaticReadiness
-from tests.fakes_gateway import FailingCallStore
+from tests.fakes_gateway import FailingCallStore, OneToolGateway
 from tests.unit.test_mcp_exchange import PATH, BlockingGateway, call, headers
 
 TOKEN = "t" * 32
@@ -111,15 +114,17 @@ async def test_a_hot_path_call_is_cancelled_by_aiohttp_on_connection_lost_with_n
     assert [c.outcome for c in journal._pending] == ["cancelled"]
 
 
-async def test_the_sdks_way_is_cancelled_on_connection_lost_instead_of_polled(
+async def test_the_sdks_way_hears_of_a_disconnect_from_receive_with_no_timer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An ASGI app served by serve_asgi that waits on `receive()` after the body (as the SDK's
-    SSE responses do): its client's going cancels it; no `wait_for` (a timer) is armed."""
+    SSE responses do) gets `http.disconnect` once its client goes, as from an ASGI server, and
+    is not cancelled; no `wait_for` (a timer) is armed to find out (before: one every 0.5 s)."""
     handlers = Handlers()
     waiting, outcome = asyncio.Event(), asyncio.get_running_loop().create_future()
 
     async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        handlers.tasks.add(asyncio.current_task())  # type: ignore[arg-type]
         await receive()  # the body
         waiting.set()
         try:
@@ -139,8 +144,48 @@ async def test_the_sdks_way_is_cancelled_on_connection_lost_instead_of_polled(
             await asyncio.wait_for(waiting.wait(), 5)
             await asyncio.sleep(0.05)  # (a poll would arm its timer here)
             await hang_up(request)
-            assert await asyncio.wait_for(outcome, 5) == "cancelled"
+            assert await asyncio.wait_for(outcome, 5) == {"type": "http.disconnect"}
         assert handlers.timers == []
+
+
+async def test_an_sse_answer_read_whole_lets_the_app_finish_when_the_client_hangs_up() -> None:
+    """The SDK's `initialize` on the handshake era: its SSE answer is out, the client reads it
+    and closes the connection while the app is still winding down. The app must run to its end
+    (the SDK discards a session whose opening request was cancelled: the client's next request
+    would get 404 "Session not found")."""
+    answered, release = asyncio.Event(), asyncio.Event()
+    ends: list[str] = []
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": False})
+        answered.set()
+        try:
+            await release.wait()  # the SDK's bookkeeping after its answer
+        except asyncio.CancelledError:
+            ends.append("cancelled")
+            raise
+        ends.append("done")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await serve_asgi(asgi_app, request)
+
+    app = web.Application()
+    app.router.add_post("/asgi", cancel_on_disconnect(handle))
+    hangs_up = aiohttp.TCPConnector(force_close=True)  # closes once the answer is read
+    async with served(app) as base, aiohttp.ClientSession(connector=hangs_up) as http:
+        async with http.post(base + "/asgi", data=b"{}") as response:
+            assert await response.read() == b"data: {}\n\n"
+        await asyncio.wait_for(answered.wait(), 5)
+        await asyncio.sleep(0.2)  # (the disconnect reaches the server)
+        release.set()
+        for _ in range(250):
+            if ends:
+                break
+            await asyncio.sleep(0.02)
+    assert ends == ["done"]
 
 
 def control_api() -> web.Application:
@@ -228,3 +273,20 @@ async def test_a_control_api_handler_runs_to_its_end_when_its_client_goes() -> N
         request = asyncio.create_task(http.put(base + "/v1/slow", headers=auth))
         await hung_up_on_the_server(request)
     assert ends == ["PUT done", "POST cancelled", "PUT cancelled"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_the_official_sdk_client_keeps_its_session_in_both_eras(mode: str) -> None:
+    """The SDK's client, served as the agent serves: its handshake-era session survives the
+    connections the client closes once it has read an answer (found by bench/gateway_latency.py
+    in legacy mode: 'Session not found' when the SDK's `initialize` was cancelled)."""
+    app = web.Application()
+    add_mcp_routes(app, OneToolGateway(), started=lambda: True)
+    async with (
+        served(app) as base,
+        httpx2.AsyncClient(timeout=httpx2.Timeout(30)) as http,
+        Client(streamable_http_client(base + PATH, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+    ):
+        assert [t.name for t in (await client.list_tools()).tools] == ["time__now"]
+        for _ in range(3):
+            assert not (await client.call_tool("time__now", {})).is_error

@@ -105,6 +105,8 @@ def test_every_task_the_engine_and_api_create_is_supervised_or_watched() -> None
         ("server_runner.py", "asyncio.create_task(start())"),
         # a shielded API handler: awaited by the middleware; watched once its client has gone
         ("disconnects.py", "asyncio.create_task(handling)"),
+        # the SDK's ASGI app: awaited to its end by the handler, even once its client has gone
+        ("asgi.py", "asyncio.ensure_future(running)"),
     }
     unexplained = []
     scanned = [
