@@ -25,6 +25,7 @@ from dtma.adapters.state_repo import StateRepository
 from dtma.adapters.vault_config import TokenReport, vault_config_from
 from dtma.agent_id import resolve_agent_id
 from dtma.api.app import create_app
+from dtma.api.disconnects import app_runner
 from dtma.api_token import resolve_api_token
 from dtma.config import POLICY_KEYS, Settings
 from dtma.domain.containers import ObservedContainer
@@ -140,7 +141,7 @@ async def serve(settings: Settings) -> None:
     try:
         schema = await store.open()
         await access.load()
-        runner = web.AppRunner(
+        runner = app_runner(
             create_app(
                 token=token.value,
                 readiness=readiness,

@@ -6,6 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dtma import __version__
+from dtma.api.disconnects import DisconnectShield
 from dtma.api.errors import error_response
 from dtma.api.mcp_endpoint import add_mcp_routes
 from dtma.api.middleware import (
@@ -48,9 +49,11 @@ def create_app(
     if agent is not None:
         access = access or AccessTokens(agent.repo)
         calls = calls or CallJournal(agent.repo, METRICS, agent.gateway.signature)
+    shield = DisconnectShield()  # first: a disconnect never cuts the API's chain halfway
     app = web.Application(
         client_max_size=max_body,
         middlewares=[
+            shield.middleware,
             metrics_middleware(),
             request_id_middleware(),
             auth_middleware(
@@ -77,6 +80,7 @@ def create_app(
             )
         return web.json_response({"status": "ready"})
 
+    app.on_cleanup.append(shield.close)
     app.router.add_get("/v1/health", health)
 
     async def metrics(_: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dtma.api.disconnects import cancel_on_disconnect
 from dtma.api.errors import error_response
 from dtma.api.middleware import CALLER, PRINCIPAL
 from dtma.api.open_streams import OpenStreams, held_until_expiry
@@ -76,7 +77,13 @@ def add_mcp_routes(
             request, request.get(PRINCIPAL, AGENT_PRINCIPAL), request.get(CALLER)
         )
 
+    async def terminate(request: web.Request) -> web.StreamResponse:
+        """A DELETE: the SDK ends the session whole, even if its client has gone meanwhile."""
+        return await handle(request)
+
+    # A client that closes its connection cancels its POST (how a 2026-07-28 client cancels a
+    # call) and ends its GET stream: aiohttp cancels the handler (api/disconnects.py).
     path = "/v1/toolboxes/{id}/mcp"
-    app.router.add_route("POST", path, handle)
-    app.router.add_route("GET", path, stream)
-    app.router.add_route("DELETE", path, handle)
+    app.router.add_route("POST", path, cancel_on_disconnect(handle))
+    app.router.add_route("GET", path, cancel_on_disconnect(stream))
+    app.router.add_route("DELETE", path, terminate)

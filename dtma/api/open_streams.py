@@ -3,8 +3,8 @@
 Every other request is checked against the token index as it arrives, so a revoked token is
 refused at its next request; a GET stream (the handshake era's channel for server-to-client
 notifications) is one request that lasts as long as the client keeps it. `cut(token_ids)`
-closes the connections of the streams those tokens opened, so revocation reaches them too: the
-ASGI bridge sees the closed transport and tells the SDK the client has gone (gateway/asgi.py), as
+closes the connections of the streams those tokens opened, so revocation reaches them too:
+aiohttp then cancels the stream's handler and so the SDK's stream (api/disconnects.py), as
 when a client hangs up. A tool call in flight is not cut: it was allowed when it came, and ends
 within the call timeout. Loop-only.
 """

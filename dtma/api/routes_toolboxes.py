@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from dtma.api.disconnects import cancel_on_disconnect
 from dtma.api.errors import error_response
 from dtma.api.idempotency import IdempotencyKeys
 from dtma.api.params import (
@@ -56,7 +57,7 @@ def add_routes(app: web.Application, agent: Agent) -> None:
     r.add_get("/v1/toolboxes/{id}/tools", get_tools)
     r.add_get("/v1/toolboxes/{id}/servers/{name}/logs", get_logs)
     r.add_get("/v1/operations/{op}", get_operation)
-    r.add_get("/v1/events", list_events)
+    r.add_get("/v1/events", cancel_on_disconnect(list_events))  # read-only; streams
 
 
 def agent_of(request: web.Request) -> Agent:

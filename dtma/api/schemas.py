@@ -265,7 +265,7 @@ class ToolCallOut(Out):
         description="the client token's id, 'agent' for the API token, or 'oauth' for a JWT"
     )
     duration: float
-    outcome: Literal["ok", "error", "unavailable", "denied", "not_found"]
+    outcome: Literal["ok", "error", "unavailable", "denied", "not_found", "cancelled"]
     request_bytes: int
     response_bytes: int
     subject: str = Field("", description="a JWT caller's `sub` claim; empty otherwise")

@@ -8,6 +8,10 @@ Bounds: the journal caps live streams (429 beyond). The replay reads PAGE events
 live events overflow the subscription meanwhile, they are dropped and read from the database
 instead. Once live, a client that falls a whole queue behind is dropped with a final `resume`
 event naming the cursor to reconnect from (Last-Event-ID or ?since=).
+
+A client that leaves frees its slot at once: its route is `cancel_on_disconnect`, so aiohttp
+cancels the stream's handler when the connection is lost (api/disconnects.py; a read-only
+stream has nothing to leave half-done), and the subscription is dropped in `finally`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from dtma.engine.agent import Agent
 from dtma.engine.journal import Subscription
 
 KEEPALIVE_S = 15.0
-POLL_S = 1.0  # how soon an idle stream notices that its client left
 PAGE = 500
 
 
@@ -41,19 +44,12 @@ async def stream_events(
     try:
         await resp.prepare(request)
         last = await _backfill(resp, agent, last, toolbox, sub)
-        idle = 0.0
         while True:
             try:
-                event = await sub.get(POLL_S)
+                event = await sub.get(KEEPALIVE_S)
             except TimeoutError:
-                if _client_gone(request):
-                    break  # free the slot now, not at the next keepalive
-                idle += POLL_S
-                if idle >= KEEPALIVE_S:
-                    idle = 0.0
-                    await resp.write(b": keepalive\n\n")
+                await resp.write(b": keepalive\n\n")
                 continue
-            idle = 0.0
             if sub.overflowed:
                 await _send_resume(resp, last, sub.maxsize)
                 break
@@ -71,11 +67,6 @@ async def stream_events(
     finally:
         agent.journal.unsubscribe(sub)
     return resp
-
-
-def _client_gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 async def _backfill(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 TOKEN_PREFIX = "dtma_tb_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_ID_PATTERN = r"^tok-[0-9a-f]{16}$"  # noqa: S105 (a pattern)
 AGENT_PRINCIPAL = "agent"  # the token column of a call made with the agent's API token
-OUTCOMES = ("ok", "error", "unavailable", "denied", "not_found")
+OUTCOMES = ("ok", "error", "unavailable", "denied", "not_found", "cancelled")
 
 
 @dataclass(frozen=True)

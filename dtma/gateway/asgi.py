@@ -5,14 +5,15 @@ response sent in one piece (most MCP answers) goes out in one write with its hea
 response's head goes out as soon as the app starts it. An app that fails once a streamed head
 is out has its connection dropped (the client sees a cut stream, not a clean end).
 
-Concurrency: one call per request; the ASGI app runs in the handler's task, so aiohttp's
-cancellation of a handler reaches it.
+Concurrency: one call per request, in a task of its own that the handler awaits. A client's
+disconnect reaches the handler as aiohttp's cancellation of its task (api/disconnects.py),
+with no timer; the app hears of it as `http.disconnect` from `receive()`, as from an ASGI
+server, and runs to its end (`_until_done_or_gone`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,7 +26,6 @@ ASGIApp = Callable[
     [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
     Awaitable[None],
 ]
-DISCONNECT_POLL_S = 0.5
 log = structlog.get_logger(__name__)
 
 
@@ -94,13 +94,9 @@ async def serve_asgi(
             chunk = await request.content.readany()
             body_done = request.content.at_eof() or not chunk
             return {"type": "http.request", "body": chunk, "more_body": not body_done}
-        # After the body: block until the response is over or the client has gone away.
-        while not finished.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), DISCONNECT_POLL_S)
+        # After the body: block until the response is over or the client has gone
+        # (`_until_done_or_gone` sets `finished` then).
+        await finished.wait()
         return {"type": "http.disconnect"}
 
     async def begin_stream(start: Message) -> web.StreamResponse:
@@ -143,7 +139,9 @@ async def serve_asgi(
                 finished.set()
 
     try:
-        await app(http_scope(request, extra_scope or {}), receive, send)
+        await _until_done_or_gone(
+            app(http_scope(request, extra_scope or {}), receive, send), finished
+        )
     except Exception:
         if streamed is None:
             raise  # nothing sent yet: the error middleware answers
@@ -162,3 +160,24 @@ async def serve_asgi(
     if start is None:
         raise RuntimeError("the ASGI app sent no response")
     return _single(request, start, b"")
+
+
+async def _until_done_or_gone(running: Awaitable[None], finished: asyncio.Event) -> None:
+    """Run the app to its end. A client that goes away is learnt from aiohttp, which cancels the
+    handler's task (api/disconnects.py); the app itself is not cancelled, as no ASGI server
+    cancels its app: it is told by `http.disconnect` from `receive()` (`finished` set) and its
+    later sends are dropped, and the handler waits for it to end, then goes on cancelled. (The
+    SDK relies on that: a session whose `initialize` is cancelled is discarded, even once its
+    answer is out.) A task per request on the SDK's way, never on the hot paths."""
+    task = asyncio.ensure_future(running)  # a task; awaited below, to its end
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done():
+            raise
+        finished.set()
+        try:
+            await task  # a second cancel (the server stopping) cancels the app too
+        except Exception:
+            log.warning("asgi_app_failed_after_disconnect", exc_info=True)
+        raise

@@ -243,6 +243,9 @@ class ToolboxEndpoint:
         except Exception as exc:
             outcome = journal_outcome(exc)
             raise_mcp_error(exc)
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # its client went away, or its session ended
+            raise
         else:
             if params.name not in self._schemas:  # so that the next calls' headers are checked
                 with suppress_failures():

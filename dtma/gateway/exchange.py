@@ -21,7 +21,6 @@ itself. A request answered here is never switched to SSE: its reply is one JSON 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -53,8 +52,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from starlette.requests import Request as StarletteRequest
 
-from dtma.cancellation import NUDGE_S, raise_if_cancelling
-from dtma.gateway.asgi import DISCONNECT_POLL_S, http_scope
+from dtma.cancellation import raise_if_cancelling
+from dtma.gateway.asgi import http_scope
 
 METHOD = "tools/call"
 # The requests answered here: those a toolbox's clients make all the time. `initialize`, `ping`,
@@ -74,7 +73,6 @@ ENVELOPE_SCOPE_KEY = "dtma.envelope"  # the request's `params._meta`, for the ha
 PARAM_HEADER_KEY = "x-mcp-header"  # a schema's mark for arguments mirrored into headers
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
 _JSON = "application/json"
-CLIENT_GONE = 499  # the status of an answer nobody reads (the client closed the connection)
 
 
 @dataclass
@@ -229,8 +227,9 @@ async def reply(
 ) -> web.Response:
     """Run one request's dispatch (`run`, given the exchange) and answer it as one JSON body: the
     result, or the error `modern_error_data` maps (HTTP status by `status_of` its code). A
-    handler's other failures never reach the wire. A client that closed its connection cancels
-    the call and is answered CLIENT_GONE (never read)."""
+    handler's other failures never reach the wire. A client that closes its connection cancels
+    the call: aiohttp cancels the handler's task, which runs it (api/disconnects.py); the
+    CancelledError goes on to aiohttp, which answers nobody."""
     exchange = _Exchange(
         transport=TransportContext(kind="streamable-http", can_send_request=False, headers=headers),
         request_id=req.id,
@@ -240,68 +239,17 @@ async def reply(
     )
     status = 200
     answer: JSONRPCResponse | JSONRPCError
-    with _CancelledOnceGone(request) as watch:
-        try:
-            result = await run(exchange)
-            answer = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)
-        except Exception as exc:
-            raise_if_cancelling()
-            error = modern_error_data(exc)
-            status = status_of(error.code)
-            answer = JSONRPCError(jsonrpc="2.0", id=req.id, error=error)
-    if watch.gone:
-        return web.Response(status=CLIENT_GONE)  # never read: the client has gone
+    try:
+        result = await run(exchange)
+        answer = JSONRPCResponse(jsonrpc="2.0", id=req.id, result=result)
+    except Exception as exc:
+        raise_if_cancelling()  # a cancel an SDK task group turned into an ExceptionGroup
+        error = modern_error_data(exc)
+        status = status_of(error.code)
+        answer = JSONRPCError(jsonrpc="2.0", id=req.id, error=error)
     return web.Response(
         status=status,
         body=answer.model_dump_json(by_alias=True, exclude_none=True).encode(),
         content_type=_JSON,
         headers=reply_headers,
     )
-
-
-class _CancelledOnceGone:
-    """Cancels the task that enters it once the client has closed its connection (checked every
-    DISCONNECT_POLL_S), and again every NUDGE_S while the call swallows it (cancellation.py): on
-    the 2026-07-28 revision closing the connection is how a client cancels, and the SDK's entry
-    honours it the same way. Those cancellations end at the exit (`gone` is then True); any
-    other goes on. A call that swallows them all and returns is answered with `gone` True all the
-    same. The watch costs one timer per call; the call runs in the handler's own task."""
-
-    def __init__(self, request: web.Request) -> None:
-        self._request = request
-        self._task: asyncio.Task[Any] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._before = 0  # the task's pending cancellations at the entry (others')
-        self._cancels = 0  # issued by the watch
-        self.gone = False
-
-    def __enter__(self) -> _CancelledOnceGone:
-        self._task = asyncio.current_task()
-        assert self._task is not None
-        self._before = self._task.cancelling()
-        self._timer = asyncio.get_running_loop().call_later(DISCONNECT_POLL_S, self._check)
-        return self
-
-    def _check(self) -> None:
-        assert self._task is not None
-        transport = self._request.transport
-        if self.gone or transport is None or transport.is_closing():
-            self.gone = True
-            self._cancels += 1
-            self._task.cancel()
-            delay = NUDGE_S  # again, in case the call swallowed it
-        else:
-            delay = DISCONNECT_POLL_S
-        self._timer = asyncio.get_running_loop().call_later(delay, self._check)
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        assert self._timer is not None
-        assert self._task is not None
-        self._timer.cancel()
-        if not self.gone:
-            return False
-        left = self._task.cancelling()
-        for _cancel in range(self._cancels):
-            left = self._task.uncancel()
-        # Ours only: swallow the CancelledError unless someone else cancelled too.
-        return left <= self._before and kind is asyncio.CancelledError

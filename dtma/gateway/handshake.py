@@ -21,13 +21,17 @@ Differences from the SDK's way, on purpose: the answer is never SSE, so a server
 request or notification tied to the call has nowhere to go (the gateway makes none; a request
 carrying a progress token is left to the SDK); a client cancels a call made here by closing its
 connection, as on 2026-07-28 (a `notifications/cancelled` for it finds nothing to cancel); and a
-handler's unexpected failure is a generic internal error, never its text.
+handler's unexpected failure is a generic internal error, never its text. As on the SDK's way,
+a session's end (its DELETE) cancels its calls in flight, answered as the SDK answers them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pydantic_core
 from aiohttp import web
 from mcp.server.connection import Connection
@@ -35,10 +39,18 @@ from mcp.server.runner import ServerRunner
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types import CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types import (
+    CLIENT_INFO_META_KEY,
+    INTERNAL_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+    ErrorData,
+    JSONRPCError,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 
 from dtma.gateway import exchange, sdk_compat
+
+SESSION_ENDED = "Session terminated before the request completed"  # the SDK's words
 
 
 def session_of(request: web.Request) -> str | None:
@@ -60,10 +72,13 @@ class SessionBook:
     `notifications/initialized`, by session id: a `Server.middleware` (the SDK's documented hook,
     which sees every message its transports deliver), so a session is known from the first
     message after its handshake. An entry goes when the session's connection closes (its exit
-    stack, which the SDK unwinds however the session ends)."""
+    stack, which the SDK unwinds however the session ends: a DELETE, its idle time, the
+    endpoint's end), and the session's calls on this path are then cancelled (`call`), as the
+    SDK's own ending of a session cancels the requests it is serving."""
 
     def __init__(self) -> None:
         self._connections: dict[str, Connection] = {}
+        self._calls: dict[str, set[anyio.CancelScope]] = {}
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         result = await call_next(ctx)
@@ -83,6 +98,23 @@ class SessionBook:
     def _forget(self, session_id: str, connection: Connection) -> None:
         connection.state[_ENDED_STATE_KEY] = True
         self._connections.pop(session_id, None)
+        for scope in self._calls.pop(session_id, ()):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def call(self, session_id: str) -> Iterator[anyio.CancelScope]:
+        """Run a block for this open session that its end cancels: the scope's `cancel_called`
+        then says so (the scope swallows only that cancellation; any other goes on). Enter it
+        with no await since the session was seen open (`get`)."""
+        calls = self._calls.setdefault(session_id, set())
+        with anyio.CancelScope() as scope:
+            calls.add(scope)
+            try:
+                yield scope
+            finally:
+                calls.discard(scope)
+                if not calls and self._calls.get(session_id) is calls:
+                    del self._calls[session_id]
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -135,6 +167,8 @@ async def answer(
         if parsed is None or sdk_compat.open_transport(manager, session_id) is None:
             return body, None  # (ended while its body was read: the SDK answers 404)
         req, _ = parsed
+        if sessions.get(session_id) is None:
+            return body, None  # (its connection closed while its body was read)
         runner = ServerRunner(server, connection, lifespan_state)
 
         async def run(dispatch: Any) -> dict[str, Any]:
@@ -143,13 +177,32 @@ async def answer(
 
         headers = {k.lower(): v for k, v in request.headers.items()}
         scope = {**extra_scope, exchange.ENVELOPE_SCOPE_KEY: relay_envelope(connection)}
-        reply = await exchange.reply(
-            request,
-            req,
-            run,
-            scope,
-            headers,
-            status_of=lambda code: 200,  # the handshake era answers JSON-RPC errors with 200
-            reply_headers={MCP_SESSION_ID_HEADER: session_id},
-        )
+        with sessions.call(session_id) as call:
+            reply = await exchange.reply(
+                request,
+                req,
+                run,
+                scope,
+                headers,
+                status_of=lambda code: 200,  # the handshake era answers JSON-RPC errors with 200
+                reply_headers={MCP_SESSION_ID_HEADER: session_id},
+            )
+        if call.cancel_called:
+            return body, ended_reply(session_id)
         return body, reply
+
+
+def ended_reply(session_id: str) -> web.Response:
+    """The answer to a request whose session ended while it ran: the SDK's own for a request in
+    flight when its session is terminated (its JSON-response mode: HTTP 500, INTERNAL_ERROR)."""
+    error = JSONRPCError(
+        jsonrpc="2.0",
+        id=None,
+        error=ErrorData(code=INTERNAL_ERROR, message=SESSION_ENDED),
+    )
+    return web.Response(
+        status=500,
+        body=error.model_dump_json(by_alias=True, exclude_unset=True).encode(),
+        content_type="application/json",
+        headers={MCP_SESSION_ID_HEADER: session_id},
+    )

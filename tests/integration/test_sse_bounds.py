@@ -16,6 +16,7 @@ from aiohttp import web
 
 from dtma.adapters.docker_engine import DockerEngine
 from dtma.api.app import create_app
+from dtma.api.disconnects import app_runner
 from dtma.client import DtmaClient
 from dtma.engine.engine_watch import EngineWatch
 from dtma.engine.readiness import ReadinessMonitor
@@ -39,7 +40,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[EngineHarness, int]]:
         app = create_app(
             token=TOKEN, readiness=ReadinessMonitor(EngineWatch(engine)), agent=h.agent
         )
-        runner = web.AppRunner(app, access_log=None)
+        runner = app_runner(app, access_log=None)  # as the agent serves it
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -1,5 +1,6 @@
-"""engine/call_guard.py: a call runs in its caller's task; a server's exit cuts it even when it
-swallows the cancel, and the cut never leaves a cancel behind or hides someone else's."""
+"""engine/call_guard.py: a call runs in its caller's task; a server's exit cuts it (an anyio
+cancel scope) even when it swallows the cancel, and the cut never leaves a cancel behind or
+hides someone else's."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ async def test_a_cut_call_raises_the_cut_error_and_leaves_no_cancel_pending() ->
 
 
 async def test_a_call_that_swallows_the_cancel_is_cut_again() -> None:
-    guard = CallGuard("s", nudge=0.02)
+    guard = CallGuard("s")
     swallowed = 0
 
     async def start() -> None:
@@ -104,7 +105,7 @@ async def test_a_call_that_swallows_the_cut_and_returns_keeps_its_result() -> No
 
 
 async def test_a_caller_cancelled_by_someone_else_stays_cancelled_even_when_cut() -> None:
-    guard = CallGuard("s", nudge=10)
+    guard = CallGuard("s")
     cut = asyncio.Event()
 
     async def start() -> None:
@@ -112,16 +113,40 @@ async def test_a_caller_cancelled_by_someone_else_stays_cancelled_even_when_cut(
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             cut.set()  # the cut's cancel, swallowed
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # the caller's own cancellation (its client went away), meanwhile
         await asyncio.Event().wait()
 
     task = asyncio.create_task(guard.run(start, cut_error))
     await asyncio.sleep(0.01)
     guard.cut_all()
     await asyncio.wait_for(cut.wait(), 1)
-    task.cancel()  # the caller's own cancellation (its client went away)
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, 1)
     assert guard.in_flight == 0
+
+
+async def test_a_cut_and_another_cancel_at_once_leave_the_caller_cancelled() -> None:
+    guard = CallGuard("s")
+    task = asyncio.create_task(guard.run(lambda: asyncio.Event().wait(), cut_error))
+    await asyncio.sleep(0.01)
+    guard.cut_all()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1)
+
+
+async def test_the_cut_is_anyios_cancel_scope_not_a_timer_or_a_task_per_call() -> None:
+    """Before: a cutter task per call re-cancelled it every NUDGE_S, with uncancel() counting."""
+    guard = CallGuard("s")
+    task = asyncio.create_task(guard.run(lambda: asyncio.Event().wait(), cut_error))
+    await asyncio.sleep(0.01)
+    before = asyncio.all_tasks()
+    guard.cut_all()
+    assert asyncio.all_tasks() == before  # no task started to cut it
+    with pytest.raises(Cut):
+        await asyncio.wait_for(task, 1)
 
 
 async def test_one_call_at_a_time_per_task() -> None:

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from dtma.api.disconnects import app_runner
 from dtma.api.mcp_endpoint import add_mcp_routes
 from dtma.gateway import exchange as mcp_exchange
 from tests.fakes_gateway import OneToolGateway
@@ -177,10 +178,9 @@ async def test_an_unknown_tool_fails_as_the_sdk_fails_it(
 
 @contextlib.asynccontextmanager
 async def agent_like_server(app: web.Application) -> AsyncIterator[str]:
-    """The app served as the agent serves it (bootstrap.py): aiohttp does not cancel a handler
-    whose client has gone (aiohttp's TestServer would, which hides the endpoint's own watch).
-    Yields the endpoint's URL."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    """The app served as the agent serves it (bootstrap.py, with api/disconnects.app_runner):
+    aiohttp cancels a handler whose client has gone. Yields the endpoint's URL."""
+    runner = app_runner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -226,111 +226,3 @@ async def test_a_client_that_goes_away_cancels_its_call_on_the_hot_path() -> Non
         with contextlib.suppress(asyncio.CancelledError):
             await request
         await asyncio.wait_for(gateway.cancelled.wait(), 5)
-
-
-class SwallowingGateway(BlockingGateway):
-    """Its calls swallow one cancellation and then answer."""
-
-    async def call(
-        self,
-        toolbox_id: str,
-        name: str,
-        arguments: dict[str, Any] | None,
-        envelope: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        self.started.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.Event().wait()
-        self.cancelled.set()
-        return {"content": [], "isError": False, "resultType": "complete"}
-
-
-async def test_a_call_that_swallows_the_cancel_leaves_no_cancel_pending_in_the_handler() -> None:
-    gateway = SwallowingGateway()
-    after: list[tuple[int, int]] = []  # (status, the handler task's pending cancellations)
-    answered = asyncio.Event()
-
-    @web.middleware
-    async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
-        response = await handler(request)
-        await asyncio.sleep(0)  # a pending cancel would land here
-        task = asyncio.current_task()
-        assert task is not None
-        after.append((response.status, task.cancelling()))
-        answered.set()
-        return response
-
-    app = web.Application(middlewares=[observe])
-    add_mcp_routes(app, gateway, started=lambda: True)
-    async with agent_like_server(app) as url, aiohttp.ClientSession() as http:
-        request = asyncio.create_task(http.post(url, data=json.dumps(call()), headers=headers()))
-        await asyncio.wait_for(gateway.started.wait(), 5)
-        request.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await request
-        await asyncio.wait_for(gateway.cancelled.wait(), 5)
-        await asyncio.wait_for(answered.wait(), 5)
-    assert after == [(mcp_exchange.CLIENT_GONE, 0)]
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.closing = False
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-
-class _Request:
-    def __init__(self) -> None:
-        self.transport = _Transport()
-
-
-async def test_the_watch_ends_only_its_own_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mcp_exchange, "DISCONNECT_POLL_S", 0.01)
-    request = _Request()
-
-    async def watched() -> bool:
-        with mcp_exchange._CancelledOnceGone(request) as watch:  # type: ignore[arg-type]
-            await asyncio.sleep(10)
-        return watch.gone
-
-    # Another's cancellation goes on, even while the client is connected.
-    task = asyncio.create_task(watched())
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    # The client going away: the watch's own, ended at its exit.
-    task = asyncio.create_task(watched())
-    await asyncio.sleep(0.05)
-    request.transport.closing = True
-    assert await asyncio.wait_for(task, 5) is True
-    assert task.cancelling() == 0
-
-
-async def test_the_watch_cancels_again_a_call_that_swallowed_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(mcp_exchange, "DISCONNECT_POLL_S", 0.01)
-    monkeypatch.setattr(mcp_exchange, "NUDGE_S", 0.01)
-    request = _Request()
-    swallowed = 0
-
-    async def watched() -> bool:
-        nonlocal swallowed
-        with mcp_exchange._CancelledOnceGone(request) as watch:  # type: ignore[arg-type]
-            while True:
-                try:
-                    await asyncio.sleep(10)
-                except asyncio.CancelledError:
-                    swallowed += 1  # as an SDK task group sometimes does, without uncancel()
-                    if swallowed == 3:
-                        raise
-        return watch.gone
-
-    request.transport.closing = True
-    task = asyncio.create_task(watched())
-    assert await asyncio.wait_for(task, 5) is True
-    assert swallowed == 3
-    assert task.cancelling() == 0

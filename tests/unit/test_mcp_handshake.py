@@ -6,6 +6,7 @@ hot path too. (gateway/sdk_compat.py's own checks: tests/unit/test_sdk_compat.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,7 @@ from dtma.api.mcp_endpoint import MCP_ENDPOINTS, add_mcp_routes
 from dtma.gateway import exchange as mcp_exchange
 from dtma.gateway import handshake as mcp_handshake
 from tests.fakes_gateway import OneToolGateway
-from tests.unit.test_mcp_exchange import META, PATH, headers
+from tests.unit.test_mcp_exchange import META, PATH, BlockingGateway, headers
 
 VERSION = "2025-11-25"
 ACCEPT = "application/json, text/event-stream"
@@ -234,30 +235,11 @@ async def test_a_sessions_call_carries_a_relay_envelope_once_the_tool_is_listed(
     assert gateway.envelopes == [None, envelope]
 
 
-class ReleasedGateway(OneToolGateway):
-    """Its calls wait until `release` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def call(
-        self,
-        toolbox_id: str,
-        name: str,
-        arguments: dict[str, Any] | None,
-        envelope: Any = None,
-    ) -> dict[str, Any]:
-        self.started.set()
-        await self.release.wait()
-        return await super().call(toolbox_id, name, arguments, envelope)
-
-
-async def test_a_call_that_outlives_its_session_leaves_no_entry_in_the_book() -> None:
-    """A DELETE while a call of the session runs on the hot path: once the call ends, the
-    session is gone from the endpoint's book (it was noted again after its end: a leak)."""
-    gateway = ReleasedGateway()
+async def test_a_sessions_delete_cancels_its_call_in_flight_on_the_hot_path() -> None:
+    """A DELETE while a call of the session runs on the hot path: the call is cancelled (as the
+    SDK's own ending of a session cancels what it serves) and answered as the SDK's transport
+    answers a request whose session ended under it; the session leaves the endpoint's book."""
+    gateway = BlockingGateway()
     app = web.Application()
     add_mcp_routes(app, gateway, started=lambda: True)
     async with TestClient(TestServer(app)) as test_client:
@@ -269,15 +251,36 @@ async def test_a_call_that_outlives_its_session_leaves_no_entry_in_the_book() ->
         await asyncio.wait_for(gateway.started.wait(), 5)
         ended = await test_client.delete(PATH, headers=session_headers(session))
         assert ended.status == 200
-        gateway.release.set()
+        await asyncio.wait_for(gateway.cancelled.wait(), 5)
         response = await asyncio.wait_for(call, 5)
-        await response.read()
+        assert response.status == 500
+        assert response.headers["Mcp-Session-Id"] == session
+        assert (await response.json())["error"] == {
+            "code": -32603,
+            "message": mcp_handshake.SESSION_ENDED,
+        }
         endpoint = app[MCP_ENDPOINTS]._endpoints["tb"]
-        for _ in range(50):  # the session's task winds down after the DELETE's answer
-            if len(endpoint.sessions) == 0:
-                break
-            await asyncio.sleep(0.02)
         assert len(endpoint.sessions) == 0
+        assert endpoint.sessions._calls == {}
+
+
+async def test_a_call_of_another_session_runs_on_when_one_session_ends() -> None:
+    gateway = BlockingGateway()
+    app = web.Application()
+    add_mcp_routes(app, gateway, started=lambda: True)
+    async with TestClient(TestServer(app)) as test_client:
+        kept, ended = await open_session(test_client), await open_session(test_client)
+        body = json.dumps(rpc("tools/call", 1, name="time__now"))
+        call = asyncio.create_task(test_client.post(PATH, data=body, headers=session_headers(kept)))
+        await asyncio.wait_for(gateway.started.wait(), 5)
+        response = await test_client.delete(PATH, headers=session_headers(ended))
+        assert response.status == 200
+        await asyncio.sleep(0.2)  # (a cancel, were one sent, would have landed)
+        assert not gateway.cancelled.is_set()
+        assert not call.done()
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
 
 
 @pytest.mark.parametrize(

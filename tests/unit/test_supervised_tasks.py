@@ -103,8 +103,10 @@ def test_every_task_the_engine_and_api_create_is_supervised_or_watched() -> None
         ("recovery.py", "one(r)"),
         # a tool call (or prompts/resources request): awaited by _guarded, cut by the exit
         ("server_runner.py", "asyncio.create_task(start())"),
-        # the endpoint's hot-path call: awaited by answer(), cancelled when the client goes
-        ("exchange.py", "call = asyncio.ensure_future("),
+        # a shielded API handler: awaited by the middleware; watched once its client has gone
+        ("disconnects.py", "asyncio.create_task(handling)"),
+        # the SDK's ASGI app: awaited to its end by the handler, even once its client has gone
+        ("asgi.py", "asyncio.ensure_future(running)"),
     }
     unexplained = []
     scanned = [
