@@ -191,3 +191,38 @@ def test_the_witness_sees_a_phase_that_is_not_the_derived_one() -> None:
         await agent.stop()
 
     run_virtual(main)
+
+
+def test_a_failed_rollback_with_nothing_serving_reads_failed_with_its_reason() -> None:
+    """Only an apply is superseded by a newer apply: a rollback (of an older revision than the
+    newest applied) that fails with nothing serving ends `failed`, not `deploying` for good
+    (a review found it); the phase's event carries the rollout's error."""
+    e = Engine()
+    e.prober.script("img/bad:1", unhealthy(probe_reasons.MISSING_TOOLS, "no tool"))
+    witness = PhaseWitness()
+    e.journal.add_observer(witness)
+
+    async def main() -> None:
+        agent = witness.agent = e.agent()
+        await agent.start()
+        bad = spec_json(server("a", "img/bad:1"))
+        assert await _apply(agent, "tb", bad) == "failed"  # revision 1
+        assert await _apply(agent, "tb", spec_json(server("a", "img/bad:1"), server("b"))) == (
+            "failed"
+        )  # revision 2: the newest applied
+        await _settled(e, agent, "tb", "failed")
+        assert await _op(agent, await agent.rollback("tb", 1)) == "failed"
+        await _settled(e, agent, "tb", "failed")
+        await asyncio.sleep(30)  # nothing moves it afterwards
+        await _settled(e, agent, "tb", "failed")
+        failed = [
+            x
+            for x in e.store.event_rows
+            if x.kind == ev.TOOLBOX_PHASE and x.toolbox == "tb" and x.message.endswith("failed")
+        ]
+        assert failed
+        assert all("missing_tools" in (x.reason or "") for x in failed), failed
+        assert witness.wrong == []
+        await agent.stop()
+
+    run_virtual(main)
