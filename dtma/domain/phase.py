@@ -11,7 +11,10 @@ The phases are DESIGN.md's: deploying | healthy | degraded | failed | stopped | 
 - A toolbox that is gone (deleted) stays `deleting`: nothing is written for it any more.
 - A start-up recovery that failed leaves the toolbox `failed` until the next operation ends.
 - Otherwise: `stopped` when stopped; with servers, `degraded` if any is failed, restarting or
-  exited or fails its probe, else `healthy`; with none, `failed` (with the reason of the
+  exited, fails its probe, is being replaced, or runs without a probe's answer yet, else
+  `healthy`. A server counts as serving only once its probe has answered: the probe opens the
+  session the endpoint calls it through (stdio attach, HTTP held session), so `healthy` never
+  reads while a call would fail (issue 19, item 4). With none, `failed` (with the reason of the
   operation that left it so), or `deploying` while nothing has ended yet or a newer apply
   superseded the last one (it runs next).
 """
@@ -90,6 +93,14 @@ def derive_phase(inputs: PhaseInputs) -> tuple[str, str]:
 
 
 def _from_servers(servers: Sequence[ServerView]) -> str:
-    if any(s.state in _DEGRADED_STATES or s.health == "unhealthy" for s in servers):
+    if any(_not_serving(s) for s in servers):
         return DEGRADED
     return HEALTHY
+
+
+def _not_serving(server: ServerView) -> bool:
+    if server.state in _DEGRADED_STATES or server.health == "unhealthy":
+        return True
+    if server.state == "removed":
+        return True  # being replaced (a restart operation): its successor is not up yet
+    return server.state == "running" and server.health == "unknown"  # not answered yet

@@ -29,6 +29,7 @@ from dtma.errors import DockerUnavailable, DtmaError
 from dtma.ports import ContainerRuntime, RecoveryStore
 from dtma.spec.models import ToolboxSpec
 
+FIRST_ANSWER_S = 1.0  # beyond the slowest server's probe timeout (first_answers)
 INTERRUPTED = "interrupted by an agent restart"
 FINISHED_BEFORE = "finished before the agent restarted"
 
@@ -204,6 +205,12 @@ async def recover(
     await reconcile_serving(tb, serving, observed, engine_stopped)
     tb.reconciled_epoch = epoch
     await _finish_ops(tb, interrupted_ops, outcome or "failed", INTERRUPTED)
+    # Adopted servers count as serving once their first probe (at once: not fresh) answers:
+    # waited for here, so that the agent's restart does not flip a healthy toolbox to degraded
+    # and back. Bounded: one that does not answer leaves it degraded until it does.
+    await tb.first_answers(
+        FIRST_ANSWER_S + max((r.spec.health.timeout for r in tb.servers.values()), default=0)
+    )
     await tb.end(Ended.SUCCEEDED)
 
 

@@ -109,6 +109,7 @@ class ServerRunner(ServerRestarts, ServerCalls):
         self._started_at = clock()
         self._draining = False
         self._restart_first = False
+        self._ask_at_once = not fresh  # an adopted container is up already: no start-up wait
         self.parked = False  # waiting out an engine fault for the toolbox's reconcile
         self._tool_defs: tuple[tuple[str, tuple[str, ...]], list[dict[str, Any]]] | None = None
 
@@ -219,6 +220,7 @@ class ServerRunner(ServerRestarts, ServerCalls):
             wait = (
                 self.spec.health.interval if self._health.ever_healthy else STARTUP_PROBE_INTERVAL
             )
+            wait, self._ask_at_once = (0.0 if self._ask_at_once else wait), False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._exited.wait()

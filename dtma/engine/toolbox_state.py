@@ -20,6 +20,7 @@ write after a change of the servers or the stopped flag.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -66,6 +67,7 @@ class ToolboxState:
         self.phase = derive_phase(self.phase_inputs())[0]
         self._phase_task: asyncio.Task[None] | None = None
         self._phase_lock = asyncio.Lock()
+        self._servers_moved = asyncio.Event()  # set by server_changed (first_answers)
 
     # -- in memory: what the toolbox serves ---------------------------------------------------
 
@@ -248,7 +250,19 @@ class ToolboxState:
                 )
 
     def server_changed(self) -> None:
+        self._servers_moved.set()
         self._schedule_phase()
+
+    async def first_answers(self, within: float) -> None:
+        """Wait, `within` seconds at most, until no running server awaits its first probe's
+        answer (until then it does not count as serving: domain/phase.py)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while any(
+                    r.state == "running" and r.health == "unknown" for r in self.servers.values()
+                ):
+                    self._servers_moved.clear()
+                    await self._servers_moved.wait()
 
     def _schedule_phase(self) -> None:
         if derive_phase(self.phase_inputs())[0] == self.phase:

@@ -23,7 +23,7 @@ from dtma.domain.phase import (
 )
 
 UP = ServerView("running", "healthy")
-STARTING = ServerView("running", "unknown")  # no probe answered yet: not a failure
+STARTING = ServerView("running", "unknown")  # no probe answered yet: not serving (item 4)
 UNHEALTHY = ServerView("running", "unhealthy")
 RESTARTING = ServerView("restarting", "unknown")
 EXITED = ServerView("exited", "unknown")
@@ -35,9 +35,9 @@ REMOVED = ServerView("removed", "unknown")  # replaced by a restart in progress
 SERVERS = {
     "one healthy": ((UP,), HEALTHY),
     "all healthy": ((UP, UP, UP), HEALTHY),
-    "starting": ((UP, STARTING), HEALTHY),
+    "starting": ((UP, STARTING), DEGRADED),  # its session is not open: a call would fail
     "stopped on request": ((UP, HALTED), HEALTHY),
-    "being replaced": ((UP, REMOVED), HEALTHY),
+    "being replaced": ((UP, REMOVED), DEGRADED),
     "one unhealthy": ((UP, UNHEALTHY), DEGRADED),
     "one restarting": ((UP, RESTARTING), DEGRADED),
     "one exited": ((EXITED, UP), DEGRADED),
