@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import anyio
+if TYPE_CHECKING:
+    import anyio
 
 T = TypeVar("T")
 
@@ -43,6 +44,10 @@ class CallGuard:
         task = asyncio.current_task()
         if task is None or task in self._calls:
             raise RuntimeError("a guarded call needs a task of its own, one call at a time")
+        # anyio comes with the MCP SDK, loaded (dtma/lazy_import.py) before any call is made:
+        # an idle agent does not hold it (tests/integration/test_idle_imports.py).
+        import anyio
+
         self._idle.clear()
         try:
             with anyio.CancelScope() as scope:
