@@ -66,20 +66,29 @@ def is_modern(session: ClientSession) -> bool:
 
 
 async def probe_http(url: str, *, timeout: float, expect_tools: Sequence[str] = ()) -> ProbeResult:
-    """One fresh session, as the gateway holds one (HttpUpstream): its opening (the era
-    negotiation) graded, then tools/list on it, then closed. A server's probes use the session
-    the gateway holds (engine/probes.py); this one is for a probe of its own."""
-    t0 = time.perf_counter()
+    """One fresh session, as the gateway holds one (HttpUpstream), probed (`probe_upstream`),
+    then closed. A server's probes use the session the gateway holds (engine/probes.py); this
+    one is for a probe of its own."""
     upstream = HttpUpstream(url, connect_timeout=timeout)
     try:
-        failed = await upstream.open()
-        session = upstream.held()
-        if failed is not None or session is None:
-            return failed or ProbeResult.failed(reasons.SESSION_CLOSED, ms_since(t0), "closed")
-        result = await probe_session(session, timeout=timeout, expect_tools=expect_tools)
-        return replace(upstream.refusal(result), latency_ms=ms_since(t0))
+        return await probe_upstream(upstream, timeout=timeout, expect_tools=expect_tools)
     finally:
         await upstream.close()
+
+
+async def probe_upstream(
+    upstream: HttpUpstream, *, timeout: float, expect_tools: Sequence[str] = ()
+) -> ProbeResult:
+    """Open `upstream`'s session unless it is held (a failed opening graded), then tools/list
+    on it; a 401/403 on it is `unauthenticated`. The session is left as it is: the caller keeps
+    or drops it."""
+    t0 = time.perf_counter()
+    failed = await upstream.open()
+    session = upstream.held()
+    if failed is not None or session is None:
+        return failed or ProbeResult.failed(reasons.SESSION_CLOSED, ms_since(t0), "closed")
+    result = await probe_session(session, timeout=timeout, expect_tools=expect_tools)
+    return replace(upstream.refusal(result), latency_ms=ms_since(t0))
 
 
 async def probe_session(

@@ -34,8 +34,9 @@ DELETING = "deleting"
 
 RECOVERY_FAILED = "recovery_failed"  # the reason of a failed start-up recovery's phase
 
-# A serving server in one of these states makes its toolbox degraded.
-_DEGRADED_STATES = frozenset({"failed", "restarting", "exited"})
+# A serving server in one of these states makes its toolbox degraded ("removed": being replaced
+# by a restart operation, its successor not up yet).
+_DEGRADED_STATES = frozenset({"failed", "restarting", "exited", "removed"})
 
 
 class Activity(Enum):
@@ -101,6 +102,4 @@ def _from_servers(servers: Sequence[ServerView]) -> str:
 def _not_serving(server: ServerView) -> bool:
     if server.state in _DEGRADED_STATES or server.health == "unhealthy":
         return True
-    if server.state == "removed":
-        return True  # being replaced (a restart operation): its successor is not up yet
     return server.state == "running" and server.health == "unknown"  # not answered yet

@@ -84,7 +84,7 @@ class ContainerProbe:
         return await self._check_stdio(full)
 
     async def _check_http(self, full: bool) -> ProbeResult:
-        from dtma.adapters.mcp_probe import probe_session  # loaded by check()
+        from dtma.adapters.mcp_probe import probe_upstream  # loaded by check()
         from dtma.adapters.mcp_upstream import HttpUpstream
 
         health = self._server.health
@@ -96,17 +96,10 @@ class ContainerProbe:
         # This upstream only: a gateway call may replace self._http meanwhile (_upstream), and
         # the probe must not close that newer one.
         http = self._http
-        failed = await http.open()  # a no-op while the session is held
-        held = http.held()
-        if failed is not None or held is None:
-            await self._drop_http(http)  # the next probe grades a fresh opening
-            return failed or ProbeResult.failed(reasons.SESSION_CLOSED, 0.0, "closed")
         expect = health.expect_tools if full else ()
-        result = http.refusal(
-            await probe_session(held, timeout=health.timeout, expect_tools=expect)
-        )
-        if not result.healthy and result.reason not in _SESSION_KEPT:
-            await self._drop_http(http)
+        result = await probe_upstream(http, timeout=health.timeout, expect_tools=expect)
+        if not result.healthy and (http.held() is None or result.reason not in _SESSION_KEPT):
+            await self._drop_http(http)  # the next probe grades a fresh opening
         return result
 
     async def _check_stdio(self, full: bool) -> ProbeResult:

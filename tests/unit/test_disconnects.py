@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -22,16 +21,13 @@ from mcp.client.streamable_http import streamable_http_client
 from dtma.api.app import create_app
 from dtma.api.disconnects import app_runner, cancel_on_disconnect, cancels_on_disconnect
 from dtma.api.mcp_endpoint import MCP_ENDPOINTS, add_mcp_routes
-from dtma.engine.agent import Agent
-from dtma.engine.engine_watch import EngineWatch
-from dtma.engine.supervisor import Supervisor
 from dtma.gateway.asgi import serve_asgi
 from dtma.gateway.call_journal import CallJournal
 from dtma.observability.metrics import Metrics
-from dtma.spec.validate import SpecPolicy
-from tests.fakes import FakeEnginePing, StaticReadiness
+from tests.fakes import StaticReadiness
 from tests.fakes_gateway import FailingCallStore, OneToolGateway
 from tests.unit.test_mcp_exchange import PATH, BlockingGateway, call, headers
+from tests.unserved_app import unserved_app
 
 TOKEN = "t" * 32
 
@@ -189,19 +185,8 @@ async def test_an_sse_answer_read_whole_lets_the_app_finish_when_the_client_hang
 
 
 def control_api() -> web.Application:
-    """The agent's whole app (create_app, as in test_openapi.py), never served."""
-    unused: Any = None  # the router is built without touching the agent's collaborators
-    agent = Agent(
-        runtime=unused,
-        repo=unused,
-        journal=unused,
-        probe_factory=unused,
-        policy=SpecPolicy(),
-        engine=EngineWatch(FakeEnginePing()),
-        supervisor=Supervisor(),
-        rng=random.Random(0),
-    )
-    return create_app(token=TOKEN, readiness=StaticReadiness(), agent=agent)
+    """The agent's whole app, never served."""
+    return unserved_app(TOKEN)
 
 
 def test_only_the_mcp_endpoints_post_and_get_and_the_event_stream_are_cancellable() -> None:

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import random
 import re
 from typing import Any
 
-from dtma.api.app import create_app
 from dtma.api.openapi import ROUTES, build_document
 from dtma.domain.errors_journal import CATEGORIES
-from dtma.engine.agent import Agent
-from dtma.engine.engine_watch import EngineWatch
-from dtma.engine.supervisor import Supervisor
 from dtma.spec.models import DNS_LABEL
-from dtma.spec.validate import SpecPolicy
-from tests.fakes import FakeEnginePing, StaticReadiness
+from tests.unserved_app import unserved_app
 
 
 def _app_routes() -> set[tuple[str, str]]:
-    unused: Any = None  # the router is built without touching the agent's collaborators
-    agent = Agent(
-        runtime=unused,
-        repo=unused,
-        journal=unused,
-        probe_factory=unused,
-        policy=SpecPolicy(),
-        engine=EngineWatch(FakeEnginePing()),
-        supervisor=Supervisor(),
-        rng=random.Random(0),
-    )
-    app = create_app(token="t" * 32, readiness=StaticReadiness(), agent=agent)
+    app = unserved_app()
     out = set()
     for route in app.router.routes():
         if route.method in ("HEAD", "OPTIONS"):
