@@ -6,7 +6,8 @@ A client starts `wait(30)` through the endpoint and closes its connection after 
 over the container's attach sends `notifications/cancelled`) and to an HTTP server (the relay's
 connection is closed; the SDK's 2026-07-28 entry cancels its handler on that). The server then
 logs the cancel for that call, the journal records it `cancelled`, and the next call answers.
-A session's DELETE while `wait` runs does the same."""
+A session's DELETE while `wait` runs does the same, and so does the official SDK client's own
+cancel in the handshake era: a `notifications/cancelled` while it keeps its connection open."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.agent_process import AgentProcess, running_agent
 from tests.conftest import build_images, in_thread
@@ -288,3 +291,38 @@ async def test_a_session_deleted_while_its_call_runs_cancels_the_call_at_the_ser
         (server, "wait", "cancelled")
     ]
     await answers_normally(slow, server, MODERN, "")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+async def test_the_sdk_clients_handshake_era_cancel_reaches_the_server(
+    slow: Slow, server: str
+) -> None:
+    """The official SDK client in the handshake era cancels a call with `notifications/cancelled`
+    and keeps its connection (a disconnect is no cancel in that era)."""
+    label = secrets.token_hex(4)
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {slow.agent.token}"}, timeout=httpx2.Timeout(60)
+    )
+    cursor = await in_thread(slow.journal_end)
+    async with (
+        http,
+        Client(streamable_http_client(slow.url, http_client=http), mode="legacy") as client,  # type: ignore[arg-type]
+    ):
+        call = asyncio.create_task(
+            client.call_tool(f"{server}__wait", {"seconds": 30, "label": label})
+        )
+        done, _ = await asyncio.wait({call}, timeout=1.0)
+        assert not done, call.result()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+        lines = await until(lambda: wait_lines(slow, server, label), HEARD_WITHIN)
+        assert len(lines) == 1, f"the server did not hear of the cancel: {slow.stderr(server)}"
+        assert lines[0].startswith("mcp-kit: wait cancelled (request "), lines
+        calls = await until(lambda: slow.journal_since(cursor), HEARD_WITHIN)
+        assert [(c["server"], c["tool"], c["outcome"]) for c in calls] == [
+            (server, "wait", "cancelled")
+        ]
+        again = await client.call_tool(f"{server}__wait", {"seconds": 0.1})
+        assert [getattr(c, "text", None) for c in again.content] == ["waited 0.1s"]
