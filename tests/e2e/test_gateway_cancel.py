@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ META = {
     "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
 }
 SERVERS = ("stdio", "http")  # the servers' names in the toolbox: `stdio__wait`, `http__wait`
+# httpx2 loads the CA store for each client it makes unless given a context: that would block
+# the event loop for a few tenths of a second on a loaded host. Made once, at import.
+_TLS = ssl.create_default_context()
 HEARD_WITHIN = 20.0  # seconds for a cancel to reach the server (well under one when idle)
 
 
@@ -121,6 +125,12 @@ def _list_tools(agent: AgentProcess, tb: str) -> set[str]:
     return {t["name"] for t in reply["result"]["tools"]}
 
 
+def http_client(headers: dict[str, str]) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(60), headers=headers, verify=_TLS, trust_env=False
+    )
+
+
 def _auth(slow: Slow) -> dict[str, str]:
     return {"Authorization": f"Bearer {slow.agent.token}", "Accept": ACCEPT_BOTH}
 
@@ -151,15 +161,27 @@ def handshake_call(
 
 
 async def open_session(slow: Slow) -> str:
-    """A handshake-era session, initialized; its id."""
-    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30), headers=_auth(slow)) as http:
+    """A handshake-era session, initialized and known to the hot path; its id.
+
+    The SDK answers `notifications/initialized` (202) before its server has run it, and the
+    hot path takes a session's requests only once it has (gateway/handshake.py); until then
+    they go the SDK's way, answered on an SSE stream. So a `tools/list` is sent until one is
+    answered as the hot path answers (one JSON body): the calls that follow then take it."""
+    async with http_client(_auth(slow)) as http:
         answer = await http.post(slow.url, json=INITIALIZE)
         assert answer.status_code == 200, answer.text
         session_id = answer.headers["mcp-session-id"]
         headers = {"Mcp-Session-Id": session_id, "MCP-Protocol-Version": HANDSHAKE_VERSION}
         answer = await http.post(slow.url, json=INITIALIZED, headers=headers)
         assert answer.status_code == 202, answer.text
-    return str(session_id)
+        listing = {"jsonrpc": "2.0", "id": "l", "method": "tools/list"}
+        for _ in range(50):
+            answer = await http.post(slow.url, json=listing, headers=headers)
+            assert answer.status_code == 200, answer.text
+            if answer.headers["content-type"].startswith("application/json"):
+                return str(session_id)
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the hot path never took session {session_id}'s requests")
 
 
 async def call_and_hang_up(slow: Slow, headers: dict[str, Any], body: Any, after: float) -> None:
@@ -217,7 +239,7 @@ async def answers_normally(slow: Slow, server: str, era: str, session_id: str) -
         headers, body = modern_call(2, f"{server}__wait", arguments)
     else:
         headers, body = handshake_call(session_id, 2, f"{server}__wait", arguments)
-    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30), headers=_auth(slow)) as http:
+    async with http_client(_auth(slow)) as http:
         answer = await http.post(slow.url, json=body, headers=headers)
     assert answer.status_code == 200, answer.text
     reply = answer.json()
@@ -269,7 +291,7 @@ async def test_a_session_deleted_while_its_call_runs_cancels_the_call_at_the_ser
     headers, body = handshake_call(
         session_id, 1, f"{server}__wait", {"seconds": 30, "label": label}
     )
-    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30), headers=_auth(slow)) as http:
+    async with http_client(_auth(slow)) as http:
         call = asyncio.create_task(http.post(slow.url, json=body, headers=headers))
         done, _ = await asyncio.wait({call}, timeout=1.0)
         assert not done, call.result().text
@@ -299,9 +321,7 @@ async def test_the_sdk_clients_handshake_era_cancel_reaches_the_server(
     """The official SDK client in the handshake era cancels a call with `notifications/cancelled`
     and keeps its connection (a disconnect is no cancel in that era)."""
     label = secrets.token_hex(4)
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {slow.agent.token}"}, timeout=httpx2.Timeout(60)
-    )
+    http = http_client({"Authorization": f"Bearer {slow.agent.token}"})
     cursor = await in_thread(slow.journal_end)
     async with (
         http,
@@ -344,7 +364,7 @@ async def test_a_cancel_on_the_sdks_own_way_reaches_the_server(slow: Slow, serve
         "method": "notifications/cancelled",
         "params": {"requestId": 5, "reason": "the user gave up"},
     }
-    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30), headers=_auth(slow)) as http:
+    async with http_client(_auth(slow)) as http:
         call = asyncio.create_task(http.post(slow.url, json=body, headers=headers))
         done, _ = await asyncio.wait({call}, timeout=1.0)
         assert not done, call.result().text
