@@ -19,10 +19,12 @@ session's idle countdown is held while a request runs here, as the SDK's transpo
 
 Differences from the SDK's way, on purpose: the answer is never SSE, so a server-to-client
 request or notification tied to the call has nowhere to go (the gateway makes none; a request
-carrying a progress token is left to the SDK); a client cancels a call made here by closing its
-connection, as on 2026-07-28 (a `notifications/cancelled` for it finds nothing to cancel); and a
-handler's unexpected failure is a generic internal error, never its text. As on the SDK's way,
-a session's end (its DELETE) cancels its calls in flight, answered as the SDK answers them.
+carrying a progress token is left to the SDK); a client that closes its connection cancels its
+call, as on 2026-07-28 (the handshake era's SDK way lets such a call run on); and a handler's
+unexpected failure is a generic internal error, never its text. As on the SDK's way, a
+`notifications/cancelled` for a call in flight here cancels it (the handshake era's way to
+cancel, which the official SDK client uses: it keeps its connection open), and a session's end
+(its DELETE) cancels its calls in flight; both are answered as the SDK answers them.
 """
 
 from __future__ import annotations
@@ -36,21 +38,26 @@ import pydantic_core
 from aiohttp import web
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, REQUEST_CANCELLED
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
 from mcp_types import (
     CLIENT_INFO_META_KEY,
     INTERNAL_ERROR,
     PROTOCOL_VERSION_META_KEY,
     ErrorData,
     JSONRPCError,
+    RequestId,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 
 from dtma.gateway import exchange, sdk_compat
 
 SESSION_ENDED = "Session terminated before the request completed"  # the SDK's words
+CANCELLED = "Request cancelled"  # the SDK's words for a request its client cancelled
+_CANCEL = "notifications/cancelled"
 
 
 def session_of(request: web.Request) -> str | None:
@@ -74,18 +81,32 @@ class SessionBook:
     message after its handshake. An entry goes when the session's connection closes (its exit
     stack, which the SDK unwinds however the session ends: a DELETE, its idle time, the
     endpoint's end), and the session's calls on this path are then cancelled (`call`), as the
-    SDK's own ending of a session cancels the requests it is serving."""
+    SDK's own ending of a session cancels the requests it is serving. The client's
+    `notifications/cancelled` (which the SDK's way delivers, through this middleware, to the
+    session it names) cancels the call on this path with that request id in that session, as
+    the SDK's dispatcher cancels a request it is serving."""
 
     def __init__(self) -> None:
         self._connections: dict[str, Connection] = {}
-        self._calls: dict[str, set[anyio.CancelScope]] = {}
+        # session id -> the calls in flight on this path: each one's scope and request id
+        self._calls: dict[str, dict[anyio.CancelScope, RequestId]] = {}
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        result = await call_next(ctx)
         connection = sdk_compat.connection_of(ctx)
+        if ctx.method == _CANCEL and connection is not None and connection.session_id is not None:
+            self._cancel(connection.session_id, cancelled_request_id_from_params(ctx.params))
+        result = await call_next(ctx)
         if connection is not None and connection.session_id is not None:
             self._note(connection.session_id, connection)
         return result
+
+    def _cancel(self, session_id: str, request_id: RequestId | None) -> None:
+        if request_id is None:
+            return
+        wanted = coerce_request_id(request_id)  # "7" and 7 are one id, as in the SDK
+        for scope, rid in self._calls.get(session_id, {}).items():
+            if coerce_request_id(rid) == wanted:
+                scope.cancel()
 
     def _note(self, session_id: str, connection: Connection) -> None:
         if session_id in self._connections or not connection.initialized.is_set():
@@ -98,21 +119,22 @@ class SessionBook:
     def _forget(self, session_id: str, connection: Connection) -> None:
         connection.state[_ENDED_STATE_KEY] = True
         self._connections.pop(session_id, None)
-        for scope in self._calls.pop(session_id, ()):
+        for scope in self._calls.pop(session_id, {}):
             scope.cancel()
 
     @contextlib.contextmanager
-    def call(self, session_id: str) -> Iterator[anyio.CancelScope]:
-        """Run a block for this open session that its end cancels: the scope's `cancel_called`
-        then says so (the scope swallows only that cancellation; any other goes on). Enter it
-        with no await since the session was seen open (`get`)."""
-        calls = self._calls.setdefault(session_id, set())
+    def call(self, session_id: str, request_id: RequestId) -> Iterator[anyio.CancelScope]:
+        """Run a block for this open session's request that the session's end or the client's
+        cancel of `request_id` cancels: the scope's `cancel_called` then says so (the scope
+        swallows only that cancellation; any other goes on; which of the two it was: whether the
+        session is still open, `get`). Enter it with no await since the session was seen open."""
+        calls = self._calls.setdefault(session_id, {})
         with anyio.CancelScope() as scope:
-            calls.add(scope)
+            calls[scope] = request_id
             try:
                 yield scope
             finally:
-                calls.discard(scope)
+                calls.pop(scope, None)
                 if not calls and self._calls.get(session_id) is calls:
                     del self._calls[session_id]
 
@@ -177,7 +199,7 @@ async def answer(
 
         headers = {k.lower(): v for k, v in request.headers.items()}
         scope = {**extra_scope, exchange.ENVELOPE_SCOPE_KEY: relay_envelope(connection)}
-        with sessions.call(session_id) as call:
+        with sessions.call(session_id, req.id) as call:
             reply = await exchange.reply(
                 request,
                 req,
@@ -188,7 +210,9 @@ async def answer(
                 reply_headers={MCP_SESSION_ID_HEADER: session_id},
             )
         if call.cancel_called:
-            return body, ended_reply(session_id)
+            if sessions.get(session_id) is None:
+                return body, ended_reply(session_id)
+            return body, cancelled_reply(session_id, req.id)
         return body, reply
 
 
@@ -202,6 +226,23 @@ def ended_reply(session_id: str) -> web.Response:
     )
     return web.Response(
         status=500,
+        body=error.model_dump_json(by_alias=True, exclude_unset=True).encode(),
+        content_type="application/json",
+        headers={MCP_SESSION_ID_HEADER: session_id},
+    )
+
+
+def cancelled_reply(session_id: str, request_id: RequestId) -> web.Response:
+    """The answer to a request its client cancelled (`notifications/cancelled`) while it ran:
+    the SDK's own on this era's wire, which ends a request only with an answer (its JSON-RPC
+    error REQUEST_CANCELLED, with HTTP 200 as every JSON-RPC error of this era)."""
+    error = JSONRPCError(
+        jsonrpc="2.0",
+        id=request_id,
+        error=ErrorData(code=REQUEST_CANCELLED, message=CANCELLED),
+    )
+    return web.Response(
+        status=200,
         body=error.model_dump_json(by_alias=True, exclude_unset=True).encode(),
         content_type="application/json",
         headers={MCP_SESSION_ID_HEADER: session_id},

@@ -6,6 +6,12 @@ MCP_TRANSPORT=stdio. TOOL_SET picks the tools, so that a new revision can change
   added         v1 plus shout(text): a compatible change
   removed       v1 without add: a breaking change
   required      echo also requires `lang`: a breaking change
+  slow          v1 plus wait(seconds, label?): sleeps, then answers; for cancellation tests it
+                prints to stderr `mcp-kit: wait cancelled (request <id>, label <label>)` when the
+                call is cancelled (the SDK cancels it on `notifications/cancelled`, or on
+                2026-07-28 HTTP when its client closes the connection), and `mcp-kit: wait done
+                (request <id>, label <label>)` when it completes. <id> is the request id this
+                server saw (an agent in front of it sends its own).
 Prompts: `greeting(name)`. Resources: `kit://readme` and the template `kit://items/{item}`.
 OFFER=tools serves tools only: no prompts or resources, and no such capabilities.
 RUG_FILE=<path> (a "rug pull", for gateway.pin tests): once that file exists in the container
@@ -21,9 +27,10 @@ import sys
 import threading
 import time
 
-from mcp.server.mcpserver import MCPServer
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
 
-TOOL_SETS = ("v1", "added", "removed", "required")
+TOOL_SETS = ("v1", "added", "removed", "required", "slow")
 
 
 def build_server(tool_set: str) -> MCPServer:
@@ -49,11 +56,24 @@ def build_server(tool_set: str) -> MCPServer:
         """Return the text in capitals."""
         return text.upper()
 
+    async def wait(seconds: float, ctx: Context, label: str = "") -> str:
+        """Wait `seconds`, then say so."""
+        call = f"request {ctx.request_id}, label {label or '-'}"
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            print(f"mcp-kit: wait cancelled ({call})", file=sys.stderr, flush=True)
+            raise
+        print(f"mcp-kit: wait done ({call})", file=sys.stderr, flush=True)
+        return f"waited {seconds:g}s"
+
     server.add_tool(echo)
     if tool_set != "removed":
         server.add_tool(add)
     if tool_set == "added":
         server.add_tool(shout)
+    if tool_set == "slow":
+        server.add_tool(wait)
 
     @server.prompt()
     def greeting(name: str) -> str:

@@ -264,6 +264,47 @@ async def test_a_sessions_delete_cancels_its_call_in_flight_on_the_hot_path() ->
         assert endpoint.sessions._calls == {}
 
 
+async def test_a_sessions_notifications_cancelled_cancels_its_call_in_flight_on_the_hot_path() -> (
+    None
+):
+    """The handshake era's way to cancel (the official SDK client's, which keeps its connection):
+    a `notifications/cancelled` in the session for the call's id ("7" and 7 are one id, as in the
+    SDK) cancels the call on the hot path, answered as the SDK's transport answers a cancelled
+    request; a cancel for another id, or the same id in another session, leaves it running; the
+    session stays open."""
+    gateway = BlockingGateway()
+    app = web.Application()
+    add_mcp_routes(app, gateway, started=lambda: True)
+    async with TestClient(TestServer(app)) as test_client:
+        session, other = await open_session(test_client), await open_session(test_client)
+        body = json.dumps(rpc("tools/call", 7, name="time__now"))
+        call = asyncio.create_task(
+            test_client.post(PATH, data=body, headers=session_headers(session))
+        )
+        await asyncio.wait_for(gateway.started.wait(), 5)
+        for where, rid in ((session, 8), (other, 7)):
+            note = json.dumps(rpc("notifications/cancelled", rid=None, requestId=rid))
+            sent = await test_client.post(PATH, data=note, headers=session_headers(where))
+            assert sent.status == 202
+        await asyncio.sleep(0.2)  # (a cancel, were one made, would have landed)
+        assert not gateway.cancelled.is_set()
+        note = json.dumps(rpc("notifications/cancelled", rid=None, requestId="7", reason="r"))
+        sent = await test_client.post(PATH, data=note, headers=session_headers(session))
+        assert sent.status == 202
+        await asyncio.wait_for(gateway.cancelled.wait(), 5)
+        response = await asyncio.wait_for(call, 5)
+        assert response.status == 200
+        assert response.headers["Mcp-Session-Id"] == session
+        assert await response.json() == {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "error": {"code": -32800, "message": mcp_handshake.CANCELLED},
+        }
+        endpoint = app[MCP_ENDPOINTS]._endpoints["tb"]
+        assert len(endpoint.sessions) == 2  # both still open
+        assert endpoint.sessions._calls == {}
+
+
 async def test_a_call_of_another_session_runs_on_when_one_session_ends() -> None:
     gateway = BlockingGateway()
     app = web.Application()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from types import ModuleType
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from dtma.domain import tool_contract as tc
 from tests.conftest import REPO
@@ -38,6 +40,7 @@ async def contract(tool_set: str) -> dict[str, Any]:
         ("added", []),
         ("removed", [("add", tc.TOOL_REMOVED)]),
         ("required", [("echo", tc.REQUIRED_ADDED)]),
+        ("slow", []),
     ],
 )
 async def test_each_tool_set_changes_the_v1_contract_as_its_name_says(
@@ -70,3 +73,30 @@ def test_an_unknown_tool_set_is_a_configuration_error(
         kit.main()
     assert exit_.value.code == 2
     assert "TOOL_SET='v9'" in capsys.readouterr().err
+
+
+async def test_slow_waits_and_says_whether_its_wait_was_cancelled_or_done(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = kit.build_server("slow")
+    assert "wait" in {t.name for t in await server.list_tools()}
+    err = ""
+    async with Client(server, mode="legacy") as client:  # the handshake era: stream loop
+        done = await client.call_tool("wait", {"seconds": 0.01, "label": "quick"})
+        assert [getattr(c, "text", None) for c in done.content] == ["waited 0.01s"]
+        call = asyncio.create_task(client.call_tool("wait", {"seconds": 30, "label": "cut"}))
+        await asyncio.sleep(0.3)
+        call.cancel()  # the SDK's client then sends notifications/cancelled for it
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        for _ in range(100):
+            err += capsys.readouterr().err
+            if "wait cancelled" in err:
+                break
+            await asyncio.sleep(0.05)
+    lines = [line for line in err.splitlines() if line.startswith("mcp-kit: wait")]
+    assert len(lines) == 2, err
+    assert lines[0].startswith("mcp-kit: wait done (request ")
+    assert lines[0].endswith(", label quick)")
+    assert lines[1].startswith("mcp-kit: wait cancelled (request ")
+    assert lines[1].endswith(", label cut)")
