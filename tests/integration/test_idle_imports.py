@@ -222,6 +222,9 @@ def test_an_idle_agent_has_not_loaded_the_sdk_vault_or_jwt(
     # Nor the fleet client, which only `dtma fleet` runs (cli_fleet_run.py).
     assert "dtma.cli_fleet" in modules
     assert sorted(m for m in modules if m.startswith(("dtma.fleet", "dtma.cli_fleet_run"))) == []
+    # Nor the control API's client, which only the client commands use (cli_client.py).
+    assert "dtma.cli_client" in modules
+    assert "dtma.client" not in modules
 
 
 def test_the_first_jwt_loads_pyjwt_and_nothing_else(tmp_path: Path, docker_client: Any) -> None:
