@@ -8,13 +8,15 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dtma.cli_output import print_json, table
-from dtma.client import DtmaClient
+
+if TYPE_CHECKING:
+    from dtma.client import DtmaClient  # the commands get one; `dtma serve` never loads it
 
 EXIT_OK = 0
-Handler = Callable[[DtmaClient, argparse.Namespace], Awaitable[int]]
+Handler = Callable[["DtmaClient", argparse.Namespace], Awaitable[int]]
 
 
 def add_access_commands(sub: Any, cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:

@@ -14,12 +14,16 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dtma.api.schemas import ApplyAcceptedOut
 from dtma.cli_access import access_handlers, add_access_commands
 from dtma.cli_output import print_json, print_status, table
-from dtma.client import ApiError, DtmaClient, Unavailable, Unreachable
+
+if TYPE_CHECKING:
+    # Imported by the commands when they run, not by `dtma serve`, which builds this parser but
+    # never uses the client (docs/benchmarks.md, "The SDK's client side alone").
+    from dtma.client import DtmaClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_URL = "http://127.0.0.1:8750"
@@ -88,6 +92,8 @@ def add_client_commands(sub: Any) -> None:
 
 
 def run_client_command(args: argparse.Namespace) -> int:
+    from dtma.client import ApiError, Unavailable, Unreachable
+
     try:
         token = _token()
         return asyncio.run(_dispatch(args, token))
@@ -144,6 +150,8 @@ def _client_tls() -> ssl.SSLContext | None:
 
 
 async def _dispatch(args: argparse.Namespace, token: str) -> int:
+    from dtma.client import DtmaClient
+
     async with DtmaClient(args.url, token, ssl=_client_tls()) as client:
         handler: Callable[[DtmaClient, argparse.Namespace], Awaitable[int]] = {
             "apply": _apply,

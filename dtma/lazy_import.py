@@ -11,22 +11,49 @@ sys.modules.
 `load` is idempotent and safe to call concurrently: the interpreter's import locks make two
 threads importing one module wait for each other, and a module is marked loaded only once its
 import has finished (a module being imported is in sys.modules already, half made). Loop-only.
+
+The SDK's two sides load apart: the client side for the first probe or gateway call without the
+server side, which the SDK's package `__init__` files would import with it (16 MB;
+dtma/sdk_packages.py), and the server side with the first endpoint request. The SDK's imports
+run one at a time (one lock), so the server side never completes the packages while a client
+import is half way through them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
+from collections.abc import Callable
+
+from dtma import sdk_packages
 
 MCP_SERVER = "dtma.gateway.endpoint"  # the toolbox endpoints: the SDK's server side
 MCP_CLIENT = "dtma.adapters.mcp_probe"  # probes and gateway calls: the SDK's client side
 
 _loaded: set[str] = set()
 
+# What must run, in the importing thread, before a module is imported.
+_BEFORE: dict[str, Callable[[], None]] = {
+    MCP_CLIENT: sdk_packages.client_side_only,
+    MCP_SERVER: sdk_packages.complete,
+}
+_sdk_lock = threading.Lock()
+
 
 async def load(name: str) -> None:
     """Import `name` (and what it imports) in a worker thread unless that was done already."""
     if name in _loaded:  # the common case: one set lookup, no thread hop
         return
-    await asyncio.to_thread(importlib.import_module, name)
+    await asyncio.to_thread(_import, name)
     _loaded.add(name)
+
+
+def _import(name: str) -> None:
+    before = _BEFORE.get(name)
+    if before is None:
+        importlib.import_module(name)
+        return
+    with _sdk_lock:
+        before()
+        importlib.import_module(name)
