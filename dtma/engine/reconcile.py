@@ -71,10 +71,11 @@ async def reconcile_at_start(
     engine_stopped: set[str] | frozenset[str],
     epoch: int,
 ) -> None:
-    """The one reconcile pass (engine/reconcile.py) with the start's inputs: nothing is held
-    but what a finished rollout kept, the saved restart states speak for the servers, and
-    every exit is charged (crashes while the agent was away) but for the containers in
-    `engine_stopped` (running when the engine went away during this recovery)."""
+    """The pass with the agent start's inputs (recovery, after its rollout decision; caller
+    holds tb.lock): nothing is held but what a finished rollout kept, the saved restart
+    states speak for the servers, and every exit is charged (crashes while the agent was
+    away) but for the containers in `engine_stopped` (running when the engine went away
+    during this recovery)."""
     rev = await tb.repo.revision(tb.id, revision) if revision is not None else None
     spec = ToolboxSpec.model_validate_json(rev.spec) if rev else None
     if spec is None or revision is None:
