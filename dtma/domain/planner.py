@@ -1,23 +1,24 @@
-"""Pure planning for recovery (balena's plan-then-execute): observed containers in, steps out.
-
-The executor (engine/recovery.py) is the only code that acts on the steps.
+"""The one reconcile planner (balena's plan-then-execute): what is wanted, observed and held in,
+steps out, server by server. The agent's own restart and the engine's return differ only in
+their inputs (`Inputs`); the executor (engine/reconcile.py) is the only code that acts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from dtma.domain.containers import ObservedContainer
 
-Action = Literal["adopt", "adopt_stopped", "recreate", "remove", "keep", "leave", "restart"]
+Action = Literal["keep", "adopt", "adopt_stopped", "restart", "leave", "remove"]
 
 # Reasons, as they appear in events.
 NOT_WANTED = "not_wanted"
 DUPLICATE = "duplicate"
 EXITED = "exited"
 MISSING = "missing"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,36 @@ class Step:
     server: str | None
     container_id: str | None = None
     reason: str = ""
+    charged: bool = False  # a restart's: the exit was the server's, its budget pays
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the agent holds for one server: its runner's container and state, and whether that
+    runner can simply go on (its session survived whatever happened, and it is not waiting on
+    the engine)."""
+
+    container_id: str
+    state: str
+    keepable: bool
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """One pass's view of a toolbox. On the agent's start nothing is held (but what a rollout
+    recovery just kept) and the saved restart states speak for the servers; on the engine's
+    return the runners do, and no exit is charged (the engine stopped them)."""
+
+    observed: Sequence[ObservedContainer]
+    revision: int | None  # the serving revision; None: nothing is wanted
+    servers: Sequence[str]
+    held: Mapping[str, Held] = field(default_factory=dict)
+    stopped: bool = False  # the toolbox is stopped: its stopped containers stay so
+    gave_up: frozenset[str] = frozenset()  # saved as given up, no restart pending
+    pending: frozenset[str] = frozenset()  # a restart was saved ahead and already counted
+    spent: frozenset[str] = frozenset()  # one more charged failure gives up
+    charge_exits: bool = False
+    engine_stopped: frozenset[str] = frozenset()  # container ids whose exit was the engine's
 
 
 def newest_per_server(
@@ -47,90 +78,54 @@ def complete_revision(
     return running if all(s in running for s in servers) else None
 
 
-def plan_serving(
-    observed: Sequence[ObservedContainer],
-    revision: int | None,
-    servers: Sequence[str],
-    *,
-    stopped: bool,
-) -> list[Step]:
-    """Steps that leave exactly one container per server of `revision`, adopting what runs.
-
-    Running containers are adopted untouched; a stopped toolbox's containers are adopted as
-    they are; exited or missing servers are recreated; every other container is removed.
-    """
-    steps: list[Step] = []
-    keep: set[str] = set()
-    if revision is not None:
-        candidates = newest_per_server(observed, revision, running_only=False)
-        for server in servers:
-            c = candidates.get(server)
-            if c is not None and c.running:
-                steps.append(Step("adopt", server, c.id))
-                keep.add(c.id)
-            elif c is not None and stopped:
-                steps.append(Step("adopt_stopped", server, c.id))
-                keep.add(c.id)
-            else:
-                if c is not None:
-                    steps.append(Step("remove", server, c.id, EXITED))
-                    keep.add(c.id)  # already planned for removal
-                steps.append(Step("recreate", server, None, MISSING if c is None else EXITED))
-    for c in observed:
-        if c.id not in keep:
-            reason = DUPLICATE if c.revision == revision and c.server in servers else NOT_WANTED
-            steps.append(Step("remove", c.server or None, c.id, reason))
-    return steps
-
-
-@dataclass(frozen=True)
-class Held:
-    """What the agent holds for one server when the engine returns: its runner's container and
-    state, and whether that runner can simply go on (its session survives a daemon restart,
-    as an HTTP server's does, and it is not waiting on the engine)."""
-
-    container_id: str
-    state: str
-    keepable: bool
-
-
-def plan_engine_return(
-    observed: Sequence[ObservedContainer],
-    revision: int,
-    servers: Sequence[str],
-    held: Mapping[str, Held],
-) -> list[Step]:
-    """Steps, server by server, after the engine came back from an outage or a restart.
-
-    A runner that stopped or gave up is left as it is. A running container is kept with its
-    runner when that runner can go on, else adopted by a new one (a stdio session is
-    re-attached, never re-initialized). A server whose container stopped or vanished is
-    restarted by a new runner (charging no budget: the engine stopped it). Every other
-    container is removed.
-    """
+def plan(inputs: Inputs) -> list[Step]:
+    """Steps that leave exactly one container per server of the serving revision, then remove
+    every container no server wants. Per server, in this order: a held runner that stopped
+    or gave up is left; a running container is kept with a runner that can go on, else
+    adopted (a stdio session re-attached, never re-initialized); a stopped toolbox's stopped
+    container is adopted as it is; a server saved as given up, or whose charged exit spends
+    its budget, is left failed; any other is restarted, charged unless the exit was the
+    engine's or was counted before the agent died."""
     steps: list[Step] = []
     wanted: set[str] = set()
-    running = newest_per_server(observed, revision, running_only=True)
-    latest = newest_per_server(observed, revision, running_only=False)
-    for server in servers:
-        h = held.get(server)
-        if h is not None and h.state in ("failed", "stopped"):
-            steps.append(Step("leave", server, h.container_id, h.state))
-            wanted.add(h.container_id)
-            continue
-        c = running.get(server)
-        if c is not None:
-            wanted.add(c.id)
-            keep = h is not None and h.container_id == c.id and h.keepable
-            steps.append(Step("keep" if keep else "adopt", server, c.id))
-            continue
-        gone = latest.get(server)
-        target = gone.id if gone is not None else (h.container_id if h is not None else None)
-        if target is not None:
-            wanted.add(target)
-        steps.append(Step("restart", server, target, EXITED if gone is not None else MISSING))
-    for c in observed:
+    if inputs.revision is not None:
+        running = newest_per_server(inputs.observed, inputs.revision, running_only=True)
+        latest = newest_per_server(inputs.observed, inputs.revision, running_only=False)
+        for server in inputs.servers:
+            step = _plan_server(inputs, server, running.get(server), latest.get(server))
+            steps.append(step)
+            if step.container_id is not None:
+                wanted.add(step.container_id)
+    for c in inputs.observed:
         if c.id not in wanted:
-            dup = c.revision == revision and c.server in servers
+            dup = c.revision == inputs.revision and c.server in inputs.servers
             steps.append(Step("remove", c.server or None, c.id, DUPLICATE if dup else NOT_WANTED))
     return steps
+
+
+def _plan_server(
+    inputs: Inputs,
+    server: str,
+    running: ObservedContainer | None,
+    latest: ObservedContainer | None,
+) -> Step:
+    held = inputs.held.get(server)
+    if held is not None and held.state in (FAILED, "stopped"):
+        return Step("leave", server, held.container_id, held.state)
+    if running is not None:
+        keep = held is not None and held.container_id == running.id and held.keepable
+        return Step("keep" if keep else "adopt", server, running.id)
+    if latest is not None and inputs.stopped:
+        return Step("adopt_stopped", server, latest.id)
+    target = latest.id if latest is not None else (held.container_id if held else None)
+    if server in inputs.gave_up:
+        return Step("leave", server, target, FAILED)
+    reason = EXITED if latest is not None else MISSING
+    charged = (
+        inputs.charge_exits
+        and server not in inputs.pending
+        and (latest is None or latest.id not in inputs.engine_stopped)
+    )
+    if charged and latest is not None and server in inputs.spent:
+        return Step("leave", server, target, FAILED)
+    return Step("restart", server, target, reason, charged)

@@ -62,6 +62,11 @@ class RestartTracker:
         self._attempts.append(now)
         return RestartDecision(Verdict.RESTART, round(delay, 3), RESTART, n + 1)
 
+    def spent(self, now: float) -> bool:
+        """Whether a failure now would give up (mode `fail`, the window full). Changes nothing."""
+        live = [t for t in self._attempts if now - t < self.policy.interval]
+        return self.policy.mode == "fail" and len(live) >= self.policy.attempts
+
     def reset(self) -> None:
         self._attempts.clear()
 

@@ -1,10 +1,11 @@
-"""Recovery on agent start: finish or revert an interrupted rollout, then execute the planner's
-steps for the serving revision (domain/planner.py).
+"""Recovery on agent start: finish or revert an interrupted rollout, then run the one reconcile
+pass for the serving revision (engine/reconcile.reconcile_at_start, planned by
+domain/planner.plan).
 
 - A rollout was in flight (target_revision set): keep the new revision only if every one of its
   servers is running and passes the gate now; otherwise remove it and return to the serving one.
-- Then: adopt running containers untouched (zero restarts), recreate exited or missing ones, and
-  remove every container no server wants.
+- Then: adopt running containers untouched (zero restarts), restart exited or missing ones at
+  once (charged, but for what the engine stopped), and remove every container no server wants.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dtma.domain.records import ToolboxRecord
 from dtma.domain.rollout_plan import ROLLED_BACK, SUCCEEDED
 from dtma.engine import event_kinds as ev
 from dtma.engine.engine_return import ENGINE_RETRIES
-from dtma.engine.reconcile import reconcile_serving
+from dtma.engine.reconcile import reconcile_at_start
 from dtma.engine.start_gate import start_and_gate
 from dtma.engine.toolbox_runner import ToolboxRunner
 from dtma.errors import DockerUnavailable, DtmaError
@@ -202,7 +203,7 @@ async def recover(
             serving = record.target_revision
         await _finish_ops(tb, interrupted_ops, outcome, INTERRUPTED)  # decided: kept or reverted
         observed = await tb.runtime.list_managed(tb.id)
-    await reconcile_serving(tb, serving, observed, engine_stopped)
+    await reconcile_at_start(tb, serving, observed, engine_stopped, epoch)
     tb.reconciled_epoch = epoch
     await _finish_ops(tb, interrupted_ops, outcome or "failed", INTERRUPTED)
     # Adopted servers count as serving once their first probe (at once: not fresh) answers:

@@ -10,7 +10,7 @@ steady task calls in here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -33,6 +33,8 @@ ENGINE_RESTARTED = "engine_restarted"
 RECONCILE_GRACE_S = 60.0  # after an engine fault, the toolbox's reconcile replaces the runner
 VAULT_RETRY_S = 1.0  # a restart that finds Vault unreachable tries again after this, doubling
 VAULT_RETRY_MAX_S = 30.0
+
+Create = Callable[[], Awaitable[ObservedContainer]]
 
 
 class ServerRestarts:
@@ -117,24 +119,22 @@ class ServerRestarts:
             self.state, self.exit_code = "exited", None
             self._exited.set()
 
+    async def restart_now(self, reason: str, *, charged: bool, create: Create) -> None:
+        """The agent's start-up reconcile: replace the container at once, through `create`
+        (pull, admission), charged to the budget and counted only when `charged` (the exit was
+        the server's, and not counted before the agent died). Raises DtmaError, leaving the
+        write-ahead saved (the next start does not count it again)."""
+        if charged:
+            self._tracker.on_failure(self._clock())
+        await self.replace(reason, counted=charged, create=create)
+
     async def _replace_container(self, reason: str) -> bool:
-        """One restart: write-ahead, recreate (waiting for Vault), settle. Returns whether the
-        new container runs; on False the attempt is undone (and, when the engine went away
+        """One restart of its own: replace (waiting for Vault). Returns whether the new
+        container runs; on False the attempt is undone (and, when the engine went away
         meanwhile, the runner is parked)."""
-        # Counted before the old container goes: a kill -9 from here on must not lose it.
-        self.restarts += 1
-        await self.save_restarts(pending=True)
-        replaced = self.container
         try:
-            await self._recreate_when_vault_answers()
-        except asyncio.CancelledError:
-            # Halted by an operation (a restart, stop or removal of its own) before the new
-            # container existed: this restart did not happen; the operation counts its own.
-            if self.container is replaced:
-                self.restarts -= 1
-            raise
+            await self.replace(reason, counted=True, create=None)
         except DtmaError as exc:
-            self.restarts -= 1
             engines = isinstance(exc, DockerUnavailable) and not await self._engine.confirm(
                 self._epoch
             )
@@ -153,6 +153,32 @@ class ServerRestarts:
                 message=exc.message,
             )
             return False
+        return True
+
+    async def replace(self, reason: str, *, counted: bool, create: Create | None) -> None:
+        """The restart write-ahead, the one copy: the count is saved `pending` before the old
+        container goes, so that a kill -9 from here on neither loses it nor counts it twice;
+        then recreate and settle. Without `create`, the host creates (waiting for Vault).
+        Raises DtmaError with the count taken back in memory only (the caller saves or not)."""
+        if counted:
+            self.restarts += 1
+        await self.save_restarts(pending=True)
+        replaced = self.container
+        try:
+            if create is None:
+                await self._recreate_when_vault_answers()
+            else:
+                await self._recreate(create)
+        except asyncio.CancelledError:
+            # Halted by an operation (a restart, stop or removal of its own) before the new
+            # container existed: this restart did not happen; the operation counts its own.
+            if counted and self.container is replaced:
+                self.restarts -= 1
+            raise
+        except DtmaError:
+            if counted:
+                self.restarts -= 1
+            raise
         await self.save_restarts()
         await self.host.emit(
             ev.SERVER_RESTARTED,
@@ -161,7 +187,6 @@ class ServerRestarts:
             reason=reason,
             message=f"container {self.container.id[:12]}, restart {self.restarts}",
         )
-        return True
 
     async def _recreate_when_vault_answers(self) -> None:
         """_recreate(), retried while Vault is unreachable: a Vault outage pauses this restart
@@ -204,12 +229,13 @@ class ServerRestarts:
         are charged in `epoch`."""
         self._epoch = epoch
 
-    async def _recreate(self) -> None:
+    async def _recreate(self, create: Create | None = None) -> None:
         old = self.container
         self._expected_exit = True
         await self._probe.close()
         await self.host.remove_container(old)
-        self.container = await self.host.create_container(self.spec, self.revision)
+        made = create() if create else self.host.create_container(self.spec, self.revision)
+        self.container = await made
         self._probe = self._probe_factory(self.spec, self.container, True)
         self._exited = asyncio.Event()
         self._expected_exit = False

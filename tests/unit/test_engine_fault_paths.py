@@ -279,3 +279,54 @@ def test_recovery_keeps_a_given_up_server_failed_even_without_a_container() -> N
         await again.stop()
 
     run_virtual(main)
+
+
+def test_an_engine_blip_during_recovery_does_not_revive_a_given_up_server() -> None:
+    """A given-up server's exited container is held by its failed runner when the engine goes
+    away during the agent's start-up recovery; the retried pass must not take that container's
+    exit for the engine's: given up it stays, its container left as it is."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        fragile = {"attempts": 1, "interval": "10m", "delay": "1s"}
+        result = await agent.apply("tb", spec_json(server("a"), server("b"), restart=fragile))
+        assert result.operation is not None
+        assert (await agent.wait(result.operation, WAIT)).state == "succeeded"
+
+        async def a_is(state: str, restarts: int) -> bool:
+            servers = (await agent.status("tb"))["servers"]
+            return any(
+                s["name"] == "a" and s["state"] == state and s["restarts"] == restarts
+                for s in servers
+            )
+
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.server == "a"), 1)
+        await eventually(lambda: a_is("running", 1), within=WAIT)
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.running and c.server == "a"), 1)
+        await eventually(lambda: a_is("failed", 1), within=WAIT)
+        await agent.stop()
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.server == "b"), 137)
+        _blip_during_next_create(e, "b")  # recovery restarts b: its create meets the blip
+        again = e.agent()
+        await again.start()
+
+        async def b_serves() -> bool:
+            servers = (await again.status("tb"))["servers"]
+            return any(s["name"] == "b" and s["health"] == "healthy" for s in servers)
+
+        await eventually(b_serves, within=WAIT)
+        status = await again.status("tb")
+        assert {s["name"]: s["state"] for s in status["servers"]} == {
+            "a": "failed",
+            "b": "running",
+        }
+        assert _restarts(status)["a"] == 1
+        assert e.live() == {"b": 1}
+        # Its exited container is left as it is, as a recovery without the blip leaves it.
+        assert sorted(c.server for c in e.runtime.of("tb")) == ["a", "b"]
+        assert again.engine.epoch >= 1  # the blip did happen
+        await again.stop()
+
+    run_virtual(main)

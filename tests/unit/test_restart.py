@@ -78,3 +78,15 @@ def test_a_refunded_attempt_gives_the_budget_back() -> None:
     t.refund()
     t.refund()  # nothing left to take back: no error
     assert t.history() == ()
+
+
+def test_spent_says_what_the_next_failure_would_decide_and_changes_nothing() -> None:
+    for mode in ("fail", "delay"):
+        t = RestartTracker(Restart(attempts=2, interval=60, delay=1, mode=mode), NoJitter())
+        t.restore([0.0, 10.0])
+        for now in (10.0, 59.0, 60.0, 70.0):
+            before = t.history()
+            expected = t.on_failure(now).verdict is Verdict.GIVE_UP
+            t.restore(before)
+            assert t.spent(now) is expected, (mode, now)
+            assert t.history() == before
