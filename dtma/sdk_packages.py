@@ -54,7 +54,7 @@ def client_side_only() -> None:
                 if shell is None:
                     raise LookupError(name)
                 made[name] = shell
-        except LookupError:
+        except Exception:  # LookupError (an unknown layout), or find_spec's own failure
             for name in made:
                 sys.modules.pop(name, None)
             return

@@ -145,6 +145,9 @@ async def _serve(
         await old.halt()
     if step.action == "leave":
         new.mark_given_up(GAVE_UP)  # kept failed, its container (if any) left as it is
+        # Saved at once: a pass run again (the engine went away) or the next agent start then
+        # finds it given up, however its exit is read or its window has aged.
+        await new.save_restarts()
     elif step.action == "restart" and at_once:
         await new.restart_now(
             RECOVERED,

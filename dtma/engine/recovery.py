@@ -43,10 +43,13 @@ async def recover_all(
     runner_for: Callable[[str], ToolboxRunner],
     wait: float,
 ) -> set[asyncio.Task[None]]:
-    """Recover every known toolbox, each under its own lock and in a task of its own. Returns
-    the recoveries still running after `wait` seconds (an image pull, say): the agent serves
-    meanwhile, and those toolboxes' operations queue behind their recovery. Raises DtmaError
-    if Docker or the state cannot be read at all (the caller retries)."""
+    """Recover every known toolbox, each under its own lock and in a task of its own, and
+    return once each is reconciled with the engine (its containers adopted, recreated or
+    removed), or after `wait` seconds (an image pull, say). Returns the recoveries still
+    running: a slow one, and every one still waiting for its adopted servers' first answers
+    (`recover`), which the agent need not wait for to serve. Those toolboxes' operations queue
+    behind their recovery. Raises DtmaError if Docker or the state cannot be read at all (the
+    caller retries)."""
     observed = await runtime.list_managed()
     interrupted: dict[str, list[str]] = {}
     for op in await repo.running_operations():
@@ -58,30 +61,41 @@ async def recover_all(
             for op_id in op_ids:
                 await repo.finish_operation(op_id, "succeeded", FINISHED_BEFORE)
 
+    reconciled = {r.id: asyncio.Event() for r in records}
+
     async def one(record: ToolboxRecord) -> None:
         tb = runner_for(record.id)
-        async with tb.lock:
-            await recover_or_fail(
-                tb,
-                record,
-                [c for c in observed if c.toolbox == record.id],
-                interrupted.get(record.id, []),
-            )
+        try:
+            async with tb.lock:
+                await recover_or_fail(
+                    tb,
+                    record,
+                    [c for c in observed if c.toolbox == record.id],
+                    interrupted.get(record.id, []),
+                    reconciled[record.id],
+                )
+        finally:
+            reconciled[record.id].set()  # failed or cancelled: nothing left to wait for
 
     tasks = [asyncio.create_task(one(r), name=f"recover-{r.id}") for r in records]
     if not tasks:
         return set()
     try:
-        done, slow = await asyncio.wait(tasks, timeout=wait)
+        async with asyncio.timeout(wait):
+            for event in reconciled.values():
+                await event.wait()
+    except TimeoutError:
+        pass
     except BaseException:
         for task in tasks:
             task.cancel()
         raise
-    for task in slow:
-        log.warning("recovery_continues_in_background", task=task.get_name())
-    for task in done:
-        task.result()  # recover_or_fail ends every toolbox; this only re-raises the unexpected
-    return slow
+    for task, record in zip(tasks, records, strict=True):
+        if not reconciled[record.id].is_set():
+            log.warning("recovery_continues_in_background", task=task.get_name())
+        elif task.done():
+            task.result()  # recover_or_fail ends every toolbox; this re-raises the unexpected
+    return {task for task in tasks if not task.done()}
 
 
 async def recover_or_fail(
@@ -89,6 +103,7 @@ async def recover_or_fail(
     record: ToolboxRecord,
     observed: list[ObservedContainer],
     interrupted_ops: list[str],
+    reconciled: asyncio.Event | None = None,
 ) -> None:
     """recover(), but a toolbox that cannot be brought back (its image or secret is gone) ends
     `failed` with the reason in an event (and so in the error journal) instead of keeping the
@@ -99,7 +114,7 @@ async def recover_or_fail(
     interrupted_ops = list(interrupted_ops)  # emptied as they are finished (_finish_ops)
     await tb.begin(Activity.RECOVERING)  # `deploying` until it ends (domain/phase.py)
     try:
-        await _recover_through_engine_faults(tb, record, observed, interrupted_ops)
+        await _recover_through_engine_faults(tb, record, observed, interrupted_ops, reconciled)
     finally:
         tb.activity_over()  # ended already, unless an exception cut the way out short
 
@@ -109,6 +124,7 @@ async def _recover_through_engine_faults(
     record: ToolboxRecord,
     observed: list[ObservedContainer],
     interrupted_ops: list[str],
+    reconciled: asyncio.Event | None,
 ) -> None:
     engine_stopped: set[str] = set()
     for attempt in range(1, ENGINE_RETRIES + 1):
@@ -117,7 +133,7 @@ async def _recover_through_engine_faults(
             if attempt > 1:
                 record = await _reread(tb, record)
                 observed = await tb.runtime.list_managed(tb.id)
-            await recover(tb, record, observed, interrupted_ops, engine_stopped)
+            await recover(tb, record, observed, interrupted_ops, engine_stopped, reconciled)
             return
         except DockerUnavailable as exc:
             if attempt == ENGINE_RETRIES or await tb.engine.confirm(epoch):
@@ -184,9 +200,11 @@ async def recover(
     observed: list[ObservedContainer],
     interrupted_ops: list[str],
     engine_stopped: set[str] | frozenset[str] = frozenset(),
+    reconciled: asyncio.Event | None = None,
 ) -> None:
     """Bring `tb` to one consistent revision. Caller holds tb.lock. Idempotent. The ids in
-    `engine_stopped` were running when the engine went away: their exits are not crashes."""
+    `engine_stopped` were running when the engine went away: their exits are not crashes.
+    `reconciled` is set once the containers are (before the wait for first answers)."""
     await tb.emit(
         ev.RECOVERY_STARTED,
         revision=record.current_revision,
@@ -206,9 +224,12 @@ async def recover(
     await reconcile_at_start(tb, serving, observed, engine_stopped, epoch)
     tb.reconciled_epoch = epoch
     await _finish_ops(tb, interrupted_ops, outcome or "failed", INTERRUPTED)
+    if reconciled is not None:
+        reconciled.set()  # the agent may serve (/v1/ready) without waiting for what follows
     # Adopted servers count as serving once their first probe (at once: not fresh) answers:
-    # waited for here, so that the agent's restart does not flip a healthy toolbox to degraded
-    # and back. Bounded: one that does not answer leaves it degraded until it does.
+    # waited for here, still `deploying`, so that the agent's restart does not flip a healthy
+    # toolbox to degraded and back. Bounded: one that does not answer leaves it degraded until
+    # it does. Its operations wait behind this (the toolbox's lock); the agent does not.
     await tb.first_answers(
         FIRST_ANSWER_S + max((r.spec.health.timeout for r in tb.servers.values()), default=0)
     )

@@ -89,8 +89,9 @@ class _Exchange:
 
     @property
     def cancel_requested(self) -> anyio.Event:
-        """Never set here (a client cancels by closing its connection); made on first use, as
-        it is rarely read."""
+        """Never set here: a client's cancel (its connection closed, or on the handshake-era
+        path its `notifications/cancelled`: gateway/handshake.SessionBook) cancels the call's
+        scope instead. Made on first use, as it is rarely read."""
         if self._cancel_requested is None:
             self._cancel_requested = anyio.Event()
         return self._cancel_requested

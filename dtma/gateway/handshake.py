@@ -93,7 +93,8 @@ class SessionBook:
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         connection = sdk_compat.connection_of(ctx)
-        if ctx.method == _CANCEL and connection is not None and connection.session_id is not None:
+        cancel = ctx.method == _CANCEL and ctx.request_id is None  # a notification, not a request
+        if cancel and connection is not None and connection.session_id is not None:
             self._cancel(connection.session_id, cancelled_request_id_from_params(ctx.params))
         result = await call_next(ctx)
         if connection is not None and connection.session_id is not None:

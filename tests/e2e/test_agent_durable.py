@@ -146,8 +146,13 @@ def test_a_toolbox_whose_image_is_gone_does_not_keep_the_agent_from_starting(
         entry = [e for e in errors["items"] if e["toolbox"] == broken]
         assert [e["category"] for e in entry] == ["image"], entry
 
-        fine_now = _status(agent, fine)
-        assert fine_now["phase"] == "healthy"
+        # Ready does not wait for an adopted server's first answer (`deploying` until then).
+        fine_now = wait_until(
+            lambda: (s := _status(agent, fine))["phase"] != "deploying" and s,
+            30,
+            "the fine toolbox's adopted server to answer",
+        )
+        assert fine_now["phase"] == "healthy", fine_now
         assert fine_now["servers"][0]["container_id"] == fine_before
 
         status, body = _call(agent, "DELETE", f"/v1/toolboxes/{broken}?wait=60")

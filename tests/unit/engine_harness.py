@@ -163,3 +163,11 @@ class Engine:
                 assert c.server not in seen, f"two running containers of {c.server}"
                 seen[c.server] = c.revision
         return seen
+
+
+async def start_settled(agent: Agent) -> None:
+    """agent.start() (what /v1/ready waits for: every toolbox reconciled with the engine), then
+    the start-up recoveries it left running: their wait for the adopted servers' first answers
+    (engine/recovery.py)."""
+    await agent.start()
+    await asyncio.gather(*list(agent._tasks))

@@ -16,7 +16,7 @@ from dtma.errors import DockerError, DockerUnavailable
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.models import ToolboxSpec
 from tests.fakes import FakeRuntime
-from tests.unit.engine_harness import Engine, server, spec_json
+from tests.unit.engine_harness import Engine, server, spec_json, start_settled
 from tests.virtual_time import eventually, run_virtual
 
 WAIT = 120.0
@@ -259,7 +259,7 @@ def test_recovery_keeps_a_given_up_server_failed_even_without_a_container() -> N
         del e.runtime.create_fails["a"]  # it could start now: recovery must still not revive it
         created = e.runtime.created
         again = e.agent()
-        await again.start()
+        await start_settled(again)
         status = await again.status("tb")
         assert {s["name"]: s["state"] for s in status["servers"]} == {
             "a": "failed",
@@ -276,6 +276,54 @@ def test_recovery_keeps_a_given_up_server_failed_even_without_a_container() -> N
         record = await again.wait(result.operation, WAIT)
         assert (record.state, record.error) == ("succeeded", None)
         assert e.live() == {"a": 2, "b": 2}
+        await again.stop()
+
+    run_virtual(main)
+
+
+def test_a_give_up_decided_by_recovery_is_saved_and_outlives_an_engine_blip() -> None:
+    """A server whose budget the crash it had while the agent was away spends is given up by
+    the start-up recovery itself; that decision is saved at once, so a pass that the engine cuts
+    short and runs again (taking every held container's exit for the engine's) keeps it failed."""
+    e = Engine()
+
+    async def main() -> None:
+        agent = e.agent()
+        await agent.start()
+        fragile = {"attempts": 1, "interval": "10m", "delay": "1s"}
+        result = await agent.apply("tb", spec_json(server("a"), server("b"), restart=fragile))
+        assert result.operation is not None
+        assert (await agent.wait(result.operation, WAIT)).state == "succeeded"
+
+        async def a_running_once() -> bool:
+            servers = (await agent.status("tb"))["servers"]
+            return any(
+                s["name"] == "a" and s["state"] == "running" and s["restarts"] == 1 for s in servers
+            )
+
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.server == "a"), 1)
+        await eventually(a_running_once, within=WAIT)
+        await agent.stop()
+        # While the agent is away: a crashes again (its one attempt is spent), b exits.
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.running and c.server == "a"), 1)
+        e.runtime.exit(next(c.id for c in e.runtime.of("tb") if c.server == "b"), 137)
+        _blip_during_next_create(e, "b")  # recovery restarts b: its create meets the blip
+        again = e.agent()
+        await again.start()
+
+        async def b_serves() -> bool:
+            servers = (await again.status("tb"))["servers"]
+            return any(s["name"] == "b" and s["health"] == "healthy" for s in servers)
+
+        await eventually(b_serves, within=WAIT)
+        status = await again.status("tb")
+        assert {s["name"]: s["state"] for s in status["servers"]} == {
+            "a": "failed",
+            "b": "running",
+        }
+        assert _restarts(status)["a"] == 1
+        assert again.engine.epoch >= 1  # the blip did happen
+        assert (await e.store.restart_states("tb"))["a"].gave_up
         await again.stop()
 
     run_virtual(main)

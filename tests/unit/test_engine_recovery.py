@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from dtma.domain import probe as probe_reasons
+from dtma.domain.probe import ProbeResult
 from dtma.engine import event_kinds as ev
 from dtma.engine.agent import Agent
 from dtma.spec.hashing import canonical_json, spec_hash
 from dtma.spec.models import ToolboxSpec
 from tests.fakes import unhealthy
-from tests.unit.engine_harness import Engine, server, spec_json
+from tests.unit.engine_harness import Engine, server, spec_json, start_settled
 from tests.virtual_time import run_virtual
 
 WAIT = 120.0
@@ -29,8 +31,31 @@ async def _deployed(e: Engine, bodies: dict[str, str]) -> None:
 
 async def _restarted(e: Engine) -> Agent:
     agent = e.agent()
-    await agent.start()
+    await start_settled(agent)
     return agent
+
+
+def test_the_agent_is_ready_before_its_adopted_servers_answer_and_reads_deploying_until() -> None:
+    """Agent.start (what /v1/ready waits for) returns once every toolbox is reconciled with the
+    engine, not once each adopted server has answered its first probe: until then the toolbox
+    reads `deploying`, then `healthy`, never `degraded` (issue 19, item 4)."""
+    e = Engine()
+
+    async def main() -> None:
+        await _deployed(e, {"tb": spec_json(server("a"))})
+        e.prober.script("a", unhealthy(probe_reasons.TIMEOUT, "slow"), ProbeResult.ok(1.0))
+        seen = len(e.store.event_rows)
+        agent = e.agent()
+        await agent.start()
+        assert (await agent.status("tb"))["phase"] == "deploying"
+        await start_settled(agent)  # started already: waits for the recovery's end
+        assert (await agent.status("tb"))["phase"] == "healthy"
+        moves = [x.message for x in e.store.event_rows[seen:] if x.kind == ev.TOOLBOX_PHASE]
+        assert moves[-2:] == ["healthy -> deploying", "deploying -> healthy"], moves
+        assert not [m for m in moves if "degraded" in m], moves
+        await agent.stop()
+
+    run_virtual(main)
 
 
 def test_running_containers_are_adopted_without_a_restart() -> None:
