@@ -372,9 +372,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--mode", choices=["auto", "legacy"], default="auto")
+    parser.add_argument(
+        "--pin",
+        choices=["off", "warn", "block"],
+        help="the toolbox's gateway.pin (default: the spec's default, block)",
+    )
     args = parser.parse_args()
+    spec = {**SPEC, "gateway": {"pin": args.pin}} if args.pin else SPEC
     signal.signal(signal.SIGTERM, interrupted)  # `timeout` too cleans up (agent_with_toolbox)
-    with agent_with_toolbox(TOOLBOX, SPEC) as (base, token, status, agent_pid):
+    with agent_with_toolbox(TOOLBOX, spec) as (base, token, status, agent_pid):
         if status.get("phase") != "healthy":
             print(f"the toolbox did not become healthy: {json.dumps(status)[:500]}")
             return 1
@@ -383,7 +389,7 @@ def main() -> int:
         endpoint = f"{base}/v1/toolboxes/{TOOLBOX}/mcp"
         print(
             f"machine: {os.cpu_count()} cores, load {load()}; protocol mode {args.mode}; "
-            f"agent pid {agent_pid}"
+            f"gateway.pin {args.pin or 'block (default)'}; agent pid {agent_pid}"
         )
         asyncio.run(latency(endpoint, direct, token, args, agent_pid))
         for clients in ("sdk", "replay"):
