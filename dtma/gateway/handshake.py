@@ -220,30 +220,22 @@ async def answer(
 def ended_reply(session_id: str) -> web.Response:
     """The answer to a request whose session ended while it ran: the SDK's own for a request in
     flight when its session is terminated (its JSON-response mode: HTTP 500, INTERNAL_ERROR)."""
-    error = JSONRPCError(
-        jsonrpc="2.0",
-        id=None,
-        error=ErrorData(code=INTERNAL_ERROR, message=SESSION_ENDED),
-    )
-    return web.Response(
-        status=500,
-        body=error.model_dump_json(by_alias=True, exclude_unset=True).encode(),
-        content_type="application/json",
-        headers={MCP_SESSION_ID_HEADER: session_id},
-    )
+    return _error_reply(session_id, 500, None, INTERNAL_ERROR, SESSION_ENDED)
 
 
 def cancelled_reply(session_id: str, request_id: RequestId) -> web.Response:
     """The answer to a request its client cancelled (`notifications/cancelled`) while it ran:
     the SDK's own on this era's wire, which ends a request only with an answer (its JSON-RPC
     error REQUEST_CANCELLED, with HTTP 200 as every JSON-RPC error of this era)."""
-    error = JSONRPCError(
-        jsonrpc="2.0",
-        id=request_id,
-        error=ErrorData(code=REQUEST_CANCELLED, message=CANCELLED),
-    )
+    return _error_reply(session_id, 200, request_id, REQUEST_CANCELLED, CANCELLED)
+
+
+def _error_reply(
+    session_id: str, status: int, request_id: RequestId | None, code: int, message: str
+) -> web.Response:
+    error = JSONRPCError(jsonrpc="2.0", id=request_id, error=ErrorData(code=code, message=message))
     return web.Response(
-        status=200,
+        status=status,
         body=error.model_dump_json(by_alias=True, exclude_unset=True).encode(),
         content_type="application/json",
         headers={MCP_SESSION_ID_HEADER: session_id},
