@@ -48,3 +48,41 @@ def test_grading(exc: BaseException, expected: str) -> None:
 def test_a_timeout_names_the_time_allowed_and_a_failure_its_cause() -> None:
     assert grade(StepFailed("s", TimeoutError()), timeout=2.5)[1] == "no answer within 2.5s"
     assert grade(OSError("refused"), timeout=1)[1] == "refused"
+
+
+class _FailsWhileClosing:
+    """A transport whose close fails too, as a session's cleanup can after a failed step."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        raise OSError("connection reset while closing")
+
+
+async def _time_out_then_fail_while_closing() -> None:
+    async with _FailsWhileClosing():
+        await stage(reasons.INITIALIZE_FAILED, lambda: _raise(TimeoutError()))
+
+
+async def _fail_then_raise_a_group_while_closing() -> None:
+    try:
+        await stage(reasons.TOOLS_LIST_FAILED, lambda: _raise(ValueError("bad list")))
+    except StepFailed as exc:
+        raise ExceptionGroup("closing", [OSError("reset")]) from exc
+
+
+async def test_a_step_failure_is_found_behind_an_error_raised_while_closing() -> None:
+    """Otherwise a timed-out initialize reads `connect_failed` (seen once in CI)."""
+    with pytest.raises(OSError, match="while closing") as caught:
+        await _time_out_then_fail_while_closing()
+    assert grade(caught.value, timeout=2) == (reasons.TIMEOUT, "no answer within 2s")
+    with pytest.raises(ExceptionGroup) as grouped:
+        await _fail_then_raise_a_group_while_closing()
+    assert grade(grouped.value, timeout=2) == (reasons.TOOLS_LIST_FAILED, "bad list")
+
+
+def test_a_cycle_of_contexts_ends_the_search() -> None:
+    a, b = OSError("a"), OSError("b")
+    a.__context__, b.__context__ = b, a
+    assert grade(a, timeout=1) == (reasons.CONNECT_FAILED, "a")
