@@ -14,7 +14,7 @@ import has finished (a module being imported is in sys.modules already, half mad
 
 The SDK's two sides load apart: the client side for the first probe or gateway call without the
 server side, which the SDK's package `__init__` files would import with it (16 MB;
-dtma/sdk_packages.py), and the server side with the first endpoint request. The SDK's imports
+dtma/sdk_compat/packages.py), and the server side with the first endpoint request. The SDK's imports
 run one at a time (one lock), so the server side never completes the packages while a client
 import is half way through them.
 """
@@ -26,7 +26,7 @@ import importlib
 import threading
 from collections.abc import Callable
 
-from dtma import sdk_packages
+from dtma.sdk_compat import packages as sdk_packages
 
 MCP_SERVER = "dtma.gateway.endpoint"  # the toolbox endpoints: the SDK's server side
 MCP_CLIENT = "dtma.adapters.mcp_probe"  # probes and gateway calls: the SDK's client side

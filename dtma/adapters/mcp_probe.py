@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import Any
 
 import anyio
-from mcp.client._probe import negotiate_auto  # the SDK client's own mode='auto' policy
 from mcp.client.session import ClientSession
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -36,6 +35,7 @@ from dtma.adapters.mcp_upstream import HttpUpstream, ToolListWatch
 from dtma.cancellation import raise_if_cancelling
 from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult, check_expected_tools
+from dtma.sdk_compat.client import negotiate_auto  # the SDK client's own mode='auto' policy
 
 CLIENT_INFO = {"name": "dtma-probe", "version": __version__}
 

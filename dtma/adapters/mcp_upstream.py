@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 import httpx2
-from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -34,6 +33,7 @@ from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
 from dtma.observability.redaction import REDACTOR
+from dtma.sdk_compat.client import negotiate_auto
 
 # One TLS context for every held session's client, made here (this module is imported in a
 # worker thread: dtma/lazy_import.py): httpx builds one per client otherwise, loading the CA

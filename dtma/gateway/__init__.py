@@ -3,7 +3,7 @@ the server that answers it (docs/architecture.md, "The gateway").
 
 - `registry.py`, `endpoint.py` (the SDK's server per toolbox), `asgi.py` (bridged to aiohttp),
   `exchange.py` and `handshake.py` (the hot paths of the two protocol eras), `catalog_handlers.py`
-  (prompts and resources), `sdk_compat.py` (every read of the SDK's private parts);
+  (prompts and resources); every read of the SDK's private parts is in `dtma/sdk_compat/`;
 - `routing.py` and `catalog.py` (naming, and routing to the serving servers: the engine's port),
   `pinning.py` (tool definitions pinned at the gate);
 - `tokens.py` (dtma's client tokens), `oauth.py` (JWT access tokens), `caller.py` (what a JWT

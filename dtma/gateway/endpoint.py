@@ -4,8 +4,8 @@ handlers (and the prompts/resources ones of gateway/catalog_handlers.py), served
 stateless 2026-07-28 revision), bridged to aiohttp by `gateway/asgi.py`.
 
 This is the gateway's entry to the SDK's server side (with gateway/exchange.py,
-gateway/handshake.py, gateway/sdk_compat.py, gateway/catalog_handlers.py and
-gateway/mcp_errors.py, which only it imports). gateway/registry.py imports it on a toolbox
+gateway/handshake.py, gateway/catalog_handlers.py, gateway/mcp_errors.py and
+dtma/sdk_compat/server.py, which only it imports). gateway/registry.py imports it on a toolbox
 endpoint's first request, so an agent whose endpoints are never used never loads the SDK (about
 20 MB of RSS: docs/benchmarks.md).
 
@@ -26,7 +26,6 @@ from typing import Any
 
 import mcp_types as types
 from aiohttp import web
-from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -37,7 +36,7 @@ from dtma.cancellation import cancel_and_wait, suppress_failures
 from dtma.domain.access import AGENT_PRINCIPAL, ToolCall
 from dtma.domain.oauth import JwtCaller
 from dtma.engine.supervisor import watch_task
-from dtma.gateway import exchange, handshake, sdk_compat
+from dtma.gateway import exchange, handshake
 from dtma.gateway.asgi import serve_asgi
 from dtma.gateway.call_journal import CallJournal
 from dtma.gateway.caller import CALLER_SCOPE_KEY, caller_of, may_call, visible
@@ -46,6 +45,8 @@ from dtma.gateway.catalog_handlers import catalog_handlers, without_unoffered
 from dtma.gateway.handshake import SessionBook
 from dtma.gateway.mcp_errors import journal_outcome, mcp_errors, raise_mcp_error
 from dtma.gateway.routing import GatewayTool, ToolDenied, split_name
+from dtma.sdk_compat import server as sdk_server
+from dtma.sdk_compat.server import OpenTelemetryMiddleware
 
 WATCH_INTERVAL_S = 1.0
 NOTIFY_TIMEOUT_S = 2.0
@@ -196,7 +197,7 @@ class ToolboxEndpoint:
     def _remember(self, ctx: Any) -> None:
         """Note the client's connection (weakly: it lives as long as its MCP session), to tell
         it of list changes."""
-        connection = sdk_compat.connection_of(ctx)
+        connection = sdk_server.connection_of(ctx)
         if connection is not None:
             self._sessions.add(connection)
 

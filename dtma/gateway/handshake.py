@@ -53,7 +53,8 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 
-from dtma.gateway import exchange, sdk_compat
+from dtma.gateway import exchange
+from dtma.sdk_compat import server as sdk_server
 
 SESSION_ENDED = "Session terminated before the request completed"  # the SDK's words
 CANCELLED = "Request cancelled"  # the SDK's words for a request its client cancelled
@@ -92,7 +93,7 @@ class SessionBook:
         self._calls: dict[str, dict[anyio.CancelScope, RequestId]] = {}
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        connection = sdk_compat.connection_of(ctx)
+        connection = sdk_server.connection_of(ctx)
         cancel = ctx.method == _CANCEL and ctx.request_id is None  # a notification, not a request
         if cancel and connection is not None and connection.session_id is not None:
             self._cancel(connection.session_id, cancelled_request_id_from_params(ctx.params))
@@ -181,13 +182,13 @@ async def answer(
     """(the body if it was read, the reply) for a request `session_of` let through: the reply is
     None when the SDK's way must answer (it is then given the body read here)."""
     connection = sessions.get(session_id)
-    transport = sdk_compat.open_transport(manager, session_id)
+    transport = sdk_server.open_transport(manager, session_id)
     if connection is None or transport is None:
         return None, None
-    with sdk_compat.in_flight(transport):
+    with sdk_server.in_flight(transport):
         body = await request.read()
         parsed = exchange.one_request(body, parse=pydantic_core.from_json)  # as the SDK's
-        if parsed is None or sdk_compat.open_transport(manager, session_id) is None:
+        if parsed is None or sdk_server.open_transport(manager, session_id) is None:
             return body, None  # (ended while its body was read: the SDK answers 404)
         req, _ = parsed
         if sessions.get(session_id) is None:

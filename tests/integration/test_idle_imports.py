@@ -4,7 +4,7 @@ are half an idle agent's memory; they load when first used (dtma/lazy_import.py)
 is measured by bench/fleet.py, not asserted here.
 The positive case too: with an issuer configured, the first JWT loads PyJWT, so the check reads
 what it claims to. And an agent whose toolbox is deployed and probed, with no request to its MCP
-endpoint, holds the SDK's client side only (dtma/sdk_packages.py); one endpoint request then
+endpoint, holds the SDK's client side only (dtma/sdk_compat/packages.py); one endpoint request then
 loads the server side, and the endpoint serves."""
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ SERVER_SIDE = (
 PROBED_AGENT = textwrap.dedent(
     """
     import json, os, signal, sys, threading, time, urllib.error, urllib.request
-    from dtma import sdk_packages
+    from dtma.sdk_compat import packages as sdk_packages
     from dtma.cli import main
 
     base = "http://" + os.environ["DTMA_LISTEN"]

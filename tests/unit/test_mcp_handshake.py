@@ -1,7 +1,7 @@
 """A handshake-era session's requests take the hot path (gateway/handshake.py) once the session is
 open, and are answered as the SDK's own transport answers them (there: on an SSE stream; here:
 one JSON body); everything else is left to the SDK. Also: a 2026-07-28 `tools/list` takes the
-hot path too. (gateway/sdk_compat.py's own checks: tests/unit/test_sdk_compat.py.)"""
+hot path too. (sdk_compat/server.py's own checks: tests/unit/test_sdk_compat.py.)"""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ name of the package's own read before that (`from mcp import Client`, `mcp.Clien
 completes the package first (the shells' module `__getattr__`), so no reader sees a package
 with names missing; a submodule's name (`mcp.types`) is left to the import system.
 
-tests/unit/test_sdk_packages.py fails when an SDK upgrade breaks this: its client modules
+tests/unit/test_sdk_compat.py fails when an SDK upgrade breaks this: its client modules
 import the server side again, or a completed package differs from a plain import's.
 Thread-safe (one re-entrant lock); both calls are idempotent and are no-ops once `mcp` has been
 imported any other way. Worker threads only: completing imports the server side (seconds of

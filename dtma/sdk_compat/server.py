@@ -1,12 +1,15 @@
-"""Every use the endpoint makes of the MCP SDK's private parts, in one place.
+"""Every use the endpoint makes of the MCP SDK server side's private parts, in one place.
 
 The SDK (pinned to one minor version in pyproject.toml) offers no public way to these, and the
-endpoint needs them for two things:
+endpoint needs them for three things:
 - telling a client's session that a list changed: the per-request `ServerSession` a handler
   receives is the only way to the session's `Connection`;
 - answering a handshake-era session's requests on the hot path (gateway/handshake.py): which
   sessions are open is the session manager's, and a request served outside the SDK's transport
-  must hold the session's idle countdown as the transport's own entry does.
+  must hold the session's idle countdown as the transport's own entry does;
+- dropping the OpenTelemetry middleware the lowlevel `Server` installs by default (a no-op span
+  per request, about 7% of the agent's time per call): its class lives in the private module
+  `mcp.server._otel`, re-exported here for gateway/endpoint.py.
 
 tests/unit/test_sdk_compat.py (`test_the_sdk_still_has_what_sdk_compat_reads`) checks that each
 name read here exists on the installed SDK, so an upgrade that moves one fails there, not in
@@ -21,9 +24,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.connection import Connection
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+__all__ = ["OpenTelemetryMiddleware", "connection_of", "in_flight", "open_transport"]
 
 
 def connection_of(ctx: Any) -> Connection | None:
