@@ -56,8 +56,6 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_MODERN_VERSION
 from dtma.gateway import exchange
 from dtma.sdk_compat import server as sdk_server
 
-SESSION_ENDED = "Session terminated before the request completed"  # the SDK's words
-CANCELLED = "Request cancelled"  # the SDK's words for a request its client cancelled
 _CANCEL = "notifications/cancelled"
 
 
@@ -221,14 +219,14 @@ async def answer(
 def ended_reply(session_id: str) -> web.Response:
     """The answer to a request whose session ended while it ran: the SDK's own for a request in
     flight when its session is terminated (its JSON-response mode: HTTP 500, INTERNAL_ERROR)."""
-    return _error_reply(session_id, 500, None, INTERNAL_ERROR, SESSION_ENDED)
+    return _error_reply(session_id, 500, None, INTERNAL_ERROR, sdk_server.SESSION_ENDED)
 
 
 def cancelled_reply(session_id: str, request_id: RequestId) -> web.Response:
     """The answer to a request its client cancelled (`notifications/cancelled`) while it ran:
     the SDK's own on this era's wire, which ends a request only with an answer (its JSON-RPC
     error REQUEST_CANCELLED, with HTTP 200 as every JSON-RPC error of this era)."""
-    return _error_reply(session_id, 200, request_id, REQUEST_CANCELLED, CANCELLED)
+    return _error_reply(session_id, 200, request_id, REQUEST_CANCELLED, sdk_server.CANCELLED)
 
 
 def _error_reply(

@@ -32,6 +32,13 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 __all__ = ["OpenTelemetryMiddleware", "connection_of", "in_flight", "open_transport"]
 
 
+# The SDK's own words for a request its session ended under, and for one its client cancelled,
+# which the hot path answers as the SDK's transport would. The SDK writes them inline (no name
+# to import); tests/unit/test_sdk_compat.py checks that its transport still says them.
+SESSION_ENDED = "Session terminated before the request completed"
+CANCELLED = "Request cancelled"
+
+
 def connection_of(ctx: Any) -> Connection | None:
     """The `Connection` behind a handler's or middleware's context (its session's, on the
     handshake era; a per-request one on 2026-07-28)."""

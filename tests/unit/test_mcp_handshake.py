@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dtma.api.mcp_endpoint import MCP_ENDPOINTS, add_mcp_routes
 from dtma.gateway import exchange as mcp_exchange
 from dtma.gateway import handshake as mcp_handshake
+from dtma.sdk_compat import server as sdk_server
 from tests.fakes_gateway import OneToolGateway
 from tests.unit.test_mcp_exchange import META, PATH, BlockingGateway, headers
 
@@ -257,7 +258,7 @@ async def test_a_sessions_delete_cancels_its_call_in_flight_on_the_hot_path() ->
         assert response.headers["Mcp-Session-Id"] == session
         assert (await response.json())["error"] == {
             "code": -32603,
-            "message": mcp_handshake.SESSION_ENDED,
+            "message": sdk_server.SESSION_ENDED,
         }
         endpoint = app[MCP_ENDPOINTS]._endpoints["tb"]
         assert len(endpoint.sessions) == 0
@@ -298,7 +299,7 @@ async def test_a_sessions_notifications_cancelled_cancels_its_call_in_flight_on_
         assert await response.json() == {
             "jsonrpc": "2.0",
             "id": 7,
-            "error": {"code": -32800, "message": mcp_handshake.CANCELLED},
+            "error": {"code": -32800, "message": sdk_server.CANCELLED},
         }
         endpoint = app[MCP_ENDPOINTS]._endpoints["tb"]
         assert len(endpoint.sessions) == 2  # both still open

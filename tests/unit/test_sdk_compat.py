@@ -78,6 +78,10 @@ def test_the_sdk_still_has_what_sdk_compat_reads() -> None:
     assert any(isinstance(m, sdk_server.OpenTelemetryMiddleware) for m in Server("x").middleware)
     assert inspect.signature(negotiate_auto).parameters.keys() == {"session"}
     assert inspect.iscoroutinefunction(negotiate_auto)
+    # The words the hot path answers with are the ones the SDK's transport writes.
+    source = inspect.getsource(StreamableHTTPServerTransport)
+    assert f'"{sdk_server.SESSION_ENDED}"' in source
+    assert f'message="{sdk_server.CANCELLED}"' in source
 
 
 # --- the pin --------------------------------------------------------------------------------
