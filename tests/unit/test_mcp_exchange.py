@@ -159,8 +159,9 @@ async def test_the_envelope_reaches_the_gateway_once_the_tool_schema_is_known(
     for _ in range(2):
         response = await test_client.post(PATH, data=json.dumps(call()), headers=headers())
         assert response.status == 200
-    # the first call: no listing yet, so the SDK's session is used (and the tool listed once)
-    assert gateway.envelopes == [None, META]
+    # the first call: no listing yet, so the endpoint lists the tools once before serving it
+    # (a 2026-07-28 call's Mcp-Param-* headers are checked against the listed schema)
+    assert gateway.envelopes == [META, META]
     assert gateway.listings == 1
 
 
