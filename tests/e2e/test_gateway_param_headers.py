@@ -32,6 +32,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.inbound import encode_header_value
 from mcp_types import Implementation
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -198,6 +199,23 @@ async def test_the_tool_is_listed_with_its_mark_and_answers_through_the_endpoint
     assert f" from {CLIENT} " not in heard[0], heard
     mirrored = where if server == "http" else "-"
     assert heard[0].endswith(f"(Mcp-Param-Region: {mirrored})"), heard
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_value_that_is_no_header_token_reaches_the_http_server_encoded(
+    kit: Kit, mode: str
+) -> None:
+    """A value a header cannot carry as is goes base64-wrapped (the SDK's sentinel), and the
+    server decodes it to the argument."""
+    where = f"Südtirol {secrets.token_hex(4)}"
+    async with sdk_client(kit, mode) as client:
+        await client.list_tools()
+        answer = await client.call_tool("http__locate", {"region": where})
+        assert text_of(answer) == f"somewhere in {where}", answer
+    heard = await kit.heard("http", f"locate {where} ")
+    assert len(heard) == 1, heard
+    assert heard[0].endswith(f"(Mcp-Param-Region: {encode_header_value(where)})"), heard
+    assert "=?base64?" in heard[0], heard
 
 
 @pytest.mark.parametrize("mode", ERAS)
