@@ -82,11 +82,12 @@ ONE_TOOL_SCHEMA = {"type": "object", "properties": {"timezone": {"type": "string
 
 class OneToolGateway:
     """A ToolGateway (gateway/routing.py) with one fixed tool, `time__now`; counts listings and
-    records the envelope each call was given."""
+    records the envelope each call was given. `schema`: the tool's input schema."""
 
-    def __init__(self) -> None:
+    def __init__(self, schema: Mapping[str, Any] = ONE_TOOL_SCHEMA) -> None:
         self.listings = 0
         self.envelopes: list[Mapping[str, Any] | None] = []
+        self.schema = schema
 
     def knows(self, toolbox_id: str) -> bool:
         return True
@@ -99,7 +100,7 @@ class OneToolGateway:
 
     async def tools(self, toolbox_id: str) -> list[GatewayTool]:
         self.listings += 1
-        definition = {"name": "now", "inputSchema": ONE_TOOL_SCHEMA}
+        definition = {"name": "now", "inputSchema": dict(self.schema)}
         return [GatewayTool("time__now", "time", "now", definition)]
 
     async def call(

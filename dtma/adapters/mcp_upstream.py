@@ -28,7 +28,7 @@ from pydantic import TypeAdapter
 
 from dtma.adapters.mcp_grading import grade, ms_since, refusal_detail, stage
 from dtma.adapters.mcp_relay import HttpRelay, envelope_version
-from dtma.cancellation import cancel_and_wait, raise_if_cancelling
+from dtma.cancellation import cancel_and_wait, raise_if_cancelling, suppress_failures
 from dtma.domain import probe as reasons
 from dtma.domain.probe import ProbeResult
 from dtma.errors import ServerUnavailable as UpstreamUnavailable
@@ -290,6 +290,15 @@ class HttpUpstream:
                 ClientSession(read, write, message_handler=self.tool_list) as session,
             ):
                 await stage(reasons.INITIALIZE_FAILED, lambda: negotiate(session))
+                if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                    # The SDK's client mirrors a tool's `x-mcp-header` arguments into the
+                    # `Mcp-Param-*` headers a 2026-07-28 server requires only for tools this
+                    # session has listed, and the endpoint's tool definitions are cached, so a
+                    # call may come before anything lists on a reopened session. Best effort:
+                    # the probe that follows an opening lists (and grades a failure) anyway; half
+                    # the connect timeout keeps `open` within its bound.
+                    with suppress_failures():
+                        await list_tool_defs(session, self._connect_timeout / 2)
                 self._session = session
                 self._ready.set()
                 await self._stop.wait()

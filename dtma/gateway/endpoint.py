@@ -210,6 +210,12 @@ class ToolboxEndpoint:
             if exchange.PARAM_HEADER_KEY not in json.dumps(schema)
         )
 
+    async def _relearn(self) -> None:
+        """List the tools again for their schemas (`_learn`); best effort: a failure keeps the
+        last ones (bounded by the servers' listing timeout, LIST_TIMEOUT_S)."""
+        with suppress_failures():
+            self._learn(await self._gateway.tools(self.toolbox_id))
+
     def _input_schema(self, name: str) -> dict[str, Any] | None:
         """The SDK checks a 2026-07-28 call's `Mcp-Param-*` headers against the tool's input
         schema before dispatch. Without this lookup it would run the whole tools/list handler
@@ -249,9 +255,7 @@ class ToolboxEndpoint:
             raise
         else:
             if params.name not in self._schemas:  # so that the next calls' headers are checked
-                with suppress_failures():
-                    tools = await self._gateway.tools(self.toolbox_id)
-                    self._learn(tools)
+                await self._relearn()
             # The wire JSON as is (typed Any: the SDK's hint names only models; its runner takes a
             # dict too). The SDK validates a returned dict against the client's protocol version
             # and shapes it for that version anyway, so a model made here would be built, dumped
@@ -312,6 +316,12 @@ class ToolboxEndpoint:
             scope[CALLER_SCOPE_KEY] = caller
         body: bytes | None = None
         reply: web.Response | None = None
+        if (tool := exchange.called_tool(request)) is not None and tool not in self._schemas:
+            # No listing has named the tool yet (a fresh endpoint, or the offered tools changed
+            # since): without its schema the SDK would skip the call's `Mcp-Param-*` check and
+            # pass a header that disagrees with the arguments. A failed listing leaves the
+            # check skipped, as the SDK's own lookup does when its listing fails.
+            await self._relearn()
         if exchange.takes(request):
             body = await request.read()
             reply = await exchange.answer(request, body, self.server, self.lifespan_state, scope)

@@ -37,10 +37,12 @@ from mcp.shared.exceptions import NoBackChannelError
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
     MCP_PARAM_HEADER_PREFIX,
     MCP_PROTOCOL_VERSION_HEADER,
     InboundLadderRejection,
     classify_inbound_request,
+    decode_header_value,
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
@@ -160,6 +162,19 @@ def one_request(
     if progress_token_from_params(req.params) is not None:
         return None
     return req, decoded
+
+
+def called_tool(request: web.Request) -> str | None:
+    """The tool a 2026-07-28 `tools/call` names in its `Mcp-Name` header ("" when that header is
+    absent or malformed), or None for any other request. Such a call's `Mcp-Param-*` headers are
+    checked, on either path, against the tool's schema from the endpoint's last listing (its
+    `get_tool_input_schema`), so the endpoint must have listed a tool before its call is served."""
+    headers = request.headers
+    if headers.get(MCP_METHOD_HEADER) != METHOD:
+        return None
+    if headers.get(MCP_PROTOCOL_VERSION_HEADER) not in MODERN_PROTOCOL_VERSIONS:
+        return None
+    return decode_header_value(headers.get(MCP_NAME_HEADER)) or ""
 
 
 def _param_headers_rejected(server: Any, params: Mapping[str, Any], headers: Any) -> bool:

@@ -12,6 +12,15 @@ MCP_TRANSPORT=stdio. TOOL_SET picks the tools, so that a new revision can change
                 2026-07-28 HTTP when its client closes the connection), and `mcp-kit: wait done
                 (request <id>, label <label>)` when it completes. <id> is the request id this
                 server saw (an agent in front of it sends its own).
+  headers       v1 plus locate(region, city?) answering "<city> in <region>" (or "somewhere in
+                <region>"), whose `region` is marked `x-mcp-header: Region`: on 2026-07-28 HTTP
+                the SDK's client mirrors it into `Mcp-Param-Region`, and this server refuses a
+                call whose header is missing or disagrees. For each call it answers, it prints
+                to stderr `mcp-kit: locate <region> from <client> (Mcp-Param-Region: <value>)`,
+                and echo (same contract as v1) prints `mcp-kit: echo from <client>`: <client> is
+                the client name the call came with (`-` if none; an agent in front relaying a
+                client's 2026-07-28 request as is passes that client's on), <value> the header
+                as received (`-` when absent, as on stdio).
 Prompts: `greeting(name)`. Resources: `kit://readme` and the template `kit://items/{item}`.
 OFFER=tools serves tools only: no prompts or resources, and no such capabilities.
 RUG_FILE=<path> (a "rug pull", for gateway.pin tests): once that file exists in the container
@@ -26,11 +35,15 @@ import os
 import sys
 import threading
 import time
+from typing import Annotated
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
 
-TOOL_SETS = ("v1", "added", "removed", "required", "slow")
+TOOL_SETS = ("v1", "added", "removed", "required", "slow", "headers")
+# The 2026-07-28 revision's schema mark: this argument is mirrored into `Mcp-Param-Region`.
+Region = Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]
 
 
 def build_server(tool_set: str) -> MCPServer:
@@ -67,13 +80,27 @@ def build_server(tool_set: str) -> MCPServer:
         print(f"mcp-kit: wait done ({call})", file=sys.stderr, flush=True)
         return f"waited {seconds:g}s"
 
-    server.add_tool(echo)
+    def locate(region: Region, ctx: Context, city: str = "") -> str:
+        """Say where a city is; `region` is mirrored into the Mcp-Param-Region header."""
+        header = (ctx.headers or {}).get("mcp-param-region", "-")
+        said = f"locate {region} from {_client_name(ctx)} (Mcp-Param-Region: {header})"
+        print(f"mcp-kit: {said}", file=sys.stderr, flush=True)
+        return f"{city or 'somewhere'} in {region}"
+
+    def told_echo(text: str, ctx: Context, times: int = 1) -> str:
+        """Return the text, `times` times."""
+        print(f"mcp-kit: echo from {_client_name(ctx)}", file=sys.stderr, flush=True)
+        return " ".join([text] * times)
+
+    server.add_tool(told_echo if tool_set == "headers" else echo, name="echo")
     if tool_set != "removed":
         server.add_tool(add)
     if tool_set == "added":
         server.add_tool(shout)
     if tool_set == "slow":
         server.add_tool(wait)
+    if tool_set == "headers":
+        server.add_tool(locate)
 
     @server.prompt()
     def greeting(name: str) -> str:
@@ -97,6 +124,13 @@ def build_server(tool_set: str) -> MCPServer:
         for method in [m for m in handlers if m.startswith(("prompts/", "resources/"))]:
             del handlers[method]
     return server
+
+
+def _client_name(ctx: Context) -> str:
+    """The name in the client info the call came with (a 2026-07-28 request's envelope, or the
+    session's handshake), or "-"."""
+    params = getattr(ctx.session, "client_params", None)
+    return params.client_info.name if params is not None else "-"
 
 
 def pull_rug_when(path: str, server: MCPServer) -> None:

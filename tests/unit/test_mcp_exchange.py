@@ -159,8 +159,9 @@ async def test_the_envelope_reaches_the_gateway_once_the_tool_schema_is_known(
     for _ in range(2):
         response = await test_client.post(PATH, data=json.dumps(call()), headers=headers())
         assert response.status == 200
-    # the first call: no listing yet, so the SDK's session is used (and the tool listed once)
-    assert gateway.envelopes == [None, META]
+    # the first call: no listing yet, so the endpoint lists the tools once before serving it
+    # (a 2026-07-28 call's Mcp-Param-* headers are checked against the listed schema)
+    assert gateway.envelopes == [META, META]
     assert gateway.listings == 1
 
 
@@ -226,3 +227,55 @@ async def test_a_client_that_goes_away_cancels_its_call_on_the_hot_path() -> Non
         with contextlib.suppress(asyncio.CancelledError):
             await request
         await asyncio.wait_for(gateway.cancelled.wait(), 5)
+
+
+MARKED_SCHEMA = {
+    "type": "object",
+    "properties": {"timezone": {"type": "string", "x-mcp-header": "Timezone"}},
+}
+
+
+@pytest.fixture
+async def marked() -> AsyncIterator[tuple[TestClient, OneToolGateway]]:
+    """The endpoint with one tool whose `timezone` is mirrored into `Mcp-Param-Timezone`."""
+    gateway = OneToolGateway(MARKED_SCHEMA)
+    app = web.Application()
+    add_mcp_routes(app, gateway, started=lambda: True)
+    test_client = TestClient(TestServer(app))
+    await test_client.start_server()
+    yield test_client, gateway
+    await test_client.close()
+
+
+@pytest.mark.parametrize("param", [{"Mcp-Param-Timezone": "CET"}, {}], ids=["disagrees", "missing"])
+async def test_a_fresh_endpoint_checks_the_first_calls_param_header(
+    marked: tuple[TestClient, OneToolGateway], param: dict[str, str]
+) -> None:
+    """No listing yet: the endpoint lists before the call, and the SDK's check refuses it."""
+    test_client, gateway = marked
+    body = call(arguments={"timezone": "UTC"})
+    response = await test_client.post(PATH, data=json.dumps(body), headers=headers(**param))
+    answer = json.loads(await response.text())
+    assert response.status == 400, answer
+    assert answer["error"]["code"] == -32020, answer
+    assert answer["error"]["message"].startswith("Mcp-Param-Timezone header "), answer
+    assert gateway.envelopes == []  # no call reached the gateway
+    assert gateway.listings == 1
+
+
+async def test_a_call_to_a_marked_tool_is_never_relayed_as_is(
+    marked: tuple[TestClient, OneToolGateway],
+) -> None:
+    """Its envelope is withheld, so the gateway calls through the SDK's session (which mirrors
+    the header) rather than relaying the request's bytes (which would lose it): for a call with
+    the header (the SDK's whole way) and for one without the marked argument, which needs no
+    header and which the hot path takes."""
+    test_client, gateway = marked
+    sent = [
+        (call(arguments={"timezone": "UTC"}), headers(**{"Mcp-Param-Timezone": "UTC"})),
+        (call(arguments={}), headers()),
+    ]
+    for body, hdrs in sent:
+        response = await test_client.post(PATH, data=json.dumps(body), headers=hdrs)
+        assert response.status == 200, await response.text()
+    assert gateway.envelopes == [None, None]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_types import Implementation
 
 from dtma.domain import tool_contract as tc
 from tests.conftest import REPO
@@ -41,6 +42,7 @@ async def contract(tool_set: str) -> dict[str, Any]:
         ("removed", [("add", tc.TOOL_REMOVED)]),
         ("required", [("echo", tc.REQUIRED_ADDED)]),
         ("slow", []),
+        ("headers", []),
     ],
 )
 async def test_each_tool_set_changes_the_v1_contract_as_its_name_says(
@@ -100,3 +102,25 @@ async def test_slow_waits_and_says_whether_its_wait_was_cancelled_or_done(
     assert lines[0].endswith(", label quick)")
     assert lines[1].startswith("mcp-kit: wait cancelled (request ")
     assert lines[1].endswith(", label cut)")
+
+
+async def test_headers_marks_locate_region_for_an_mcp_param_header_and_logs_calls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = kit.build_server("headers")
+    tools = {t.name: t for t in await server.list_tools()}
+    assert set(tools) == {"echo", "add", "locate"}
+    region = tools["locate"].input_schema["properties"]["region"]
+    assert region["x-mcp-header"] == "Region"
+    assert "x-mcp-header" not in str(tools["echo"].input_schema)
+    info = Implementation(name="kit-test", version="1")
+    async with Client(server, client_info=info) as client:  # in memory: no HTTP headers
+        done = await client.call_tool("locate", {"region": "Tyrol", "city": "Innsbruck"})
+        assert [getattr(c, "text", None) for c in done.content] == ["Innsbruck in Tyrol"]
+        echoed = await client.call_tool("echo", {"text": "hi", "times": 2})
+        assert [getattr(c, "text", None) for c in echoed.content] == ["hi hi"]
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("mcp-kit: ")]
+    assert lines == [
+        "mcp-kit: locate Tyrol from kit-test (Mcp-Param-Region: -)",
+        "mcp-kit: echo from kit-test",
+    ]
