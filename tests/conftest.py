@@ -284,9 +284,7 @@ class _CollectionPauses:
 # With a second pytest-xdist worker sharing the machine's cores, a short callback or request can
 # wait for a core as long as a real block takes alone: bounds on wall time double there.
 SHARED_CORES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) >= 2
-BLOCKING_THRESHOLD_S = float(
-    os.environ.get("DTMA_TEST_LOOP_BLOCK_S") or (1.0 if SHARED_CORES else 0.5)
-)  # the variable is for tests/unit/test_loop_guard.py
+BLOCKING_THRESHOLD_S = 1.0 if SHARED_CORES else 0.5
 # The test process's heap grows with every test run before (modules, fixtures, caches): late in
 # a run a full collection walks about a million objects, a second on a loaded machine, wherever
 # it happens to fall, which is nothing an agent's own heap does. So the objects that predate an

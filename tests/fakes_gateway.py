@@ -3,6 +3,7 @@ stores, a one-tool gateway, and a tool-contract host. Typed, no mock library."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,7 @@ class OneToolGateway:
 
     def __init__(self, schema: Mapping[str, Any] = ONE_TOOL_SCHEMA) -> None:
         self.listings = 0
+        self.listing_delay = 0.0  # seconds a listing takes (so that callers can overlap)
         self.envelopes: list[Mapping[str, Any] | None] = []
         self.schema = schema
 
@@ -100,6 +102,7 @@ class OneToolGateway:
 
     async def tools(self, toolbox_id: str) -> list[GatewayTool]:
         self.listings += 1
+        await asyncio.sleep(self.listing_delay)
         definition = {"name": "now", "inputSchema": dict(self.schema)}
         return [GatewayTool("time__now", "time", "now", definition)]
 

@@ -119,6 +119,8 @@ class ToolboxEndpoint:
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self._schemas: dict[str, dict[str, Any]] = {}
         self._headerless: frozenset[str] = frozenset()  # tools whose schema marks no header
+        self._learnt = 0  # listings learnt from, so that waiters on one relist skip their own
+        self._relisting = asyncio.Lock()
         self.server = _ToolboxServer(
             f"dtma-{toolbox_id}",
             version=__version__,
@@ -203,6 +205,7 @@ class ToolboxEndpoint:
 
     def _learn(self, tools: list[GatewayTool]) -> None:
         """Keep the listed tools' input schemas (see `_input_schema` and `_envelope`)."""
+        self._learnt += 1
         self._schemas = {t.name: t.definition.get("inputSchema", {}) for t in tools}
         self._headerless = frozenset(
             name
@@ -212,9 +215,22 @@ class ToolboxEndpoint:
 
     async def _relearn(self) -> None:
         """List the tools again for their schemas (`_learn`); best effort: a failure keeps the
-        last ones (bounded by the servers' listing timeout, LIST_TIMEOUT_S)."""
-        with suppress_failures():
-            self._learn(await self._gateway.tools(self.toolbox_id))
+        last ones (bounded by the servers' listing timeout, LIST_TIMEOUT_S). One at a time:
+        callers that waited for a listing under way take its result instead of listing again."""
+        seen = self._learnt
+        async with self._relisting:
+            if self._learnt != seen:
+                return
+            with suppress_failures():
+                self._learn(await self._gateway.tools(self.toolbox_id))
+
+    def _unlearnt(self, tool: str | None) -> bool:
+        """Whether `tool` (a 2026-07-28 call's) is offered but its schema not known yet. Only an
+        offered name (the probes' names, no I/O) may cost a listing: a client naming tools that
+        do not exist, or none, cannot make the endpoint list the servers' tools per request."""
+        if not tool or tool in self._schemas:
+            return False
+        return tool in self._gateway.signature(self.toolbox_id)
 
     def _input_schema(self, name: str) -> dict[str, Any] | None:
         """The SDK checks a 2026-07-28 call's `Mcp-Param-*` headers against the tool's input
@@ -316,7 +332,7 @@ class ToolboxEndpoint:
             scope[CALLER_SCOPE_KEY] = caller
         body: bytes | None = None
         reply: web.Response | None = None
-        if (tool := exchange.called_tool(request)) is not None and tool not in self._schemas:
+        if self._unlearnt(exchange.called_tool(request)):
             # No listing has named the tool yet (a fresh endpoint, or the offered tools changed
             # since): without its schema the SDK would skip the call's `Mcp-Param-*` check and
             # pass a header that disagrees with the arguments. A failed listing leaves the

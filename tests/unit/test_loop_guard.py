@@ -16,7 +16,7 @@ def test_the_guard_fails_a_block_and_ignores_the_heap_from_before_the_test() -> 
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", str(CASES)],
         cwd=REPO,
-        env={**os.environ, "LOOP_GUARD_HEAP": "2000000", "DTMA_TEST_LOOP_BLOCK_S": "0.15"},
+        env={**os.environ, "LOOP_GUARD_HEAP": "2000000"},
         capture_output=True,
         text=True,
         timeout=170,

@@ -279,3 +279,34 @@ async def test_a_call_to_a_marked_tool_is_never_relayed_as_is(
         response = await test_client.post(PATH, data=json.dumps(body), headers=hdrs)
         assert response.status == 200, await response.text()
     assert gateway.envelopes == [None, None]
+
+
+async def test_calls_naming_no_offered_tool_cost_no_listing(
+    marked: tuple[TestClient, OneToolGateway],
+) -> None:
+    """Names that are not offered, or no `Mcp-Name` at all: refused as before, and never a
+    listing of the servers' tools (a client must not be able to cause one per request)."""
+    test_client, gateway = marked
+    sent = [(call(name=f"nope__x{i}"), headers(name=f"nope__x{i}")) for i in range(5)]
+    nameless = headers()
+    del nameless["Mcp-Name"]
+    sent += [(call(), nameless)] * 3
+    for body, hdrs in sent:
+        response = await test_client.post(PATH, data=json.dumps(body), headers=hdrs)
+        assert response.status == 400, await response.text()
+    assert gateway.listings == 0
+    assert gateway.envelopes == []
+
+
+async def test_concurrent_first_calls_share_one_listing(
+    marked: tuple[TestClient, OneToolGateway],
+) -> None:
+    test_client, gateway = marked
+    gateway.listing_delay = 0.3
+    body = call(arguments={"timezone": "UTC"})
+    hdrs = headers(**{"Mcp-Param-Timezone": "UTC"})
+    responses = await asyncio.gather(
+        *(test_client.post(PATH, data=json.dumps(body), headers=hdrs) for _ in range(6))
+    )
+    assert [r.status for r in responses] == [200] * 6
+    assert gateway.listings == 1
