@@ -26,7 +26,7 @@ from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes,
 pytestmark = pytest.mark.integration
 
 # Top-level packages an idle agent must not hold: the SDK and what only it pulls in, the Vault
-# client, and the JWT stack.
+# client, the JWT stack, and PyYAML (a config file or a YAML spec body loads it).
 DEFERRED = (
     "mcp",
     "mcp_types",
@@ -38,6 +38,7 @@ DEFERRED = (
     "hvac",
     "jwt",
     "cryptography",
+    "yaml",
 )
 
 # Runs `dtma serve` as the console script does, in this process; a thread waits for /v1/ready,
