@@ -16,6 +16,7 @@ from dtma.cli_client import add_client_commands, run_client_command
 from dtma.cli_fleet import add_fleet_commands, run_fleet_command
 from dtma.config import load_settings
 from dtma.errors import ConfigError
+from dtma.lazy_import import without_charset_detection
 from dtma.observability.logging import configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(config: Path | None) -> int:
+    without_charset_detection()  # before anything imports requests (docker-py)
     try:
         settings = load_settings(config_file=config)
         configure_logging(settings.resolved_log_format, settings.log_level)

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -378,6 +377,10 @@ def _read_config_file(path: Path) -> dict[str, object]:
 
 
 def _read_mapping(path: Path, what: str) -> dict[Any, Any]:
+    # PyYAML (0.9 MB) only when a file is read: an agent configured by its environment never
+    # loads it (docs/benchmarks.md, "Idle agent"). Read at start, before the loop runs.
+    import yaml
+
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:

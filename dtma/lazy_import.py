@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 import threading
+import warnings
 from collections.abc import Callable
 
 from dtma.sdk_compat import packages as sdk_packages
@@ -47,6 +49,26 @@ async def load(name: str) -> None:
         return
     await asyncio.to_thread(_import, name)
     _loaded.add(name)
+
+
+def without_charset_detection() -> None:
+    """Keep requests (docker-py's and hvac's HTTP client) from importing a character-detection
+    library: charset_normalizer is 2.5 MB of an idle agent (docs/benchmarks.md, "Idle agent").
+
+    requests uses one only to guess the encoding of a body whose Content-Type names no charset
+    (`Response.text`), and without one takes UTF-8 (`Response.apparent_encoding`, since requests
+    2.28); what the agent reads that way is the engine's and Vault's error text, which is UTF-8.
+    Nothing else in the agent imports either library. Call before requests is imported (the
+    start of `dtma serve`, before its imports); a no-op once requests or either library is
+    loaded. requests' import warning about the missing library is silenced, that message only.
+    """
+    if {"requests", "charset_normalizer", "chardet"} & sys.modules.keys():
+        return
+    for name in ("charset_normalizer", "chardet"):
+        sys.modules[name] = None  # type: ignore[assignment]  # None makes `import` raise ImportError
+    warnings.filterwarnings(
+        "ignore", message="Unable to find acceptable character detection", module="requests"
+    )
 
 
 def _import(name: str) -> None:

@@ -26,7 +26,8 @@ from tests.engine_fixture import new_toolbox_id, notes_server, remove_toolboxes,
 pytestmark = pytest.mark.integration
 
 # Top-level packages an idle agent must not hold: the SDK and what only it pulls in, the Vault
-# client, and the JWT stack.
+# client, the JWT stack, PyYAML (a config file or a YAML spec body loads it), and the character
+# detection requests would import and never needs here (lazy_import.without_charset_detection).
 DEFERRED = (
     "mcp",
     "mcp_types",
@@ -38,6 +39,9 @@ DEFERRED = (
     "hvac",
     "jwt",
     "cryptography",
+    "yaml",
+    "charset_normalizer",
+    "chardet",
 )
 
 # Runs `dtma serve` as the console script does, in this process; a thread waits for /v1/ready,
@@ -74,8 +78,8 @@ AGENT = textwrap.dedent(
                 urllib.request.urlopen(request, timeout=10)
             except urllib.error.HTTPError:
                 pass  # 401: not a token of the issuer; it was parsed
-        with open(os.environ["MODULES_OUT"], "w") as out:
-            json.dump(sorted(sys.modules), out)
+        with open(os.environ["MODULES_OUT"], "w") as out:  # None: an import refused
+            json.dump(sorted(k for k, v in sys.modules.items() if v is not None), out)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -217,7 +221,7 @@ def test_an_idle_agent_has_not_loaded_the_sdk_vault_or_jwt(
 ) -> None:
     modules = _idle_modules(tmp_path)
     loaded = _top(modules)
-    assert {"aiohttp", "docker", "dtma"} <= loaded  # the file holds the agent's modules
+    assert {"aiohttp", "docker", "requests", "dtma"} <= loaded  # the file holds the agent's modules
     assert sorted(loaded.intersection(DEFERRED)) == []
     # Nor the fleet client, which only `dtma fleet` runs (cli_fleet_run.py).
     assert "dtma.cli_fleet" in modules

@@ -1,9 +1,13 @@
-"""dtma/lazy_import.py: `load` imports in a worker thread (never on the loop), once."""
+"""dtma/lazy_import.py: `load` imports in a worker thread (never on the loop), once; and
+`without_charset_detection` keeps requests from importing a detection library."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -42,3 +46,44 @@ async def test_a_failed_import_is_not_marked_loaded(
         with pytest.raises(RuntimeError, match="half made"):
             await lazy_import.load(name)
     assert name not in lazy_import._loaded
+
+
+# In a fresh interpreter (this one has imported requests), with every warning an error: requests
+# imports without charset_normalizer and without its warning, and decodes a body with no charset
+# as UTF-8. Called after requests is loaded, it changes nothing.
+CHARSET_PROBE = textwrap.dedent(
+    """
+    import json, sys, warnings
+    warnings.simplefilter("error")
+    from dtma.lazy_import import without_charset_detection
+    without_charset_detection()
+    import docker, requests, requests.compat
+    response = requests.Response()
+    response._content = "h\u00e9".encode()
+    response.headers["Content-Type"] = "application/octet-stream"  # no charset: detection
+    seen = {
+        "loaded": sorted(k for k in ("charset_normalizer", "chardet") if sys.modules.get(k)),
+        "detector": requests.compat.chardet is None,
+        "text": response.text,
+    }
+    del sys.modules["charset_normalizer"], sys.modules["chardet"]
+    import charset_normalizer
+    without_charset_detection()
+    seen["after"] = sys.modules["charset_normalizer"] is charset_normalizer
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_requests_imports_without_charset_detection_and_reads_utf8() -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", CHARSET_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert json.loads(run.stdout) == {
+        "loaded": [],
+        "detector": True,
+        "text": "h\u00e9",
+        "after": True,
+    }

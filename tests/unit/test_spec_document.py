@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -145,3 +148,25 @@ def test_durations_have_floors(section: str, fields: dict[str, object], field: s
     with pytest.raises(SpecInvalid) as caught:
         parse_spec(json.dumps(body), SpecPolicy())
     assert loc in [d["loc"] for d in caught.value.details]
+
+
+def test_pyyaml_loads_with_the_first_yaml_body_not_before() -> None:
+    """PyYAML (0.9 MB) stays out of an agent sent only JSON (docs/benchmarks.md, "Idle agent"):
+    read in a fresh interpreter, since this one has imported it for the tests above."""
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        import dtma.bootstrap, dtma.cli
+        from dtma.spec.document import load_document
+        seen = ["yaml" in sys.modules]
+        load_document('{"servers": []}')
+        seen.append("yaml" in sys.modules)
+        assert load_document("servers: []") == {"servers": []}
+        seen.append("yaml" in sys.modules)
+        print(json.dumps(seen))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(run.stdout) == [False, False, True]
