@@ -1,8 +1,7 @@
 """How a probe grades a failure: each protocol step tags what it raises with its reason
-(dtma/domain/probe.py), and the first tagged failure in an exception (in a group of them, as
-anyio's task groups raise, or in the exception it interrupted) names the step that failed.
-Shared by the stdio probe session and the held HTTP session (mcp_upstream.HttpUpstream), whose
-opening the HTTP probe grades."""
+(dtma/domain/probe.py), and the first tagged failure in an exception (or a group of them, as
+anyio's task groups raise) names the step that failed. Shared by the stdio probe session and
+the held HTTP session (mcp_upstream.HttpUpstream), whose opening the HTTP probe grades."""
 
 from __future__ import annotations
 
@@ -39,23 +38,15 @@ def describe(exc: BaseException) -> str:
     return REDACTOR.excerpt(str(exc) or type(exc).__name__, 300)
 
 
-def first_step_failure(exc: BaseException, seen: set[int] | None = None) -> StepFailed | None:
-    """The step failure in `exc`, in a group it raised, or in the exception it interrupted: a
-    transport or task group that fails again while closing after a failed step raises its own
-    error, and the step's failure is then only that error's `__context__`."""
-    seen = set() if seen is None else seen
-    if id(exc) in seen:
-        return None
-    seen.add(id(exc))
+def first_step_failure(exc: BaseException) -> StepFailed | None:
     if isinstance(exc, StepFailed):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = first_step_failure(inner, seen)
+            found = first_step_failure(inner)
             if found:
                 return found
-    interrupted = exc.__cause__ or exc.__context__
-    return first_step_failure(interrupted, seen) if interrupted is not None else None
+    return None
 
 
 def grade(exc: BaseException, timeout: float) -> tuple[str, str]:

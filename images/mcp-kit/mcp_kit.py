@@ -32,6 +32,7 @@ An unknown TOOL_SET is a configuration error: exit status 2 with a message.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -179,8 +180,11 @@ def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
     path = os.environ.get("MCP_PATH", "/mcp")
     app = server.streamable_http_app(streamable_http_path=path, host="0.0.0.0")
+    # Listening before saying so: tests wait for this line, then connect at once.
+    listener = socket.create_server(("0.0.0.0", port), backlog=128)
     print(f"mcp-kit: serving on 0.0.0.0:{port}{path} (TOOL_SET={tool_set})", file=sys.stderr)
-    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":

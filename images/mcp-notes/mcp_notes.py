@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -294,6 +295,9 @@ def main() -> None:
         app = ErrorOnToolsList(app, f"tools unavailable: {leaked_values(mode.arg)}")
     if os.environ.get("LOG_HANDSHAKES") == "1":
         app = LogHandshakes(app)
+    # Listening before saying so: tests wait for this line, then connect at once (printed before
+    # uvicorn bound its socket, a loaded machine refused that connection now and then).
+    listener = socket.create_server(("0.0.0.0", port), backlog=128)
     print(
         f"mcp-notes: serving on 0.0.0.0:{port}{path} (FAIL_MODE={mode.kind or 'none'})",
         file=sys.stderr,
@@ -301,7 +305,8 @@ def main() -> None:
     )
     # A bounded graceful shutdown: a request hung on purpose (hang_initialize) must not keep
     # Ctrl-C or `docker stop` waiting.
-    uvicorn.run(app, host="0.0.0.0", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":
