@@ -181,7 +181,8 @@ class EngineGateway:
             if _named(tb, server):  # between runners (recovery, a stop-first rollout): retry
                 raise ServerUnavailable(f"server {server!r} is not running now; retry shortly")
             raise ToolNotFound(f"unknown tool {name!r}: no server {server!r} in this toolbox")
-        if runner.serving and runner.tools and tool not in runner.tools:
+        unnamed = runner.serving and runner.tools and tool not in runner.tools
+        if unnamed and not await _listed_now(runner, tool):
             raise ToolNotFound(f"unknown tool {name!r}")
         if runner.serving and policy_of(tb) != "off":
             # Cached per container for a few seconds (ServerCalls.tool_defs): the hot path
@@ -195,3 +196,16 @@ class EngineGateway:
                 )
         # ServerUnavailable when not serving
         return await runner.call_tool(tool, arguments, envelope=envelope)
+
+
+async def _listed_now(runner: ServerRunner, tool: str) -> bool:
+    """Whether the server's current listing names `tool`. The probes' tool names (`runner.tools`)
+    lag a change that the listing (ServerCalls.tool_defs, fetched again on the server's
+    `tools/list_changed`) has shown a client already: a tool a client has just seen listed is
+    callable at once. The listing is cached, so a name the server does not have costs at most
+    one listing per cache period; an unreadable listing refuses the name as before."""
+    try:
+        defs = await runner.tool_defs(LIST_TIMEOUT_S)
+    except Exception:
+        return False
+    return any(d.get("name") == tool for d in defs)

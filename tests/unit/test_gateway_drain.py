@@ -237,3 +237,38 @@ async def test_a_server_of_the_spec_without_a_runner_is_retryable_and_an_unknown
     tb.gate_runners = {}
     with pytest.raises(ServerUnavailable):
         await gateway.call("tb", "time__get_current_time", {})
+
+
+class ListingProbe(BlockingProbe):
+    """A probe whose server now lists `names` (its calls answer at once)."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.names = names
+        self.release.set()
+
+    def tool_list_changes(self) -> int:
+        return 0
+
+    async def tool_defs(self, timeout: float) -> list[dict[str, Any]]:
+        return [{"name": n, "inputSchema": {"type": "object"}} for n in self.names]
+
+
+async def test_a_tool_the_listing_shows_is_callable_before_the_probe_names_it() -> None:
+    """A server that adds a tool (and says so with list_changed) is listed afresh at once, while
+    the probes' names follow at the next probe: a client that listed the new tool and calls it
+    at once is served, not told the tool does not exist (seen in CI: pin `off`, a rug pull). A
+    name the server does not list is still unknown."""
+    probe = ListingProbe(["get_current_time", "peek"])
+    runner = make_runner(probe, Host())
+    runner.tools = ["get_current_time"]  # what the last probe saw
+    spec = SimpleNamespace(
+        servers=[SimpleNamespace(name="time")],
+        gateway=SimpleNamespace(pin="off", tools=ToolFilter()),
+    )
+    tb = SimpleNamespace(phase="healthy", servers={"time": runner}, gate_runners={}, spec=spec)
+    gateway = EngineGateway(cast(Any, {"tb": tb}))
+    answer = await gateway.call("tb", "time__peek", {"path": "/"})
+    assert answer["content"][0]["text"] == "peek"
+    with pytest.raises(ToolNotFound):
+        await gateway.call("tb", "time__nope", {})
