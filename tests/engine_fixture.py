@@ -43,6 +43,9 @@ def new_toolbox_id() -> str:
     return "t-" + secrets.token_hex(4)
 
 
+MCP_KIT = "dtma-examples/mcp-kit:latest"
+
+
 def time_server(name: str, **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -51,6 +54,22 @@ def time_server(name: str, **extra: Any) -> dict[str, Any]:
         "health": {"expect_tools": TIME_TOOLS, "interval": "1s", "timeout": PROBE_TIMEOUT},
         **extra,
     }
+
+
+def kit_server(name: str, transport: str, tool_set: str) -> dict[str, Any]:
+    """An mcp-kit server (images/mcp-kit) with `TOOL_SET=tool_set`, over stdio or HTTP."""
+    server: dict[str, Any] = {
+        "name": name,
+        "image": MCP_KIT,
+        "env": {"TOOL_SET": tool_set},
+        "health": {"interval": "1s", "timeout": PROBE_TIMEOUT},
+    }
+    if transport == "stdio":
+        server["transport"] = "stdio"
+        server["env"]["MCP_TRANSPORT"] = "stdio"
+    else:
+        server.update(transport="streamable-http", port=8000, path="/mcp")
+    return server
 
 
 def notes_server(name: str, fail_mode: str = "", **extra: Any) -> dict[str, Any]:

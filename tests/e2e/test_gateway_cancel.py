@@ -32,12 +32,11 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.agent_process import AgentProcess, running_agent
 from tests.conftest import build_images, in_thread
-from tests.engine_fixture import PROBE_TIMEOUT, new_toolbox_id
+from tests.engine_fixture import kit_server, new_toolbox_id
 from tests.mcp_stream import ACCEPT_BOTH, HANDSHAKE_VERSION, INITIALIZE, INITIALIZED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-MCP_KIT = "dtma-examples/mcp-kit:latest"
 MODERN = "2026-07-28"
 META = {
     "io.modelcontextprotocol/protocolVersion": MODERN,
@@ -78,28 +77,16 @@ class Slow:
         return list(page["items"])
 
 
-def kit(name: str, transport: str) -> dict[str, Any]:
-    server: dict[str, Any] = {
-        "name": name,
-        "image": MCP_KIT,
-        "env": {"TOOL_SET": "slow"},
-        "health": {"interval": "1s", "timeout": PROBE_TIMEOUT},
-    }
-    if transport == "stdio":
-        server["transport"] = "stdio"
-        server["env"]["MCP_TRANSPORT"] = "stdio"
-    else:
-        server.update(transport="streamable-http", port=8000, path="/mcp")
-    return server
-
-
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[Slow]:
     build_images("mcp-kit")
     with running_agent(tmp_path_factory.mktemp("cancel") / "state", docker_client) as agent:
         tb = new_toolbox_id()
         body = {
-            "servers": [kit("stdio", "stdio"), kit("http", "streamable-http")],
+            "servers": [
+                kit_server("stdio", "stdio", "slow"),
+                kit_server("http", "streamable-http", "slow"),
+            ],
             "rollout": {"min_healthy_time": "1s", "healthy_deadline": "90s"},
         }
         final = agent.put_toolbox(tb, json.dumps(body), 150)

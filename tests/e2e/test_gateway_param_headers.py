@@ -38,12 +38,11 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tests.agent_process import AgentProcess, running_agent
 from tests.conftest import build_images, in_thread
-from tests.engine_fixture import PROBE_TIMEOUT, new_toolbox_id
+from tests.engine_fixture import kit_server, new_toolbox_id
 from tests.mcp_stream import ACCEPT_BOTH
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-MCP_KIT = "dtma-examples/mcp-kit:latest"
 MODERN = "2026-07-28"
 CLIENT = "paramhdr-e2e"  # the test clients' name, as the servers see it when relayed as is
 META = {
@@ -85,26 +84,11 @@ class Kit:
             await asyncio.sleep(0.2)
 
 
-def kit_server(name: str, transport: str) -> dict[str, Any]:
-    server: dict[str, Any] = {
-        "name": name,
-        "image": MCP_KIT,
-        "env": {"TOOL_SET": "headers"},
-        "health": {"interval": "1s", "timeout": PROBE_TIMEOUT},
-    }
-    if transport == "stdio":
-        server["transport"] = "stdio"
-        server["env"]["MCP_TRANSPORT"] = "stdio"
-    else:
-        server.update(transport="streamable-http", port=8000, path="/mcp")
-    return server
-
-
 def apply_kit(agent: AgentProcess, docker_client: Any, *transports: str) -> Kit:
     """A toolbox of mcp-kit servers named after their transports, rolled out and healthy."""
     tb = new_toolbox_id()
     body = {
-        "servers": [kit_server(t, t) for t in transports],
+        "servers": [kit_server(t, t, "headers") for t in transports],
         "rollout": {"min_healthy_time": "1s", "healthy_deadline": "90s"},
     }
     final = agent.put_toolbox(tb, json.dumps(body), 150)

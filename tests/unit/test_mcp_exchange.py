@@ -30,15 +30,19 @@ META = {
 PATH = "/v1/toolboxes/tb/mcp"
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[tuple[TestClient, OneToolGateway]]:
-    gateway = OneToolGateway()
+async def _served(gateway: OneToolGateway) -> AsyncIterator[tuple[TestClient, OneToolGateway]]:
     app = web.Application()
     add_mcp_routes(app, gateway, started=lambda: True)
     test_client = TestClient(TestServer(app))
     await test_client.start_server()
     yield test_client, gateway
     await test_client.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient, OneToolGateway]]:
+    async for served in _served(OneToolGateway()):
+        yield served
 
 
 def call(
@@ -238,13 +242,8 @@ MARKED_SCHEMA = {
 @pytest.fixture
 async def marked() -> AsyncIterator[tuple[TestClient, OneToolGateway]]:
     """The endpoint with one tool whose `timezone` is mirrored into `Mcp-Param-Timezone`."""
-    gateway = OneToolGateway(MARKED_SCHEMA)
-    app = web.Application()
-    add_mcp_routes(app, gateway, started=lambda: True)
-    test_client = TestClient(TestServer(app))
-    await test_client.start_server()
-    yield test_client, gateway
-    await test_client.close()
+    async for served in _served(OneToolGateway(MARKED_SCHEMA)):
+        yield served
 
 
 @pytest.mark.parametrize("param", [{"Mcp-Param-Timezone": "CET"}, {}], ids=["disagrees", "missing"])
